@@ -1,0 +1,57 @@
+# The two commands: `make run` (whole system locally) and `make test` (everything CI checks).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export AWS_DEFAULT_REGION ?= us-east-1
+
+.PHONY: install run token test lint typecheck unit integration e2e validate build docs-check clean
+
+$(STAMP): requirements-dev.txt layers/common/requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start moto server, create the template's resources and serve the API on 127.0.0.1:3000.
+run: $(STAMP)
+	$(BIN)/python -m devstack run
+
+## Print a bearer token the local stack accepts: make token USER=alice
+token: $(STAMP)
+	@$(BIN)/python -m devstack token $(or $(USER),alice)
+
+test: $(STAMP) lint typecheck validate unit integration e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+validate: $(STAMP)
+	AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x $(BIN)/sam validate --lint --region $(AWS_DEFAULT_REGION)
+	$(BIN)/sam build --cached --parallel >/dev/null 2>.aws-sam-build.log || (cat .aws-sam-build.log; exit 1)
+
+build: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/sam build
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e
+
+## Render /docs in headless Chromium with no network (installs Debian's chromium if missing).
+docs-check: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	$(BIN)/pytest tests/e2e/test_docs_browser.py
+
+clean:
+	rm -rf $(VENV) .aws-sam .local

@@ -1,0 +1,1 @@
+"""The scheduler's domain: jobs, cron time logic, schedule keys and their AWS repositories."""

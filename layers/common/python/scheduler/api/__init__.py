@@ -1,0 +1,1 @@
+"""HTTP adapters: powertools routers for each API function, and the resolver they share."""

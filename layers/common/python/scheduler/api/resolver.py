@@ -1,0 +1,107 @@
+"""The resolver every API function uses: validation on, and one error shape for every error."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+
+from scheduler.errors import (
+    DomainError,
+    InvalidInput,
+    JobNameConflict,
+    JobNotFound,
+    ServiceUnavailable,
+    Unauthenticated,
+)
+from scheduler.models import ErrorBody, ErrorResponse
+
+logger = Logger(child=True)
+
+STATUS_OF: dict[type[DomainError], HTTPStatus] = {
+    InvalidInput: HTTPStatus.BAD_REQUEST,
+    Unauthenticated: HTTPStatus.UNAUTHORIZED,
+    JobNotFound: HTTPStatus.NOT_FOUND,
+    JobNameConflict: HTTPStatus.CONFLICT,
+    ServiceUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+}
+
+
+def error_response(
+    status: HTTPStatus, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> Response[ErrorResponse]:
+    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details or []))
+    return Response(
+        status_code=status.value,
+        content_type="application/json",
+        body=body.model_dump_json(),
+    )
+
+
+def describe_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    """Pydantic's errors as {field, problem}, with the field as the client wrote it."""
+    details = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ())]
+        if location and location[0] in ("body", "query", "header", "path"):
+            location = location[1:]
+        problem = str(error.get("msg", "invalid"))
+        problem = problem.removeprefix("Value error, ")
+        details.append({"field": ".".join(location) or "body", "problem": problem})
+    return details
+
+
+def make_resolver() -> APIGatewayHttpResolver:
+    app = APIGatewayHttpResolver(enable_validation=True)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid_request(error: RequestValidationError) -> Response[ErrorResponse]:
+        details = describe_validation_errors(list(error.errors()))
+        summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
+        return error_response(
+            HTTPStatus.BAD_REQUEST, "validation_error", f"invalid request: {summary}", details
+        )
+
+    @app.exception_handler(DomainError)
+    def _domain_error(error: DomainError) -> Response[ErrorResponse]:
+        status = next(
+            (s for kind, s in STATUS_OF.items() if isinstance(error, kind)),
+            HTTPStatus.BAD_REQUEST,
+        )
+        return error_response(status, error.code, error.message, error.details)
+
+    @app.exception_handler(IdempotencyValidationError)
+    def _key_reused(_: IdempotencyValidationError) -> Response[ErrorResponse]:
+        return error_response(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request body",
+        )
+
+    @app.exception_handler(IdempotencyAlreadyInProgressError)
+    def _key_in_flight(_: IdempotencyAlreadyInProgressError) -> Response[ErrorResponse]:
+        return error_response(
+            HTTPStatus.CONFLICT,
+            "idempotency_key_in_progress",
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+        )
+
+    @app.not_found
+    def _no_route(_: Exception) -> Response[ErrorResponse]:
+        return error_response(HTTPStatus.NOT_FOUND, "not_found", "no such route")
+
+    @app.exception_handler(Exception)
+    def _unexpected(error: Exception) -> Response[ErrorResponse]:
+        logger.exception("unhandled error")
+        return error_response(
+            HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred"
+        )
+
+    return app

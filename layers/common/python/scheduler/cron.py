@@ -1,0 +1,110 @@
+"""Cron expressions and their occurrences in a time zone. Pure functions: `now` is always passed in.
+
+Wall-clock rules across daylight-saving changes (documented in docs/scheduling.md):
+- A local time that does not exist (the clock jumps forward over it) runs at the same distance
+  after the jump: 02:30 on a night that skips 02:00-03:00 runs at 03:30 local, once.
+- A local time that occurs twice (the clock falls back) runs once, at its first occurrence, unless
+  the schedule's hour field is `*`: such sub-hourly schedules follow elapsed time and run in both
+  passes, as Vixie cron does.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
+
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+class CronError(ValueError):
+    """The expression or time zone is not acceptable; the message says why."""
+
+
+def normalize(expression: str) -> str:
+    """Return the 5-field form of a schedule, or raise CronError naming the problem."""
+    text = " ".join(expression.split())
+    if text.startswith("@"):
+        if text.lower() not in MACROS:
+            raise CronError(f"unknown macro {text!r}; use one of {', '.join(MACROS)}")
+        return MACROS[text.lower()]
+    fields = text.split(" ")
+    if len(fields) != 5:
+        raise CronError(
+            f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
+        )
+    try:
+        croniter(text)  # parses every field: ranges, steps, lists, names
+    except (CroniterBadCronError, CroniterError, ValueError, KeyError) as exc:
+        raise CronError(f"invalid cron expression: {exc}") from None
+    return text
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name`, or CronError."""
+    if name not in _zone_names():
+        raise CronError(f"unknown IANA time zone {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CronError(f"unknown IANA time zone {name!r}") from None
+
+
+def next_occurrence(expression: str, timezone: str, after: datetime) -> datetime:
+    """The first instant strictly after `after` at which the schedule fires, in UTC."""
+    if after.tzinfo is None:
+        raise ValueError("`after` must be timezone-aware")
+    tz = zone(timezone)
+    cron = normalize(expression)
+    follows_elapsed_time = cron.split(" ")[1] == "*"
+    after_utc = after.astimezone(UTC)
+    wall = after.astimezone(tz).replace(tzinfo=None, fold=0)
+    iterator = croniter(cron, wall)
+    try:
+        # A handful of steps always suffices (a skipped wall time is followed by a real one);
+        # the bound only guards against a bug turning into an endless loop.
+        for _ in range(1000):
+            wall = iterator.get_next(datetime)
+            for candidate in _instants(wall, tz, both_folds=follows_elapsed_time):
+                if candidate > after_utc:
+                    return candidate
+    except CroniterBadDateError:
+        pass
+    raise CronError(f"schedule {expression!r} never fires")
+
+
+def _instants(wall: datetime, tz: ZoneInfo, *, both_folds: bool) -> list[datetime]:
+    if not _exists(wall, tz):
+        return [_after_gap(wall, tz)]
+    first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    if first == second or not both_folds:
+        return [first]
+    # An ambiguous wall time: fold=0 is the earlier instant.
+    return [first, second]
+
+
+def _exists(wall: datetime, tz: ZoneInfo) -> bool:
+    aware = wall.replace(tzinfo=tz, fold=0)
+    return aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall
+
+
+def _after_gap(wall: datetime, tz: ZoneInfo) -> datetime:
+    # PEP 495: fold=0 of a missing time uses the offset from before the gap, which lands the
+    # instant the length of the gap after the wall time, i.e. 02:30 -> 03:30 after a 1h jump.
+    return wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())

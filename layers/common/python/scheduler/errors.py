@@ -1,0 +1,50 @@
+"""Domain errors. The API maps each one to an HTTP status in one place (scheduler.api.resolver)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class InvalidInput(DomainError):
+    """The request is well-formed but a field's value cannot be accepted."""
+
+    code = "invalid_input"
+
+
+class InvalidPageToken(InvalidInput):
+    code = "invalid_page_token"
+
+
+class JobNotFound(DomainError):
+    code = "job_not_found"
+
+
+class JobNameConflict(DomainError):
+    code = "job_name_conflict"
+
+
+class IdempotencyConflict(DomainError):
+    """The same Idempotency-Key was reused with a different request, or is still in flight."""
+
+    code = "idempotency_conflict"
+
+
+class Unauthenticated(DomainError):
+    code = "unauthenticated"
+
+
+class ServiceUnavailable(DomainError):
+    """AWS throttled us beyond botocore's retries; the client may retry later."""
+
+    code = "service_unavailable"

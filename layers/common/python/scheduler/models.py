@@ -1,0 +1,158 @@
+"""Pydantic models of the job API: what clients send, what they get back, and the job itself."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from scheduler import cron
+
+MAX_SCRIPT_BYTES = 256 * 1024
+MAX_PARAMETERS_BYTES = 16 * 1024
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class JobStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+
+
+class JobCreate(BaseModel):
+    """Body of `POST /jobs`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=128,
+            pattern=NAME_PATTERN,
+            description="Unique per owner: letters, digits, '.', '_' and '-'.",
+            examples=["nightly-report"],
+        ),
+    ]
+    schedule: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=256,
+            description="5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday) "
+            "or @hourly/@daily/@weekly/@monthly/@yearly.",
+            examples=["30 9 * * MON-FRI"],
+        ),
+    ]
+    timezone: Annotated[
+        str, Field(max_length=64, description="IANA time zone name.", examples=["Europe/London"])
+    ] = "UTC"
+    parameters: Annotated[
+        dict[str, Any],
+        Field(description="JSON object passed to the script as JOB_PARAMETERS (at most 16 KiB)."),
+    ] = {}
+    script: Annotated[
+        str, Field(min_length=1, description="Python source of the script (at most 256 KiB).")
+    ]
+    description: Annotated[str | None, Field(max_length=1024)] = None
+    timeout_seconds: Annotated[
+        int, Field(ge=1, le=3600, description="A run is stopped and TIMED_OUT after this.")
+    ] = 300
+    max_attempts: Annotated[
+        int, Field(ge=1, le=10, description="Attempts per run, retries included.")
+    ] = 3
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        try:
+            cron.normalize(value)
+        except cron.CronError as exc:
+            raise ValueError(str(exc)) from None
+        return " ".join(value.split())
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            cron.zone(value)
+        except cron.CronError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _small_parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+        if size > MAX_PARAMETERS_BYTES:
+            raise ValueError(f"parameters are {size} bytes as JSON; at most {MAX_PARAMETERS_BYTES}")
+        return value
+
+    @field_validator("script")
+    @classmethod
+    def _compilable_script(cls, value: str) -> str:
+        size = len(value.encode())
+        if size > MAX_SCRIPT_BYTES:
+            raise ValueError(f"script is {size} bytes; at most {MAX_SCRIPT_BYTES}")
+        try:
+            compile(value, "<script>", "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            raise ValueError(f"script does not compile: {exc.msg} (line {exc.lineno})") from None
+        except (ValueError, RecursionError, MemoryError) as exc:
+            raise ValueError(f"script does not compile: {exc}") from None
+        return value
+
+
+class Job(BaseModel):
+    """A job as stored and as returned by the API."""
+
+    job_id: str
+    user_id: str
+    name: str
+    schedule: str
+    timezone: str
+    parameters: dict[str, Any]
+    description: str | None = None
+    status: JobStatus
+    next_run_at: datetime | None = Field(
+        description="Next scheduled run, ISO 8601 with the job's time zone offset."
+    )
+    script_sha256: str
+    timeout_seconds: int
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    next_token: str | None = Field(
+        default=None, description="Pass as `next_token` to get the next page; absent on the last."
+    )
+
+
+class JobFilters(BaseModel):
+    """Query of `GET /jobs`: every filter is optional; all given must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: JobStatus | None = None
+    name: Annotated[str | None, Field(max_length=128, description="Name prefix.")] = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    next_run_after: AwareDatetime | None = None
+    next_run_before: AwareDatetime | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] = []
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API returns has this shape."""
+
+    error: ErrorBody

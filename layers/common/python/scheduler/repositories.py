@@ -1,0 +1,269 @@
+"""DynamoDB and S3 adapters of the job API. Nothing outside this module sees botocore."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from scheduler import cron, keys, timefmt
+from scheduler.aws import error_code, raise_if_throttled
+from scheduler.errors import JobNameConflict
+from scheduler.models import Job, JobFilters, JobStatus
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+OWNER_INDEX = "by_owner"
+# A list request reads at most this many index pages, so its latency is bounded even when
+# filters match little; the client follows next_token for the rest.
+MAX_PAGES_PER_LIST = 8
+
+
+def _dump(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in item.items() if v is not None}
+
+
+def _load(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def job_pk(job_id: str) -> str:
+    return f"JOB#{job_id}"
+
+
+def name_pk(user_id: str, name: str) -> str:
+    return f"NAME#{user_id}#{name}"
+
+
+class ScriptStore:
+    """Scripts in S3, content-addressed: the same source is one object, written idempotently."""
+
+    def __init__(self, s3: S3Client, bucket: str) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+
+    @staticmethod
+    def key_for(sha256: str) -> str:
+        return f"scripts/{sha256[:2]}/{sha256}.py"
+
+    def put(self, source: str) -> tuple[str, str]:
+        """Store `source`; return its (sha256, key)."""
+        body = source.encode()
+        digest = hashlib.sha256(body).hexdigest()
+        key = self.key_for(digest)
+        try:
+            self._s3.put_object(
+                Bucket=self._bucket,
+                Key=key,
+                Body=body,
+                ContentType="text/x-python; charset=utf-8",
+                Metadata={"sha256": digest},
+            )
+        except ClientError as exc:
+            raise_if_throttled(exc)
+            raise
+        return digest, key
+
+    def get(self, key: str) -> str:
+        return self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read().decode()
+
+
+@dataclass(frozen=True)
+class ListPage:
+    jobs: list[Job]
+    position: dict[str, str] | None  # where the next page starts, None on the last page
+
+
+class JobRepository:
+    """Job items (by id, and per owner through a sparse GSI), name guards and schedule items."""
+
+    def __init__(
+        self, dynamodb: DynamoDBClient, *, jobs_table: str, schedule_table: str, shards: int
+    ) -> None:
+        self._db = dynamodb
+        self._jobs = jobs_table
+        self._schedule = schedule_table
+        self._shards = shards
+
+    def create(self, job: Job, script_key: str) -> None:
+        """Write the job, its name guard and its first schedule item: all, or none."""
+        item = self._job_item(job, script_key)
+        writes: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self._jobs,
+                    "Item": _dump(item),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._jobs,
+                    "Item": _dump({"pk": name_pk(job.user_id, job.name), "job_id": job.job_id}),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
+        if job.next_run_at is not None:
+            writes.append({"Put": {"TableName": self._schedule, "Item": _dump(self._slot(job))}})
+        try:
+            self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                    raise JobNameConflict(
+                        f"you already have a job named {job.name!r}",
+                        [{"field": "name", "problem": "already used by another of your jobs"}],
+                    ) from None
+            raise_if_throttled(exc)
+            raise
+
+    def get(self, job_id: str) -> Job | None:
+        try:
+            response = self._db.get_item(TableName=self._jobs, Key=_dump({"pk": job_pk(job_id)}))
+        except ClientError as exc:
+            raise_if_throttled(exc)
+            raise
+        item = response.get("Item")
+        return self._to_job(_load(item)) if item else None
+
+    def list_for_owner(
+        self, user_id: str, filters: JobFilters, limit: int, start: dict[str, str] | None
+    ) -> ListPage:
+        """The owner's jobs newest first, filtered; created_* filters narrow the key range."""
+        query = self._owner_query(user_id, filters)
+        filtered = "FilterExpression" in query
+        jobs: list[Job] = []
+        last_evaluated: dict[str, Any] | None = _dump(start) if start else None
+        for _ in range(MAX_PAGES_PER_LIST):
+            page_args = dict(query, Limit=limit if not filtered else max(limit, 100))
+            if last_evaluated:
+                page_args["ExclusiveStartKey"] = last_evaluated
+            try:
+                response = self._db.query(**page_args)
+            except ClientError as exc:
+                raise_if_throttled(exc)
+                raise
+            for raw in response.get("Items", []):
+                item = _load(raw)
+                jobs.append(self._to_job(item))
+                if len(jobs) == limit:
+                    more = raw is not response["Items"][-1] or "LastEvaluatedKey" in response
+                    return ListPage(jobs, self._position(item) if more else None)
+            last_evaluated = response.get("LastEvaluatedKey")
+            if not last_evaluated:
+                return ListPage(jobs, None)
+        return ListPage(jobs, {k: v["S"] for k, v in last_evaluated.items()})
+
+    # -- item mapping -------------------------------------------------------------------------
+
+    def _owner_query(self, user_id: str, filters: JobFilters) -> dict[str, Any]:
+        key = "user_id = :user"
+        values: dict[str, Any] = {":user": user_id}
+        names: dict[str, str] = {}
+        low = timefmt.to_text(filters.created_after) + "#~" if filters.created_after else None
+        high = timefmt.to_text(filters.created_before) + "#" if filters.created_before else None
+        if low and high:
+            key += " AND created_key BETWEEN :low AND :high"
+            values |= {":low": low, ":high": high}
+        elif low:
+            key += " AND created_key > :low"
+            values[":low"] = low
+        elif high:
+            key += " AND created_key < :high"
+            values[":high"] = high
+        conditions = []
+        if filters.status:
+            conditions.append("#status = :status")
+            names["#status"] = "status"
+            values[":status"] = filters.status.value
+        if filters.name:
+            conditions.append("begins_with(#name, :name)")
+            names["#name"] = "name"
+            values[":name"] = filters.name
+        if filters.next_run_after:
+            conditions.append("next_run_utc > :run_after")
+            values[":run_after"] = timefmt.to_text(filters.next_run_after)
+        if filters.next_run_before:
+            conditions.append("next_run_utc < :run_before")
+            values[":run_before"] = timefmt.to_text(filters.next_run_before)
+        query: dict[str, Any] = {
+            "TableName": self._jobs,
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": key,
+            "ScanIndexForward": False,
+        }
+        if conditions:
+            query["FilterExpression"] = " AND ".join(conditions)
+        if names:
+            query["ExpressionAttributeNames"] = names
+        query["ExpressionAttributeValues"] = _dump(values)
+        return query
+
+    @staticmethod
+    def _position(item: dict[str, Any]) -> dict[str, str]:
+        return {"pk": item["pk"], "user_id": item["user_id"], "created_key": item["created_key"]}
+
+    def _slot(self, job: Job) -> dict[str, Any]:
+        assert job.next_run_at is not None
+        shard = keys.shard_of(job.job_id, self._shards)
+        return {
+            "bucket": keys.hour_bucket(job.next_run_at, shard),
+            "slot": keys.schedule_slot(job.next_run_at, job.job_id),
+            "job_id": job.job_id,
+            "user_id": job.user_id,
+            "scheduled_at": int(job.next_run_at.timestamp()),
+        }
+
+    @staticmethod
+    def _job_item(job: Job, script_key: str) -> dict[str, Any]:
+        return {
+            "pk": job_pk(job.job_id),
+            "job_id": job.job_id,
+            "user_id": job.user_id,
+            "name": job.name,
+            "schedule": job.schedule,
+            "timezone": job.timezone,
+            "parameters_json": json.dumps(job.parameters, separators=(",", ":")),
+            "description": job.description,
+            "status": job.status.value,
+            "next_run_utc": timefmt.to_text(job.next_run_at) if job.next_run_at else None,
+            "script_sha256": job.script_sha256,
+            "script_key": script_key,
+            "timeout_seconds": job.timeout_seconds,
+            "max_attempts": job.max_attempts,
+            "created_at": timefmt.to_text(job.created_at),
+            "updated_at": timefmt.to_text(job.updated_at),
+            "created_key": f"{timefmt.to_text(job.created_at)}#{job.job_id}",
+        }
+
+    @staticmethod
+    def _to_job(item: dict[str, Any]) -> Job:
+        tz = cron.zone(item["timezone"])
+        next_run = item.get("next_run_utc")
+        return Job(
+            job_id=item["job_id"],
+            user_id=item["user_id"],
+            name=item["name"],
+            schedule=item["schedule"],
+            timezone=item["timezone"],
+            parameters=json.loads(item["parameters_json"]),
+            description=item.get("description"),
+            status=JobStatus(item["status"]),
+            next_run_at=timefmt.from_text(next_run).astimezone(tz) if next_run else None,
+            script_sha256=item["script_sha256"],
+            timeout_seconds=int(item["timeout_seconds"]),
+            max_attempts=int(item["max_attempts"]),
+            created_at=timefmt.from_text(item["created_at"]),
+            updated_at=timefmt.from_text(item["updated_at"]),
+        )

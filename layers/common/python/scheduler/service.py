@@ -1,0 +1,129 @@
+"""The job API's use cases: create, get and list jobs. AWS sits behind the repositories."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.idempotency import (
+    BasePersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from scheduler import cron
+from scheduler.errors import InvalidInput, JobNotFound
+from scheduler.models import Job, JobCreate, JobFilters, JobPage, JobStatus
+from scheduler.pagination import PageTokens
+from scheduler.repositories import JobRepository, ScriptStore
+
+
+class JobService:
+    def __init__(
+        self,
+        jobs: JobRepository,
+        scripts: ScriptStore,
+        *,
+        clock: Callable[[], datetime],
+        page_tokens: PageTokens | None = None,
+        idempotency_store: BasePersistenceLayer | None = None,
+        idempotency_ttl_seconds: int = 86400,
+    ) -> None:
+        self._jobs = jobs
+        self._scripts = scripts
+        self._clock = clock
+        self._tokens = page_tokens
+        self._create_once: Callable[..., Job] | None = None
+        self._idempotency = IdempotencyConfig(
+            event_key_jmespath="[user_id, key]",
+            payload_validation_jmespath="body",
+            expires_after_seconds=idempotency_ttl_seconds,
+        )
+        if idempotency_store is not None:
+            self._create_once = idempotent_function(
+                data_keyword_argument="request",
+                persistence_store=idempotency_store,
+                config=self._idempotency,
+                output_serializer=PydanticSerializer(Job),
+            )(self._create_for_request)
+
+    def create(
+        self,
+        user_id: str,
+        body: JobCreate,
+        idempotency_key: str | None = None,
+        lambda_context: LambdaContext | None = None,
+    ) -> Job:
+        """Create a job; with an idempotency key, a retry returns the first result instead."""
+        if idempotency_key is None or self._create_once is None:
+            return self._create(user_id, body)
+        if lambda_context is not None:
+            # Lets an in-flight record expire with the invocation if it dies mid-create.
+            self._idempotency.register_lambda_context(lambda_context)
+        request = {"user_id": user_id, "key": idempotency_key, "body": body.model_dump()}
+        return self._create_once(request=request)
+
+    def _create_for_request(self, request: dict[str, Any]) -> Job:
+        return self._create(request["user_id"], JobCreate.model_validate(request["body"]))
+
+    def _create(self, user_id: str, body: JobCreate) -> Job:
+        now = self._clock()
+        try:
+            next_run = cron.next_occurrence(body.schedule, body.timezone, now)
+        except cron.CronError as exc:
+            raise InvalidInput(str(exc), [{"field": "schedule", "problem": str(exc)}]) from None
+        # The script goes first: content-addressed, so a crash after it leaves no job, only an
+        # object that the next identical create reuses.
+        sha256, script_key = self._scripts.put(body.script)
+        job = Job(
+            job_id=uuid.uuid4().hex,
+            user_id=user_id,
+            name=body.name,
+            schedule=body.schedule,
+            timezone=body.timezone,
+            parameters=body.parameters,
+            description=body.description,
+            status=JobStatus.ACTIVE,
+            next_run_at=next_run.astimezone(cron.zone(body.timezone)),
+            script_sha256=sha256,
+            timeout_seconds=body.timeout_seconds,
+            max_attempts=body.max_attempts,
+            created_at=now,
+            updated_at=now,
+        )
+        self._jobs.create(job, script_key)
+        return job
+
+    def get(self, user_id: str, job_id: str) -> Job:
+        """The caller's job; someone else's is reported as missing, never revealed."""
+        job = self._jobs.get(job_id)
+        if job is None or job.user_id != user_id:
+            raise JobNotFound(f"job {job_id!r} not found")
+        return job
+
+    def list(
+        self, user_id: str, filters: JobFilters, limit: int, next_token: str | None
+    ) -> JobPage:
+        if self._tokens is None:
+            raise RuntimeError("JobService.list needs page tokens")
+        scope = _filters_digest(filters)
+        start = self._tokens.decode(next_token, owner=user_id, scope=scope) if next_token else None
+        page = self._jobs.list_for_owner(user_id, filters, limit, start)
+        token = (
+            self._tokens.encode(page.position, owner=user_id, scope=scope)
+            if page.position
+            else None
+        )
+        return JobPage(items=page.jobs, next_token=token)
+
+
+def _filters_digest(filters: JobFilters) -> str:
+    """A token is only valid for the filters it was issued with (else pages skip or repeat)."""
+    canonical = json.dumps(filters.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,90 @@
+"""Creates the template's tables, buckets and queues through the AWS APIs (moto locally)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+
+from devstack.template import Stack
+
+_TABLE_KEYS = (
+    "AttributeDefinitions",
+    "KeySchema",
+    "GlobalSecondaryIndexes",
+    "LocalSecondaryIndexes",
+    "BillingMode",
+    "StreamSpecification",
+)
+
+
+def create_all(stack: Stack, endpoint_url: str | None = None) -> None:
+    """Create every resource the local stack emulates; existing ones are left as they are."""
+    session = boto3.session.Session()
+    dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
+    existing_tables = set(dynamodb.list_tables()["TableNames"])
+    for logical, resource in stack.of_type("AWS::DynamoDB::Table").items():
+        name = stack.physical_names[logical]
+        if name in existing_tables:
+            continue
+        props = resource["Properties"]
+        args: dict[str, Any] = {k: props[k] for k in _TABLE_KEYS if k in props}
+        dynamodb.create_table(TableName=name, **args)
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+
+    s3 = session.client("s3", endpoint_url=endpoint_url)
+    for logical, resource in stack.of_type("AWS::S3::Bucket").items():
+        name = stack.physical_names[logical]
+        props = resource.get("Properties", {})
+        try:
+            s3.create_bucket(Bucket=name)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            continue
+        if "VersioningConfiguration" in props:
+            s3.put_bucket_versioning(
+                Bucket=name, VersioningConfiguration=props["VersioningConfiguration"]
+            )
+        if "BucketEncryption" in props:
+            s3.put_bucket_encryption(
+                Bucket=name,
+                ServerSideEncryptionConfiguration={
+                    # CloudFormation's property name differs from the API's.
+                    "Rules": [
+                        {
+                            "ApplyServerSideEncryptionByDefault": rule[
+                                "ServerSideEncryptionByDefault"
+                            ]
+                        }
+                        for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                    ]
+                },
+            )
+        if "PublicAccessBlockConfiguration" in props:
+            s3.put_public_access_block(
+                Bucket=name,
+                PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"],
+            )
+
+    sqs = session.client("sqs", endpoint_url=endpoint_url)
+    queues = stack.of_type("AWS::SQS::Queue")
+    # Dead-letter queues first: a queue's RedrivePolicy names its DLQ's ARN.
+    ordered = sorted(queues, key=lambda name: "RedrivePolicy" in queues[name].get("Properties", {}))
+    for logical in ordered:
+        props = stack.resolve(queues[logical].get("Properties", {}))
+        attributes = {
+            key: _queue_attribute(value)
+            for key, value in props.items()
+            if key not in ("QueueName", "Tags")
+        }
+        sqs.create_queue(QueueName=stack.physical_names[logical], Attributes=attributes)
+
+
+def _queue_attribute(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
