@@ -16,12 +16,15 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt
 install: $(STAMP)
 
 ## Start moto server, create the template's resources and serve the API on 127.0.0.1:3000.
+run: export PYTHONPATH := layers/common/python:local
 run: $(STAMP)
 	$(BIN)/python -m devstack run
 
 ## Print a bearer token the local stack accepts: make token USER=alice
+# (USER from the environment is the login name: only `USER=` on the command line counts.)
+token: export PYTHONPATH := layers/common/python:local
 token: $(STAMP)
-	@$(BIN)/python -m devstack token $(or $(USER),alice)
+	@$(BIN)/python -m devstack token $(if $(filter command line,$(origin USER)),$(USER),alice)
 
 test: $(STAMP) lint typecheck validate unit integration e2e
 
@@ -32,12 +35,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# sam and cfn-lint work offline; they only need a region and (fake) credentials.
+SAM := PATH=$(CURDIR)/$(BIN):$$PATH SAM_CLI_TELEMETRY=0 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x \
+	$(BIN)/sam
+
 validate: $(STAMP)
-	AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x $(BIN)/sam validate --lint --region $(AWS_DEFAULT_REGION)
-	$(BIN)/sam build --cached --parallel >/dev/null 2>.aws-sam-build.log || (cat .aws-sam-build.log; exit 1)
+	mkdir -p .aws-sam
+	$(SAM) validate --lint --region $(AWS_DEFAULT_REGION)
+	$(SAM) build --region $(AWS_DEFAULT_REGION) > .aws-sam/build.log 2>&1 \
+		|| (cat .aws-sam/build.log; exit 1)
 
 build: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/sam build
+	$(SAM) build
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

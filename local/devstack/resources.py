@@ -35,6 +35,41 @@ def create_all(stack: Stack, endpoint_url: str | None = None) -> None:
         if ttl:
             dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
 
+    sqs = session.client("sqs", endpoint_url=endpoint_url)
+    queues = stack.of_type("AWS::SQS::Queue")
+    # Dead-letter queues first: a queue's RedrivePolicy names its DLQ's ARN.
+    ordered = sorted(queues, key=lambda name: "RedrivePolicy" in queues[name].get("Properties", {}))
+    for logical in ordered:
+        props = stack.resolve(queues[logical].get("Properties", {}))
+        attributes = {
+            key: _queue_attribute(value)
+            for key, value in props.items()
+            if key not in ("QueueName", "Tags")
+        }
+        sqs.create_queue(QueueName=stack.physical_names[logical], Attributes=attributes)
+
+    ecs = session.client("ecs", endpoint_url=endpoint_url)
+    for logical in stack.of_type("AWS::ECS::Cluster"):
+        ecs.create_cluster(clusterName=stack.physical_names[logical])
+    for logical, resource in stack.of_type("AWS::ECS::TaskDefinition").items():
+        props = stack.resolve(resource["Properties"])
+        ecs.register_task_definition(
+            family=stack.physical_names[logical],
+            requiresCompatibilities=props["RequiresCompatibilities"],
+            networkMode=props["NetworkMode"],
+            cpu=str(props["Cpu"]),
+            memory=str(props["Memory"]),
+            containerDefinitions=[
+                {
+                    "name": container["Name"],
+                    "image": container["Image"],
+                    "essential": container.get("Essential", True),
+                    "memory": int(props["Memory"]),
+                }
+                for container in props["ContainerDefinitions"]
+            ],
+        )
+
     s3 = session.client("s3", endpoint_url=endpoint_url)
     for logical, resource in stack.of_type("AWS::S3::Bucket").items():
         name = stack.physical_names[logical]
@@ -62,24 +97,26 @@ def create_all(stack: Stack, endpoint_url: str | None = None) -> None:
                     ]
                 },
             )
+        notifications = stack.resolve(props.get("NotificationConfiguration", {}))
+        if notifications.get("QueueConfigurations"):
+            s3.put_bucket_notification_configuration(
+                Bucket=name,
+                NotificationConfiguration={
+                    "QueueConfigurations": [
+                        {
+                            "QueueArn": queue["Queue"],
+                            "Events": [queue["Event"]],
+                            "Filter": {"Key": {"FilterRules": queue["Filter"]["S3Key"]["Rules"]}},
+                        }
+                        for queue in notifications["QueueConfigurations"]
+                    ]
+                },
+            )
         if "PublicAccessBlockConfiguration" in props:
             s3.put_public_access_block(
                 Bucket=name,
                 PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"],
             )
-
-    sqs = session.client("sqs", endpoint_url=endpoint_url)
-    queues = stack.of_type("AWS::SQS::Queue")
-    # Dead-letter queues first: a queue's RedrivePolicy names its DLQ's ARN.
-    ordered = sorted(queues, key=lambda name: "RedrivePolicy" in queues[name].get("Properties", {}))
-    for logical in ordered:
-        props = stack.resolve(queues[logical].get("Properties", {}))
-        attributes = {
-            key: _queue_attribute(value)
-            for key, value in props.items()
-            if key not in ("QueueName", "Tags")
-        }
-        sqs.create_queue(QueueName=stack.physical_names[logical], Attributes=attributes)
 
 
 def _queue_attribute(value: Any) -> str:

@@ -84,7 +84,12 @@ class Stack:
             if key == "Fn::GetAtt":
                 return self._get_att(arg[0], arg[1])
             if key == "Fn::Join":
-                return str(arg[0]).join(str(self.resolve(v)) for v in arg[1])
+                parts = self.resolve(arg[1])
+                return str(arg[0]).join(
+                    str(v) for v in (parts if isinstance(parts, list) else [parts])
+                )
+            if key == "Fn::If":
+                return self.resolve(arg[1])  # conditions: the local stack takes the first branch
         if isinstance(value, dict):
             return {k: self.resolve(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -95,6 +100,10 @@ class Stack:
         if name in self.parameters:
             return self.parameters[name]
         if name in self.physical_names:
+            if self.resources[name]["Type"] == "AWS::SQS::Queue":  # Ref of a queue is its URL
+                return (
+                    f"https://sqs.us-east-1.amazonaws.com/123456789012/{self.physical_names[name]}"
+                )
             return self.physical_names[name]
         pseudo = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012"}
         if name in pseudo:
@@ -111,6 +120,8 @@ class Stack:
             return f"arn:aws:sqs:us-east-1:123456789012:{physical}"
         if resource["Type"] == "AWS::SQS::Queue" and attribute == "QueueName":
             return physical
+        if resource["Type"] == "AWS::ECS::Cluster" and attribute == "Arn":
+            return f"arn:aws:ecs:us-east-1:123456789012:cluster/{physical}"
         if attribute == "Arn":
             return f"arn:aws:local:::{physical}"
         raise KeyError(f"GetAtt {name}.{attribute} has no local value")

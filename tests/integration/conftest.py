@@ -9,16 +9,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
+
 from devstack import resources
 from devstack.lambda_runtime import context_for, load_handler
 from devstack.template import Stack, local_stack
-from moto import mock_aws
-
 from scheduler.api import container
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
-PAGE_TOKEN_SECRET = "integration-test-page-token-secret"  # noqa: S105
+PAGE_TOKEN_SECRET = "integration-test-page-token-secret"
 
 
 @pytest.fixture
@@ -26,9 +27,20 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     with mock_aws():
+        # The runner tasks' network, which a deployment gets as parameters.
+        ec2 = boto3.client("ec2")
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(GroupName="runner", Description="runner", VpcId=vpc)
         built = local_stack(
             "it",
-            {"JwtIssuer": "https://issuer.test", "JwtAudience": "scheduler"},
+            {
+                "JwtIssuer": "https://issuer.test",
+                "JwtAudience": "scheduler",
+                "RunnerSubnets": subnet,
+                "RunnerSecurityGroups": group["GroupId"],
+            },
             {"PageTokenSecret": PAGE_TOKEN_SECRET},
         )
         resources.create_all(built)

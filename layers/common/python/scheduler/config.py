@@ -5,7 +5,10 @@ Each is built on first use (cold start) and fails fast with every missing variab
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,4 +32,59 @@ class CreateJobSettings(JobApiSettings):
 
 
 class ListJobsSettings(JobApiSettings):
+    """list_jobs and list_runs."""
+
     page_token_secret: SecretStr = Field(min_length=16)
+
+
+class RunJobSettings(JobApiSettings):
+    """run_job ("run now")."""
+
+    dispatch_queue_url: str
+    dispatch_grace_seconds: int = Field(default=300, ge=30)
+
+
+class WatcherSettings(JobApiSettings):
+    dispatch_queue_url: str
+    lookahead_seconds: int = Field(default=90, ge=0, le=600)
+    overlap_seconds: int = Field(default=300, ge=0, le=3600)
+    max_window_seconds: int = Field(default=1800, ge=60)
+    pack_window_seconds: int = Field(default=5, ge=1, le=60)
+    max_runs_per_task: int = Field(default=10, ge=1, le=10)
+    dispatch_grace_seconds: int = Field(default=300, ge=30)
+    retry_base_seconds: int = Field(default=30, ge=1)
+
+
+class ExecutorSettings(JobApiSettings):
+    dispatch_backend: Literal["ecs", "local"]
+    claim_seconds: int = Field(default=60, ge=5)
+    dispatch_grace_seconds: int = Field(default=300, ge=30)
+    presigned_url_seconds: int = Field(default=900, ge=60)
+    # ecs backend
+    ecs_cluster: str | None = None
+    task_definition: str | None = None
+    runner_container: str = "runner"
+    subnets: str = ""  # comma-separated
+    security_groups: str = ""
+    assign_public_ip: bool = False
+    # local backend
+    runner_path: Path | None = None
+    task_events_queue_url: str | None = None
+    local_work_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _backend_configured(self) -> ExecutorSettings:
+        required = (
+            {"ecs_cluster", "task_definition", "subnets", "security_groups"}
+            if self.dispatch_backend == "ecs"
+            else {"runner_path", "task_events_queue_url", "local_work_dir"}
+        )
+        missing = sorted(name.upper() for name in required if not getattr(self, name))
+        if missing:
+            raise ValueError(f"the {self.dispatch_backend} backend needs {', '.join(missing)}")
+        return self
+
+
+class RunStatusSettings(JobApiSettings):
+    retry_base_seconds: int = Field(default=30, ge=1)
+    running_grace_seconds: int = Field(default=60, ge=0)

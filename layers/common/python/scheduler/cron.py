@@ -10,7 +10,7 @@ Wall-clock rules across daylight-saving changes (documented in docs/scheduling.m
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -25,6 +25,8 @@ MACROS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
+# The largest daylight-saving shift considered when looking back over a recent transition.
+MAX_SHIFT = timedelta(hours=3)
 
 
 class CronError(ValueError):
@@ -38,7 +40,7 @@ def normalize(expression: str) -> str:
         if text.lower() not in MACROS:
             raise CronError(f"unknown macro {text!r}; use one of {', '.join(MACROS)}")
         return MACROS[text.lower()]
-    fields = text.split(" ")
+    fields = text.split()
     if len(fields) != 5:
         raise CronError(
             f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
@@ -68,19 +70,48 @@ def next_occurrence(expression: str, timezone: str, after: datetime) -> datetime
     cron = normalize(expression)
     follows_elapsed_time = cron.split(" ")[1] == "*"
     after_utc = after.astimezone(UTC)
-    wall = after.astimezone(tz).replace(tzinfo=None, fold=0)
-    iterator = croniter(cron, wall)
+    local = after_utc.astimezone(tz)
+    wall = local.replace(tzinfo=None, fold=0)
+    # Wall times before `wall` can still fire after `after`: those a recent gap shifted forward,
+    # and (following elapsed time) the second pass of a repeated hour we are in the first of.
+    lookback = _utcoffset(local) - _utcoffset((after_utc - MAX_SHIFT).astimezone(tz))
+    if follows_elapsed_time:
+        lookback = max(lookback, _offset(wall, tz, 0) - _offset(wall, tz, 1))
+    iterator = croniter(cron, wall - max(lookback, timedelta(0)))
+    best: datetime | None = None
+    horizon: datetime | None = None
     try:
-        # A handful of steps always suffices (a skipped wall time is followed by a real one);
-        # the bound only guards against a bug turning into an endless loop.
-        for _ in range(1000):
+        # Near a transition wall order is not time order (a shifted or repeated time can land
+        # after a later wall time), so keep the earliest candidate until no later wall time can
+        # beat it. The bound only guards against a bug turning into an endless loop.
+        for _ in range(10_000):
             wall = iterator.get_next(datetime)
+            if horizon is not None and wall >= horizon:
+                break
             for candidate in _instants(wall, tz, both_folds=follows_elapsed_time):
-                if candidate > after_utc:
-                    return candidate
+                if candidate > after_utc and (best is None or candidate < best):
+                    best = candidate
+            if best is not None:
+                # A wall time w is at least w - (largest offset around) in UTC.
+                largest = max(_utcoffset(local), _utcoffset(best.astimezone(tz)))
+                horizon = best.replace(tzinfo=None) + largest
+                if wall >= horizon:
+                    break
     except CroniterBadDateError:
         pass
-    raise CronError(f"schedule {expression!r} never fires")
+    if best is None:
+        raise CronError(f"schedule {expression!r} never fires")
+    return best
+
+
+def _offset(wall: datetime, tz: ZoneInfo, fold: int) -> timedelta:
+    return _utcoffset(wall.replace(tzinfo=tz, fold=fold))
+
+
+def _utcoffset(instant: datetime) -> timedelta:
+    offset = instant.utcoffset()
+    assert offset is not None
+    return offset
 
 
 def _instants(wall: datetime, tz: ZoneInfo, *, both_folds: bool) -> list[datetime]:

@@ -48,3 +48,7 @@ class ServiceUnavailable(DomainError):
     """AWS throttled us beyond botocore's retries; the client may retry later."""
 
     code = "service_unavailable"
+
+
+class RunNotFound(DomainError):
+    code = "run_not_found"

@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from scheduler import cron, keys, timefmt
+from scheduler import cron, timefmt
 from scheduler.aws import error_code, raise_if_throttled
+from scheduler.dynamo import cancelled_by_condition
 from scheduler.errors import JobNameConflict
 from scheduler.models import Job, JobFilters, JobStatus
+from scheduler.schedule import ScheduleItem, ScheduleRepository
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -87,12 +90,11 @@ class JobRepository:
     """Job items (by id, and per owner through a sparse GSI), name guards and schedule items."""
 
     def __init__(
-        self, dynamodb: DynamoDBClient, *, jobs_table: str, schedule_table: str, shards: int
+        self, dynamodb: DynamoDBClient, *, jobs_table: str, schedule: ScheduleRepository
     ) -> None:
         self._db = dynamodb
         self._jobs = jobs_table
-        self._schedule = schedule_table
-        self._shards = shards
+        self._schedule = schedule
 
     def create(self, job: Job, script_key: str) -> None:
         """Write the job, its name guard and its first schedule item: all, or none."""
@@ -114,7 +116,9 @@ class JobRepository:
             },
         ]
         if job.next_run_at is not None:
-            writes.append({"Put": {"TableName": self._schedule, "Item": _dump(self._slot(job))}})
+            writes.append(
+                {"Put": {"TableName": self._schedule.table, "Item": _dump(self._slot(job))}}
+            )
         try:
             self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
         except ClientError as exc:
@@ -136,6 +140,78 @@ class JobRepository:
             raise
         item = response.get("Item")
         return self._to_job(_load(item)) if item else None
+
+    def get_many(self, job_ids: set[str]) -> dict[str, Job]:
+        """Jobs by id (BatchGetItem, 100 a call); missing ones are absent from the result."""
+        found: dict[str, Job] = {}
+        ids = sorted(job_ids)
+        for offset in range(0, len(ids), 100):
+            request: dict[str, Any] = {
+                self._jobs: {"Keys": [_dump({"pk": job_pk(i)}) for i in ids[offset : offset + 100]]}
+            }
+            while request:
+                try:
+                    response = self._db.batch_get_item(RequestItems=request)
+                except ClientError as exc:
+                    raise_if_throttled(exc)
+                    raise
+                for raw in response.get("Responses", {}).get(self._jobs, []):
+                    job = self._to_job(_load(raw))
+                    found[job.job_id] = job
+                request = dict(response.get("UnprocessedKeys") or {})
+        return found
+
+    def advance(self, job: Job, current: ScheduleItem, following: datetime | None) -> None:
+        """Replace the job's taken schedule item by its next occurrence, and show that
+        occurrence on the job: one transaction, so a job never loses its next run."""
+        next_utc = timefmt.to_text(following) if following else None
+        writes: list[dict[str, Any]] = [
+            {
+                "Delete": {
+                    "TableName": self._schedule.table,
+                    "Key": _dump(self._schedule.key_of(current)),
+                    "ConditionExpression": "attribute_exists(slot)",
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._jobs,
+                    "Key": _dump({"pk": job_pk(job.job_id)}),
+                    "UpdateExpression": "SET next_run_utc = :next"
+                    if next_utc
+                    else "REMOVE next_run_utc",
+                    "ConditionExpression": "attribute_exists(pk)",
+                    **(
+                        {"ExpressionAttributeValues": _dump({":next": next_utc})}
+                        if next_utc
+                        else {}
+                    ),
+                }
+            },
+        ]
+        if following is not None:
+            second = int(following.timestamp())
+            item = ScheduleItem(
+                job_id=job.job_id, user_id=job.user_id, scheduled_at=second, due_at=second
+            )
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self._schedule.table,
+                        "Item": _dump(self._schedule.item_of(item)),
+                    }
+                }
+            )
+        try:
+            self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if any(cancelled_by_condition(exc)):
+                # Another tick advanced it already, or the job is gone: nothing left to do but
+                # make sure the taken item does not linger.
+                self._schedule.delete(current)
+                return
+            raise_if_throttled(exc)
+            raise
 
     def list_for_owner(
         self, user_id: str, filters: JobFilters, limit: int, start: dict[str, str] | None
@@ -216,14 +292,10 @@ class JobRepository:
 
     def _slot(self, job: Job) -> dict[str, Any]:
         assert job.next_run_at is not None
-        shard = keys.shard_of(job.job_id, self._shards)
-        return {
-            "bucket": keys.hour_bucket(job.next_run_at, shard),
-            "slot": keys.schedule_slot(job.next_run_at, job.job_id),
-            "job_id": job.job_id,
-            "user_id": job.user_id,
-            "scheduled_at": int(job.next_run_at.timestamp()),
-        }
+        second = int(job.next_run_at.timestamp())
+        return self._schedule.item_of(
+            ScheduleItem(job_id=job.job_id, user_id=job.user_id, scheduled_at=second, due_at=second)
+        )
 
     @staticmethod
     def _job_item(job: Job, script_key: str) -> dict[str, Any]:

@@ -8,9 +8,13 @@ from functools import cache
 import boto3
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
-from scheduler.config import CreateJobSettings, JobApiSettings, ListJobsSettings
+from scheduler.config import CreateJobSettings, JobApiSettings, ListJobsSettings, RunJobSettings
 from scheduler.pagination import PageTokens
+from scheduler.queue import RunQueue
 from scheduler.repositories import JobRepository, ScriptStore
+from scheduler.run_repository import RunRepository
+from scheduler.run_service import RunService
+from scheduler.schedule import ScheduleRepository
 from scheduler.service import JobService
 
 
@@ -19,12 +23,11 @@ def utc_now() -> datetime:
 
 
 def _repositories(settings: JobApiSettings) -> tuple[JobRepository, ScriptStore]:
-    jobs = JobRepository(
-        boto3.client("dynamodb"),
-        jobs_table=settings.jobs_table,
-        schedule_table=settings.schedule_table,
-        shards=settings.schedule_shards,
+    dynamodb = boto3.client("dynamodb")
+    schedule = ScheduleRepository(
+        dynamodb, table=settings.schedule_table, shards=settings.schedule_shards
     )
+    jobs = JobRepository(dynamodb, jobs_table=settings.jobs_table, schedule=schedule)
     return jobs, ScriptStore(boto3.client("s3"), settings.scripts_bucket)
 
 
@@ -54,7 +57,57 @@ def list_jobs_service() -> JobService:
     return JobService(*_repositories(settings), clock=utc_now, page_tokens=tokens)
 
 
+def _run_stores(
+    settings: JobApiSettings,
+) -> tuple[JobRepository, RunRepository, ScheduleRepository]:
+    jobs, _ = _repositories(settings)
+    dynamodb = boto3.client("dynamodb")
+    schedule = ScheduleRepository(
+        dynamodb, table=settings.schedule_table, shards=settings.schedule_shards
+    )
+    runs = RunRepository(
+        dynamodb, table=settings.runs_table, schedule=schedule, shards=settings.schedule_shards
+    )
+    return jobs, runs, schedule
+
+
+@cache
+def list_runs_service() -> RunService:
+    settings = ListJobsSettings()  # type: ignore[call-arg]
+    jobs, runs, _ = _run_stores(settings)
+    tokens = PageTokens(settings.page_token_secret.get_secret_value().encode())
+    return RunService(jobs, runs, clock=utc_now, page_tokens=tokens)
+
+
+@cache
+def get_run_service() -> RunService:
+    settings = JobApiSettings()  # type: ignore[call-arg]
+    jobs, runs, _ = _run_stores(settings)
+    return RunService(jobs, runs, clock=utc_now)
+
+
+@cache
+def run_job_service() -> RunService:
+    settings = RunJobSettings()  # type: ignore[call-arg]
+    jobs, runs, schedule = _run_stores(settings)
+    return RunService(
+        jobs,
+        runs,
+        clock=utc_now,
+        schedule=schedule,
+        queue=RunQueue(boto3.client("sqs"), settings.dispatch_queue_url),
+        dispatch_grace_seconds=settings.dispatch_grace_seconds,
+    )
+
+
 def reset() -> None:
     """Forget built services (tests change the environment between cases)."""
-    for factory in (create_job_service, get_job_service, list_jobs_service):
+    for factory in (
+        create_job_service,
+        get_job_service,
+        list_jobs_service,
+        list_runs_service,
+        get_run_service,
+        run_job_service,
+    ):
         factory.cache_clear()

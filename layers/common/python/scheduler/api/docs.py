@@ -5,7 +5,7 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
-from scheduler.api import jobs
+from scheduler.api import jobs, runs
 from scheduler.api.resolver import make_resolver
 
 TITLE = "Job scheduler API"
@@ -15,7 +15,14 @@ SECURITY = {"bearer": HTTPBearer(scheme="bearer", bearerFormat="JWT")}
 
 def make_docs_resolver() -> APIGatewayHttpResolver:
     app = make_resolver()
-    for router in (jobs.create_router, jobs.get_router, jobs.list_router):
+    for router in (
+        jobs.create_router,
+        jobs.get_router,
+        jobs.list_router,
+        runs.list_runs_router,
+        runs.get_run_router,
+        runs.run_job_router,
+    ):
         app.include_router(router)
     # Swagger UI's script and styles are inlined by powertools: the page needs no internet.
     app.enable_swagger(

@@ -7,23 +7,37 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
-from pydantic import AwareDatetime
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import AwareDatetime, BaseModel
 
 from scheduler.api import container
 from scheduler.errors import InvalidInput, Unauthenticated
 from scheduler.models import ErrorResponse, Job, JobCreate, JobFilters, JobPage, JobStatus
 
-ERRORS: dict[int | str, dict[str, object]] = {
+ERRORS: dict[int, OpenAPIResponse] = {
     code: {
         "description": text,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+        "content": {"application/json": {"model": ErrorResponse}},
     }
     for code, text in {
         400: "Invalid input; the message names the field and the problem",
         401: "Missing, expired or invalid bearer token",
         404: "No such job (or it belongs to someone else)",
+        409: "You already have a job with this name",
+        422: "This Idempotency-Key was already used with a different request body",
+        503: "The service is busy; retry shortly",
     }.items()
 }
+
+
+def responses(success: int, model: type[BaseModel], *errors: int) -> dict[int, OpenAPIResponse]:
+    """A route's documented answers: its success (listing them replaces the one powertools
+    infers) and its errors, all of them ErrorResponse."""
+    answer: OpenAPIResponse = {
+        "description": "OK" if success == 200 else "Created",
+        "content": {"application/json": {"model": model}},
+    }
+    return {success: answer, **{code: ERRORS[code] for code in errors}}
 
 
 def caller(router: Router) -> str:
@@ -43,17 +57,7 @@ create_router = Router()
     "/jobs",
     summary="Create a job",
     tags=["jobs"],
-    responses={
-        201: {"description": "Created", "content": {"application/json": {"model": Job}}},
-        409: {
-            "description": "You already have a job with this name",
-            "content": {"application/json": {"model": ErrorResponse}},
-        },
-        400: {
-            "description": "Invalid input",
-            "content": {"application/json": {"model": ErrorResponse}},
-        },
-    },
+    responses=responses(201, Job, 400, 401, 409, 422, 503),
 )
 def create_job(
     body: JobCreate,
@@ -84,12 +88,7 @@ get_router = Router()
     "/jobs/<job_id>",
     summary="Get one of your jobs",
     tags=["jobs"],
-    responses={
-        404: {
-            "description": "No such job",
-            "content": {"application/json": {"model": ErrorResponse}},
-        }
-    },
+    responses=responses(200, Job, 400, 401, 404, 503),
 )
 def get_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
     return container.get_job_service().get(caller(get_router), job_id)
@@ -114,12 +113,7 @@ LIST_PARAMETERS = frozenset(
     "/jobs",
     summary="List your jobs, newest first",
     tags=["jobs"],
-    responses={
-        400: {
-            "description": "Invalid filter or page token",
-            "content": {"application/json": {"model": ErrorResponse}},
-        }
-    },
+    responses=responses(200, JobPage, 400, 401, 503),
 )
 def list_jobs(
     status: Annotated[JobStatus | None, Query()] = None,

@@ -18,6 +18,7 @@ from scheduler.errors import (
     InvalidInput,
     JobNameConflict,
     JobNotFound,
+    RunNotFound,
     ServiceUnavailable,
     Unauthenticated,
 )
@@ -29,6 +30,7 @@ STATUS_OF: dict[type[DomainError], HTTPStatus] = {
     InvalidInput: HTTPStatus.BAD_REQUEST,
     Unauthenticated: HTTPStatus.UNAUTHORIZED,
     JobNotFound: HTTPStatus.NOT_FOUND,
+    RunNotFound: HTTPStatus.NOT_FOUND,
     JobNameConflict: HTTPStatus.CONFLICT,
     ServiceUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
@@ -54,6 +56,14 @@ def describe_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
             location = location[1:]
         problem = str(error.get("msg", "invalid"))
         problem = problem.removeprefix("Value error, ")
+        if error.get("type") == "json_invalid":
+            # powertools puts the character offset where the field would be: the body is at fault.
+            reason = (error.get("ctx") or {}).get("error")
+            if reason:
+                problem = f"{problem}: {reason}"
+            if location:
+                problem = f"{problem} (character {location[0]})"
+            location = []
         details.append({"field": ".".join(location) or "body", "problem": problem})
     return details
 

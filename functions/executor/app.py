@@ -1,0 +1,28 @@
+"""SQS FIFO dispatch queue: claim each message's runs and start their task."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from scheduler import container
+from scheduler.runs import DispatchMessage
+
+logger = Logger()
+tracer = Tracer()
+# Stops at the first failure and reports it and every later record, as FIFO ordering requires.
+processor = SqsFifoPartialProcessor()
+
+
+def dispatch(record: SQSRecord) -> None:
+    container.executor().handle(DispatchMessage.model_validate_json(record.body))
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=dispatch, processor=processor, context=context
+    )

@@ -1,0 +1,17 @@
+"""EventBridge "ECS Task State Change" (STOPPED): runs whose task died before reporting fail."""
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from scheduler import container
+
+logger = Logger()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@event_source(data_class=EventBridgeEvent)
+def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> None:
+    container.run_status().on_task_stopped(dict(event.detail))

@@ -1,0 +1,25 @@
+"""EventBridge rate(1 minute): move due runs into the dispatch queue."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from scheduler import container
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = container.watcher().tick()
+    metrics.add_metric(name="RunsQueued", unit=MetricUnit.Count, value=report.queued)
+    metrics.add_metric(
+        name="LostRunsConcluded", unit=MetricUnit.Count, value=report.lost_runs_concluded
+    )
+    return {"queued": report.queued, "items": report.items}

@@ -1,0 +1,70 @@
+"""Routes of the runs API: history, one run, and "run now"."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+
+from scheduler.api import container
+from scheduler.api.jobs import caller
+from scheduler.models import ErrorResponse
+from scheduler.runs import Run, RunPage
+
+NOT_FOUND = {
+    404: {
+        "description": "No such job or run (or it belongs to someone else)",
+        "content": {"application/json": {"model": ErrorResponse}},
+    }
+}
+
+list_runs_router = Router()
+
+
+@list_runs_router.get(
+    "/jobs/<job_id>/runs", summary="A job's runs, newest first", tags=["runs"], responses=NOT_FOUND
+)
+def list_runs(
+    job_id: Annotated[str, Path(max_length=64)],
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    next_token: Annotated[str | None, Query(max_length=2048)] = None,
+) -> RunPage:
+    return container.list_runs_service().list(caller(list_runs_router), job_id, limit, next_token)
+
+
+get_run_router = Router()
+
+
+@get_run_router.get(
+    "/jobs/<job_id>/runs/<key>", summary="One run of a job", tags=["runs"], responses=NOT_FOUND
+)
+def get_run(
+    job_id: Annotated[str, Path(max_length=64)], key: Annotated[str, Path(max_length=128)]
+) -> Run:
+    return container.get_run_service().get(caller(get_run_router), job_id, key)
+
+
+run_job_router = Router()
+
+
+@run_job_router.post(
+    "/jobs/<job_id>/run",
+    summary="Run the job now",
+    description="Starts a run within seconds, through the same queue, executor and runner as "
+    "scheduled runs. Answers 202 with the run; follow it at its Location.",
+    tags=["runs"],
+    responses={
+        202: {"description": "Accepted", "content": {"application/json": {"model": Run}}},
+        **NOT_FOUND,
+    },
+)
+def run_job(job_id: Annotated[str, Path(max_length=64)]) -> Response[Run]:
+    run = container.run_job_service().run_now(caller(run_job_router), job_id)
+    return Response(
+        status_code=202,
+        content_type="application/json",
+        body=run,
+        headers={"Location": f"/jobs/{job_id}/runs/{run.key}"},
+    )

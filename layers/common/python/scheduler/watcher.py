@@ -1,0 +1,202 @@
+"""The watcher's tick: move due schedule items into the dispatch queue, exactly as often as
+needed and never fewer times than needed.
+
+Per item, in this order (each step durable before the next, so a crash anywhere is finished by
+a later tick, and an overlapping tick does no harm):
+  1. the run record exists (conditional put on the run key; the truth for idempotency),
+  2. a PENDING run is sent to the queue, then marked QUEUED,
+  3. the item is replaced by the job's next occurrence (or just deleted for retries/manual runs).
+Finally the durable cursor moves to the end of the window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from aws_lambda_powertools import Logger
+
+from scheduler import cron, keys
+from scheduler.lifecycle import RunOutcomes
+from scheduler.models import Job, JobStatus
+from scheduler.queue import RunQueue
+from scheduler.repositories import JobRepository, ScriptStore
+from scheduler.run_repository import RunRepository, epoch
+from scheduler.runs import DispatchMessage, DueRun, Run, RunReport, RunStatus, RunTrigger
+from scheduler.schedule import ScheduleItem, ScheduleRepository
+
+logger = Logger(child=True)
+
+
+@dataclass(frozen=True)
+class WatcherPolicy:
+    lookahead_seconds: int  # runs are queued this early; the runner waits for the second
+    overlap_seconds: int  # every tick looks this far back, so late writes are never skipped
+    max_window_seconds: int  # a catch-up tick covers at most this much; the next goes on
+    pack_window_seconds: int  # runs of one owner due this close together share one task
+    max_runs_per_task: int
+    dispatch_grace_seconds: int  # a queued run not finished by not_before+timeout+grace is lost
+
+
+@dataclass
+class TickReport:
+    window_start: int
+    window_end: int
+    items: int = 0
+    queued: int = 0
+    already_handled: int = 0
+    lost_runs_concluded: int = 0
+    late_seconds: list[int] = field(default_factory=list)
+
+
+class Watcher:
+    def __init__(
+        self,
+        jobs: JobRepository,
+        schedule: ScheduleRepository,
+        runs: RunRepository,
+        queue: RunQueue,
+        outcomes: RunOutcomes,
+        policy: WatcherPolicy,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._jobs = jobs
+        self._schedule = schedule
+        self._runs = runs
+        self._queue = queue
+        self._outcomes = outcomes
+        self._policy = policy
+        self._clock = clock
+
+    def window(self, now: datetime) -> tuple[datetime, datetime]:
+        """[start, end] of this tick: from the cursor (or the overlap) to now + lookahead."""
+        policy = self._policy
+        end = now + timedelta(seconds=policy.lookahead_seconds)
+        start = now - timedelta(seconds=policy.overlap_seconds)
+        cursor = self._schedule.cursor()
+        if cursor is not None and cursor < epoch(start):
+            start = datetime.fromtimestamp(cursor, UTC)  # an outage: catch up from the cursor
+        end = min(end, start + timedelta(seconds=policy.max_window_seconds))
+        return start, end
+
+    def tick(self) -> TickReport:
+        now = self._clock()
+        start, end = self.window(now)
+        report = TickReport(window_start=epoch(start), window_end=epoch(end))
+        items = list(self._schedule.due(start, end))
+        report.items = len(items)
+        jobs = self._jobs.get_many({i.job_id for i in items if i.trigger is RunTrigger.SCHEDULE})
+
+        pending: list[tuple[ScheduleItem, Run]] = []
+        settled: list[ScheduleItem] = []
+        for item in items:
+            run = self._run_for(item, jobs.get(item.job_id), now)
+            if run is None:
+                settled.append(item)
+            elif run.status is RunStatus.PENDING:
+                pending.append((item, run))
+            else:
+                report.already_handled += 1
+                settled.append(item)
+
+        for pack in self._packs([run for _, run in pending]):
+            message = DispatchMessage(
+                pack_id=f"{pack[0].key}-{pack[0].attempt}",
+                user_id=pack[0].user_id,
+                runs=[DueRun(job_id=r.job_id, key=r.key, attempt=r.attempt) for r in pack],
+            )
+            if not self._queue.send([message])[0]:
+                continue  # its items stay; the next tick sends it again
+            for run in pack:
+                deadline = (
+                    run.not_before + run.timeout_seconds + self._policy.dispatch_grace_seconds
+                )
+                self._runs.mark_queued(run, now, deadline)
+                report.queued += 1
+                report.late_seconds.append(max(0, epoch(now) - run.not_before))
+            queued = {run.key for run in pack}
+            settled += [item for item, run in pending if run.key in queued]
+
+        for item in settled:
+            self._settle(item, jobs.get(item.job_id))
+        report.lost_runs_concluded = self._conclude_lost(now)
+        self._schedule.advance_cursor(epoch(end))
+        logger.info(
+            "tick", **report.__dict__ | {"late_seconds": max(report.late_seconds, default=0)}
+        )
+        return report
+
+    def _run_for(self, item: ScheduleItem, job: Job | None, now: datetime) -> Run | None:
+        """The run this item stands for, created if it is the first time we see it."""
+        if item.trigger is not RunTrigger.SCHEDULE:
+            assert item.run_key is not None
+            return self._runs.get(item.job_id, item.run_key)
+        if job is None or job.status is not JobStatus.ACTIVE:
+            return None
+        scheduled = datetime.fromtimestamp(item.scheduled_at, UTC)
+        run = Run(
+            key=keys.run_key(scheduled, job.job_id),
+            job_id=job.job_id,
+            user_id=job.user_id,
+            execution_time=item.scheduled_at,
+            scheduled_at=scheduled,
+            trigger=RunTrigger.SCHEDULE,
+            status=RunStatus.PENDING,
+            attempt=1,
+            max_attempts=job.max_attempts,
+            timeout_seconds=job.timeout_seconds,
+            not_before=item.scheduled_at,
+            created_at=now,
+            updated_at=now,
+        )
+        script_key = ScriptStore.key_for(job.script_sha256)
+        if self._runs.create(run, script_key, job.parameters):
+            return run
+        return self._runs.get(run.job_id, run.key)
+
+    def _packs(self, runs: list[Run]) -> list[list[Run]]:
+        """Runs of one owner due in the same short window, at most max_runs_per_task each."""
+        groups: dict[tuple[str, int], list[Run]] = {}
+        for run in sorted(runs, key=lambda r: (r.not_before, r.key)):
+            window = run.not_before // max(1, self._policy.pack_window_seconds)
+            groups.setdefault((run.user_id, window), []).append(run)
+        size = self._policy.max_runs_per_task
+        return [
+            group[i : i + size] for group in groups.values() for i in range(0, len(group), size)
+        ]
+
+    def _settle(self, item: ScheduleItem, job: Job | None) -> None:
+        """Replace a scheduled item by the job's next occurrence; drop a one-off item."""
+        if (
+            item.trigger is not RunTrigger.SCHEDULE
+            or job is None
+            or job.status is not JobStatus.ACTIVE
+        ):
+            self._schedule.delete(item)
+            return
+        after = datetime.fromtimestamp(item.scheduled_at, UTC)
+        try:
+            following = cron.next_occurrence(job.schedule, job.timezone, after)
+        except cron.CronError:
+            following = None
+        self._jobs.advance(job, item, following)
+
+    def _conclude_lost(self, now: datetime) -> int:
+        """Runs past their deadline with no report (a task died unseen, a message went to the
+        DLQ): their attempt failed; retry it or end the run, like any other failure."""
+        count = 0
+        for job_id, key in self._runs.overdue(now):
+            run = self._runs.get(job_id, key)
+            if run is None or run.status.terminal or run.status is RunStatus.PENDING:
+                continue
+            report = RunReport(
+                job_id=job_id,
+                run_key=key,
+                attempt=run.attempt,
+                status=RunStatus.FAILED,
+                error=f"no report from the runner before the deadline (was {run.status.value})",
+            )
+            self._outcomes.conclude(run, report)
+            count += 1
+        return count

@@ -1,0 +1,92 @@
+"""python -m devstack run | token <user>
+
+`run` starts the local stack (moto, the template's resources, the API on 127.0.0.1:3000) until
+Ctrl-C. `token` prints a bearer token that the local stack's authorizer accepts, as its last
+line. Both read DEVSTACK_API_PORT, DEVSTACK_MOTO_PORT and DEVSTACK_STATE_DIR as defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from devstack import auth, stack
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--api-port",
+        type=int,
+        default=_env_int("DEVSTACK_API_PORT", stack.DEFAULT_API_PORT),
+        help="port of the job API (default %(default)s; env DEVSTACK_API_PORT)",
+    )
+    common.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("DEVSTACK_STATE_DIR") or stack.DEFAULT_STATE_DIR),
+        help="keys, secrets and logs of the local stack (default %(default)s)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", parents=[common], help="start the local stack")
+    run.add_argument(
+        "--moto-port",
+        type=int,
+        default=_env_int("DEVSTACK_MOTO_PORT", stack.DEFAULT_MOTO_PORT),
+        help="port of moto server (default %(default)s; env DEVSTACK_MOTO_PORT)",
+    )
+    run.add_argument("--prefix", default="local", help="prefix of the resources' names")
+
+    token = commands.add_parser("token", parents=[common], help="print a bearer token")
+    token.add_argument("user", nargs="?", default="alice", help="the token's sub claim")
+    token.add_argument(
+        "--expires-in",
+        type=int,
+        default=auth.TOKEN_LIFETIME_SECONDS,
+        help="lifetime in seconds (default %(default)s; negative for an expired token)",
+    )
+    token.add_argument("--audience", default=auth.AUDIENCE)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    state_dir: Path = arguments.state_dir.resolve()
+    if arguments.command == "run":
+        config = stack.Config(
+            api_port=arguments.api_port,
+            moto_port=arguments.moto_port,
+            state_dir=state_dir,
+            prefix=arguments.prefix,
+        )
+        return stack.run(config)
+    keys = auth.KeyPair.load_or_create(state_dir)
+    issuer = auth.issuer_for(arguments.api_port)
+    token = keys.mint(
+        arguments.user,
+        issuer=issuer,
+        audience=arguments.audience,
+        lifetime_seconds=arguments.expires_in,
+    )
+    expires = datetime.fromtimestamp(
+        datetime.now(UTC).timestamp() + arguments.expires_in, UTC
+    ).isoformat(timespec="seconds")
+    print(
+        f"# bearer token for sub={arguments.user}, iss={issuer}, expires {expires}", file=sys.stderr
+    )
+    print(token)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""moto server in its own process: the local stack's AWS."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+_PR_SET_PDEATHSIG = 1
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Runs in the child before exec: ask Linux to SIGTERM it when the stack's process dies, so
+    that even a `kill -9` of the stack leaves no orphaned moto behind."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class MotoServer:
+    """`python -m moto.server` on host:port; start() returns once it answers HTTP."""
+
+    name = "moto"
+
+    def __init__(self, host: str, port: int, log_path: Path, startup_timeout: float = 30.0) -> None:
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self.startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> None:
+        if port_in_use(self.host, self.port):
+            raise RuntimeError(
+                f"port {self.port} is already in use (another local stack or moto?); stop it "
+                "or pick another port with --moto-port"
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        parent = os.getpid()
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            # Its own session: a Ctrl-C in the terminal reaches the stack only, which then
+            # stops moto in order.
+            start_new_session=True,
+            preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509
+        )
+        self._wait_until_ready()
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            problem = self.failure()
+            if problem:
+                raise RuntimeError(problem)
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1):  # noqa: S310
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.05)
+        raise RuntimeError(
+            f"moto server did not answer on {self.endpoint} within {self.startup_timeout:.0f} s;"
+            f" see {self.log_path}"
+        )
+
+    def failure(self) -> str | None:
+        if self._process is None:
+            return None
+        code = self._process.poll()
+        if code is None:
+            return None
+        return f"moto server exited with code {code}; see {self.log_path}"
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None

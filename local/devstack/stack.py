@@ -1,0 +1,317 @@
+"""`python -m devstack run`: moto, the template's resources, and the services that drive the
+functions the way AWS does (the API gateway now; the watcher timer and the SQS poller later).
+
+Every long-running part is a `Service`; the stack starts them in order, watches them, and on
+Ctrl-C / SIGTERM (or when one fails) stops them all in reverse order, so nothing outlives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+from devstack import auth, resources
+from devstack.gateway import ApiGateway
+from devstack.lambda_runtime import Handler, context_for, load_handler
+from devstack.moto_server import MotoServer, port_in_use
+from devstack.template import ROOT, Stack, local_stack
+
+HOST = "127.0.0.1"
+DEFAULT_API_PORT = 3000
+DEFAULT_MOTO_PORT = 4566
+DEFAULT_STATE_DIR = ROOT / ".local"
+REGION = "us-east-1"
+PAGE_TOKEN_SECRET_FILE = "page-token-secret"  # noqa: S105  # a file name
+STATE_FILE = "stack.json"
+
+
+class Service(Protocol):
+    """A long-running part of the local stack."""
+
+    name: str
+
+    def start(self) -> None:
+        """Start and return once ready; raise if it cannot."""
+
+    def stop(self) -> None:
+        """Stop and release everything it started; must be safe to call twice."""
+
+    def failure(self) -> str | None:
+        """Why the service stopped working on its own, or None while it is healthy."""
+
+
+@dataclass(frozen=True)
+class Config:
+    api_port: int = DEFAULT_API_PORT
+    moto_port: int = DEFAULT_MOTO_PORT
+    state_dir: Path = DEFAULT_STATE_DIR
+    prefix: str = "local"
+    host: str = HOST
+
+    @property
+    def issuer(self) -> str:
+        return auth.issuer_for(self.api_port)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+
+class Functions:
+    """The stack's Lambda functions inside this process, each loaded once (a warm container)
+    and invoked one call at a time, with its own environment on top, as Lambda would set it.
+
+    The HTTP API's functions share one lock: powertools keeps the current event in class
+    attributes shared by every resolver in a process, so two concurrent API invocations would
+    see each other's caller. Other functions (watcher, executor ...) each have their own lock,
+    so a slow tick does not stall the API.
+    """
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self._handlers: dict[str, Handler] = {}
+        api_lock = threading.Lock()
+        api_functions = {route.function for route in stack.routes()}
+        self._locks = {
+            name: api_lock if name in api_functions else threading.Lock()
+            for name in stack.functions
+        }
+
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        with self._locks[function]:
+            os.environ.update(self.stack.environment(function))
+            handler = self._handlers.get(function)
+            if handler is None:
+                handler = self._handlers[function] = load_handler(self.stack, function)
+            return handler(event, context_for(self.stack, function))
+
+
+@dataclass
+class Runtime:
+    """What a service factory gets to build its service from."""
+
+    config: Config
+    stack: Stack
+    functions: Functions
+    keys: auth.KeyPair
+    aws_endpoint: str
+
+
+ServiceFactory = Callable[[Runtime], Service]
+
+
+def _api_gateway(runtime: Runtime) -> Service:
+    config = runtime.config
+    return ApiGateway(
+        runtime.stack,
+        runtime.functions,
+        authorizer=auth.JwtAuthorizer(
+            issuer=config.issuer,
+            audiences=runtime.stack.parameters["JwtAudience"].split(","),
+            jwks=runtime.keys.jwks(),
+        ),
+        host=config.host,
+        port=config.api_port,
+        documents=runtime.keys.discovery_documents(config.issuer),
+    )
+
+
+# The services started after moto and the resources, in order. Later work adds the watcher's
+# timer (the EventBridge rule) and the executor's SQS poller (the event source mapping) here.
+SERVICES: list[ServiceFactory] = [_api_gateway]
+
+
+def aws_environment(endpoint: str) -> dict[str, str]:
+    """Fake credentials and moto's endpoint for every AWS client in this process; the user's
+    ~/.aws files are ignored so that nothing can reach a real account."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+
+
+def function_environment(stack: Stack) -> dict[str, str]:
+    """The union of every function's environment (the settings ignore what they do not use).
+    A variable two functions set differently is left out: Functions.invoke sets it per call."""
+    union: dict[str, str] = {}
+    conflicting: set[str] = set()
+    for function in stack.functions:
+        try:
+            environment = stack.environment(function)
+        except (KeyError, ValueError, TypeError) as error:
+            # That function fails when invoked; the others (the API) still work.
+            print(f"devstack: cannot resolve {function}'s environment: {error!r}", file=sys.stderr)
+            continue
+        for key, value in environment.items():
+            if union.setdefault(key, value) != value:
+                conflicting.add(key)
+    return {key: value for key, value in union.items() if key not in conflicting}
+
+
+class _Stop(BaseException):
+    """Raised in the main thread by SIGINT/SIGTERM: unwinds startup or the wait loop."""
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    def handler(signum: int, _: FrameType | None) -> None:
+        # Further signals while stopping are ignored: the stop is already under way.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class Supervisor:
+    """Starts services in order, watches them, and stops every started one in reverse."""
+
+    started: list[Service] = field(default_factory=list)
+
+    def start(self, service: Service) -> None:
+        # Registered first: a service that fails half-way through start() still gets stop().
+        self.started.append(service)
+        service.start()
+
+    def watch(self, interval: float = 0.5) -> str:
+        """Block until a service fails; return its failure."""
+        while True:
+            for service in self.started:
+                problem = service.failure()
+                if problem:
+                    return f"{service.name}: {problem}"
+            time.sleep(interval)
+
+    def stop_all(self) -> None:
+        while self.started:
+            service = self.started.pop()
+            try:
+                service.stop()
+            except Exception as error:  # stop the others regardless
+                print(f"devstack: stopping {service.name} failed: {error}", file=sys.stderr)
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _banner(config: Config, runtime: Runtime) -> None:
+    api = config.api_url
+    how_to_mint = "make token USER=alice"
+    if config.api_port != DEFAULT_API_PORT:
+        how_to_mint = f"DEVSTACK_API_PORT={config.api_port} {how_to_mint}"
+    _say()
+    _say(f"  Job API       {api}")
+    _say(f"  Swagger UI    {api}/docs   (OpenAPI: {api}/openapi.json)")
+    _say(f"  AWS (moto)    {runtime.aws_endpoint}")
+    _say(f"  Token issuer  {config.issuer}   (audience {runtime.stack.parameters['JwtAudience']})")
+    _say(f"  State         {config.state_dir}")
+    _say()
+    _say(f"  Get a bearer token:  {how_to_mint}")
+    _say("  Try it:")
+    _say(f"    TOKEN=$({how_to_mint} | tail -n1)")
+    _say(
+        f'    curl -s -X POST {api}/jobs -H "Authorization: Bearer $TOKEN" '
+        "-H 'Content-Type: application/json' \\"
+    )
+    _say("""      -d '{"name": "hello", "schedule": "*/5 * * * *", "script": "print(\\"hi\\")"}'""")
+    _say(f'    curl -s {api}/jobs -H "Authorization: Bearer $TOKEN"')
+    _say()
+    _say("  Ctrl-C stops everything.")
+    _say()
+
+
+def _write_state(config: Config, moto: MotoServer) -> Path:
+    path = config.state_dir / STATE_FILE
+    state = {
+        "pid": os.getpid(),
+        "moto_pid": moto.pid,
+        "api_url": config.api_url,
+        "aws_endpoint": moto.endpoint,
+        "issuer": config.issuer,
+    }
+    path.write_text(json.dumps(state, indent=2) + "\n")
+    return path
+
+
+def run(config: Config) -> int:
+    """Run the local stack until SIGINT/SIGTERM (exit 0) or until a service fails (exit 1)."""
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Metrics are off locally (nothing to publish to); powertools would warn on every call.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    if port_in_use(config.host, config.api_port):
+        print(
+            f"devstack: port {config.api_port} is already in use; stop what runs there or pass "
+            "--api-port",
+            file=sys.stderr,
+        )
+        return 1
+    keys = auth.KeyPair.load_or_create(config.state_dir)
+    page_token_secret = auth.load_or_create_secret(config.state_dir, PAGE_TOKEN_SECRET_FILE)
+    supervisor = Supervisor()
+    state_file: Path | None = None
+    code = 0
+    with _stop_on_signals():
+        try:
+            moto = MotoServer(config.host, config.moto_port, config.state_dir / "moto.log")
+            _say(f"devstack: starting moto server on {moto.endpoint} ...")
+            supervisor.start(moto)
+            os.environ.update(aws_environment(moto.endpoint))
+            stack = local_stack(
+                config.prefix,
+                {"JwtIssuer": config.issuer, "JwtAudience": auth.AUDIENCE},
+                {"PageTokenSecret": page_token_secret},
+            )
+            resources.create_all(stack)
+            os.environ.update(function_environment(stack))
+            runtime = Runtime(config, stack, Functions(stack), keys, moto.endpoint)
+            for factory in SERVICES:
+                service = factory(runtime)
+                _say(f"devstack: starting {service.name} ...")
+                supervisor.start(service)
+            state_file = _write_state(config, moto)
+            _banner(config, runtime)
+            problem = supervisor.watch()
+            print(f"devstack: {problem}; stopping", file=sys.stderr)
+            code = 1
+        except _Stop as stop:
+            _say(f"\ndevstack: {stop} received; stopping ...")
+        except RuntimeError as error:  # a service could not start; its message says why
+            print(f"devstack: {error}; stopping", file=sys.stderr)
+            code = 1
+        except Exception:
+            traceback.print_exc()
+            print("devstack: startup failed; stopping", file=sys.stderr)
+            code = 1
+        finally:
+            supervisor.stop_all()
+            if state_file is not None:
+                state_file.unlink(missing_ok=True)
+    _say("devstack: stopped")
+    return code

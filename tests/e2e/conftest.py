@@ -1,0 +1,171 @@
+"""One local stack (`python -m devstack run`) per test session, driven over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from devstack import auth
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHONPATH = os.pathsep.join(str(ROOT / part) for part in ("layers/common/python", "local"))
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def devstack_environment() -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DEVSTACK_"))}
+    environment["PYTHONPATH"] = PYTHONPATH
+    environment["PYTHONUNBUFFERED"] = "1"
+    return environment
+
+
+def process_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class LocalStack:
+    url: str
+    api_port: int
+    state_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def issuer(self) -> str:
+        return auth.issuer_for(self.api_port)
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads((self.state_dir / "stack.json").read_text())
+        return state
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def token(self, user: str, **kwargs: Any) -> str:
+        """A token from the stack's own key pair (kwargs go to KeyPair.mint)."""
+        kwargs.setdefault("issuer", self.issuer)
+        return auth.KeyPair.load_or_create(self.state_dir).mint(user, **kwargs)
+
+    def token_from_cli(self, user: str) -> str:
+        """What `python -m devstack token <user>` prints as its last line."""
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "devstack",
+                "token",
+                user,
+                "--state-dir",
+                str(self.state_dir),
+                "--api-port",
+                str(self.api_port),
+            ],
+            cwd=ROOT,
+            env=devstack_environment(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return result.stdout.strip().splitlines()[-1]
+
+    def headers(self, user: str, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user)}", **extra}
+
+
+def start_stack(state_dir: Path) -> LocalStack:
+    api_port, moto_port = free_port(), free_port()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "devstack.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devstack",
+                "run",
+                "--api-port",
+                str(api_port),
+                "--moto-port",
+                str(moto_port),
+                "--state-dir",
+                str(state_dir),
+            ],
+            cwd=ROOT,
+            env=devstack_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    stack = LocalStack(f"http://127.0.0.1:{api_port}", api_port, state_dir, process, log_path)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the local stack exited with {process.returncode}:\n{stack.log()}")
+        try:
+            answered = requests.get(f"{stack.url}/openapi.json", timeout=2).status_code == 200
+            if answered and (state_dir / "stack.json").exists():
+                return stack
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    stop_stack(stack, signal.SIGKILL)
+    pytest.fail(f"the local stack did not answer within {STARTUP_TIMEOUT:.0f} s:\n{stack.log()}")
+
+
+def stop_stack(stack: LocalStack, how: signal.Signals = signal.SIGINT) -> int:
+    """Signal the stack, wait for it, and check that it left no process behind."""
+    moto_pid = stack.state().get("moto_pid") if (stack.state_dir / "stack.json").exists() else None
+    stack.process.send_signal(how)
+    try:
+        code = stack.process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        stack.process.kill()
+        stack.process.wait()
+        pytest.fail(f"the local stack ignored {how.name} for {STOP_TIMEOUT:.0f} s")
+    if moto_pid is not None:
+        deadline = time.monotonic() + 5
+        while process_running(moto_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not process_running(moto_pid), f"moto server (pid {moto_pid}) outlived the stack"
+    return code
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    stack = start_stack(tmp_path_factory.mktemp("devstack"))
+    yield stack
+    code = stop_stack(stack, signal.SIGINT)
+    assert code == 0, f"the local stack exited with {code}:\n{stack.log()}"
+    assert not (stack.state_dir / "stack.json").exists()
+
+
+@pytest.fixture
+def api(local_stack: LocalStack) -> str:
+    return local_stack.url

@@ -1,0 +1,229 @@
+"""The scheduling pipeline through its real handlers against moto: watcher -> SQS FIFO ->
+executor (ecs backend: moto records the RunTask) -> runner reports in S3 -> S3 notification ->
+run status, and the ECS task-stopped safety net."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+from integration.conftest import EVENTS, api_event, body_of
+
+from scheduler import container as pipeline
+
+SCRIPT = "import os\nprint(os.environ['JOB_PARAMETERS'])\n"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pipeline() -> Any:
+    pipeline.reset()
+    yield
+    pipeline.reset()
+
+
+def _event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / f"{name}.json").read_text())
+
+
+def _create_job(invoke, **overrides: Any) -> dict[str, Any]:
+    job = {"name": "every-minute", "schedule": "* * * * *", "script": SCRIPT} | overrides
+    response = invoke("CreateJobFunction", api_event("create_job", body=job))
+    assert response["statusCode"] == 201, response
+    return body_of(response)
+
+
+def _queue_url(stack, logical: str) -> str:
+    return str(stack.resolve({"Ref": logical}))
+
+
+def _receive(stack, logical: str) -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs")
+    response = sqs.receive_message(
+        QueueUrl=_queue_url(stack, logical),
+        MaxNumberOfMessages=10,
+        MessageSystemAttributeNames=["All"],
+    )
+    return response.get("Messages", [])
+
+
+def _sqs_event(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
+    template = _event("executor")["Records"][0]
+    records = []
+    for message in messages:
+        record = dict(template)
+        record |= {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "eventSourceARN": arn,
+        }
+        records.append(record)
+    return {"Records": records}
+
+
+def _runs(stack, job_id: str) -> list[dict[str, Any]]:
+    table = boto3.resource("dynamodb").Table(stack.physical_names["RunsTable"])
+    return table.query(
+        KeyConditionExpression="job_id = :j", ExpressionAttributeValues={":j": job_id}
+    )["Items"]
+
+
+def _put_report(stack, run: dict[str, Any], kind: str, report: dict[str, Any]) -> None:
+    key = f"reports/{run['job_id']}/{run['key']}/{run['attempt']}/{kind}.json"
+    body = {"job_id": run["job_id"], "run_key": run["key"], "attempt": int(run["attempt"])}
+    boto3.client("s3").put_object(
+        Bucket=stack.physical_names["ScriptsBucket"],
+        Key=key,
+        Body=json.dumps(body | report).encode(),
+    )
+
+
+def _deliver_reports(stack, invoke) -> None:
+    messages = _receive(stack, "ReportsQueue")
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['ReportsQueue']}"
+    result = invoke("RunReportsFunction", _sqs_event(messages, arn))
+    assert result == {"batchItemFailures": []}
+
+
+def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
+    # Given a job due within the watcher's look-ahead
+    job = _create_job(invoke, parameters={"greeting": "hello"})
+
+    # When the watcher ticks
+    invoke("WatcherFunction", _event("watcher"))
+
+    # Then one PENDING->QUEUED run exists and one message is on the FIFO queue
+    (run,) = _runs(stack, job["job_id"])
+    assert run["status"] == "QUEUED"
+    assert run["attempt"] == 1
+    assert run["key"] == f"{int(run['execution_time']):010d}-{job['job_id']}"
+    messages = _receive(stack, "DispatchQueue")
+    assert len(messages) == 1
+    assert messages[0]["Attributes"]["MessageGroupId"] == job["job_id"]
+
+    # And the job's schedule moved to its next occurrence
+    schedule = boto3.resource("dynamodb").Table(stack.physical_names["ScheduleTable"])
+    slots = [i for i in schedule.scan()["Items"] if i.get("job_id") == job["job_id"]]
+    assert [int(s["scheduled_at"]) for s in slots] == [int(run["execution_time"]) + 60]
+
+    # When the executor receives the message (twice: a redelivery)
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    event = _sqs_event(messages, arn)
+    assert invoke("ExecutorFunction", event) == {"batchItemFailures": []}
+    assert invoke("ExecutorFunction", event) == {"batchItemFailures": []}
+
+    # Then exactly one Fargate task was started for it
+    ecs = boto3.client("ecs")
+    tasks = ecs.list_tasks(cluster=stack.physical_names["RunnerCluster"])["taskArns"]
+    assert len(tasks) == 1
+    (run,) = _runs(stack, job["job_id"])
+    assert run["status"] == "DISPATCHED"
+    assert run["task_id"] == tasks[0]
+
+    # When the runner reports its start and its end through S3
+    _put_report(
+        stack, run, "started", {"started_at": "2026-11-27T17:01:00.120Z", "start_lag_ms": 120}
+    )
+    _deliver_reports(stack, invoke)
+    assert _runs(stack, job["job_id"])[0]["status"] == "RUNNING"
+    _put_report(
+        stack,
+        run,
+        "finished",
+        {
+            "status": "SUCCEEDED",
+            "exit_code": 0,
+            "finished_at": "2026-11-27T17:01:01.000Z",
+            "output_tail": '{"greeting": "hello"}\n',
+            "output_bytes": 22,
+            "output_truncated": False,
+        },
+    )
+    _deliver_reports(stack, invoke)
+
+    # Then the run SUCCEEDED with its output tail
+    (run,) = _runs(stack, job["job_id"])
+    assert run["status"] == "SUCCEEDED"
+    assert run["exit_code"] == 0
+    assert "hello" in run["output_tail"]
+    assert run["start_lag_ms"] == 120
+
+
+def test_a_task_that_dies_unreported_is_retried_then_fails(stack, invoke) -> None:
+    job = _create_job(invoke, max_attempts=2)
+    invoke("WatcherFunction", _event("watcher"))
+    messages = _receive(stack, "DispatchQueue")
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    invoke("ExecutorFunction", _sqs_event(messages, arn))
+    (run,) = _runs(stack, job["job_id"])
+
+    # When ECS says the task stopped and no report exists
+    stopped = _event("task_stopped")
+    refs = f"{job['job_id']}/{run['key']}/1"
+    stopped["detail"]["overrides"]["containerOverrides"][0]["environment"][0]["value"] = refs
+    invoke("TaskEventsFunction", stopped)
+
+    # Then the attempt failed and attempt 2 is pending with a retry schedule item
+    (run,) = _runs(stack, job["job_id"])
+    assert run["status"] == "PENDING"
+    assert run["attempt"] == 2
+    assert run["attempts"][0]["status"] == "FAILED"
+    assert run["attempts"][0]["exit_code"] == 137
+
+    # When attempt 2 also dies, the run ends FAILED (max_attempts = 2)
+    stopped["detail"]["overrides"]["containerOverrides"][0]["environment"][0]["value"] = (
+        f"{job['job_id']}/{run['key']}/2"
+    )
+    table = boto3.resource("dynamodb").Table(stack.physical_names["RunsTable"])
+    table.update_item(
+        Key={"job_id": job["job_id"], "key": run["key"]},
+        UpdateExpression="SET #s = :d",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":d": "DISPATCHED"},
+    )
+    invoke("TaskEventsFunction", stopped)
+    (run,) = _runs(stack, job["job_id"])
+    assert run["status"] == "FAILED"
+    assert run["attempt"] == 2
+
+
+def test_run_now_queues_immediately_and_shows_in_history(stack, invoke) -> None:
+    # Given a job that is not due for months
+    job = _create_job(invoke, schedule="0 0 1 1 *")
+    path = {"job_id": job["job_id"]}
+
+    # When its owner asks to run it now
+    response = invoke(
+        "RunJobFunction",
+        api_event("run_job", path=f"/jobs/{job['job_id']}/run", path_parameters=path),
+    )
+
+    # Then the run is queued at once, on the same queue as scheduled runs
+    assert response["statusCode"] == 202, response
+    run = body_of(response)
+    assert run["status"] == "QUEUED"
+    assert run["trigger"] == "MANUAL"
+    assert response["headers"]["Location"] == f"/jobs/{job['job_id']}/runs/{run['key']}"
+    (message,) = _receive(stack, "DispatchQueue")
+    assert json.loads(message["Body"])["runs"][0]["key"] == run["key"]
+
+    # And it is in the job's history, for its owner only
+    history = invoke(
+        "ListRunsFunction",
+        api_event("list_runs", path=f"/jobs/{job['job_id']}/runs", path_parameters=path),
+    )
+    assert [r["key"] for r in body_of(history)["items"]] == [run["key"]]
+    one = invoke(
+        "GetRunFunction",
+        api_event(
+            "get_run",
+            path=f"/jobs/{job['job_id']}/runs/{run['key']}",
+            path_parameters=path | {"key": run["key"]},
+        ),
+    )
+    assert body_of(one)["key"] == run["key"]
+    for function, name in (("ListRunsFunction", "list_runs"), ("RunJobFunction", "run_job")):
+        foreign = invoke(function, api_event(name, user="bob", path_parameters=path))
+        assert foreign["statusCode"] == 404

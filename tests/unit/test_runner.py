@@ -1,0 +1,516 @@
+"""The runner (runner/entrypoint.py), driven end to end against a local HTTP server.
+
+The server plays S3's presigned URLs: it serves the manifest and the scripts, and records every
+PUT (started report, output, finished report). Most cases share one manifest, so their runs go
+through one runner process concurrently and the whole file stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ENTRYPOINT = Path(__file__).resolve().parents[2] / "runner" / "entrypoint.py"
+SECRET = "sentinel-secret-value-0xC0FFEE"
+CAP = 1024 * 1024
+
+
+def _load_runner() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("runner_entrypoint", ENTRYPOINT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
+    spec.loader.exec_module(module)
+    return module
+
+
+runner = _load_runner()
+
+
+# --------------------------------------------------------------------------- fake S3
+
+
+@dataclass
+class Store:
+    objects: dict[str, bytes] = field(default_factory=dict)  # GET path -> body
+    puts: dict[str, bytes] = field(default_factory=dict)  # PUT path -> body
+    put_types: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)  # path -> 503s still to answer
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail_first(self, path: str) -> bool:
+        with self.lock:
+            left = self.failures.get(path, 0)
+            if left:
+                self.failures[path] = left - 1
+            return left > 0
+
+
+class FakeS3:
+    def __init__(self) -> None:
+        self.store = Store()
+        store = self.store
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]  # the "signature" is not checked
+                if store.fail_first(path):
+                    self.send_error(503)
+                    return
+                body = store.objects.get(path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_PUT(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                path = self.path.split("?", 1)[0]
+                if store.fail_first(path):
+                    self.send_error(500)
+                    return
+                with store.lock:
+                    store.puts[path] = body
+                    store.put_types[path] = self.headers.get("Content-Type", "")
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def run(self, name: str, source: str, **overrides: Any) -> dict[str, Any]:
+        """A manifest entry for one run whose script is ``source``."""
+        self.store.objects[f"/scripts/{name}.py"] = source.encode()
+        now = int(time.time())
+        entry: dict[str, Any] = {
+            "job_id": f"job-{name}",
+            "run_key": f"{now}-job-{name}",
+            "attempt": 1,
+            "scheduled_at": now,
+            "not_before": now,
+            "timeout_seconds": 30,
+            "parameters": {"name": name},
+            "script_url": f"{self.base}/scripts/{name}.py?X-Amz-Signature=abc",
+            "started_url": f"{self.base}/reports/{name}/started.json?X-Amz-Signature=abc",
+            "finished_url": f"{self.base}/reports/{name}/finished.json?X-Amz-Signature=abc",
+            "output_url": f"{self.base}/reports/{name}/output.txt?X-Amz-Signature=abc",
+        }
+        entry.update(overrides)
+        return entry
+
+    def manifest(self, runs: list[dict[str, Any]], path: str = "/manifest.json") -> str:
+        document = {"version": 1, "pack_id": "pack-test", "runs": runs}
+        self.store.objects[path] = json.dumps(document).encode()
+        return f"{self.base}{path}?X-Amz-Signature=secret"
+
+    def report(self, name: str, kind: str) -> dict[str, Any]:
+        body = self.store.puts.get(f"/reports/{name}/{kind}.json")
+        assert body is not None, f"no {kind} report for {name}"
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    def output(self, name: str) -> bytes:
+        return self.store.puts[f"/reports/{name}/output.txt"]
+
+
+def runner_env(manifest_url: str | None, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)  # carries the fake AWS_* credentials of conftest
+    env["RUNNER_TEST_SECRET"] = SECRET
+    env["ECS_CONTAINER_METADATA_URI_V4"] = "http://169.254.170.2/v4/abc"
+    env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"] = "/v2/credentials/abc"
+    if manifest_url is not None:
+        env["RUNS_MANIFEST_URL"] = manifest_url
+    env.update(extra)
+    return env
+
+
+def start_runner(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(ENTRYPOINT)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def parse_time(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+@pytest.fixture
+def s3() -> Iterator[FakeS3]:
+    server = FakeS3()
+    yield server
+    server.close()
+
+
+# --------------------------------------------------------------------------- one pack, many cases
+
+ECHO = """
+import json, os
+print(json.dumps({
+    "parameters": json.loads(os.environ["JOB_PARAMETERS"]),
+    "job_id": os.environ["JOB_ID"], "run_key": os.environ["RUN_KEY"],
+    "scheduled_at": os.environ["SCHEDULED_AT"], "attempt": os.environ["ATTEMPT"],
+    "cwd": os.getcwd(), "home": os.environ["HOME"],
+}))
+"""
+
+ENV_DUMP = """
+import json, os
+try:
+    with open(f"/proc/{os.getppid()}/environ", "rb") as handle:
+        parent_environ = handle.read().decode(errors="replace")
+except OSError as exc:
+    parent_environ = f"unreadable: {type(exc).__name__}"
+print(json.dumps({"env": dict(os.environ), "uid": os.getuid(), "groups": os.getgroups(),
+                  "parent_environ": parent_environ}))
+"""
+
+IGNORES_SIGTERM = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ignoring SIGTERM", flush=True)
+time.sleep(30)
+"""
+
+LEAVES_CHILD = """
+import subprocess
+subprocess.Popen(["sleep", "30"])  # inherits stdout: the pipe stays open unless it is killed
+print("parent done")
+"""
+
+
+@dataclass
+class PackResult:
+    s3: FakeS3
+    returncode: int
+    stderr: str
+    elapsed: float
+    not_before: int
+
+
+@pytest.fixture(scope="module")
+def pack() -> Iterator[PackResult]:
+    server = FakeS3()
+    not_before = int(time.time()) + 2
+    runs = [
+        server.run("echo", ECHO, parameters={"greeting": "hello", "n": 42}),
+        server.run("fail", "import sys\nprint('bad things')\nsys.exit(1)\n"),
+        server.run("timeout", "import time\ntime.sleep(30)\n", timeout_seconds=1),
+        server.run("stubborn", IGNORES_SIGTERM, timeout_seconds=1),
+        server.run(
+            "big",
+            "import sys\nline = 'x' * 999 + '\\n'\nfor _ in range(10_000):\n"
+            "    sys.stdout.write(line)\nprint('THE END')\n",
+        ),
+        server.run("env", ENV_DUMP),
+        server.run("later", "print('on time')\n", not_before=not_before),
+        server.run("sleep_a", "import time\ntime.sleep(1)\n"),
+        server.run("sleep_b", "import time\ntime.sleep(1)\n"),
+        server.run("killed", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"),
+        server.run("orphan", LEAVES_CHILD),
+        server.run("flaky", "print('made it')\n"),
+        server.run("missing", "", script_url=f"{server.base}/scripts/nope.py?X-Amz-Signature=abc"),
+    ]
+    server.store.failures["/scripts/flaky.py"] = 1
+    server.store.failures["/reports/flaky/finished.json"] = 2
+    url = server.manifest(runs)
+    env = runner_env(url, RUNNER_KILL_GRACE_SECONDS="1")
+    began = time.monotonic()
+    proc = start_runner(env)
+    _, stderr = proc.communicate(timeout=20)
+    yield PackResult(
+        s3=server,
+        returncode=proc.returncode,
+        stderr=stderr.decode(),
+        elapsed=time.monotonic() - began,
+        not_before=not_before,
+    )
+    server.close()
+
+
+def test_pack_runner_exits_zero_when_every_run_reported(pack: PackResult) -> None:
+    assert pack.returncode == 0, pack.stderr
+    assert pack.elapsed < 12
+
+
+def test_logs_are_json_lines_without_presigned_urls(pack: PackResult) -> None:
+    lines = [json.loads(line) for line in pack.stderr.splitlines() if line.strip()]
+    events = {line["event"] for line in lines}
+    assert {"runner_started", "run_started", "run_finished", "runner_finished"} <= events
+    assert "X-Amz-Signature" not in pack.stderr
+    assert SECRET not in pack.stderr
+
+
+def test_successful_script_sees_its_parameters(pack: PackResult) -> None:
+    finished = pack.s3.report("echo", "finished")
+    assert finished["status"] == "SUCCEEDED"
+    assert finished["exit_code"] == 0
+    assert finished["output_truncated"] is False
+    seen = json.loads(finished["output_tail"])
+    assert seen["parameters"] == {"greeting": "hello", "n": 42}
+    assert seen["job_id"] == "job-echo"
+    assert seen["attempt"] == "1"
+    assert seen["scheduled_at"].endswith("Z")
+    assert seen["cwd"] == seen["home"]
+    assert pack.s3.output("echo").decode() == finished["output_tail"]
+    assert finished["output_bytes"] == len(pack.s3.output("echo"))
+    started = pack.s3.report("echo", "started")
+    assert started["run_key"] == finished["run_key"]
+    assert started["started_at"] == finished["started_at"]
+    for path, content_type in pack.s3.store.put_types.items():
+        assert content_type == ("text/plain" if path.endswith(".txt") else "application/json")
+
+
+def test_exit_one_is_failed(pack: PackResult) -> None:
+    finished = pack.s3.report("fail", "finished")
+    assert finished["status"] == "FAILED"
+    assert finished["exit_code"] == 1
+    assert "bad things" in finished["output_tail"]
+
+
+def test_killed_by_signal_reports_negative_exit_code(pack: PackResult) -> None:
+    finished = pack.s3.report("killed", "finished")
+    assert finished["status"] == "FAILED"
+    assert finished["exit_code"] == -signal.SIGKILL
+
+
+def test_timeout_terminates_the_script(pack: PackResult) -> None:
+    finished = pack.s3.report("timeout", "finished")
+    assert finished["status"] == "TIMED_OUT"
+    assert finished["exit_code"] == -signal.SIGTERM
+    assert 900 <= finished["duration_ms"] < 4000
+
+
+def test_timeout_escalates_to_sigkill(pack: PackResult) -> None:
+    finished = pack.s3.report("stubborn", "finished")
+    assert finished["status"] == "TIMED_OUT"
+    assert finished["exit_code"] == -signal.SIGKILL
+    assert "ignoring SIGTERM" in finished["output_tail"]
+    assert finished["duration_ms"] < 5000  # 1 s timeout + 1 s grace
+
+
+def test_large_output_is_drained_and_capped(pack: PackResult) -> None:
+    finished = pack.s3.report("big", "finished")
+    assert finished["status"] == "SUCCEEDED"
+    assert finished["output_bytes"] >= 10_000_000
+    assert finished["output_truncated"] is True
+    assert finished["output_tail"].endswith("THE END\n")
+    assert len(finished["output_tail"].encode()) <= 4096
+    assert len(pack.s3.output("big")) == CAP
+
+
+def test_script_environment_is_scrubbed(pack: PackResult) -> None:
+    finished = pack.s3.report("env", "finished")
+    assert finished["status"] == "SUCCEEDED", finished
+    seen = json.loads(finished["output_tail"])
+    env = seen["env"]
+    assert set(env) <= {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "PYTHONUNBUFFERED",
+        "PYTHONDONTWRITEBYTECODE",
+        "JOB_PARAMETERS",
+        "JOB_ID",
+        "RUN_KEY",
+        "SCHEDULED_AT",
+        "ATTEMPT",
+    }
+    assert not [name for name in env if name.startswith(("AWS_", "ECS_"))]
+    assert "RUNS_MANIFEST_URL" not in env
+    assert SECRET not in json.dumps(env)
+    if os.geteuid() == 0:  # the runner drops scripts to nobody: its environ is closed to them
+        assert seen["uid"] != 0
+        assert 0 not in seen["groups"]
+        assert seen["parent_environ"].startswith("unreadable")
+    # Not root: scripts run as the runner's user and could read /proc/<runner>/environ (see the
+    # runner's README: local isolation is weaker than the container's).
+
+
+def test_waits_for_not_before(pack: PackResult) -> None:
+    started = pack.s3.report("later", "started")
+    started_at = parse_time(started["started_at"])
+    assert started_at >= pack.not_before
+    assert 0 <= started["start_lag_ms"] < 500
+    assert started["not_before"] == pack.not_before
+    finished = pack.s3.report("later", "finished")
+    assert finished["status"] == "SUCCEEDED"
+
+
+def test_runs_of_a_pack_run_concurrently(pack: PackResult) -> None:
+    a = pack.s3.report("sleep_a", "finished")
+    b = pack.s3.report("sleep_b", "finished")
+    assert parse_time(a["started_at"]) < parse_time(b["finished_at"])
+    assert parse_time(b["started_at"]) < parse_time(a["finished_at"])
+
+
+def test_leftover_children_do_not_hold_the_run(pack: PackResult) -> None:
+    finished = pack.s3.report("orphan", "finished")
+    assert finished["status"] == "SUCCEEDED"
+    assert "parent done" in finished["output_tail"]
+    assert finished["duration_ms"] < 3000
+
+
+def test_transient_http_errors_are_retried(pack: PackResult) -> None:
+    finished = pack.s3.report("flaky", "finished")
+    assert finished["status"] == "SUCCEEDED"
+    assert "made it" in finished["output_tail"]
+
+
+def test_missing_script_is_reported_failed(pack: PackResult) -> None:
+    finished = pack.s3.report("missing", "finished")
+    assert finished["status"] == "FAILED"
+    assert finished["exit_code"] is None
+    assert "404" in finished["error"]
+    assert "/reports/missing/started.json" not in pack.s3.store.puts
+
+
+# --------------------------------------------------------------------------- runner lifecycle
+
+
+def test_unreadable_manifest_exits_non_zero(s3: FakeS3) -> None:
+    proc = start_runner(runner_env(f"{s3.base}/no-such-manifest.json"))
+    _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 1
+    assert b"manifest_unreadable" in stderr
+
+
+def test_missing_manifest_variable_exits_non_zero() -> None:
+    proc = start_runner(runner_env(None))
+    _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 1
+    assert b"manifest_missing" in stderr
+
+
+def test_sigterm_stops_scripts_and_reports_them(s3: FakeS3) -> None:
+    later = int(time.time()) + 60
+    url = s3.manifest(
+        [
+            s3.run("long", "import time\nprint('working', flush=True)\ntime.sleep(30)\n"),
+            s3.run("waiting", "print('never')\n", not_before=later),
+        ]
+    )
+    proc = start_runner(runner_env(url))
+    deadline = time.monotonic() + 10
+    while "/reports/long/started.json" not in s3.store.puts:
+        assert time.monotonic() < deadline, "the script never started"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=15)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()
+    long = s3.report("long", "finished")
+    assert long["status"] == "FAILED"
+    assert long["exit_code"] == -signal.SIGTERM
+    assert "SIGTERM" in long["error"]
+    assert "working" in long["output_tail"]
+    waiting = s3.report("waiting", "finished")
+    assert waiting["status"] == "FAILED"
+    assert waiting["started_at"] is None
+    assert "before the script started" in waiting["error"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the user switch only happens when root")
+def test_required_user_switch_fails_closed(s3: FakeS3) -> None:
+    url = s3.manifest([s3.run("closed", "print('must not run')\n")])
+    env = runner_env(url, RUNNER_RUN_AS="", RUNNER_REQUIRE_USER_SWITCH="1")
+    proc = start_runner(env)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    finished = s3.report("closed", "finished")
+    assert finished["status"] == "FAILED"
+    assert "cannot drop privileges" in finished["error"]
+    assert "/reports/closed/started.json" not in s3.store.puts
+
+
+# --------------------------------------------------------------------------- pieces, in process
+
+
+def test_output_sink_caps_and_keeps_the_tail(tmp_path: Path) -> None:
+    with open(tmp_path / "out", "wb") as handle:
+        sink = runner.OutputSink(handle=handle, cap=10)
+        sink.feed(b"0123456")
+        sink.feed(b"789abcdef")
+        sink.feed(b"z" * 5000)
+    assert (tmp_path / "out").read_bytes() == b"0123456789"
+    assert sink.total == 5016
+    assert sink.truncated
+    assert bytes(sink.tail) == (b"0123456789abcdef" + b"z" * 5000)[-4096:]
+
+
+def test_manifest_parsing_rejects_bad_entries() -> None:
+    good = {
+        "job_id": "j",
+        "run_key": "1-j",
+        "attempt": 2,
+        "scheduled_at": 100,
+        "not_before": 160,
+        "timeout_seconds": 5,
+        "parameters": {},
+        "script_url": "https://s/x",
+        "started_url": "https://s/a",
+        "finished_url": "https://s/b",
+        "output_url": "https://s/c",
+    }
+    body = json.dumps(
+        {
+            "version": 1,
+            "pack_id": "p",
+            "runs": [
+                good,
+                {**good, "timeout_seconds": "5"},
+                {**good, "attempt": True},
+                "junk",
+            ],
+        }
+    ).encode()
+    manifest = runner.parse_manifest(body)
+    assert [run.not_before for run in manifest.runs] == [160]
+    assert len(manifest.invalid) == 3
+    assert "https://s/x" not in repr(manifest.runs[0])
+    with pytest.raises(ValueError, match="version 1"):
+        runner.parse_manifest(b'{"version": 2, "runs": []}')
+
+
+def test_timestamps_are_utc_with_milliseconds() -> None:
+    assert runner.iso_ms(1_795_795_200.0125) == "2026-11-27T16:00:00.012Z"
+    assert runner.iso_seconds(1_795_795_200) == "2026-11-27T16:00:00Z"
+
+
+def test_put_refuses_file_urls() -> None:
+    with pytest.raises(runner.TransferError, match="scheme"):
+        runner.http_put("file:///etc/passwd", b"x", "text/plain")
