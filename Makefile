@@ -34,6 +34,9 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict runner/entrypoint.py
+	# Every handler is a module named `app`: each is checked on its own.
+	for handler in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$handler || exit 1; done
 
 # sam and cfn-lint work offline; they only need a region and (fake) credentials.
 SAM := PATH=$(CURDIR)/$(BIN):$$PATH SAM_CLI_TELEMETRY=0 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x \

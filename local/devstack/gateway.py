@@ -292,6 +292,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         started = time.perf_counter()
         try:
+            declared = int(self.headers.get("content-length") or 0)
+            if declared > MAX_PAYLOAD_BYTES:  # refused unread, like API Gateway
+                self._send(_Reply.message(HTTPStatus.REQUEST_ENTITY_TOO_LARGE))
+                self.close_connection = True
+                return
             body = self._read_body()
         except ValueError:
             self._send(_Reply.message(HTTPStatus.BAD_REQUEST))

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +38,12 @@ STATE_FILE = "stack.json"
 
 
 class Service(Protocol):
-    """A long-running part of the local stack."""
+    """A long-running part of the local stack.
 
-    name: str
+    Optional, found by duck typing: a `name` attribute (for messages) and a `failure()`
+    method returning why the service stopped working on its own, or None while it is healthy
+    (the stack stops everything when one fails).
+    """
 
     def start(self) -> None:
         """Start and return once ready; raise if it cannot."""
@@ -48,8 +51,9 @@ class Service(Protocol):
     def stop(self) -> None:
         """Stop and release everything it started; must be safe to call twice."""
 
-    def failure(self) -> str | None:
-        """Why the service stopped working on its own, or None while it is healthy."""
+
+def service_name(service: Service) -> str:
+    return str(getattr(service, "name", None) or type(service).__name__)
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ class Runtime:
     aws_endpoint: str
 
 
-ServiceFactory = Callable[[Runtime], Service]
+# A factory builds one service, or several (e.g. one SQS poller per event source mapping).
+ServiceFactory = Callable[[Runtime], "Service | Sequence[Service]"]
 
 
 def _api_gateway(runtime: Runtime) -> Service:
@@ -203,9 +208,10 @@ class Supervisor:
         """Block until a service fails; return its failure."""
         while True:
             for service in self.started:
-                problem = service.failure()
+                failure = getattr(service, "failure", None)
+                problem = failure() if failure else None
                 if problem:
-                    return f"{service.name}: {problem}"
+                    return f"{service_name(service)}: {problem}"
             time.sleep(interval)
 
     def stop_all(self) -> None:
@@ -214,7 +220,8 @@ class Supervisor:
             try:
                 service.stop()
             except Exception as error:  # stop the others regardless
-                print(f"devstack: stopping {service.name} failed: {error}", file=sys.stderr)
+                name = service_name(service)
+                print(f"devstack: stopping {name} failed: {error}", file=sys.stderr)
 
 
 def _say(text: str = "") -> None:
@@ -292,9 +299,10 @@ def run(config: Config) -> int:
             os.environ.update(function_environment(stack))
             runtime = Runtime(config, stack, Functions(stack), keys, moto.endpoint)
             for factory in SERVICES:
-                service = factory(runtime)
-                _say(f"devstack: starting {service.name} ...")
-                supervisor.start(service)
+                built = factory(runtime)
+                for service in built if isinstance(built, Sequence) else [built]:
+                    _say(f"devstack: starting {service_name(service)} ...")
+                    supervisor.start(service)
             state_file = _write_state(config, moto)
             _banner(config, runtime)
             problem = supervisor.watch()

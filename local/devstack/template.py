@@ -153,7 +153,7 @@ class Stack:
         return self.of_type("AWS::Serverless::Function")
 
     def code_dir(self, function: str) -> Path:
-        return ROOT / self.functions[function]["Properties"]["CodeUri"]
+        return ROOT / str(self.functions[function]["Properties"]["CodeUri"])
 
     def handler(self, function: str) -> tuple[str, str]:
         module, _, name = self.functions[function]["Properties"]["Handler"].rpartition(".")

@@ -239,6 +239,7 @@ class JobRepository:
             last_evaluated = response.get("LastEvaluatedKey")
             if not last_evaluated:
                 return ListPage(jobs, None)
+        assert last_evaluated is not None  # the loop above returns on the last page
         return ListPage(jobs, {k: v["S"] for k, v in last_evaluated.items()})
 
     # -- item mapping -------------------------------------------------------------------------

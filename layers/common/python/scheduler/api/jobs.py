@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import AwareDatetime, BaseModel
 
@@ -42,7 +43,8 @@ def responses(success: int, model: type[BaseModel], *errors: int) -> dict[int, O
 
 def caller(router: Router) -> str:
     """The caller's identity: the `sub` claim the JWT authorizer verified."""
-    authorizer = router.current_event.request_context.authorizer
+    event = cast(APIGatewayProxyEventV2, router.current_event)
+    authorizer = event.request_context.authorizer
     claims = authorizer.jwt_claim if authorizer else None
     subject = (claims or {}).get("sub")
     if not subject:

@@ -38,7 +38,7 @@ STATUS_OF: dict[type[DomainError], HTTPStatus] = {
 
 def error_response(
     status: HTTPStatus, code: str, message: str, details: list[dict[str, Any]] | None = None
-) -> Response[ErrorResponse]:
+) -> Response[str]:
     body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details or []))
     return Response(
         status_code=status.value,
@@ -72,7 +72,7 @@ def make_resolver() -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver(enable_validation=True)
 
     @app.exception_handler(RequestValidationError)
-    def _invalid_request(error: RequestValidationError) -> Response[ErrorResponse]:
+    def _invalid_request(error: RequestValidationError) -> Response[str]:
         details = describe_validation_errors(list(error.errors()))
         summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
         return error_response(
@@ -80,7 +80,7 @@ def make_resolver() -> APIGatewayHttpResolver:
         )
 
     @app.exception_handler(DomainError)
-    def _domain_error(error: DomainError) -> Response[ErrorResponse]:
+    def _domain_error(error: DomainError) -> Response[str]:
         status = next(
             (s for kind, s in STATUS_OF.items() if isinstance(error, kind)),
             HTTPStatus.BAD_REQUEST,
@@ -88,7 +88,7 @@ def make_resolver() -> APIGatewayHttpResolver:
         return error_response(status, error.code, error.message, error.details)
 
     @app.exception_handler(IdempotencyValidationError)
-    def _key_reused(_: IdempotencyValidationError) -> Response[ErrorResponse]:
+    def _key_reused(_: IdempotencyValidationError) -> Response[str]:
         return error_response(
             HTTPStatus.UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",
@@ -96,7 +96,7 @@ def make_resolver() -> APIGatewayHttpResolver:
         )
 
     @app.exception_handler(IdempotencyAlreadyInProgressError)
-    def _key_in_flight(_: IdempotencyAlreadyInProgressError) -> Response[ErrorResponse]:
+    def _key_in_flight(_: IdempotencyAlreadyInProgressError) -> Response[str]:
         return error_response(
             HTTPStatus.CONFLICT,
             "idempotency_key_in_progress",
@@ -104,11 +104,11 @@ def make_resolver() -> APIGatewayHttpResolver:
         )
 
     @app.not_found
-    def _no_route(_: Exception) -> Response[ErrorResponse]:
+    def _no_route(_: Exception) -> Response[str]:
         return error_response(HTTPStatus.NOT_FOUND, "not_found", "no such route")
 
     @app.exception_handler(Exception)
-    def _unexpected(error: Exception) -> Response[ErrorResponse]:
+    def _unexpected(error: Exception) -> Response[str]:
         logger.exception("unhandled error")
         return error_response(
             HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
@@ -13,7 +13,7 @@ from scheduler.api.jobs import caller
 from scheduler.models import ErrorResponse
 from scheduler.runs import Run, RunPage
 
-NOT_FOUND = {
+NOT_FOUND: dict[int, Any] = {
     404: {
         "description": "No such job or run (or it belongs to someone else)",
         "content": {"application/json": {"model": ErrorResponse}},
