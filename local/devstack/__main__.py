@@ -46,6 +46,18 @@ def _parser() -> argparse.ArgumentParser:
         help="port of moto server (default %(default)s; env DEVSTACK_MOTO_PORT)",
     )
     run.add_argument("--prefix", default="local", help="prefix of the resources' names")
+    run.add_argument(
+        "--watcher-interval",
+        type=float,
+        default=float(os.environ.get("DEVSTACK_WATCHER_INTERVAL") or 60),
+        help="seconds between watcher ticks (default %(default)s, like rate(1 minute))",
+    )
+    run.add_argument(
+        "--retry-base-seconds",
+        type=int,
+        default=_env_int("DEVSTACK_RETRY_BASE_SECONDS", 30),
+        help="first retry delay; doubles each attempt (default %(default)s)",
+    )
 
     token = commands.add_parser("token", parents=[common], help="print a bearer token")
     token.add_argument("user", nargs="?", default="alice", help="the token's sub claim")
@@ -68,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             moto_port=arguments.moto_port,
             state_dir=state_dir,
             prefix=arguments.prefix,
+            watcher_interval_seconds=arguments.watcher_interval,
+            retry_base_seconds=arguments.retry_base_seconds,
         )
         return stack.run(config)
     keys = auth.KeyPair.load_or_create(state_dir)

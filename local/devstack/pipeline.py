@@ -1,32 +1,35 @@
 """The scheduling pipeline driven locally the way AWS drives it: a timer for the watcher's
-EventBridge schedule, and pollers for the SQS event source mappings (honouring
-batchItemFailures) and for the local backend's task-stopped events."""
+EventBridge schedule, pollers for the SQS event source mappings (honouring batchItemFailures),
+and a poller for the local backend's ECS-shaped task-stopped events."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
+import sys
 import threading
 import time
+import traceback
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
 
-from devstack.lambda_runtime import Handler, context_for, load_handler
-from devstack.template import Stack
-
-log = logging.getLogger("devstack.pipeline")
+from devstack.template import ROOT, Stack
 
 TASK_EVENTS_QUEUE = "local-task-events"
+RUNNER = ROOT / "runner" / "entrypoint.py"
+
+Invoke = Callable[[str, dict[str, Any]], Any]
 
 
-class _Loop:
-    """A daemon thread calling `step` until stopped; an exception is logged, never fatal."""
+class Loop:
+    """A daemon thread calling `step` until stopped; a failing step is logged, never fatal
+    (Lambda would retry the invocation too)."""
 
     def __init__(self, name: str, step: Callable[[], None], pause: float) -> None:
-        self._name = name
+        self.name = name
         self._step = step
         self._pause = pause
         self._stop = threading.Event()
@@ -37,78 +40,85 @@ class _Loop:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def failure(self) -> str | None:
+        return None
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self._step()
             except Exception:
-                log.exception("%s failed", self._name)
+                print(f"devstack: {self.name} failed:\n{traceback.format_exc()}", file=sys.stderr)
             self._stop.wait(self._pause)
 
 
-def _invoke(stack: Stack, function: str) -> Callable[[dict[str, Any]], Any]:
-    handler: Handler = load_handler(stack, function)
+def local_overrides(
+    stack: Stack, state_dir: Path, retry_base_seconds: int
+) -> dict[str, dict[str, str]]:
+    """What the local stack changes in the template's function environments."""
+    executor = next(
+        name for name in stack.events_of("SQS") if "Dispatch" in name or "Executor" in name
+    )
+    overrides = {
+        executor: {
+            "DISPATCH_BACKEND": "local",
+            "RUNNER_PATH": str(RUNNER),
+            "TASK_EVENTS_QUEUE_URL": task_events_queue(),
+            "LOCAL_WORK_DIR": str(state_dir / "tasks"),
+        }
+    }
+    for function in stack.functions:
+        overrides.setdefault(function, {})["RETRY_BASE_SECONDS"] = str(retry_base_seconds)
+    return overrides
 
-    def call(event: dict[str, Any]) -> Any:
-        return handler(event, context_for(stack, function))
 
-    return call
-
-
-def watcher_timer(stack: Stack, interval_seconds: float) -> _Loop:
-    """EventBridge `rate(1 minute)` (locally every `interval_seconds`) -> the watcher."""
+def watcher_timer(stack: Stack, invoke: Invoke, interval_seconds: float) -> Loop:
+    """The EventBridge schedule (rate(1 minute); locally every `interval_seconds`)."""
     ((function, _),) = stack.events_of("Schedule").items()
-    call = _invoke(stack, function)
 
     def tick() -> None:
-        call(
+        invoke(
+            function,
             {
                 "version": "0",
-                "id": hashlib.md5(str(time.time()).encode()).hexdigest(),  # noqa: S324
+                "id": str(uuid.uuid4()),
                 "detail-type": "Scheduled Event",
                 "source": "aws.events",
+                "account": "123456789012",
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "region": "us-east-1",
                 "resources": [],
                 "detail": {},
-            }
+            },
         )
 
-    return _Loop("watcher-timer", tick, interval_seconds)
+    return Loop("watcher-timer", tick, interval_seconds)
 
 
-def sqs_pollers(stack: Stack) -> list[_Loop]:
+def sqs_pollers(stack: Stack, invoke: Invoke) -> list[Loop]:
     """One poller per SQS event source in the template, like Lambda's event source mapping."""
     sqs = boto3.client("sqs")
     loops = []
     for function, props in stack.events_of("SQS").items():
-        queue_name = str(props["Queue"]).rsplit(":", 1)[1]
-        url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+        arn = str(props["Queue"])
+        url = sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[1])["QueueUrl"]
+        batch = int(props.get("BatchSize", 10))
         loops.append(
-            _Loop(
-                f"poller-{function}",
-                _sqs_step(
-                    sqs,
-                    url,
-                    str(props["Queue"]),
-                    int(props.get("BatchSize", 10)),
-                    _invoke(stack, function),
-                ),
-                0.05,
-            )
+            Loop(f"{function}-poller", _sqs_step(sqs, url, arn, batch, function, invoke), 0.02)
         )
     return loops
 
 
 def _sqs_step(
-    sqs: Any, url: str, arn: str, batch_size: int, call: Callable[[dict[str, Any]], Any]
+    sqs: Any, url: str, arn: str, batch: int, function: str, invoke: Invoke
 ) -> Callable[[], None]:
     def step() -> None:
         response = sqs.receive_message(
             QueueUrl=url,
-            MaxNumberOfMessages=min(10, batch_size),
+            MaxNumberOfMessages=min(10, batch),
             WaitTimeSeconds=1,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
@@ -116,16 +126,14 @@ def _sqs_step(
         messages = response.get("Messages", [])
         if not messages:
             return
-        event = {"Records": [_record(m, arn) for m in messages]}
-        result = call(event) or {}
+        result = invoke(function, {"Records": [_record(m, arn) for m in messages]}) or {}
         failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
         done = [m for m in messages if m["MessageId"] not in failed]
-        for offset in range(0, len(done), 10):
+        if done:
             sqs.delete_message_batch(
                 QueueUrl=url,
                 Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(done[offset : offset + 10])
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
                 ],
             )
 
@@ -147,24 +155,24 @@ def _record(message: dict[str, Any], arn: str) -> dict[str, Any]:
 
 
 def task_events_queue() -> str:
-    """The queue the local backend reports task ends on (EventBridge's role in AWS)."""
+    """The queue the local backend reports task ends on (EventBridge's part in AWS)."""
     return str(boto3.client("sqs").create_queue(QueueName=TASK_EVENTS_QUEUE)["QueueUrl"])
 
 
-def task_events_poller(stack: Stack, url: str) -> _Loop:
-    functions = [
+def task_events_poller(stack: Stack, invoke: Invoke) -> Loop:
+    """ECS Task State Change events -> the function whose EventBridge rule matches aws.ecs."""
+    (function,) = [
         name
         for name, props in stack.events_of("EventBridgeRule").items()
         if "aws.ecs" in props["Pattern"].get("source", [])
     ]
-    (function,) = functions
-    call = _invoke(stack, function)
     sqs = boto3.client("sqs")
+    url = task_events_queue()
 
     def step() -> None:
         response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in response.get("Messages", []):
-            call(json.loads(message["Body"]))
+            invoke(function, json.loads(message["Body"]))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
-    return _Loop("task-events", step, 0.05)
+    return Loop("task-events-poller", step, 0.02)

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from devstack import auth, resources
+from devstack import auth, pipeline, resources
 from devstack.gateway import ApiGateway
 from devstack.lambda_runtime import Handler, context_for, load_handler
 from devstack.moto_server import MotoServer, port_in_use
@@ -62,6 +62,9 @@ class Config:
     moto_port: int = DEFAULT_MOTO_PORT
     state_dir: Path = DEFAULT_STATE_DIR
     prefix: str = "local"
+    watcher_interval_seconds: float = 60.0  # the EventBridge rule is rate(1 minute)
+    retry_base_seconds: int = 30
+    schedule_shards: int = 4  # moto answers ~50 queries/s: fewer shards keep a tick quick
     host: str = HOST
 
     @property
@@ -135,7 +138,16 @@ def _api_gateway(runtime: Runtime) -> Service:
 
 # The services started after moto and the resources, in order. Later work adds the watcher's
 # timer (the EventBridge rule) and the executor's SQS poller (the event source mapping) here.
-SERVICES: list[ServiceFactory] = [_api_gateway]
+def _pipeline(runtime: Runtime) -> list[Service]:
+    invoke = runtime.functions.invoke
+    return [
+        *pipeline.sqs_pollers(runtime.stack, invoke),
+        pipeline.task_events_poller(runtime.stack, invoke),
+        pipeline.watcher_timer(runtime.stack, invoke, runtime.config.watcher_interval_seconds),
+    ]
+
+
+SERVICES: list[ServiceFactory] = [_api_gateway, _pipeline]
 
 
 def aws_environment(endpoint: str) -> dict[str, str]:
@@ -292,8 +304,15 @@ def run(config: Config) -> int:
             os.environ.update(aws_environment(moto.endpoint))
             stack = local_stack(
                 config.prefix,
-                {"JwtIssuer": config.issuer, "JwtAudience": auth.AUDIENCE},
+                {
+                    "JwtIssuer": config.issuer,
+                    "JwtAudience": auth.AUDIENCE,
+                    "ScheduleShards": str(config.schedule_shards),
+                },
                 {"PageTokenSecret": page_token_secret},
+            )
+            stack.overrides = pipeline.local_overrides(
+                stack, config.state_dir, config.retry_base_seconds
             )
             resources.create_all(stack)
             os.environ.update(function_environment(stack))

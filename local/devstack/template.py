@@ -64,6 +64,8 @@ class Stack:
     physical_names: dict[str, str]
     parameters: dict[str, str]
     secrets: dict[str, str] = field(default_factory=dict)
+    # Local-only environment per function, on top of the template's (e.g. the local backend).
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def resources(self) -> dict[str, dict[str, Any]]:
@@ -166,7 +168,8 @@ class Stack:
         merged.update(globals_env.get("Variables", {}))
         own = self.functions[function]["Properties"].get("Environment", {})
         merged.update(own.get("Variables", {}))
-        return {key: str(self.resolve(value)) for key, value in merged.items()}
+        resolved = {key: str(self.resolve(value)) for key, value in merged.items()}
+        return resolved | self.overrides.get(function, {})
 
     def routes(self) -> list[Route]:
         found = []

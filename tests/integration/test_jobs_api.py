@@ -142,9 +142,9 @@ def fields_of(error: dict[str, Any]) -> set[str]:
 
 
 def scan(stack: Stack, table: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = boto3.resource("dynamodb").Table(stack.physical_names[table]).scan()[
-        "Items"
-    ]
+    items: list[dict[str, Any]] = (
+        boto3.resource("dynamodb").Table(stack.physical_names[table]).scan()["Items"]
+    )
     return items
 
 
@@ -153,8 +153,8 @@ def bucket(stack: Stack) -> str:
 
 
 def object_versions(stack: Stack) -> list[dict[str, Any]]:
-    versions: list[dict[str, Any]] = boto3.client("s3").list_object_versions(Bucket=bucket(stack)).get(
-        "Versions", []
+    versions: list[dict[str, Any]] = (
+        boto3.client("s3").list_object_versions(Bucket=bucket(stack)).get("Versions", [])
     )
     return versions
 
@@ -664,7 +664,9 @@ def test_a_cancelled_transaction_is_an_error_without_a_job(
 
 
 THROTTLED = [
-    pytest.param("dynamodb", "TransactWriteItems", "ProvisionedThroughputExceededException", id="c"),
+    pytest.param(
+        "dynamodb", "TransactWriteItems", "ProvisionedThroughputExceededException", id="c"
+    ),
     pytest.param("dynamodb", "TransactWriteItems", "ThrottlingException", id="create-throttled"),
     pytest.param("s3", "PutObject", "SlowDown", id="create-s3-slow-down"),
 ]
