@@ -116,6 +116,11 @@ def start_stack(state_dir: Path) -> LocalStack:
                 str(moto_port),
                 "--state-dir",
                 str(state_dir),
+                # Pipeline tests: a watcher tick every 2 s, the first retry after 1 s.
+                "--watcher-interval",
+                "2",
+                "--retry-base-seconds",
+                "1",
             ],
             cwd=ROOT,
             env=devstack_environment(),

@@ -641,10 +641,10 @@ def test_a_failed_transaction_leaves_no_half_created_job(
     assert not 200 <= response["statusCode"] < 300
     assert_error(response, response["statusCode"])
     assert "Location" not in response["headers"]
+    monkeypatch.setitem(stack.physical_names, "ScheduleTable", real_name)
     assert scan(stack, "JobsTable") == []
     assert scan(stack, "ScheduleTable") == []
     # And once the table is back, the retry (same key) creates the job, once
-    monkeypatch.setitem(stack.physical_names, "ScheduleTable", real_name)
     container.reset()
     retried = create(invoke, JOB, key="key-1")
     assert retried["statusCode"] == 201, retried["body"]

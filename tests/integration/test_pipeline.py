@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from integration.conftest import EVENTS, api_event, body_of
 
 from scheduler import container as pipeline
@@ -227,3 +228,115 @@ def test_run_now_queues_immediately_and_shows_in_history(stack, invoke) -> None:
     for function, name in (("ListRunsFunction", "list_runs"), ("RunJobFunction", "run_job")):
         foreign = invoke(function, api_event(name, user="bob", path_parameters=path))
         assert foreign["statusCode"] == 404
+
+
+def test_a_watcher_that_dies_before_sending_loses_nothing(stack, invoke, monkeypatch) -> None:
+    # Given a due job, and a tick that crashes after writing the run record, before the send
+    job = _create_job(invoke)
+    _environment_of(stack, "WatcherFunction", monkeypatch)
+    watcher = pipeline.watcher()
+    send = watcher._queue.send
+
+    def crash(messages: Any) -> list[bool]:
+        raise RuntimeError("killed mid-tick")
+
+    monkeypatch.setattr(watcher._queue, "send", crash)
+    with pytest.raises(RuntimeError):
+        watcher.tick()
+    (run,) = _runs(stack, job["job_id"])
+    assert run["status"] == "PENDING"
+    assert _receive(stack, "DispatchQueue") == []
+
+    # When the next tick runs normally
+    monkeypatch.setattr(watcher._queue, "send", send)
+    invoke("WatcherFunction", _event("watcher"))
+
+    # Then the same run (no duplicate) is queued exactly once
+    (run,) = _runs(stack, job["job_id"])
+    assert run["status"] == "QUEUED"
+    assert len(_receive(stack, "DispatchQueue")) == 1
+
+
+def test_an_executor_that_dies_after_claiming_is_redone_after_the_claim_expires(
+    stack, invoke, monkeypatch
+) -> None:
+    # Given a queued run that an executor claimed and then died on (no dispatch, no release)
+    job = _create_job(invoke)
+    invoke("WatcherFunction", _event("watcher"))
+    messages = _receive(stack, "DispatchQueue")
+    _environment_of(stack, "ExecutorFunction", monkeypatch)
+    executor = pipeline.executor()
+    runs = executor._runs
+    (record,) = _runs(stack, job["job_id"])
+    run = runs.get(job["job_id"], record["key"])
+    from datetime import UTC, datetime, timedelta
+
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    assert runs.claim(run, "dead-executor", long_ago, claim_seconds=60)
+
+    # When SQS redelivers the message (after its visibility timeout)
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    assert invoke("ExecutorFunction", _sqs_event(messages, arn)) == {"batchItemFailures": []}
+
+    # Then the run is dispatched, once
+    tasks = boto3.client("ecs").list_tasks(cluster=stack.physical_names["RunnerCluster"])
+    assert len(tasks["taskArns"]) == 1
+    assert _runs(stack, job["job_id"])[0]["status"] == "DISPATCHED"
+
+
+def test_a_live_claim_makes_the_message_come_back_later(stack, invoke, monkeypatch) -> None:
+    job = _create_job(invoke)
+    invoke("WatcherFunction", _event("watcher"))
+    messages = _receive(stack, "DispatchQueue")
+    _environment_of(stack, "ExecutorFunction", monkeypatch)
+    runs = pipeline.executor()._runs
+    (record,) = _runs(stack, job["job_id"])
+    from datetime import UTC, datetime
+
+    assert runs.claim(runs.get(job["job_id"], record["key"]), "busy", datetime.now(UTC), 600)
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    # The whole batch failed: the handler raises, and SQS redelivers it after its visibility timeout
+    with pytest.raises(BatchProcessingError):
+        invoke("ExecutorFunction", _sqs_event(messages, arn))
+    assert (
+        boto3.client("ecs").list_tasks(cluster=stack.physical_names["RunnerCluster"])["taskArns"]
+        == []
+    )
+
+
+def test_a_missed_tick_is_caught_up_from_the_cursor(stack, invoke, monkeypatch) -> None:
+    # Given a job whose run fell due 20 minutes ago, while no tick ran (an outage)
+    job = _create_job(invoke)
+    _environment_of(stack, "WatcherFunction", monkeypatch)
+    schedule = pipeline.watcher()._schedule
+    (item,) = [i for i in schedule.due(*_wide_window()) if i.job_id == job["job_id"]]
+    schedule.delete(item)
+    from datetime import UTC, datetime
+
+    past = int(datetime.now(UTC).timestamp()) // 60 * 60 - 1200
+    old = item.model_copy(update={"scheduled_at": past, "due_at": past})
+    boto3.resource("dynamodb").Table(stack.physical_names["ScheduleTable"]).put_item(
+        Item=schedule.item_of(old)
+    )
+    schedule.advance_cursor(past - 60)  # the last tick before the outage
+
+    # When the watcher runs again
+    invoke("WatcherFunction", _event("watcher"))
+
+    # Then the missed run is queued (late, not lost)
+    (run,) = _runs(stack, job["job_id"])
+    assert int(run["execution_time"]) == past
+    assert run["status"] == "QUEUED"
+    assert run["attempt"] == 1
+
+
+def _wide_window() -> tuple[Any, Any]:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    return now - timedelta(hours=1), now + timedelta(hours=1)
+
+
+def _environment_of(stack, function: str, monkeypatch) -> None:
+    for key, value in stack.environment(function).items():
+        monkeypatch.setenv(key, value)

@@ -82,7 +82,9 @@ def executor() -> Executor:
             assign_public_ip=settings.assign_public_ip,
         )
     else:
-        assert settings.runner_path and settings.task_events_queue_url and settings.local_work_dir
+        assert settings.runner_path
+        assert settings.task_events_queue_url
+        assert settings.local_work_dir
         backend = LocalBackend(
             manifests,
             runner=settings.runner_path,

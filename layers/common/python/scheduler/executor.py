@@ -60,7 +60,8 @@ class Executor:
                 self._runs.release(run, claim_id, now)
             raise
         for run in claimed:
-            deadline = run.not_before + run.timeout_seconds + self._grace
+            start = max(run.not_before, int(now.timestamp()))
+            deadline = start + run.timeout_seconds + self._grace
             self._runs.mark_dispatched(run, claim_id, task_id, self._clock(), deadline)
         logger.info("dispatched", task_id=task_id, runs=[r.key for r in claimed])
         return [run.key for run in claimed]

@@ -1,4 +1,4 @@
-"""How an attempt ends: success is final; a failure is retried with backoff while attempts remain."""
+"""How an attempt ends: success is final; a failure is retried with backoff while attempts last."""
 
 from __future__ import annotations
 

@@ -1,0 +1,343 @@
+"""The scheduling pipeline end to end, over real HTTP with real tokens: jobs created through the
+API run on time (watcher -> queue -> executor -> runner), "run now", retries, timeouts, large
+output, the script's environment, and ownership of runs.
+
+The stack runs with `--watcher-interval 2 --retry-base-seconds 1` (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import requests
+from e2e.conftest import LocalStack
+
+pytestmark = pytest.mark.e2e
+
+HTTP_TIMEOUT = 30
+SCHEDULED_WAIT = 90.0  # the next minute boundary (<= 60 s) plus slack
+RUN_WAIT = 15.0
+FAR_FUTURE = "0 0 1 1 *"  # once a year: only "run now" runs these jobs
+MAX_START_LAG_MS = 2000
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT"}
+
+ENV_SCRIPT = """\
+import json, os
+print(json.dumps({
+    "parameters": json.loads(os.environ["JOB_PARAMETERS"]),
+    "job_id": os.environ["JOB_ID"],
+    "run_key": os.environ["RUN_KEY"],
+    "scheduled_at": os.environ["SCHEDULED_AT"],
+    "attempt": os.environ["ATTEMPT"],
+}))
+"""
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def create_job(stack: LocalStack, user: str = "alice", **fields: Any) -> dict[str, Any]:
+    body = {"name": unique("pipeline"), "schedule": FAR_FUTURE, "script": ENV_SCRIPT} | fields
+    response = requests.post(
+        f"{stack.url}/jobs", json=body, headers=stack.headers(user), timeout=HTTP_TIMEOUT
+    )
+    assert response.status_code == 201, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def run_now(stack: LocalStack, job_id: str, user: str = "alice") -> requests.Response:
+    return requests.post(
+        f"{stack.url}/jobs/{job_id}/run", headers=stack.headers(user), timeout=HTTP_TIMEOUT
+    )
+
+
+def start_run(stack: LocalStack, job_id: str) -> str:
+    """POST /jobs/{id}/run; the new run's key."""
+    response = run_now(stack, job_id)
+    assert response.status_code == 202, response.text
+    key: str = response.json()["key"]
+    return key
+
+
+def list_runs(stack: LocalStack, job_id: str, user: str = "alice") -> requests.Response:
+    return requests.get(
+        f"{stack.url}/jobs/{job_id}/runs", headers=stack.headers(user), timeout=HTTP_TIMEOUT
+    )
+
+
+def get_run(stack: LocalStack, job_id: str, key: str) -> dict[str, Any]:
+    response = requests.get(
+        f"{stack.url}/jobs/{job_id}/runs/{key}",
+        headers=stack.headers("alice"),
+        timeout=HTTP_TIMEOUT,
+    )
+    assert response.status_code == 200, response.text
+    run: dict[str, Any] = response.json()
+    return run
+
+
+def wait_for(
+    what: str, probe: Callable[[], dict[str, Any] | None], timeout: float, stack: LocalStack
+) -> dict[str, Any]:
+    """Poll `probe` every 0.25 s until it returns something; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found is not None:
+            return found
+        time.sleep(0.25)
+    pytest.fail(f"{what} did not happen within {timeout:.0f} s:\n{stack.log()[-4000:]}")
+
+
+def wait_for_end(
+    stack: LocalStack, job_id: str, key: str, timeout: float = RUN_WAIT
+) -> dict[str, Any]:
+    """The run once it is in a terminal status."""
+
+    def probe() -> dict[str, Any] | None:
+        run = get_run(stack, job_id, key)
+        return run if run["status"] in TERMINAL else None
+
+    return wait_for(f"run {key} of job {job_id} ending", probe, timeout, stack)
+
+
+def output_json(run: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object the script printed as its last output line."""
+    lines = [line for line in (run["output_tail"] or "").splitlines() if line.strip()]
+    assert lines, f"no output: {run}"
+    printed: dict[str, Any] = json.loads(lines[-1])
+    return printed
+
+
+def epoch(moment: str) -> int:
+    return int(datetime.fromisoformat(moment).timestamp())
+
+
+# -- the scheduled job: created first, so its wait overlaps the other tests -------------------
+
+
+@pytest.fixture(scope="module")
+def every_minute_job(local_stack: LocalStack) -> dict[str, Any]:
+    """A `* * * * *` job created through the API when the module starts.
+
+    A job created a moment before a minute boundary cannot be expected to start on that second
+    (the watcher ticks every 2 s), so the fixture avoids the last 5 s of a minute."""
+    second = datetime.now(UTC).second
+    if second >= 55:
+        time.sleep(61 - second)
+    return create_job(
+        local_stack,
+        name=unique("every-minute"),
+        schedule="* * * * *",
+        parameters={"greeting": "scheduled", "n": 7},
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _schedule_first(every_minute_job: dict[str, Any]) -> None:
+    """Creates the every-minute job before any test of this module runs."""
+
+
+# -- 1. run now -------------------------------------------------------------------------------
+
+
+def test_run_now_runs_within_seconds(local_stack: LocalStack) -> None:
+    job = create_job(local_stack, parameters={"greeting": "hello"})
+    response = run_now(local_stack, job["job_id"])
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    location = response.headers["Location"]
+    assert location.startswith(f"/jobs/{job['job_id']}/runs/"), location
+    key = location.rsplit("/", 1)[1]
+    assert accepted["key"] == key
+    assert accepted["job_id"] == job["job_id"]
+    assert accepted["trigger"] == "MANUAL"
+    assert accepted["status"] in {"PENDING", "QUEUED"}
+
+    run = wait_for_end(local_stack, job["job_id"], key, timeout=10)
+    assert run["status"] == "SUCCEEDED", run
+    assert run["exit_code"] == 0
+    assert run["attempt"] == 1
+    assert run["key"] == key
+    assert "hello" in run["output_tail"]
+    assert run["start_lag_ms"] is not None
+    assert 0 <= run["start_lag_ms"] <= MAX_START_LAG_MS, run
+    printed = output_json(run)
+    assert printed == {
+        "parameters": {"greeting": "hello"},
+        "job_id": job["job_id"],
+        "run_key": key,
+        "scheduled_at": printed["scheduled_at"],
+        "attempt": "1",
+    }
+    assert epoch(printed["scheduled_at"]) == run["execution_time"]
+
+    listed = list_runs(local_stack, job["job_id"])
+    assert listed.status_code == 200, listed.text
+    assert [item["key"] for item in listed.json()["items"]] == [key]
+    assert listed.json()["items"][0]["status"] == "SUCCEEDED"
+
+
+# -- 3. retries -------------------------------------------------------------------------------
+
+
+def test_failing_script_is_retried_then_failed(local_stack: LocalStack) -> None:
+    script = "import os, sys\nprint('attempt', os.environ['ATTEMPT'])\nsys.exit(1)\n"
+    job = create_job(local_stack, script=script, max_attempts=2)
+    key = start_run(local_stack, job["job_id"])
+
+    run = wait_for_end(local_stack, job["job_id"], key)
+    assert run["status"] == "FAILED", run
+    assert run["exit_code"] == 1
+    assert run["attempt"] == 2
+    assert run["max_attempts"] == 2
+    assert "attempt 2" in run["output_tail"]
+    assert len(run["attempts"]) == 1, run["attempts"]
+    first = run["attempts"][0]
+    assert first["attempt"] == 1
+    assert first["status"] == "FAILED"
+    assert first["exit_code"] == 1
+
+
+# -- 4. timeouts ------------------------------------------------------------------------------
+
+
+def test_script_over_its_timeout_is_timed_out(local_stack: LocalStack) -> None:
+    script = "import time\nprint('sleeping', flush=True)\ntime.sleep(30)\nprint('woke up')\n"
+    job = create_job(local_stack, script=script, timeout_seconds=1, max_attempts=1)
+    key = start_run(local_stack, job["job_id"])
+
+    run = wait_for_end(local_stack, job["job_id"], key)
+    assert run["status"] == "TIMED_OUT", run
+    assert run["attempt"] == 1
+    assert run["attempts"] == []
+    assert "sleeping" in run["output_tail"]
+    assert "woke up" not in run["output_tail"]
+    assert run["duration_ms"] is not None
+    assert run["duration_ms"] < 15_000, run
+
+
+# -- 5. large output --------------------------------------------------------------------------
+
+
+def test_ten_megabytes_of_output_are_capped(local_stack: LocalStack) -> None:
+    script = (
+        "import sys\nfor _ in range(10):\n    sys.stdout.write('x' * 1024 * 1024)\nprint('END')\n"
+    )
+    job = create_job(local_stack, script=script, max_attempts=1)
+    key = start_run(local_stack, job["job_id"])
+
+    run = wait_for_end(local_stack, job["job_id"], key)
+    assert run["status"] == "SUCCEEDED", run
+    assert run["exit_code"] == 0
+    assert run["output_truncated"] is True
+    assert run["output_bytes"] >= 10_000_000
+    assert run["output_tail"].rstrip().endswith("END")
+    assert len(run["output_tail"]) <= 8192
+
+
+# -- 6. the script's environment holds no credentials -----------------------------------------
+
+CREDENTIALS_SCRIPT = """\
+import json, os
+names = sorted(os.environ)
+suspicious = [n for n in names if n.startswith("AWS_") or "RUNS_MANIFEST" in n or "SECRET" in n]
+ancestors = {}
+pid = os.getppid()
+while pid > 1:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            handle.read()
+        ancestors[str(pid)] = "readable"
+    except OSError as error:
+        ancestors[str(pid)] = type(error).__name__
+    with open(f"/proc/{pid}/stat") as handle:
+        pid = int(handle.read().rsplit(")", 1)[1].split()[1])
+print(json.dumps({"names": names, "suspicious": suspicious, "parent": os.getppid(),
+                  "ancestors": ancestors, "uid": os.getuid()}))
+"""
+
+
+def test_script_sees_no_credentials(local_stack: LocalStack) -> None:
+    job = create_job(local_stack, script=CREDENTIALS_SCRIPT, max_attempts=1)
+    key = start_run(local_stack, job["job_id"])
+
+    run = wait_for_end(local_stack, job["job_id"], key)
+    assert run["status"] == "SUCCEEDED", run
+    seen = output_json(run)
+    assert seen["suspicious"] == [], seen
+    assert not any(name.startswith("ECS_CONTAINER_METADATA") for name in seen["names"]), seen
+    assert {"JOB_PARAMETERS", "JOB_ID", "RUN_KEY", "SCHEDULED_AT", "ATTEMPT"} <= set(seen["names"])
+    # The runner's environment (where the manifest URL was) is not readable by the script,
+    # nor is any other ancestor's (the local stack's holds its fake AWS settings).
+    assert str(seen["parent"]) in seen["ancestors"], seen
+    assert seen["ancestors"][str(seen["parent"])] != "readable", seen
+    assert "readable" not in seen["ancestors"].values(), seen
+
+
+# -- 7. runs belong to the job's owner --------------------------------------------------------
+
+
+def test_other_users_get_404_for_runs(local_stack: LocalStack) -> None:
+    job = create_job(local_stack, user="alice")
+    key = start_run(local_stack, job["job_id"])
+
+    listed = list_runs(local_stack, job["job_id"], user="bob")
+    assert listed.status_code == 404, listed.text
+    one = requests.get(
+        f"{local_stack.url}/jobs/{job['job_id']}/runs/{key}",
+        headers=local_stack.headers("bob"),
+        timeout=HTTP_TIMEOUT,
+    )
+    assert one.status_code == 404, one.text
+    started = run_now(local_stack, job["job_id"], user="bob")
+    assert started.status_code == 404, started.text
+
+    # Bob's attempt started nothing: alice still sees exactly her one run.
+    wait_for_end(local_stack, job["job_id"], key)
+    mine = list_runs(local_stack, job["job_id"], user="alice")
+    assert mine.status_code == 200, mine.text
+    assert [run["key"] for run in mine.json()["items"]] == [key]
+
+
+# -- 2. a job created through the API runs at the next minute (last: its wait overlaps) -----
+
+
+def test_every_minute_job_runs_at_next_minute(
+    local_stack: LocalStack, every_minute_job: dict[str, Any]
+) -> None:
+    job = every_minute_job
+    created = datetime.fromisoformat(job["created_at"]).timestamp()
+    next_minute = (int(created) // 60 + 1) * 60
+    assert epoch(job["next_run_at"]) == next_minute, job
+
+    def probe() -> dict[str, Any] | None:
+        response = list_runs(local_stack, job["job_id"])
+        assert response.status_code == 200, response.text
+        done = [run for run in response.json()["items"] if run["status"] in TERMINAL]
+        return min(done, key=lambda run: run["execution_time"]) if done else None
+
+    run = wait_for("the every-minute job's first run", probe, SCHEDULED_WAIT, local_stack)
+    assert run["execution_time"] == next_minute, run
+    assert run["trigger"] == "SCHEDULE"
+    assert run["status"] == "SUCCEEDED", run
+    assert run["exit_code"] == 0
+    assert run["attempt"] == 1
+    assert run["start_lag_ms"] is not None
+    assert 0 <= run["start_lag_ms"] <= MAX_START_LAG_MS, run
+    printed = output_json(run)
+    assert printed["parameters"] == {"greeting": "scheduled", "n": 7}
+    assert printed["job_id"] == job["job_id"]
+    assert printed["run_key"] == run["key"]
+    assert epoch(printed["scheduled_at"]) == next_minute
+    assert printed["attempt"] == "1"
+    started = datetime.fromisoformat(run["started_at"]).timestamp()
+    assert next_minute <= started <= next_minute + MAX_START_LAG_MS / 1000, run
