@@ -8,6 +8,7 @@ The stack runs with `--watcher-interval 2 --retry-base-seconds 1` (see conftest.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -266,16 +267,29 @@ print(json.dumps({"names": names, "suspicious": suspicious, "parent": os.getppid
 """
 
 
-def test_script_sees_no_credentials(local_stack: LocalStack) -> None:
-    job = create_job(local_stack, script=CREDENTIALS_SCRIPT, max_attempts=1)
-    key = start_run(local_stack, job["job_id"])
-
-    run = wait_for_end(local_stack, job["job_id"], key)
+def credentials_seen(stack: LocalStack) -> dict[str, Any]:
+    job = create_job(stack, script=CREDENTIALS_SCRIPT, max_attempts=1)
+    key = start_run(stack, job["job_id"])
+    run = wait_for_end(stack, job["job_id"], key)
     assert run["status"] == "SUCCEEDED", run
-    seen = output_json(run)
+    return output_json(run)
+
+
+def test_script_environment_holds_no_credentials(local_stack: LocalStack) -> None:
+    seen = credentials_seen(local_stack)
     assert seen["suspicious"] == [], seen
     assert not any(name.startswith("ECS_CONTAINER_METADATA") for name in seen["names"]), seen
     assert {"JOB_PARAMETERS", "JOB_ID", "RUN_KEY", "SCHEDULED_AT", "ATTEMPT"} <= set(seen["names"])
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="run as an ordinary user, the local runner starts scripts as that user, who can read "
+    "/proc/<runner>/environ (runner/README.md, Isolation)",
+)
+def test_script_cannot_read_the_runners_environment(local_stack: LocalStack) -> None:
+    seen = credentials_seen(local_stack)
+    assert seen["uid"] != 0, seen
     # The runner's environment (where the manifest URL was) is not readable by the script,
     # nor is any other ancestor's (the local stack's holds its fake AWS settings).
     assert str(seen["parent"]) in seen["ancestors"], seen

@@ -110,8 +110,8 @@ class Watcher:
                 continue  # its items stay; the next tick sends it again
             for run in pack:
                 # From when it can start (a late run is queued after its second).
-                start = max(run.not_before, epoch(now))
-                deadline = start + run.timeout_seconds + self._policy.dispatch_grace_seconds
+                earliest = max(run.not_before, epoch(now))
+                deadline = earliest + run.timeout_seconds + self._policy.dispatch_grace_seconds
                 self._runs.mark_queued(run, now, deadline)
                 report.queued += 1
                 report.late_seconds.append(max(0, epoch(now) - run.not_before))
