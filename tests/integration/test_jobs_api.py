@@ -9,7 +9,8 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,9 +18,9 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
-from devstack.template import Stack
 from integration.conftest import Invoke, api_event, body_of
 
+from devstack.template import Stack
 from scheduler import keys
 from scheduler.api import container
 
@@ -181,31 +182,26 @@ def job_items(stack: Stack) -> list[dict[str, Any]]:
     return [item for item in scan(stack, "JobsTable") if "created_key" in item]
 
 
-FailureInstaller = Callable[[str, str, str], None]
+@contextmanager
+def failing(service: str, operation: str, code: str) -> Iterator[None]:
+    """Within the block, that call raises that error, as AWS does once botocore has given up
+    retrying; every other call goes through to moto."""
+    original = BaseClient._make_api_call
 
+    def call(self: BaseClient, name: str, params: dict[str, Any]) -> Any:
+        if name == operation and self.meta.service_model.service_name == service:
+            raise ClientError(
+                {
+                    "Error": {"Code": code, "Message": "injected by the test"},
+                    "ResponseMetadata": {"HTTPStatusCode": 400},
+                },
+                name,
+            )
+        return original(self, name, params)
 
-@pytest.fixture
-def fail(monkeypatch: pytest.MonkeyPatch) -> FailureInstaller:
-    """fail("dynamodb", "Query", "ProvisionedThroughputExceededException"): from now on that
-    call raises that error, as AWS would once botocore has given up retrying."""
-
-    def install(service: str, operation: str, code: str) -> None:
-        original = BaseClient._make_api_call
-
-        def call(self: BaseClient, name: str, params: dict[str, Any]) -> Any:
-            if name == operation and self.meta.service_model.service_name == service:
-                raise ClientError(
-                    {
-                        "Error": {"Code": code, "Message": "injected by the test"},
-                        "ResponseMetadata": {"HTTPStatusCode": 400},
-                    },
-                    name,
-                )
-            return original(self, name, params)
-
-        monkeypatch.setattr(BaseClient, "_make_api_call", call)
-
-    return install
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BaseClient, "_make_api_call", call)
+        yield
 
 
 # ------------------------------------------------------------------------------ create
@@ -365,8 +361,8 @@ def test_keys_are_per_caller(invoke: Invoke, stack: Stack) -> None:
 # ------------------------------------------------------------------------------ bad input
 
 
-def raw_create_event(raw_body: str | None) -> dict[str, Any]:
-    event = create_event(key="key-bad")
+def raw_create_event(raw_body: str | None, *, key: str) -> dict[str, Any]:
+    event = create_event(key=key)
     if raw_body is None:
         del event["body"]
     else:
@@ -374,49 +370,46 @@ def raw_create_event(raw_body: str | None) -> dict[str, Any]:
     return event
 
 
-BAD_INPUT = [
-    pytest.param({**JOB, "schedule": "61 * * * *"}, "schedule", "invalid cron", id="bad-cron"),
-    pytest.param({**JOB, "schedule": "0 0 * * * *"}, "schedule", "5 fields", id="six-fields"),
-    pytest.param({**JOB, "schedule": "0 0 30 2 *"}, "schedule", "never fires", id="never-fires"),
-    pytest.param({**JOB, "timezone": "Mars/Olympus"}, "timezone", "Mars/Olympus", id="unknown-tz"),
-    pytest.param({**JOB, "script": "x = 1\ny = (\n"}, "script", "line 2", id="syntax-error"),
-    pytest.param(
-        {**JOB, "script": "x = 1\n" * 50_000}, "script", "at most 262144", id="300-kb-script"
-    ),
-    pytest.param(
-        {**JOB, "parameters": {"blob": "x" * 17_000}}, "parameters", "at most", id="big-parameters"
-    ),
-    pytest.param({**JOB, "name": "has space"}, "name", "pattern", id="bad-name"),
-    pytest.param({**JOB, "owner": "mallory"}, "owner", "not permitted", id="unknown-field"),
-    pytest.param({"name": "x", "script": "pass"}, "schedule", "required", id="missing-field"),
-    pytest.param({**JOB, "max_attempts": 0}, "max_attempts", "greater than", id="max-attempts"),
-    pytest.param("{not json", "body", "JSON", id="malformed-json"),
-    pytest.param("[1, 2]", "body", "", id="json-array"),
-    pytest.param("", "body", "required", id="empty-body"),
-    pytest.param(None, "body", "required", id="missing-body"),
+BAD_INPUT: list[tuple[str, Any, str, str]] = [
+    ("bad-cron", {**JOB, "schedule": "61 * * * *"}, "schedule", "invalid cron"),
+    ("six-fields", {**JOB, "schedule": "0 0 * * * *"}, "schedule", "5 fields"),
+    ("never-fires", {**JOB, "schedule": "0 0 30 2 *"}, "schedule", "never fires"),
+    ("unknown-tz", {**JOB, "timezone": "Mars/Olympus"}, "timezone", "Mars/Olympus"),
+    ("syntax-error", {**JOB, "script": "x = 1\ny = (\n"}, "script", "line 2"),
+    ("300-kb-script", {**JOB, "script": "x = 1\n" * 50_000}, "script", "at most 262144"),
+    ("big-parameters", {**JOB, "parameters": {"blob": "x" * 17_000}}, "parameters", "at most"),
+    ("bad-name", {**JOB, "name": "has space"}, "name", "pattern"),
+    ("unknown-field", {**JOB, "owner": "mallory"}, "owner", "not permitted"),
+    ("missing-field", {"name": "x", "script": "pass"}, "schedule", "required"),
+    ("max-attempts", {**JOB, "max_attempts": 0}, "max_attempts", "greater than"),
+    ("malformed-json", "{not json", "body", "JSON"),
+    ("json-array", "[1, 2]", "body", ""),
+    ("empty-body", "", "body", "required"),
+    ("missing-body", None, "body", "required"),
 ]
 
 
-@pytest.mark.parametrize(("body", "field", "in_problem"), BAD_INPUT)
 def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(
-    invoke: Invoke, stack: Stack, body: Any, field: str, in_problem: str
+    invoke: Invoke, stack: Stack, subtests: Any
 ) -> None:
-    # Given a bad request (sent with an Idempotency-Key, so that table is checked too)
-    if body is None or isinstance(body, str):
-        event = raw_create_event(body)
-    else:
-        event = create_event(body, key="key-bad")
-    # When it is posted
-    response = invoke("CreateJobFunction", event)
-    # Then it is a 400 whose details name the field and the problem
-    error = assert_error(response, 400)
-    assert error["code"] in {"validation_error", "invalid_input"}
-    assert field in fields_of(error), error
-    problems = " ".join(d["problem"] for d in error["details"] if d["field"] == field)
-    assert in_problem.lower() in problems.lower(), error
-    assert field in error["message"] or error["code"] == "invalid_input"
-    # And nothing was written anywhere
-    assert_nothing_written(stack)
+    for case, body, field, in_problem in BAD_INPUT:
+        with subtests.test(msg=case):
+            # Given a bad request (with an Idempotency-Key, so that table is checked too)
+            if body is None or isinstance(body, str):
+                event = raw_create_event(body, key=f"key-{case}")
+            else:
+                event = create_event(body, key=f"key-{case}")
+            # When it is posted
+            response = invoke("CreateJobFunction", event)
+            # Then it is a 400 whose details name the field and the problem
+            error = assert_error(response, 400)
+            assert error["code"] in {"validation_error", "invalid_input"}
+            assert field in fields_of(error), error
+            problems = " ".join(d["problem"] for d in error["details"] if d["field"] == field)
+            assert in_problem.lower() in problems.lower(), error
+            assert field in error["message"] or error["code"] == "invalid_input"
+            # And nothing was written anywhere
+            assert_nothing_written(stack)
 
 
 # ------------------------------------------------------------------------------ authentication
@@ -535,26 +528,25 @@ def test_filters_paginate(invoke: Invoke, four_jobs: list[str], subtests: Any) -
             assert all(len(page) <= 1 for page in pages)
 
 
-@pytest.mark.parametrize(
-    ("query", "field"),
-    [
-        ({"limit": "0"}, "limit"),
-        ({"limit": "101"}, "limit"),
-        ({"limit": "ten"}, "limit"),
-        ({"status": "SLEEPING"}, "status"),
-        ({"created_after": "2026-11-27T17:00:00"}, "created_after"),
-        ({"created_before": "yesterday"}, "created_before"),
-        ({"next_run_after": "2026-13-01T00:00:00Z"}, "next_run_after"),
-        ({"next_run_before": "2026-11-27"}, "next_run_before"),
-        ({"name": "n" * 129}, "name"),
-        ({"owner": "bob"}, "owner"),
-    ],
-)
-def test_bad_list_queries_are_400_naming_the_parameter(
-    invoke: Invoke, query: dict[str, str], field: str
-) -> None:
-    error = assert_error(list_jobs(invoke, **query), 400)
-    assert field in fields_of(error), error
+BAD_QUERIES: list[tuple[dict[str, str], str]] = [
+    ({"limit": "0"}, "limit"),
+    ({"limit": "101"}, "limit"),
+    ({"limit": "ten"}, "limit"),
+    ({"status": "SLEEPING"}, "status"),
+    ({"created_after": "2026-11-27T17:00:00"}, "created_after"),
+    ({"created_before": "yesterday"}, "created_before"),
+    ({"next_run_after": "2026-13-01T00:00:00Z"}, "next_run_after"),
+    ({"next_run_before": "2026-11-27"}, "next_run_before"),
+    ({"name": "n" * 129}, "name"),
+    ({"owner": "bob"}, "owner"),
+]
+
+
+def test_bad_list_queries_are_400_naming_the_parameter(invoke: Invoke, subtests: Any) -> None:
+    for query, field in BAD_QUERIES:
+        with subtests.test(msg=json.dumps(query)[:80]):
+            error = assert_error(list_jobs(invoke, **query), 400)
+            assert field in fields_of(error), error
 
 
 def test_limit_bounds_are_1_and_100(invoke: Invoke) -> None:
@@ -652,11 +644,9 @@ def test_a_failed_transaction_leaves_no_half_created_job(
     assert len(scan(stack, "ScheduleTable")) == 1
 
 
-def test_a_cancelled_transaction_is_an_error_without_a_job(
-    invoke: Invoke, stack: Stack, fail: FailureInstaller
-) -> None:
-    fail("dynamodb", "TransactWriteItems", "TransactionCanceledException")
-    response = create(invoke, JOB)
+def test_a_cancelled_transaction_is_an_error_without_a_job(invoke: Invoke, stack: Stack) -> None:
+    with failing("dynamodb", "TransactWriteItems", "TransactionCanceledException"):
+        response = create(invoke, JOB)
     assert not 200 <= response["statusCode"] < 300
     assert_error(response, response["statusCode"])
     assert scan(stack, "JobsTable") == []
@@ -664,31 +654,33 @@ def test_a_cancelled_transaction_is_an_error_without_a_job(
 
 
 THROTTLED = [
-    pytest.param(
-        "dynamodb", "TransactWriteItems", "ProvisionedThroughputExceededException", id="c"
-    ),
-    pytest.param("dynamodb", "TransactWriteItems", "ThrottlingException", id="create-throttled"),
-    pytest.param("s3", "PutObject", "SlowDown", id="create-s3-slow-down"),
+    ("dynamodb", "TransactWriteItems", "ProvisionedThroughputExceededException"),
+    ("dynamodb", "TransactWriteItems", "ThrottlingException"),
+    ("s3", "PutObject", "SlowDown"),
 ]
 
 
-@pytest.mark.parametrize(("service", "operation", "code"), THROTTLED)
 def test_throttled_create_is_503_and_writes_no_job(
-    invoke: Invoke, stack: Stack, fail: FailureInstaller, service: str, operation: str, code: str
+    invoke: Invoke, stack: Stack, subtests: Any
 ) -> None:
-    fail(service, operation, code)
-    response = create(invoke, JOB)
-    assert_error(response, 503, "service_unavailable")
-    assert scan(stack, "JobsTable") == []
-    assert scan(stack, "ScheduleTable") == []
+    for service, operation, code in THROTTLED:
+        with subtests.test(msg=f"{operation} {code}"):
+            with failing(service, operation, code):
+                response = create(invoke, JOB)
+            assert_error(response, 503, "service_unavailable")
+            assert scan(stack, "JobsTable") == []
+            assert scan(stack, "ScheduleTable") == []
+    # And once AWS answers again, the job is created
+    assert create(invoke, JOB)["statusCode"] == 201
 
 
-def test_throttled_get_and_list_are_503(invoke: Invoke, fail: FailureInstaller) -> None:
+def test_throttled_get_and_list_are_503(invoke: Invoke) -> None:
     job_id = created(invoke, JOB)["job_id"]
-    fail("dynamodb", "GetItem", "ProvisionedThroughputExceededException")
-    assert_error(get(invoke, job_id), 503, "service_unavailable")
-    fail("dynamodb", "Query", "ProvisionedThroughputExceededException")
-    assert_error(list_jobs(invoke), 503, "service_unavailable")
+    with failing("dynamodb", "GetItem", "ProvisionedThroughputExceededException"):
+        assert_error(get(invoke, job_id), 503, "service_unavailable")
+    with failing("dynamodb", "Query", "ProvisionedThroughputExceededException"):
+        assert_error(list_jobs(invoke), 503, "service_unavailable")
+    assert get(invoke, job_id)["statusCode"] == 200
 
 
 # ------------------------------------------------------------------------------ docs
@@ -700,48 +692,47 @@ def docs_event(path: str) -> dict[str, Any]:
     return event
 
 
-@pytest.fixture
-def openapi(invoke: Invoke) -> Iterator[dict[str, Any]]:
-    response = invoke("ApiDocsFunction", docs_event("/openapi.json"))
-    assert response["statusCode"] == 200, response["body"]
-    assert response["headers"]["Content-Type"] == "application/json"
-    yield body_of(response)
-
-
 def schema_ref(response: dict[str, Any]) -> str:
     ref: str = response["content"]["application/json"]["schema"]["$ref"]
     return ref.rsplit("/", 1)[-1]
 
 
-def test_openapi_lists_the_routes(openapi: dict[str, Any]) -> None:
+def test_openapi_documents_the_routes_their_answers_and_the_error_shape(invoke: Invoke) -> None:
+    # When the (public) document is fetched without a token
+    response = invoke("ApiDocsFunction", docs_event("/openapi.json"))
+    assert response["statusCode"] == 200, response["body"]
+    assert response["headers"]["Content-Type"] == "application/json"
+    openapi = body_of(response)
+
+    # Then it lists the routes
     assert openapi["openapi"].startswith("3.")
     paths = openapi["paths"]
     assert set(paths) >= {"/jobs", "/jobs/{job_id}"}
     assert set(paths["/jobs"]) >= {"get", "post"}
     assert "get" in paths["/jobs/{job_id}"]
 
-
-def test_openapi_documents_successes_and_errors(openapi: dict[str, Any]) -> None:
+    # And the models, the error shape first
     schemas = openapi["components"]["schemas"]
     assert schemas["ErrorResponse"]["properties"]["error"]["$ref"].endswith("/ErrorBody")
+    assert schemas["ErrorResponse"]["required"] == ["error"]
     assert set(schemas["ErrorBody"]["required"]) >= {"code", "message"}
     assert set(schemas["ErrorBody"]["properties"]) == {"code", "message", "details"}
     assert set(schemas["Job"]["properties"]) == JOB_FIELDS
     assert set(schemas["JobCreate"]["required"]) == {"name", "schedule", "script"}
 
+    # And each route's success and errors
     operations = {
         ("post", "/jobs"): ("201", "Job", {"400", "401", "409", "422", "503"}),
         ("get", "/jobs/{job_id}"): ("200", "Job", {"400", "401", "404", "503"}),
         ("get", "/jobs"): ("200", "JobPage", {"400", "401", "503"}),
     }
     for (method, path), (success, model, errors) in operations.items():
-        responses = openapi["paths"][path][method]["responses"]
-        assert schema_ref(responses[success]) == model, (method, path)
+        answers = paths[path][method]["responses"]
+        assert schema_ref(answers[success]) == model, (method, path)
         for status in errors:
-            assert schema_ref(responses[status]) == "ErrorResponse", (method, path, status)
+            assert schema_ref(answers[status]) == "ErrorResponse", (method, path, status)
 
-
-def test_openapi_declares_bearer_auth(openapi: dict[str, Any]) -> None:
+    # And the bearer token they need
     schemes = openapi["components"]["securitySchemes"]
     assert {"type": "http", "scheme": "bearer"}.items() <= schemes["bearer"].items()
     assert openapi["security"] == [{"bearer": []}]

@@ -323,11 +323,17 @@ def test_a_missed_tick_is_caught_up_from_the_cursor(stack, invoke, monkeypatch) 
     # When the watcher runs again
     invoke("WatcherFunction", _event("watcher"))
 
-    # Then the missed run is queued (late, not lost)
-    (run,) = _runs(stack, job["job_id"])
-    assert int(run["execution_time"]) == past
-    assert run["status"] == "QUEUED"
-    assert run["attempt"] == 1
+    # Then every missed minute is queued (late, not lost), and the job is scheduled ahead again
+    runs = sorted(_runs(stack, job["job_id"]), key=lambda r: int(r["execution_time"]))
+    times = [int(r["execution_time"]) for r in runs]
+    assert times[0] == past
+    assert times == list(range(past, past + 60 * len(times), 60))
+    assert len(times) >= 20
+    assert {r["status"] for r in runs} == {"QUEUED"}
+    assert {int(r["attempt"]) for r in runs} == {1}
+    (upcoming,) = [i for i in schedule.due(*_wide_window()) if i.job_id == job["job_id"]]
+    assert upcoming.scheduled_at == times[-1] + 60
+    assert upcoming.scheduled_at > datetime.now(UTC).timestamp()
 
 
 def _wide_window() -> tuple[Any, Any]:

@@ -161,7 +161,9 @@ class JobRepository:
                 request = dict(response.get("UnprocessedKeys") or {})
         return found
 
-    def advance(self, job: Job, current: ScheduleItem, following: datetime | None) -> None:
+    def advance(
+        self, job: Job, current: ScheduleItem, following: datetime | None
+    ) -> ScheduleItem | None:
         """Replace the job's taken schedule item by its next occurrence, and show that
         occurrence on the job: one transaction, so a job never loses its next run."""
         next_utc = timefmt.to_text(following) if following else None
@@ -189,6 +191,7 @@ class JobRepository:
                 }
             },
         ]
+        item = None
         if following is not None:
             second = int(following.timestamp())
             item = ScheduleItem(
@@ -209,9 +212,10 @@ class JobRepository:
                 # Another tick advanced it already, or the job is gone: nothing left to do but
                 # make sure the taken item does not linger.
                 self._schedule.delete(current)
-                return
+                return None
             raise_if_throttled(exc)
             raise
+        return item
 
     def list_for_owner(
         self, user_id: str, filters: JobFilters, limit: int, start: dict[str, str] | None

@@ -85,9 +85,33 @@ class Watcher:
         start, end = self.window(now)
         report = TickReport(window_start=epoch(start), window_end=epoch(end))
         items = list(self._schedule.due(start, end))
-        report.items = len(items)
         jobs = self._jobs.get_many({i.job_id for i in items if i.trigger is RunTrigger.SCHEDULE})
+        unsent: list[ScheduleItem] = []
+        # After an outage a job's next occurrence can itself be past due: take it in the same
+        # tick, so that every missed run is run (the window bounds the rounds).
+        while items:
+            report.items += len(items)
+            items = self._take(items, jobs, now, end, report, unsent)
+        report.lost_runs_concluded = self._conclude_lost(now)
+        # The cursor never passes an item whose run could not be sent: the next tick (even
+        # after a long SQS outage) starts from it.
+        held = min((i.due_at for i in unsent), default=epoch(end) + 1) - 1
+        self._schedule.advance_cursor(min(epoch(end), held))
+        logger.info(
+            "tick", **report.__dict__ | {"late_seconds": max(report.late_seconds, default=0)}
+        )
+        return report
 
+    def _take(
+        self,
+        items: list[ScheduleItem],
+        jobs: dict[str, Job],
+        now: datetime,
+        end: datetime,
+        report: TickReport,
+        unsent: list[ScheduleItem],
+    ) -> list[ScheduleItem]:
+        """One round: runs for `items`, sent; returns the follow-up items due within `end`."""
         pending: list[tuple[ScheduleItem, Run]] = []
         settled: list[ScheduleItem] = []
         for item in items:
@@ -107,6 +131,8 @@ class Watcher:
                 runs=[DueRun(job_id=r.job_id, key=r.key, attempt=r.attempt) for r in pack],
             )
             if not self._queue.send([message])[0]:
+                keys_of_pack = {run.key for run in pack}
+                unsent += [item for item, run in pending if run.key in keys_of_pack]
                 continue  # its items stay; the next tick sends it again
             for run in pack:
                 # From when it can start (a late run is queued after its second).
@@ -118,14 +144,9 @@ class Watcher:
             queued = {run.key for run in pack}
             settled += [item for item, run in pending if run.key in queued]
 
-        for item in settled:
-            self._settle(item, jobs.get(item.job_id))
-        report.lost_runs_concluded = self._conclude_lost(now)
-        self._schedule.advance_cursor(epoch(end))
-        logger.info(
-            "tick", **report.__dict__ | {"late_seconds": max(report.late_seconds, default=0)}
-        )
-        return report
+        follow_ups = [self._settle(item, jobs.get(item.job_id)) for item in settled]
+        # Only occurrences already due (an outage's backlog); later ones are the next tick's.
+        return [item for item in follow_ups if item is not None and item.due_at <= epoch(now)]
 
     def _run_for(self, item: ScheduleItem, job: Job | None, now: datetime) -> Run | None:
         """The run this item stands for, created if it is the first time we see it."""
@@ -166,21 +187,21 @@ class Watcher:
             group[i : i + size] for group in groups.values() for i in range(0, len(group), size)
         ]
 
-    def _settle(self, item: ScheduleItem, job: Job | None) -> None:
-        """Replace a scheduled item by the job's next occurrence; drop a one-off item."""
+    def _settle(self, item: ScheduleItem, job: Job | None) -> ScheduleItem | None:
+        """Replace a scheduled item by the job's next occurrence (returned); drop a one-off."""
         if (
             item.trigger is not RunTrigger.SCHEDULE
             or job is None
             or job.status is not JobStatus.ACTIVE
         ):
             self._schedule.delete(item)
-            return
+            return None
         after = datetime.fromtimestamp(item.scheduled_at, UTC)
         try:
             following = cron.next_occurrence(job.schedule, job.timezone, after)
         except cron.CronError:
             following = None
-        self._jobs.advance(job, item, following)
+        return self._jobs.advance(job, item, following)
 
     def _conclude_lost(self, now: datetime) -> int:
         """Runs past their deadline with no report (a task died unseen, a message went to the
