@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: install run token test lint typecheck unit integration e2e validate build docs-check clean
+.PHONY: install run token test lint typecheck unit integration e2e validate build docs-check clean runner-image
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,3 +67,11 @@ docs-check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .aws-sam .local
+
+## Build and push the runner image for a real deployment (needs Docker and the AWS CLI):
+## make runner-image ECR_REPO=123456789012.dkr.ecr.eu-west-1.amazonaws.com/scheduler-runner
+runner-image:
+	@test -n "$(ECR_REPO)" || (echo "usage: make runner-image ECR_REPO=<registry>/<repository>"; exit 2)
+	docker build --platform linux/arm64 -t $(ECR_REPO):latest runner
+	aws ecr get-login-password | docker login --username AWS --password-stdin $(firstword $(subst /, ,$(ECR_REPO)))
+	docker push $(ECR_REPO):latest

@@ -207,7 +207,7 @@ def failing(service: str, operation: str, code: str) -> Iterator[None]:
 # ------------------------------------------------------------------------------ create
 
 
-def test_the_sample_create_event_creates_a_job(invoke: Invoke) -> None:
+def test_the_sample_create_event_creates_a_job_that_get_returns(invoke: Invoke) -> None:
     # Given events/create_job.json exactly as it is (Europe/London, with an Idempotency-Key)
     response = invoke("CreateJobFunction", api_event("create_job"))
     # Then the job is created with every documented field
@@ -229,6 +229,11 @@ def test_the_sample_create_event_creates_a_job(invoke: Invoke) -> None:
     assert datetime.fromisoformat(job["updated_at"]) == START
     # 02:30 in London on the day after 16:59Z on 27 November (GMT, offset zero)
     assert datetime.fromisoformat(job["next_run_at"]) == datetime(2026, 11, 28, 2, 30, tzinfo=UTC)
+
+    # And GET returns it as created
+    got = get(invoke, job["job_id"])
+    assert got["statusCode"] == 200, got["body"]
+    assert body_of(got) == job
 
 
 def test_create_writes_the_job_its_name_guard_one_schedule_item_and_the_script(
@@ -292,11 +297,9 @@ def test_create_writes_the_job_its_name_guard_one_schedule_item_and_the_script(
     assert scan(stack, "RunsTable") == []
     assert scan(stack, "IdempotencyTable") == []
 
-
-def test_the_same_script_is_stored_once(invoke: Invoke, stack: Stack) -> None:
-    created(invoke, {**JOB, "name": "first"})
-    created(invoke, {**JOB, "name": "second"})
-    assert len(snapshot(stack)["ScriptsBucket"]) == 1
+    # And another job with the same script shares its object
+    created(invoke, {**JOB, "name": "another-report"})
+    assert snapshot(stack)["ScriptsBucket"] == [version["Key"]]
 
 
 def test_a_duplicate_name_is_a_conflict_and_writes_nothing(invoke: Invoke, stack: Stack) -> None:
@@ -312,13 +315,6 @@ def test_a_duplicate_name_is_a_conflict_and_writes_nothing(invoke: Invoke, stack
     assert snapshot(stack) == before
     # And the first job is unchanged
     assert body_of(get(invoke, first["job_id"])) == first
-
-
-def test_names_are_unique_per_owner_only(invoke: Invoke, stack: Stack) -> None:
-    alice = created(invoke, JOB, user="alice")
-    bob = created(invoke, JOB, user="bob")
-    assert alice["job_id"] != bob["job_id"]
-    assert len(job_items(stack)) == 2
 
 
 # ------------------------------------------------------------------------------ idempotency
@@ -349,12 +345,16 @@ def test_the_same_key_with_another_body_is_rejected(invoke: Invoke, stack: Stack
     assert snapshot(stack) == before
 
 
-def test_keys_are_per_caller(invoke: Invoke, stack: Stack) -> None:
+def test_names_and_idempotency_keys_are_per_owner(invoke: Invoke, stack: Stack) -> None:
+    # Given alice's job, created with an Idempotency-Key
     alice = create(invoke, JOB, key="key-1")
+    # When bob sends the same body with the same key
     bob = create(invoke, JOB, key="key-1", user="bob")
+    # Then bob gets his own job, with the same name
     assert (alice["statusCode"], bob["statusCode"]) == (201, 201)
     assert body_of(alice)["job_id"] != body_of(bob)["job_id"]
     assert body_of(bob)["user_id"] == "bob"
+    assert body_of(bob)["name"] == body_of(alice)["name"]
     assert len(job_items(stack)) == 2
 
 
@@ -434,13 +434,6 @@ def test_without_a_subject_claim_every_route_is_401(invoke: Invoke, stack: Stack
 # ------------------------------------------------------------------------------ get
 
 
-def test_get_returns_the_job_as_created(invoke: Invoke) -> None:
-    job = created(invoke, JOB)
-    response = get(invoke, job["job_id"])
-    assert response["statusCode"] == 200, response["body"]
-    assert body_of(response) == job
-
-
 def test_someone_elses_job_is_not_found_exactly_like_a_missing_one(invoke: Invoke) -> None:
     # Given alice's job
     job_id = created(invoke, JOB)["job_id"]
@@ -462,7 +455,7 @@ def test_someone_elses_job_is_not_found_exactly_like_a_missing_one(invoke: Invok
 # ------------------------------------------------------------------------------ list
 
 
-def test_list_is_newest_first_and_only_the_callers(invoke: Invoke) -> None:
+def test_list_is_newest_first_only_the_callers_and_limited(invoke: Invoke) -> None:
     ids = [created(invoke, {**JOB, "name": f"job-{i}"})["job_id"] for i in range(3)]
     bobs = created(invoke, {**JOB, "name": "job-0"}, user="bob")["job_id"]
 
@@ -472,6 +465,12 @@ def test_list_is_newest_first_and_only_the_callers(invoke: Invoke) -> None:
     assert all(set(job) == JOB_FIELDS for job in page["items"])
     assert [job["job_id"] for job in listed(invoke, user="bob")["items"]] == [bobs]
     assert listed(invoke, user="carol")["items"] == []
+
+    # The limit is between 1 and 100
+    assert [job["job_id"] for job in listed(invoke, limit=1)["items"]] == [ids[2]]
+    assert [job["job_id"] for job in listed(invoke, limit=100)["items"]] == ids[::-1]
+    for limit in (0, 101):
+        assert "limit" in fields_of(assert_error(list_jobs(invoke, limit=limit), 400))
 
 
 @pytest.fixture
@@ -512,17 +511,15 @@ FILTERS: list[tuple[dict[str, str], list[int]]] = [
 ]
 
 
-def test_each_filter(invoke: Invoke, four_jobs: list[str], subtests: Any) -> None:
+def test_each_filter_alone_and_paginated(
+    invoke: Invoke, four_jobs: list[str], subtests: Any
+) -> None:
     for query, expected in FILTERS:
         with subtests.test(msg=json.dumps(query)):
             page = listed(invoke, **query)
             assert [job["job_id"] for job in page["items"]] == [four_jobs[i] for i in expected]
             assert page.get("next_token") is None
-
-
-def test_filters_paginate(invoke: Invoke, four_jobs: list[str], subtests: Any) -> None:
-    for query, expected in FILTERS:
-        with subtests.test(msg=json.dumps(query)):
+            # And one job a page, the same jobs in the same order
             pages = all_pages(invoke, limit=1, **query)
             assert [job_id for page in pages for job_id in page] == [four_jobs[i] for i in expected]
             assert all(len(page) <= 1 for page in pages)
@@ -547,12 +544,6 @@ def test_bad_list_queries_are_400_naming_the_parameter(invoke: Invoke, subtests:
         with subtests.test(msg=json.dumps(query)[:80]):
             error = assert_error(list_jobs(invoke, **query), 400)
             assert field in fields_of(error), error
-
-
-def test_limit_bounds_are_1_and_100(invoke: Invoke) -> None:
-    ids = [created(invoke, {**JOB, "name": f"job-{i}"})["job_id"] for i in range(2)]
-    assert [job["job_id"] for job in listed(invoke, limit=1)["items"]] == [ids[1]]
-    assert [job["job_id"] for job in listed(invoke, limit=100)["items"]] == ids[::-1]
 
 
 def test_next_token_walks_three_pages_without_duplicates_or_gaps(invoke: Invoke) -> None:
@@ -623,6 +614,14 @@ def test_forged_foreign_and_other_filter_tokens_are_400(invoke: Invoke) -> None:
 def test_a_failed_transaction_leaves_no_half_created_job(
     invoke: Invoke, stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Given a transaction that DynamoDB cancels
+    with failing("dynamodb", "TransactWriteItems", "TransactionCanceledException"):
+        cancelled = create(invoke, JOB, key="key-1")
+    assert not 200 <= cancelled["statusCode"] < 300
+    assert_error(cancelled, cancelled["statusCode"])
+    assert scan(stack, "JobsTable") == []
+    assert scan(stack, "ScheduleTable") == []
+
     # Given a schedule table that does not exist, so the create transaction's last write fails
     real_name = stack.physical_names["ScheduleTable"]
     monkeypatch.setitem(stack.physical_names, "ScheduleTable", "it-MissingScheduleTable")
@@ -644,15 +643,6 @@ def test_a_failed_transaction_leaves_no_half_created_job(
     assert len(scan(stack, "ScheduleTable")) == 1
 
 
-def test_a_cancelled_transaction_is_an_error_without_a_job(invoke: Invoke, stack: Stack) -> None:
-    with failing("dynamodb", "TransactWriteItems", "TransactionCanceledException"):
-        response = create(invoke, JOB)
-    assert not 200 <= response["statusCode"] < 300
-    assert_error(response, response["statusCode"])
-    assert scan(stack, "JobsTable") == []
-    assert scan(stack, "ScheduleTable") == []
-
-
 THROTTLED = [
     ("dynamodb", "TransactWriteItems", "ProvisionedThroughputExceededException"),
     ("dynamodb", "TransactWriteItems", "ThrottlingException"),
@@ -660,7 +650,7 @@ THROTTLED = [
 ]
 
 
-def test_throttled_create_is_503_and_writes_no_job(
+def test_throttling_is_503_and_a_throttled_create_writes_no_job(
     invoke: Invoke, stack: Stack, subtests: Any
 ) -> None:
     for service, operation, code in THROTTLED:
@@ -671,11 +661,8 @@ def test_throttled_create_is_503_and_writes_no_job(
             assert scan(stack, "JobsTable") == []
             assert scan(stack, "ScheduleTable") == []
     # And once AWS answers again, the job is created
-    assert create(invoke, JOB)["statusCode"] == 201
-
-
-def test_throttled_get_and_list_are_503(invoke: Invoke) -> None:
     job_id = created(invoke, JOB)["job_id"]
+    # And reads are throttled the same way
     with failing("dynamodb", "GetItem", "ProvisionedThroughputExceededException"):
         assert_error(get(invoke, job_id), 503, "service_unavailable")
     with failing("dynamodb", "Query", "ProvisionedThroughputExceededException"):
