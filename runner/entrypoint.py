@@ -171,12 +171,35 @@ def http_put(url: str, body: bytes, content_type: str) -> None:
     _with_retries(lambda: _request("PUT", url, body, content_type, 1024 * 1024))
 
 
+def http_put_if_absent(url: str, body: bytes) -> bool:
+    """PUT only if the object does not exist yet (S3 conditional write). False if it did."""
+    _check_scheme(url, ("https", "http"))
+    try:
+        _with_retries(
+            lambda: _request(
+                "PUT", url, body, "application/json", 1024 * 1024, {"If-None-Match": "*"}
+            )
+        )
+    except TransferError as exc:
+        if str(exc) == "HTTP 412":
+            return False
+        raise
+    return True
+
+
 def _request(
-    method: str, url: str, body: bytes | None, content_type: str | None, limit: int
+    method: str,
+    url: str,
+    body: bytes | None,
+    content_type: str | None,
+    limit: int,
+    headers: Mapping[str, str] | None = None,
 ) -> bytes:
     request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 (scheme checked)
     if content_type is not None:
         request.add_header("Content-Type", content_type)
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:  # noqa: S310
         return _read_capped(response, limit)
 
@@ -224,6 +247,8 @@ class RunSpec:
     started_url: str = field(repr=False)
     finished_url: str = field(repr=False)
     output_url: str = field(repr=False)
+    # Conditional PUT that makes this task the only one to start this attempt (optional).
+    claim_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def parse(cls, raw: object) -> RunSpec:
@@ -242,6 +267,7 @@ class RunSpec:
             started_url=_field(raw, "started_url", str),
             finished_url=_field(raw, "finished_url", str),
             output_url=_field(raw, "output_url", str),
+            claim_url=raw.get("claim_url") if isinstance(raw.get("claim_url"), str) else None,
         )
         if spec.timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be positive")
@@ -733,6 +759,11 @@ def execute(spec: RunSpec, rt: Runtime) -> bool:
             log("script_fetch_failed", "error", **spec.ids, error=str(exc))
             outcome = Outcome(status=FAILED, error=f"script download failed: {exc}")
             return deliver(spec, outcome, None)
+        if not claim(spec):
+            # Another task already started this attempt (the executor dispatched it twice,
+            # e.g. it died after RunTask): that task runs and reports it.
+            log("run_claimed_elsewhere", "warning", **spec.ids)
+            return True
         dirs = RunDirs.create(rt.sandbox)
         dirs.write_script(source, rt.sandbox)
         log("run_ready", **spec.ids, script_bytes=len(source), not_before=spec.not_before)
@@ -750,6 +781,19 @@ def execute(spec: RunSpec, rt: Runtime) -> bool:
     finally:
         if dirs is not None:
             dirs.remove()
+
+
+def claim(spec: RunSpec) -> bool:
+    """Take this attempt for this task. Fails open: if S3 cannot be reached, run anyway
+    (at least once matters more than at most once)."""
+    if spec.claim_url is None:
+        return True
+    body = json.dumps({**spec.ids, "pid": os.getpid(), "host": os.uname().nodename}).encode()
+    try:
+        return http_put_if_absent(spec.claim_url, body)
+    except TransferError as exc:
+        log("claim_failed", "warning", **spec.ids, error=str(exc))
+        return True
 
 
 def report_invalid(entry: Mapping[str, Any], error: str) -> bool:

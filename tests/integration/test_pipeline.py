@@ -205,6 +205,7 @@ def test_run_now_queues_immediately_and_shows_in_history(stack, invoke) -> None:
     assert response["statusCode"] == 202, response
     run = body_of(response)
     assert run["status"] == "QUEUED"
+    assert run["queued_at"] is not None
     assert run["trigger"] == "MANUAL"
     assert response["headers"]["Location"] == f"/jobs/{job['job_id']}/runs/{run['key']}"
     (message,) = _receive(stack, "DispatchQueue")

@@ -93,6 +93,9 @@ class FakeS3:
                     self.send_error(500)
                     return
                 with store.lock:
+                    if self.headers.get("If-None-Match") == "*" and path in store.puts:
+                        self.send_error(412)  # S3's conditional write: the object exists
+                        return
                     store.puts[path] = body
                     store.put_types[path] = self.headers.get("Content-Type", "")
                 self.send_response(200)
@@ -514,3 +517,22 @@ def test_timestamps_are_utc_with_milliseconds() -> None:
 def test_put_refuses_file_urls() -> None:
     with pytest.raises(runner.TransferError, match="scheme"):
         runner.http_put("file:///etc/passwd", b"x", "text/plain")
+
+
+def test_an_attempt_claimed_by_another_task_is_not_run_twice(s3: FakeS3) -> None:
+    # Given two tasks dispatched for the same attempt (an executor died after RunTask)
+    claim = f"{s3.base}/claims/dup/1.json?X-Amz-Signature=abc"
+    entry = s3.run("dup", "print('ran')\n", claim_url=claim)
+
+    # When both runners start, one after the other
+    first = start_runner(runner_env(s3.manifest([entry], "/m1.json")))
+    assert first.wait(timeout=30) == 0
+    outputs_after_first = dict(s3.store.puts)
+    second = start_runner(runner_env(s3.manifest([entry], "/m2.json")))
+    assert second.wait(timeout=30) == 0
+
+    # Then the script ran once: the second runner found the claim taken and reported nothing
+    assert "/claims/dup/1.json" in outputs_after_first
+    assert s3.report("dup", "finished")["status"] == "SUCCEEDED"
+    assert s3.store.puts == outputs_after_first
+    assert b"run_claimed_elsewhere" in (second.stderr.read() if second.stderr else b"")

@@ -48,6 +48,10 @@ def report_key(job_id: str, run_key: str, attempt: int, kind: str) -> str:
     return f"{REPORT_PREFIX}{job_id}/{run_key}/{attempt}/{kind}.json"
 
 
+def claim_key(job_id: str, run_key: str, attempt: int) -> str:
+    return f"claims/{job_id}/{run_key}/{attempt}.json"
+
+
 def output_key(job_id: str, run_key: str, attempt: int) -> str:
     return f"outputs/{job_id}/{run_key}/{attempt}.log"
 
@@ -76,8 +80,8 @@ class Manifests:
         self._bucket = bucket
         self._ttl = url_seconds
 
-    def _url(self, method: str, key: str, ttl: int) -> str:
-        params = {"Bucket": self._bucket, "Key": key}
+    def _url(self, method: str, key: str, ttl: int, **extra: str) -> str:
+        params = {"Bucket": self._bucket, "Key": key, **extra}
         return str(self._s3.generate_presigned_url(method, Params=params, ExpiresIn=ttl))
 
     def publish(self, pack_id: str, runs: list[RunSpec]) -> str:
@@ -106,6 +110,14 @@ class Manifests:
                     ),
                     "output_url": self._url(
                         "put_object", output_key(run.job_id, run.run_key, run.attempt), ttl
+                    ),
+                    # If-None-Match: * makes the first task to PUT it the only one to run this
+                    # attempt, should the executor ever dispatch it twice.
+                    "claim_url": self._url(
+                        "put_object",
+                        claim_key(run.job_id, run.run_key, run.attempt),
+                        ttl,
+                        IfNoneMatch="*",
                     ),
                 }
             )

@@ -67,7 +67,10 @@ class RunService:
         if self._queue is None or self._schedule is None:
             raise RuntimeError("RunService.run_now needs the queue and the schedule")
         job = self._owned_job(user_id, job_id)
-        now = self._clock().replace(microsecond=0)
+        clock = self._clock()
+        # The next whole second: runs are keyed by the second, and the runner starts at it, so
+        # the start lag measured from it is real delay, not the rounding of `now`.
+        now = clock.replace(microsecond=0) + timedelta(seconds=1 if clock.microsecond else 0)
         run = None
         for offset in range(5):  # one run per job per second: a double click gets the next one
             moment = now + timedelta(seconds=offset)
@@ -107,7 +110,8 @@ class RunService:
         )
         if self._queue.send([message])[0]:
             deadline = run.not_before + run.timeout_seconds + self._grace
-            if self._runs.mark_queued(run, self._clock(), deadline):
-                run = run.model_copy(update={"status": RunStatus.QUEUED})
+            queued_at = self._clock()
+            if self._runs.mark_queued(run, queued_at, deadline):
+                run = run.model_copy(update={"status": RunStatus.QUEUED, "queued_at": queued_at})
             self._schedule.delete(item)
         return run
