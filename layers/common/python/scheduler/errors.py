@@ -52,3 +52,9 @@ class ServiceUnavailable(DomainError):
 
 class RunNotFound(DomainError):
     code = "run_not_found"
+
+
+class JobBusy(DomainError):
+    """The job kept changing under a pause, resume or delete (the watcher moving it)."""
+
+    code = "job_busy"

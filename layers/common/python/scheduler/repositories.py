@@ -182,11 +182,12 @@ class JobRepository:
                     "UpdateExpression": "SET next_run_utc = :next"
                     if next_utc
                     else "REMOVE next_run_utc",
-                    "ConditionExpression": "attribute_exists(pk)",
-                    **(
-                        {"ExpressionAttributeValues": _dump({":next": next_utc})}
-                        if next_utc
-                        else {}
+                    # A job paused or deleted meanwhile gets no next occurrence.
+                    "ConditionExpression": "#status = :active",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": _dump(
+                        {":active": JobStatus.ACTIVE.value}
+                        | ({":next": next_utc} if next_utc else {})
                     ),
                 }
             },
@@ -216,6 +217,112 @@ class JobRepository:
             raise_if_throttled(exc)
             raise
         return item
+
+    def pause(self, job: Job, now: datetime) -> bool:
+        """ACTIVE -> PAUSED, and its upcoming schedule item goes. False if the job changed
+        since it was read (the watcher moved its next run): read it again and retry."""
+        writes = [
+            self._job_update(
+                job,
+                "SET #status = :paused, updated_at = :now REMOVE next_run_utc",
+                {":paused": JobStatus.PAUSED.value, ":now": timefmt.to_text(now)},
+            )
+        ]
+        writes += self._delete_upcoming(job)
+        return self._transact(writes)
+
+    def resume(self, job: Job, following: datetime | None, now: datetime) -> bool:
+        """PAUSED -> ACTIVE with a schedule item at `following`. False if the job changed."""
+        values: dict[str, Any] = {":active": JobStatus.ACTIVE.value, ":now": timefmt.to_text(now)}
+        update = "SET #status = :active, updated_at = :now"
+        writes = []
+        if following is not None:
+            update += ", next_run_utc = :next"
+            values[":next"] = timefmt.to_text(following)
+            second = int(following.timestamp())
+            item = ScheduleItem(
+                job_id=job.job_id, user_id=job.user_id, scheduled_at=second, due_at=second
+            )
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self._schedule.table,
+                        "Item": _dump(self._schedule.item_of(item)),
+                    }
+                }
+            )
+        return self._transact([self._job_update(job, update, values), *writes])
+
+    def delete(self, job: Job) -> bool:
+        """The job, its name guard and its upcoming schedule item, together. Its runs stay
+        (history, expired by the runs table's TTL). False if the job changed since read."""
+        condition = self._unchanged(job)
+        writes: list[dict[str, Any]] = [
+            {
+                "Delete": {
+                    "TableName": self._jobs,
+                    "Key": _dump({"pk": job_pk(job.job_id)}),
+                    "ConditionExpression": condition[0],
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": _dump(condition[1]),
+                }
+            },
+            {
+                "Delete": {
+                    "TableName": self._jobs,
+                    "Key": _dump({"pk": name_pk(job.user_id, job.name)}),
+                }
+            },
+            *self._delete_upcoming(job),
+        ]
+        return self._transact(writes)
+
+    def _unchanged(self, job: Job) -> tuple[str, dict[str, Any]]:
+        """Condition: the job still has the status and next run it was read with."""
+        values: dict[str, Any] = {":was": job.status.value}
+        if job.next_run_at is None:
+            return "#status = :was AND attribute_not_exists(next_run_utc)", values
+        values[":was_next"] = timefmt.to_text(job.next_run_at)
+        return "#status = :was AND next_run_utc = :was_next", values
+
+    def _job_update(self, job: Job, update: str, values: dict[str, Any]) -> dict[str, Any]:
+        condition, expected = self._unchanged(job)
+        return {
+            "Update": {
+                "TableName": self._jobs,
+                "Key": _dump({"pk": job_pk(job.job_id)}),
+                "UpdateExpression": update,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": _dump(values | expected),
+            }
+        }
+
+    def _delete_upcoming(self, job: Job) -> list[dict[str, Any]]:
+        if job.next_run_at is None:
+            return []
+        second = int(job.next_run_at.timestamp())
+        item = ScheduleItem(
+            job_id=job.job_id, user_id=job.user_id, scheduled_at=second, due_at=second
+        )
+        return [
+            {
+                "Delete": {
+                    "TableName": self._schedule.table,
+                    "Key": _dump(self._schedule.key_of(item)),
+                }
+            }
+        ]
+
+    def _transact(self, writes: list[dict[str, Any]]) -> bool:
+        try:
+            self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if any(cancelled_by_condition(exc)):
+                return False
+            raise_if_throttled(exc)
+            raise
+        return True
 
     def list_for_owner(
         self, user_id: str, filters: JobFilters, limit: int, start: dict[str, str] | None

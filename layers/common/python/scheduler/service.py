@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import P
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from scheduler import cron
-from scheduler.errors import InvalidInput, JobNotFound
+from scheduler.errors import InvalidInput, JobBusy, JobNotFound
 from scheduler.models import Job, JobCreate, JobFilters, JobPage, JobStatus
 from scheduler.pagination import PageTokens
 from scheduler.repositories import JobRepository, ScriptStore
@@ -107,6 +107,36 @@ class JobService:
             raise JobNotFound(f"job {job_id!r} not found")
         return job
 
+    def pause(self, user_id: str, job_id: str) -> Job:
+        """Stop scheduling the job; a run already queued still runs. Pausing twice is a no-op."""
+        for _ in range(_CHANGE_ATTEMPTS):
+            job = self.get(user_id, job_id)
+            if job.status is JobStatus.PAUSED or self._jobs.pause(job, self._clock()):
+                return self.get(user_id, job_id)
+        raise JobBusy(f"job {job_id!r} kept changing; retry")
+
+    def resume(self, user_id: str, job_id: str) -> Job:
+        """Schedule the job again from now on (runs missed while paused are not made up)."""
+        for _ in range(_CHANGE_ATTEMPTS):
+            job = self.get(user_id, job_id)
+            if job.status is JobStatus.ACTIVE:
+                return job
+            now = self._clock()
+            try:
+                following: datetime | None = cron.next_occurrence(job.schedule, job.timezone, now)
+            except cron.CronError:
+                following = None
+            if self._jobs.resume(job, following, now):
+                return self.get(user_id, job_id)
+        raise JobBusy(f"job {job_id!r} kept changing; retry")
+
+    def delete(self, user_id: str, job_id: str) -> None:
+        """Delete the job and its schedule; its run history stays readable to nobody."""
+        for _ in range(_CHANGE_ATTEMPTS):
+            if self._jobs.delete(self.get(user_id, job_id)):
+                return
+        raise JobBusy(f"job {job_id!r} kept changing; retry")
+
     def list(
         self, user_id: str, filters: JobFilters, limit: int, next_token: str | None
     ) -> JobPage:
@@ -121,6 +151,10 @@ class JobService:
             else None
         )
         return JobPage(items=page.jobs, next_token=token)
+
+
+# The watcher may move a job's next run between our read and our write: read again, a few times.
+_CHANGE_ATTEMPTS = 5
 
 
 def _filters_digest(filters: JobFilters) -> str:

@@ -57,6 +57,12 @@ def list_jobs_service() -> JobService:
     return JobService(*_repositories(settings), clock=utc_now, page_tokens=tokens)
 
 
+@cache
+def manage_job_service() -> JobService:
+    settings = JobApiSettings()  # type: ignore[call-arg]
+    return JobService(*_repositories(settings), clock=utc_now)
+
+
 def _run_stores(
     settings: JobApiSettings,
 ) -> tuple[JobRepository, RunRepository, ScheduleRepository]:
@@ -106,6 +112,7 @@ def reset() -> None:
         create_job_service,
         get_job_service,
         list_jobs_service,
+        manage_job_service,
         list_runs_service,
         get_run_service,
         run_job_service,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
-from scheduler.api import jobs, runs
+from scheduler.api import jobs, manage, runs
 from scheduler.api.resolver import make_resolver
 
 TITLE = "Job scheduler API"
@@ -19,6 +19,9 @@ def make_docs_resolver() -> APIGatewayHttpResolver:
         jobs.create_router,
         jobs.get_router,
         jobs.list_router,
+        manage.pause_router,
+        manage.resume_router,
+        manage.delete_router,
         runs.list_runs_router,
         runs.get_run_router,
         runs.run_job_router,

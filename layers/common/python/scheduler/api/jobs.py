@@ -24,7 +24,7 @@ ERRORS: dict[int, OpenAPIResponse] = {
         400: "Invalid input; the message names the field and the problem",
         401: "Missing, expired or invalid bearer token",
         404: "No such job (or it belongs to someone else)",
-        409: "You already have a job with this name",
+        409: "A conflict: the name is taken, or the job changed meanwhile (retry)",
         422: "This Idempotency-Key was already used with a different request body",
         503: "The service is busy; retry shortly",
     }.items()

@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from scheduler.errors import (
     DomainError,
     InvalidInput,
+    JobBusy,
     JobNameConflict,
     JobNotFound,
     RunNotFound,
@@ -32,6 +33,7 @@ STATUS_OF: dict[type[DomainError], HTTPStatus] = {
     JobNotFound: HTTPStatus.NOT_FOUND,
     RunNotFound: HTTPStatus.NOT_FOUND,
     JobNameConflict: HTTPStatus.CONFLICT,
+    JobBusy: HTTPStatus.CONFLICT,
     ServiceUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 

@@ -1,0 +1,130 @@
+"""Pause, resume and delete through their handlers: the job, its name guard and its upcoming
+schedule item always change together."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from integration.conftest import api_event, body_of
+
+from scheduler.api import container
+
+SCRIPT = "print('hi')\n"
+
+
+def _create(invoke, name: str = "nightly", schedule: str = "0 3 * * *") -> dict[str, Any]:
+    body = {"name": name, "schedule": schedule, "timezone": "Europe/London", "script": SCRIPT}
+    response = invoke("CreateJobFunction", api_event("create_job", body=body))
+    assert response["statusCode"] == 201, response
+    return body_of(response)
+
+
+def _call(invoke, function: str, event: str, job_id: str, user: str = "alice") -> dict[str, Any]:
+    suffix = {"pause_job": "/pause", "resume_job": "/resume", "delete_job": ""}[event]
+    return invoke(
+        function,
+        api_event(
+            event, user=user, path=f"/jobs/{job_id}{suffix}", path_parameters={"job_id": job_id}
+        ),
+    )
+
+
+def _schedule_items(stack, job_id: str) -> list[dict[str, Any]]:
+    table = boto3.resource("dynamodb").Table(stack.physical_names["ScheduleTable"])
+    return [i for i in table.scan()["Items"] if i.get("job_id") == job_id]
+
+
+def test_pause_stops_scheduling_and_resume_starts_it_again(stack, invoke) -> None:
+    # Given an active job with its upcoming schedule item
+    job = _create(invoke)
+    assert len(_schedule_items(stack, job["job_id"])) == 1
+
+    # When its owner pauses it (twice: the second is a no-op)
+    paused = _call(invoke, "PauseJobFunction", "pause_job", job["job_id"])
+    again = _call(invoke, "PauseJobFunction", "pause_job", job["job_id"])
+
+    # Then it is PAUSED with no next run, and nothing is left to schedule it
+    assert paused["statusCode"] == 200, paused
+    assert body_of(paused)["status"] == "PAUSED"
+    assert body_of(paused)["next_run_at"] is None
+    assert body_of(again)["status"] == "PAUSED"
+    assert _schedule_items(stack, job["job_id"]) == []
+
+    # When it is resumed
+    resumed = _call(invoke, "ResumeJobFunction", "resume_job", job["job_id"])
+
+    # Then it is ACTIVE again, with exactly one upcoming item at its next occurrence
+    assert resumed["statusCode"] == 200, resumed
+    body = body_of(resumed)
+    assert body["status"] == "ACTIVE"
+    assert body["next_run_at"] == job["next_run_at"]
+    (item,) = _schedule_items(stack, job["job_id"])
+    assert int(item["scheduled_at"]) == int(datetime.fromisoformat(body["next_run_at"]).timestamp())
+
+
+def test_delete_removes_job_name_and_schedule(stack, invoke) -> None:
+    job = _create(invoke)
+
+    deleted = _call(invoke, "DeleteJobFunction", "delete_job", job["job_id"])
+
+    assert deleted["statusCode"] == 204, deleted
+    assert _schedule_items(stack, job["job_id"]) == []
+    got = invoke(
+        "GetJobFunction",
+        api_event(
+            "get_job", path=f"/jobs/{job['job_id']}", path_parameters={"job_id": job["job_id"]}
+        ),
+    )
+    assert got["statusCode"] == 404
+    # The name is free again
+    assert _create(invoke)["name"] == job["name"]
+    again = _call(invoke, "DeleteJobFunction", "delete_job", job["job_id"])
+    assert again["statusCode"] == 404
+
+
+def test_another_owner_can_neither_pause_resume_nor_delete(stack, invoke) -> None:
+    job = _create(invoke)
+    for function, event in (
+        ("PauseJobFunction", "pause_job"),
+        ("ResumeJobFunction", "resume_job"),
+        ("DeleteJobFunction", "delete_job"),
+    ):
+        response = _call(invoke, function, event, job["job_id"], user="bob")
+        assert response["statusCode"] == 404, (function, response)
+        assert body_of(response)["error"]["code"] == "job_not_found"
+    assert len(_schedule_items(stack, job["job_id"])) == 1
+
+
+def test_a_paused_job_is_not_run_by_the_watcher(stack, invoke) -> None:
+    from integration.test_pipeline import _event, _runs
+
+    job = _create(invoke, name="minutely", schedule="* * * * *")
+    _call(invoke, "PauseJobFunction", "pause_job", job["job_id"])
+
+    invoke("WatcherFunction", _event("watcher"))
+
+    assert _runs(stack, job["job_id"]) == []
+    assert _schedule_items(stack, job["job_id"]) == []
+
+
+def test_a_pause_racing_the_watcher_changes_nothing_and_is_retried(stack, invoke) -> None:
+    # Given a job read just before the watcher moved its next run
+    job = _create(invoke)
+    service = container.manage_job_service()
+    stale = service.get("alice", job["job_id"])
+    jobs_table = boto3.resource("dynamodb").Table(stack.physical_names["JobsTable"])
+    jobs_table.update_item(
+        Key={"pk": f"JOB#{job['job_id']}"},
+        UpdateExpression="SET next_run_utc = :later",
+        ExpressionAttributeValues={":later": "2030-01-01T03:00:00.000000Z"},
+    )
+
+    # When the stale view is used to pause, the transaction refuses and writes nothing
+    assert service._jobs.pause(stale, datetime.now(UTC)) is False
+    assert len(_schedule_items(stack, job["job_id"])) == 1
+    assert jobs_table.get_item(Key={"pk": f"JOB#{job['job_id']}"})["Item"]["status"] == "ACTIVE"
+
+    # And the service, which reads again, succeeds
+    assert service.pause("alice", job["job_id"]).status.value == "PAUSED"
