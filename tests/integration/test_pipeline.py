@@ -5,6 +5,7 @@ run status, and the ECS task-stopped safety net."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -150,6 +151,9 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
     assert run["exit_code"] == 0
     assert "hello" in run["output_tail"]
     assert run["start_lag_ms"] == 120
+    # And it will expire after the retention period (the runs table's TTL)
+    retention = int(run["expires_at"]) - int(datetime.now(UTC).timestamp())
+    assert 89 * 86400 < retention <= 90 * 86400
 
 
 def test_a_task_that_dies_unreported_is_retried_then_fails(stack, invoke) -> None:

@@ -24,6 +24,7 @@ class JobApiSettings(_Settings):
     runs_table: str
     scripts_bucket: str
     schedule_shards: int = Field(ge=1, le=256)
+    run_retention_days: int = Field(default=90, ge=1)  # finished runs expire (runs table TTL)
 
 
 class CreateJobSettings(JobApiSettings):

@@ -40,7 +40,11 @@ def _stores(settings: JobApiSettings) -> tuple[JobRepository, ScheduleRepository
     )
     jobs = JobRepository(dynamodb, jobs_table=settings.jobs_table, schedule=schedule)
     runs = RunRepository(
-        dynamodb, table=settings.runs_table, schedule=schedule, shards=settings.schedule_shards
+        dynamodb,
+        table=settings.runs_table,
+        schedule=schedule,
+        shards=settings.schedule_shards,
+        retention_days=settings.run_retention_days,
     )
     return jobs, schedule, runs
 

@@ -30,7 +30,9 @@ class RunRepository:
         table: str,
         schedule: ScheduleRepository,
         shards: int,
+        retention_days: int = 90,
     ) -> None:
+        self._retention_seconds = retention_days * 86400
         self._db = dynamodb
         self._table = table
         self._schedule = schedule
@@ -244,7 +246,14 @@ class RunRepository:
             ":now": timefmt.to_text(now),
             ":finished": timefmt.to_text(report.finished_at or now),
         }
-        sets = ["#st = :status", "updated_at = :now", "finished_at = :finished"]
+        # A finished run is history: the table's TTL removes it after the retention period.
+        values[":expires"] = int(now.timestamp()) + self._retention_seconds
+        sets = [
+            "#st = :status",
+            "updated_at = :now",
+            "finished_at = :finished",
+            "expires_at = :expires",
+        ]
         optional = {
             "exit_code": report.exit_code,
             "duration_ms": report.duration_ms,
