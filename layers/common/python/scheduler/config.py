@@ -54,6 +54,7 @@ class WatcherSettings(JobApiSettings):
     max_runs_per_task: int = Field(default=10, ge=1, le=10)
     dispatch_grace_seconds: int = Field(default=300, ge=30)
     retry_base_seconds: int = Field(default=30, ge=1)
+    watcher_workers: int = Field(default=16, ge=1, le=64)
 
 
 class ExecutorSettings(JobApiSettings):

@@ -26,7 +26,7 @@ from scheduler.schedule import ScheduleRepository
 from scheduler.watcher import Watcher, WatcherPolicy
 
 # Throttled calls are retried by botocore with backoff before any of it reaches our code.
-RETRIES = Config(retries={"max_attempts": 8, "mode": "adaptive"})
+RETRIES = Config(retries={"max_attempts": 8, "mode": "adaptive"}, max_pool_connections=32)
 
 
 def utc_now() -> datetime:
@@ -62,6 +62,7 @@ def watcher() -> Watcher:
         pack_window_seconds=settings.pack_window_seconds,
         max_runs_per_task=settings.max_runs_per_task,
         dispatch_grace_seconds=settings.dispatch_grace_seconds,
+        workers=settings.watcher_workers,
     )
     return Watcher(jobs, schedule, runs, queue, outcomes, policy, utc_now)
 
