@@ -52,10 +52,10 @@ build: $(STAMP)
 	$(SAM) build
 
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -n 2 tests/unit
 
 integration: $(STAMP)
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest -n 2 tests/integration
 
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e

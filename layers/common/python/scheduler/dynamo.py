@@ -8,7 +8,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from scheduler.aws import error_code
+from scheduler.aws import error_code, raise_if_throttled
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -32,6 +32,18 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def transact(dynamodb: Any, writes: list[dict[str, Any]]) -> bool:
+    """Write all or nothing; False if a write's condition failed (the caller decides why)."""
+    try:
+        dynamodb.transact_write_items(TransactItems=writes)
+    except ClientError as exc:
+        if any(cancelled_by_condition(exc)):
+            return False
+        raise_if_throttled(exc)
+        raise
+    return True
 
 
 def condition_failed(error: ClientError) -> bool:

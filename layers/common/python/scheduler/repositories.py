@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from scheduler import cron, timefmt
 from scheduler.aws import error_code, raise_if_throttled
-from scheduler.dynamo import cancelled_by_condition
+from scheduler.dynamo import transact
 from scheduler.errors import JobNameConflict
 from scheduler.models import Job, JobFilters, JobStatus
 from scheduler.schedule import ScheduleItem, ScheduleRepository
@@ -117,7 +117,9 @@ class JobRepository:
         ]
         if job.next_run_at is not None:
             writes.append(
-                {"Put": {"TableName": self._schedule.table, "Item": _dump(self._slot(job))}}
+                self._schedule.put_op(
+                    ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at)
+                )
             )
         try:
             self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
@@ -168,13 +170,7 @@ class JobRepository:
         occurrence on the job: one transaction, so a job never loses its next run."""
         next_utc = timefmt.to_text(following) if following else None
         writes: list[dict[str, Any]] = [
-            {
-                "Delete": {
-                    "TableName": self._schedule.table,
-                    "Key": _dump(self._schedule.key_of(current)),
-                    "ConditionExpression": "attribute_exists(slot)",
-                }
-            },
+            self._schedule.delete_op(current, must_exist=True),
             {
                 "Update": {
                     "TableName": self._jobs,
@@ -194,28 +190,13 @@ class JobRepository:
         ]
         item = None
         if following is not None:
-            second = int(following.timestamp())
-            item = ScheduleItem(
-                job_id=job.job_id, user_id=job.user_id, scheduled_at=second, due_at=second
-            )
-            writes.append(
-                {
-                    "Put": {
-                        "TableName": self._schedule.table,
-                        "Item": _dump(self._schedule.item_of(item)),
-                    }
-                }
-            )
-        try:
-            self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
-        except ClientError as exc:
-            if any(cancelled_by_condition(exc)):
-                # Another tick advanced it already, or the job is gone: nothing left to do but
-                # make sure the taken item does not linger.
-                self._schedule.delete(current)
-                return None
-            raise_if_throttled(exc)
-            raise
+            item = ScheduleItem.occurrence(job.job_id, job.user_id, following)
+            writes.append(self._schedule.put_op(item))
+        if not transact(self._db, writes):
+            # Another tick advanced it already, or the job is paused or gone: nothing left to
+            # do but make sure the taken item does not linger.
+            self._schedule.delete(current)
+            return None
         return item
 
     def pause(self, job: Job, now: datetime) -> bool:
@@ -229,7 +210,7 @@ class JobRepository:
             )
         ]
         writes += self._delete_upcoming(job)
-        return self._transact(writes)
+        return transact(self._db, writes)
 
     def resume(self, job: Job, following: datetime | None, now: datetime) -> bool:
         """PAUSED -> ACTIVE with a schedule item at `following`. False if the job changed."""
@@ -239,19 +220,9 @@ class JobRepository:
         if following is not None:
             update += ", next_run_utc = :next"
             values[":next"] = timefmt.to_text(following)
-            second = int(following.timestamp())
-            item = ScheduleItem(
-                job_id=job.job_id, user_id=job.user_id, scheduled_at=second, due_at=second
-            )
-            writes.append(
-                {
-                    "Put": {
-                        "TableName": self._schedule.table,
-                        "Item": _dump(self._schedule.item_of(item)),
-                    }
-                }
-            )
-        return self._transact([self._job_update(job, update, values), *writes])
+            item = ScheduleItem.occurrence(job.job_id, job.user_id, following)
+            writes.append(self._schedule.put_op(item))
+        return transact(self._db, [self._job_update(job, update, values), *writes])
 
     def delete(self, job: Job) -> bool:
         """The job, its name guard and its upcoming schedule item, together. Its runs stay
@@ -275,7 +246,7 @@ class JobRepository:
             },
             *self._delete_upcoming(job),
         ]
-        return self._transact(writes)
+        return transact(self._db, writes)
 
     def _unchanged(self, job: Job) -> tuple[str, dict[str, Any]]:
         """Condition: the job still has the status and next run it was read with."""
@@ -301,28 +272,8 @@ class JobRepository:
     def _delete_upcoming(self, job: Job) -> list[dict[str, Any]]:
         if job.next_run_at is None:
             return []
-        second = int(job.next_run_at.timestamp())
-        item = ScheduleItem(
-            job_id=job.job_id, user_id=job.user_id, scheduled_at=second, due_at=second
-        )
-        return [
-            {
-                "Delete": {
-                    "TableName": self._schedule.table,
-                    "Key": _dump(self._schedule.key_of(item)),
-                }
-            }
-        ]
-
-    def _transact(self, writes: list[dict[str, Any]]) -> bool:
-        try:
-            self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
-        except ClientError as exc:
-            if any(cancelled_by_condition(exc)):
-                return False
-            raise_if_throttled(exc)
-            raise
-        return True
+        item = ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at)
+        return [self._schedule.delete_op(item)]
 
     def list_for_owner(
         self, user_id: str, filters: JobFilters, limit: int, start: dict[str, str] | None
@@ -401,13 +352,6 @@ class JobRepository:
     @staticmethod
     def _position(item: dict[str, Any]) -> dict[str, str]:
         return {"pk": item["pk"], "user_id": item["user_id"], "created_key": item["created_key"]}
-
-    def _slot(self, job: Job) -> dict[str, Any]:
-        assert job.next_run_at is not None
-        second = int(job.next_run_at.timestamp())
-        return self._schedule.item_of(
-            ScheduleItem(job_id=job.job_id, user_id=job.user_id, scheduled_at=second, due_at=second)
-        )
 
     @staticmethod
     def _job_item(job: Job, script_key: str) -> dict[str, Any]:

@@ -11,15 +11,22 @@ from botocore.exceptions import ClientError
 
 from scheduler import keys, timefmt
 from scheduler.aws import raise_if_throttled
-from scheduler.dynamo import cancelled_by_condition, condition_failed, dump, load
-from scheduler.runs import IN_FLIGHT, AttemptRecord, Run, RunReport, RunStatus
+from scheduler.dynamo import condition_failed, dump, load, transact
+from scheduler.runs import IN_FLIGHT, AttemptRecord, Run, RunReport, RunStatus, RunTrigger
 from scheduler.schedule import ScheduleItem, ScheduleRepository
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 IN_FLIGHT_INDEX = "in_flight"
-NOT_STARTED = [RunStatus.QUEUED, RunStatus.DISPATCHING, RunStatus.DISPATCHED]
+# A run whose current attempt is under way: its end (or failure) may still be recorded.
+UNFINISHED = IN_FLIGHT | {RunStatus.QUEUED}
+
+
+def _one_of(statuses: frozenset[RunStatus]) -> tuple[str, dict[str, str]]:
+    """`:s0, :s1, ...` for an IN (...) condition, and their values."""
+    values = {f":s{i}": status.value for i, status in enumerate(sorted(statuses))}
+    return ", ".join(values), values
 
 
 class RunRepository:
@@ -125,31 +132,15 @@ class RunRepository:
             "script_key": script_key,
             "parameters_json": json.dumps(parameters, separators=(",", ":")),
         }
-        try:
-            self._call(
-                self._db.transact_write_items,
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": dump(run_fields),
-                            "ConditionExpression": "attribute_not_exists(#k)",
-                            "ExpressionAttributeNames": {"#k": "key"},
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self._schedule.table,
-                            "Item": dump(self._schedule.item_of(item)),
-                        }
-                    },
-                ],
-            )
-        except ClientError as exc:
-            if any(cancelled_by_condition(exc)):
-                return False
-            raise
-        return True
+        put_run = {
+            "Put": {
+                "TableName": self._table,
+                "Item": dump(run_fields),
+                "ConditionExpression": "attribute_not_exists(#k)",
+                "ExpressionAttributeNames": {"#k": "key"},
+            }
+        }
+        return transact(self._db, [put_run, self._schedule.put_op(item)])
 
     def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool:
         return self._update(
@@ -271,15 +262,12 @@ class RunRepository:
                 sets.append(f"#{name} = :{name}")  # names, as some ("error") are reserved words
                 names[f"#{name}"] = name
                 values[f":{name}"] = value
-        values |= {
-            f":s{i}": status.value for i, status in enumerate(IN_FLIGHT | {RunStatus.QUEUED})
-        }
-        in_flight = ", ".join(f":s{i}" for i in range(len(IN_FLIGHT) + 1))
+        unfinished, statuses = _one_of(UNFINISHED)
         return self._update(
             run,
             f"SET {', '.join(sets)} REMOVE inflight_shard, deadline, claim_id, claim_until",
-            f"attempt = :attempt AND #st IN ({in_flight})",
-            values,
+            f"attempt = :attempt AND #st IN ({unfinished})",
+            values | statuses,
             names,
         )
 
@@ -291,10 +279,10 @@ class RunRepository:
             user_id=run.user_id,
             scheduled_at=run.execution_time,
             due_at=not_before,
-            trigger="RETRY",  # type: ignore[arg-type]
+            trigger=RunTrigger.RETRY,
             run_key=run.key,
         )
-        statuses = IN_FLIGHT | {RunStatus.QUEUED}
+        unfinished, statuses = _one_of(UNFINISHED)
         values = {
             ":pending": RunStatus.PENDING.value,
             ":next": run.attempt + 1,
@@ -303,43 +291,26 @@ class RunRepository:
             ":now": timefmt.to_text(now),
             ":history": [failed.model_dump(mode="json", exclude_none=True)],
             ":empty": [],
-        } | {f":s{i}": status.value for i, status in enumerate(statuses)}
-        in_flight = ", ".join(f":s{i}" for i in range(len(statuses)))
-        try:
-            self._call(
-                self._db.transact_write_items,
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": dump({"job_id": run.job_id, "key": run.key}),
-                            "UpdateExpression": (
-                                "SET #st = :pending, attempt = :next, not_before = :nb, "
-                                "updated_at = :now, attempts = "
-                                "list_append(if_not_exists(attempts, :empty), :history) "
-                                "REMOVE inflight_shard, deadline, claim_id, claim_until, "
-                                "task_id, queued_at, dispatched_at, started_at, start_lag_ms, "
-                                "finished_at, exit_code, output_tail, output_bytes, "
-                                "output_truncated, output_key, duration_ms, #err"
-                            ),
-                            "ConditionExpression": f"attempt = :attempt AND #st IN ({in_flight})",
-                            "ExpressionAttributeNames": {"#st": "status", "#err": "error"},
-                            "ExpressionAttributeValues": dump(values),
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self._schedule.table,
-                            "Item": dump(self._schedule.item_of(item)),
-                        }
-                    },
-                ],
-            )
-        except ClientError as exc:
-            if any(cancelled_by_condition(exc)):
-                return False
-            raise
-        return True
+        } | statuses
+        update = {
+            "Update": {
+                "TableName": self._table,
+                "Key": dump({"job_id": run.job_id, "key": run.key}),
+                "UpdateExpression": (
+                    "SET #st = :pending, attempt = :next, not_before = :nb, "
+                    "updated_at = :now, attempts = "
+                    "list_append(if_not_exists(attempts, :empty), :history) "
+                    "REMOVE inflight_shard, deadline, claim_id, claim_until, "
+                    "task_id, queued_at, dispatched_at, started_at, start_lag_ms, "
+                    "finished_at, exit_code, output_tail, output_bytes, "
+                    "output_truncated, output_key, duration_ms, #err"
+                ),
+                "ConditionExpression": f"attempt = :attempt AND #st IN ({unfinished})",
+                "ExpressionAttributeNames": {"#st": "status", "#err": "error"},
+                "ExpressionAttributeValues": dump(values),
+            }
+        }
+        return transact(self._db, [update, self._schedule.put_op(item)])
 
     # -- plumbing ------------------------------------------------------------------------------
 

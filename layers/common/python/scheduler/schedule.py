@@ -30,6 +30,12 @@ class ScheduleItem(BaseModel):
     trigger: RunTrigger = RunTrigger.SCHEDULE
     run_key: str | None = None  # set for retries and manual runs: the run already exists
 
+    @classmethod
+    def occurrence(cls, job_id: str, user_id: str, instant: datetime) -> ScheduleItem:
+        """A job's scheduled occurrence at `instant`."""
+        second = int(instant.timestamp())
+        return cls(job_id=job_id, user_id=user_id, scheduled_at=second, due_at=second)
+
 
 def hour_starts(start: datetime, end: datetime) -> Iterator[datetime]:
     """Every UTC hour that [start, end] touches."""
@@ -60,6 +66,16 @@ class ScheduleRepository:
     def item_of(self, item: ScheduleItem) -> dict[str, Any]:
         """The DynamoDB item (plain values) for `item`."""
         return self.key_of(item) | item.model_dump(mode="json", exclude_none=True)
+
+    def put_op(self, item: ScheduleItem) -> dict[str, Any]:
+        """`item` as a write of a DynamoDB transaction."""
+        return {"Put": {"TableName": self._table, "Item": dump(self.item_of(item))}}
+
+    def delete_op(self, item: ScheduleItem, *, must_exist: bool = False) -> dict[str, Any]:
+        delete: dict[str, Any] = {"TableName": self._table, "Key": dump(self.key_of(item))}
+        if must_exist:
+            delete["ConditionExpression"] = "attribute_exists(slot)"
+        return {"Delete": delete}
 
     def due(self, start: datetime, end: datetime) -> Iterator[ScheduleItem]:
         """Items due in [start, end]: one key-range Query per shard per hour bucket."""
