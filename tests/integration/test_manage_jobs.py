@@ -128,3 +128,102 @@ def test_a_pause_racing_the_watcher_changes_nothing_and_is_retried(stack, invoke
 
     # And the service, which reads again, succeeds
     assert service.pause("alice", job["job_id"]).status.value == "PAUSED"
+
+
+def _patch(invoke, job_id: str, body: Any, user: str = "alice") -> dict[str, Any]:
+    return invoke(
+        "UpdateJobFunction",
+        api_event(
+            "update_job",
+            user=user,
+            path=f"/jobs/{job_id}",
+            path_parameters={"job_id": job_id},
+            body=body,
+        ),
+    )
+
+
+def test_update_moves_the_schedule_and_keeps_the_rest(stack, invoke) -> None:
+    # Given a nightly job in London
+    job = _create(invoke)
+
+    # When its schedule and time zone change
+    response = _patch(invoke, job["job_id"], {"schedule": "30 6 * * *", "timezone": "Asia/Tokyo"})
+
+    # Then the next run follows the new schedule, with the new zone's offset
+    assert response["statusCode"] == 200, response
+    updated = body_of(response)
+    next_run = datetime.fromisoformat(updated["next_run_at"])
+    assert (next_run.hour, next_run.minute, next_run.utcoffset().total_seconds()) == (
+        6,
+        30,
+        9 * 3600,
+    )
+    assert updated["name"] == job["name"]
+    assert updated["script_sha256"] == job["script_sha256"]
+    assert updated["created_at"] == job["created_at"]
+    # And exactly one schedule item exists, at the new next run
+    (item,) = _schedule_items(stack, job["job_id"])
+    assert int(item["scheduled_at"]) == int(next_run.timestamp())
+    # And a GET shows the same
+    got = invoke(
+        "GetJobFunction",
+        api_event(
+            "get_job", path=f"/jobs/{job['job_id']}", path_parameters={"job_id": job["job_id"]}
+        ),
+    )
+    assert body_of(got) == updated
+
+
+def test_update_of_the_script_and_parameters_keeps_the_schedule(stack, invoke) -> None:
+    job = _create(invoke)
+    response = _patch(
+        invoke,
+        job["job_id"],
+        {"script": "print('v2')\n", "parameters": {"v": 2}, "description": None},
+    )
+    assert response["statusCode"] == 200, response
+    updated = body_of(response)
+    assert updated["script_sha256"] != job["script_sha256"]
+    assert updated["parameters"] == {"v": 2}
+    assert updated["description"] is None
+    assert updated["next_run_at"] == job["next_run_at"]
+    assert len(_schedule_items(stack, job["job_id"])) == 1
+    key = f"scripts/{updated['script_sha256'][:2]}/{updated['script_sha256']}.py"
+    body = boto3.client("s3").get_object(Bucket=stack.physical_names["ScriptsBucket"], Key=key)
+    assert body["Body"].read() == b"print('v2')\n"
+
+
+def test_bad_updates_are_refused_and_change_nothing(stack, invoke) -> None:
+    job = _create(invoke)
+    for patch, field in (
+        ({"schedule": "61 * * * *"}, "schedule"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"script": "def broken(:\n"}, "script"),
+        ({"name": "renamed"}, "name"),
+        ({"schedule": None}, "schedule"),
+        ({"max_attempts": 0}, "max_attempts"),
+    ):
+        response = _patch(invoke, job["job_id"], patch)
+        assert response["statusCode"] == 400, (patch, response)
+        details = body_of(response)["error"]["details"]
+        assert any(d["field"] == field for d in details), (patch, details)
+    got = invoke(
+        "GetJobFunction",
+        api_event(
+            "get_job", path=f"/jobs/{job['job_id']}", path_parameters={"job_id": job["job_id"]}
+        ),
+    )
+    assert body_of(got) == job
+    assert _patch(invoke, job["job_id"], {"max_attempts": 2}, user="bob")["statusCode"] == 404
+
+
+def test_a_paused_job_stays_paused_when_its_schedule_changes(stack, invoke) -> None:
+    job = _create(invoke)
+    _call(invoke, "PauseJobFunction", "pause_job", job["job_id"])
+    updated = body_of(_patch(invoke, job["job_id"], {"schedule": "0 4 * * *"}))
+    assert updated["status"] == "PAUSED"
+    assert updated["next_run_at"] is None
+    assert _schedule_items(stack, job["job_id"]) == []
+    resumed = body_of(_call(invoke, "ResumeJobFunction", "resume_job", job["job_id"]))
+    assert datetime.fromisoformat(resumed["next_run_at"]).hour == 4

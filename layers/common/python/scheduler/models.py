@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from scheduler import cron
 
@@ -21,88 +21,113 @@ class JobStatus(StrEnum):
     PAUSED = "PAUSED"
 
 
+def _check_cron(value: str) -> str:
+    try:
+        cron.normalize(value)
+    except cron.CronError as exc:
+        raise ValueError(str(exc)) from None
+    return " ".join(value.split())
+
+
+def _check_zone(value: str) -> str:
+    try:
+        cron.zone(value)
+    except cron.CronError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _check_parameters(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > MAX_PARAMETERS_BYTES:
+        raise ValueError(f"parameters are {size} bytes as JSON; at most {MAX_PARAMETERS_BYTES}")
+    return value
+
+
+def _check_script(value: str) -> str:
+    size = len(value.encode())
+    if size > MAX_SCRIPT_BYTES:
+        raise ValueError(f"script is {size} bytes; at most {MAX_SCRIPT_BYTES}")
+    try:
+        compile(value, "<script>", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise ValueError(f"script does not compile: {exc.msg} (line {exc.lineno})") from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise ValueError(f"script does not compile: {exc}") from None
+    return value
+
+
+# The fields a client sets, with their checks: shared by create and update.
+Name = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=NAME_PATTERN,
+        description="Unique per owner: letters, digits, '.', '_' and '-'.",
+        examples=["nightly-report"],
+    ),
+]
+Schedule = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=256,
+        description="5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday) "
+        "or @hourly/@daily/@weekly/@monthly/@yearly.",
+        examples=["30 9 * * MON-FRI"],
+    ),
+    AfterValidator(_check_cron),
+]
+TimeZone = Annotated[
+    str,
+    Field(max_length=64, description="IANA time zone name.", examples=["Europe/London"]),
+    AfterValidator(_check_zone),
+]
+Parameters = Annotated[
+    dict[str, Any],
+    Field(description="JSON object passed to the script as JOB_PARAMETERS (at most 16 KiB)."),
+    AfterValidator(_check_parameters),
+]
+Script = Annotated[
+    str,
+    Field(min_length=1, description="Python source of the script (at most 256 KiB)."),
+    AfterValidator(_check_script),
+]
+Description = Annotated[str, Field(max_length=1024)]
+TimeoutSeconds = Annotated[
+    int, Field(ge=1, le=3600, description="A run is stopped and TIMED_OUT after this.")
+]
+MaxAttempts = Annotated[int, Field(ge=1, le=10, description="Attempts per run, retries included.")]
+
+
 class JobCreate(BaseModel):
     """Body of `POST /jobs`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[
-        str,
-        Field(
-            min_length=1,
-            max_length=128,
-            pattern=NAME_PATTERN,
-            description="Unique per owner: letters, digits, '.', '_' and '-'.",
-            examples=["nightly-report"],
-        ),
-    ]
-    schedule: Annotated[
-        str,
-        Field(
-            min_length=1,
-            max_length=256,
-            description="5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday) "
-            "or @hourly/@daily/@weekly/@monthly/@yearly.",
-            examples=["30 9 * * MON-FRI"],
-        ),
-    ]
-    timezone: Annotated[
-        str, Field(max_length=64, description="IANA time zone name.", examples=["Europe/London"])
-    ] = "UTC"
-    parameters: Annotated[
-        dict[str, Any],
-        Field(description="JSON object passed to the script as JOB_PARAMETERS (at most 16 KiB)."),
-    ] = {}
-    script: Annotated[
-        str, Field(min_length=1, description="Python source of the script (at most 256 KiB).")
-    ]
-    description: Annotated[str | None, Field(max_length=1024)] = None
-    timeout_seconds: Annotated[
-        int, Field(ge=1, le=3600, description="A run is stopped and TIMED_OUT after this.")
-    ] = 300
-    max_attempts: Annotated[
-        int, Field(ge=1, le=10, description="Attempts per run, retries included.")
-    ] = 3
+    name: Name
+    schedule: Schedule
+    timezone: TimeZone = "UTC"
+    parameters: Parameters = {}
+    script: Script
+    description: Description | None = None
+    timeout_seconds: TimeoutSeconds = 300
+    max_attempts: MaxAttempts = 3
 
-    @field_validator("schedule")
-    @classmethod
-    def _valid_cron(cls, value: str) -> str:
-        try:
-            cron.normalize(value)
-        except cron.CronError as exc:
-            raise ValueError(str(exc)) from None
-        return " ".join(value.split())
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            cron.zone(value)
-        except cron.CronError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+class JobUpdate(BaseModel):
+    """Body of `PATCH /jobs/{job_id}`: the fields to change; the others stay as they are."""
 
-    @field_validator("parameters")
-    @classmethod
-    def _small_parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
-        size = len(json.dumps(value, separators=(",", ":")).encode())
-        if size > MAX_PARAMETERS_BYTES:
-            raise ValueError(f"parameters are {size} bytes as JSON; at most {MAX_PARAMETERS_BYTES}")
-        return value
+    model_config = ConfigDict(extra="forbid")
 
-    @field_validator("script")
-    @classmethod
-    def _compilable_script(cls, value: str) -> str:
-        size = len(value.encode())
-        if size > MAX_SCRIPT_BYTES:
-            raise ValueError(f"script is {size} bytes; at most {MAX_SCRIPT_BYTES}")
-        try:
-            compile(value, "<script>", "exec", dont_inherit=True)
-        except SyntaxError as exc:
-            raise ValueError(f"script does not compile: {exc.msg} (line {exc.lineno})") from None
-        except (ValueError, RecursionError, MemoryError) as exc:
-            raise ValueError(f"script does not compile: {exc}") from None
-        return value
+    schedule: Schedule | None = None
+    timezone: TimeZone | None = None
+    parameters: Parameters | None = None
+    script: Script | None = None
+    description: Description | None = None
+    timeout_seconds: TimeoutSeconds | None = None
+    max_attempts: MaxAttempts | None = None
 
 
 class Job(BaseModel):

@@ -26,6 +26,19 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 OWNER_INDEX = "by_owner"
+# What an update may change (the name, owner, status and creation stay).
+_MUTABLE = (
+    "schedule",
+    "timezone",
+    "parameters_json",
+    "description",
+    "timeout_seconds",
+    "max_attempts",
+    "script_sha256",
+    "script_key",
+    "next_run_utc",
+    "updated_at",
+)
 # A list request reads at most this many index pages, so its latency is bounded even when
 # filters match little; the client follows next_token for the rest.
 MAX_PAGES_PER_LIST = 8
@@ -198,6 +211,40 @@ class JobRepository:
             self._schedule.delete(current)
             return None
         return item
+
+    def update(self, updated: Job, previous: Job, script_key: str) -> bool:
+        """Store `updated` over `previous`; a changed next run moves its schedule item in the
+        same transaction. False if the job changed since `previous` was read."""
+        item = self._job_item(updated, script_key)
+        fields = [name for name in _MUTABLE if item.get(name) is not None]
+        cleared = [name for name in _MUTABLE if item.get(name) is None]
+        update = "SET " + ", ".join(f"#{name} = :{name}" for name in fields)
+        if cleared:
+            update += " REMOVE " + ", ".join(f"#{name}" for name in cleared)
+        names = {f"#{name}": name for name in fields + cleared}
+        condition, expected = self._unchanged(previous)
+        writes: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._jobs,
+                    "Key": _dump({"pk": job_pk(updated.job_id)}),
+                    "UpdateExpression": update,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names | {"#status": "status"},
+                    "ExpressionAttributeValues": _dump(
+                        {f":{name}": item[name] for name in fields} | expected
+                    ),
+                }
+            }
+        ]
+        if updated.next_run_at != previous.next_run_at:
+            writes += self._delete_upcoming(previous)
+            if updated.next_run_at is not None:
+                upcoming = ScheduleItem.occurrence(
+                    updated.job_id, updated.user_id, updated.next_run_at
+                )
+                writes.append(self._schedule.put_op(upcoming))
+        return transact(self._db, writes)
 
     def pause(self, job: Job, now: datetime) -> bool:
         """ACTIVE -> PAUSED, and its upcoming schedule item goes. False if the job changed

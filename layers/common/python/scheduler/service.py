@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from scheduler import cron
 from scheduler.errors import InvalidInput, JobBusy, JobNotFound
-from scheduler.models import Job, JobCreate, JobFilters, JobPage, JobStatus
+from scheduler.models import Job, JobCreate, JobFilters, JobPage, JobStatus, JobUpdate
 from scheduler.pagination import PageTokens
 from scheduler.repositories import JobRepository, ScriptStore
 
@@ -106,6 +106,42 @@ class JobService:
         if job is None or job.user_id != user_id:
             raise JobNotFound(f"job {job_id!r} not found")
         return job
+
+    def update(self, user_id: str, job_id: str, patch: JobUpdate) -> Job:
+        """Change some of a job's fields. A new schedule or time zone takes effect from now:
+        the upcoming run moves to the new next occurrence (a paused job stays paused)."""
+        changes = patch.model_dump(exclude_unset=True)
+        nulls = sorted(name for name, value in changes.items() if value is None)
+        if set(nulls) - {"description"}:
+            fields = [n for n in nulls if n != "description"]
+            raise InvalidInput(
+                f"{', '.join(fields)} cannot be null",
+                [{"field": name, "problem": "cannot be null"} for name in fields],
+            )
+        script = changes.pop("script", None)
+        sha256, script_key = self._scripts.put(script) if script is not None else (None, None)
+        for _ in range(_CHANGE_ATTEMPTS):
+            job = self.get(user_id, job_id)
+            if not changes and script is None:
+                return job
+            now = self._clock()
+            updated = job.model_copy(
+                update=changes | {"updated_at": now, "script_sha256": sha256 or job.script_sha256}
+            )
+            reschedule = "schedule" in changes or "timezone" in changes
+            if reschedule and job.status is JobStatus.ACTIVE:
+                try:
+                    following = cron.next_occurrence(updated.schedule, updated.timezone, now)
+                except cron.CronError as exc:
+                    problem = [{"field": "schedule", "problem": str(exc)}]
+                    raise InvalidInput(str(exc), problem) from None
+                updated.next_run_at = following.astimezone(cron.zone(updated.timezone))
+            elif job.next_run_at is not None:
+                updated.next_run_at = job.next_run_at.astimezone(cron.zone(updated.timezone))
+            key = script_key or ScriptStore.key_for(updated.script_sha256)
+            if self._jobs.update(updated, job, key):
+                return updated
+        raise JobBusy(f"job {job_id!r} kept changing; retry")
 
     def pause(self, user_id: str, job_id: str) -> Job:
         """Stop scheduling the job; a run already queued still runs. Pausing twice is a no-op."""

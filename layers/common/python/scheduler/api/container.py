@@ -59,6 +59,7 @@ def list_jobs_service() -> JobService:
 
 @cache
 def manage_job_service() -> JobService:
+    """update, pause, resume and delete."""
     settings = JobApiSettings()  # type: ignore[call-arg]
     return JobService(*_repositories(settings), clock=utc_now)
 

@@ -19,6 +19,7 @@ def make_docs_resolver() -> APIGatewayHttpResolver:
         jobs.create_router,
         jobs.get_router,
         jobs.list_router,
+        manage.update_router,
         manage.pause_router,
         manage.resume_router,
         manage.delete_router,

@@ -10,9 +10,25 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 
 from scheduler.api import container
 from scheduler.api.jobs import ERRORS, caller, responses
-from scheduler.models import Job
+from scheduler.models import Job, JobUpdate
 
 BUSY = 409
+
+update_router = Router()
+
+
+@update_router.patch(
+    "/jobs/<job_id>",
+    summary="Change a job",
+    description="Send only the fields to change. A new schedule or time zone takes effect from "
+    "now: the next run moves to the new schedule's next occurrence. A new script is used from "
+    "the next run on; runs already queued keep the script they were created with.",
+    tags=["jobs"],
+    responses=responses(200, Job, 400, 401, 404, BUSY, 503),
+)
+def update_job(job_id: Annotated[str, Path(max_length=64)], body: JobUpdate) -> Job:
+    return container.manage_job_service().update(caller(update_router), job_id, body)
+
 
 pause_router = Router()
 
