@@ -5,7 +5,7 @@ run status, and the ECS task-stopped safety net."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -351,3 +351,31 @@ def _wide_window() -> tuple[Any, Any]:
 def _environment_of(stack, function: str, monkeypatch) -> None:
     for key, value in stack.environment(function).items():
         monkeypatch.setenv(key, value)
+
+
+def test_a_job_that_forbids_overlap_skips_a_run_while_the_last_is_unfinished(
+    stack, invoke, monkeypatch
+) -> None:
+    # Given a FORBID job whose run of this minute is queued (unfinished)
+    job = _create_job(invoke, concurrency_policy="FORBID")
+    assert job["concurrency_policy"] == "FORBID"
+    invoke("WatcherFunction", _event("watcher"))
+    (first,) = _runs(stack, job["job_id"])
+    assert first["status"] == "QUEUED"
+    _receive(stack, "DispatchQueue")
+
+    # When its next occurrence falls due (the watcher ticks a minute later)
+    _environment_of(stack, "WatcherFunction", monkeypatch)
+    watcher = pipeline.watcher()
+    later = datetime.now(UTC) + timedelta(seconds=60)
+    monkeypatch.setattr(watcher, "_clock", lambda: later)
+    watcher.tick()
+
+    # Then that run is recorded as SKIPPED, nothing is sent, and the schedule goes on
+    runs = sorted(_runs(stack, job["job_id"]), key=lambda r: r["key"])
+    assert [r["status"] for r in runs] == ["QUEUED", "SKIPPED"]
+    assert first["key"] in runs[1]["error"]
+    assert _receive(stack, "DispatchQueue") == []
+    schedule = watcher._schedule
+    upcoming = [i for i in schedule.due(*_wide_window()) if i.job_id == job["job_id"]]
+    assert [i.scheduled_at for i in upcoming] == [int(runs[1]["execution_time"]) + 60]

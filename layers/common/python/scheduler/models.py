@@ -21,6 +21,14 @@ class JobStatus(StrEnum):
     PAUSED = "PAUSED"
 
 
+class ConcurrencyPolicy(StrEnum):
+    """What happens when a run falls due while the job's previous run is unfinished (as in
+    Kubernetes CronJob): ALLOW runs both; FORBID skips the new one (recorded as SKIPPED)."""
+
+    ALLOW = "ALLOW"
+    FORBID = "FORBID"
+
+
 def _check_cron(value: str) -> str:
     try:
         cron.normalize(value)
@@ -99,6 +107,12 @@ TimeoutSeconds = Annotated[
     int, Field(ge=1, le=3600, description="A run is stopped and TIMED_OUT after this.")
 ]
 MaxAttempts = Annotated[int, Field(ge=1, le=10, description="Attempts per run, retries included.")]
+Concurrency = Annotated[
+    ConcurrencyPolicy,
+    Field(
+        description="ALLOW overlapping runs, or FORBID: skip a run while the last is unfinished."
+    ),
+]
 
 
 class JobCreate(BaseModel):
@@ -114,6 +128,7 @@ class JobCreate(BaseModel):
     description: Description | None = None
     timeout_seconds: TimeoutSeconds = 300
     max_attempts: MaxAttempts = 3
+    concurrency_policy: Concurrency = ConcurrencyPolicy.ALLOW
 
 
 class JobUpdate(BaseModel):
@@ -128,6 +143,7 @@ class JobUpdate(BaseModel):
     description: Description | None = None
     timeout_seconds: TimeoutSeconds | None = None
     max_attempts: MaxAttempts | None = None
+    concurrency_policy: Concurrency | None = None
 
 
 class Job(BaseModel):
@@ -147,6 +163,7 @@ class Job(BaseModel):
     script_sha256: str
     timeout_seconds: int
     max_attempts: int
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
     created_at: datetime
     updated_at: datetime
 

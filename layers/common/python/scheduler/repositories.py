@@ -15,7 +15,7 @@ from scheduler import cron, timefmt
 from scheduler.aws import error_code, raise_if_throttled
 from scheduler.dynamo import transact
 from scheduler.errors import JobNameConflict
-from scheduler.models import Job, JobFilters, JobStatus
+from scheduler.models import ConcurrencyPolicy, Job, JobFilters, JobStatus
 from scheduler.schedule import ScheduleItem, ScheduleRepository
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ _MUTABLE = (
     "description",
     "timeout_seconds",
     "max_attempts",
+    "concurrency_policy",
     "script_sha256",
     "script_key",
     "next_run_utc",
@@ -417,6 +418,7 @@ class JobRepository:
             "script_key": script_key,
             "timeout_seconds": job.timeout_seconds,
             "max_attempts": job.max_attempts,
+            "concurrency_policy": job.concurrency_policy.value,
             "created_at": timefmt.to_text(job.created_at),
             "updated_at": timefmt.to_text(job.updated_at),
             "created_key": f"{timefmt.to_text(job.created_at)}#{job.job_id}",
@@ -439,6 +441,7 @@ class JobRepository:
             script_sha256=item["script_sha256"],
             timeout_seconds=int(item["timeout_seconds"]),
             max_attempts=int(item["max_attempts"]),
+            concurrency_policy=ConcurrencyPolicy(item.get("concurrency_policy", "ALLOW")),
             created_at=timefmt.from_text(item["created_at"]),
             updated_at=timefmt.from_text(item["updated_at"]),
         )

@@ -85,6 +85,27 @@ class RunRepository:
         last = response.get("LastEvaluatedKey")
         return runs, ({k: v["S"] for k, v in last.items()} if last else None)
 
+    def unfinished_before(self, job_id: str, key: str) -> str | None:
+        """The key of a run of the job, earlier than `key`, that has not finished, if any.
+        Reads the job's latest runs only: an older one still unfinished would be past its
+        deadline and concluded by the watcher's sweep."""
+        response = self._call(
+            self._db.query,
+            TableName=self._table,
+            KeyConditionExpression="job_id = :job AND #k < :key",
+            ExpressionAttributeNames={"#k": "key", "#st": "status"},
+            ExpressionAttributeValues=dump({":job": job_id, ":key": key}),
+            ProjectionExpression="#k, #st",
+            ScanIndexForward=False,
+            ConsistentRead=True,
+            Limit=10,
+        )
+        for raw in response.get("Items", []):
+            item = load(raw)
+            if not RunStatus(item["status"]).terminal:
+                return str(item["key"])
+        return None
+
     def overdue(self, now: datetime) -> list[tuple[str, str]]:
         """(job_id, key) of in-flight runs past their deadline: lost messages or dead tasks."""
         found = []

@@ -1,8 +1,9 @@
 """Runs: one scheduled (or manual) occurrence of a job, retried under the same key.
 
 Status flow of one run: PENDING -> QUEUED -> DISPATCHING -> DISPATCHED -> RUNNING -> SUCCEEDED |
-FAILED | TIMED_OUT. A failed attempt with attempts left goes back to PENDING with attempt + 1 and
-`not_before` set by exponential backoff.
+FAILED | TIMED_OUT; or SKIPPED straight away, when the job forbids overlapping runs. A failed
+attempt with attempts left goes back to PENDING with attempt + 1 and `not_before` set by
+exponential backoff.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ class RunStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     TIMED_OUT = "TIMED_OUT"
+    SKIPPED = "SKIPPED"  # FORBID policy: the previous run was still unfinished
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT})
+TERMINAL = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SKIPPED}
+)
 IN_FLIGHT = frozenset({RunStatus.DISPATCHING, RunStatus.DISPATCHED, RunStatus.RUNNING})
 
 

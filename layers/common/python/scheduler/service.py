@@ -94,6 +94,7 @@ class JobService:
             script_sha256=sha256,
             timeout_seconds=body.timeout_seconds,
             max_attempts=body.max_attempts,
+            concurrency_policy=body.concurrency_policy,
             created_at=now,
             updated_at=now,
         )

@@ -21,7 +21,7 @@ from aws_lambda_powertools import Logger
 
 from scheduler import cron, keys
 from scheduler.lifecycle import RunOutcomes
-from scheduler.models import Job, JobStatus
+from scheduler.models import ConcurrencyPolicy, Job, JobStatus
 from scheduler.queue import RunQueue
 from scheduler.repositories import JobRepository, ScriptStore
 from scheduler.run_repository import RunRepository, epoch
@@ -191,6 +191,16 @@ class Watcher:
             created_at=now,
             updated_at=now,
         )
+        if job.concurrency_policy is ConcurrencyPolicy.FORBID:
+            busy = self._runs.unfinished_before(job.job_id, run.key)
+            if busy is not None:
+                run = run.model_copy(
+                    update={
+                        "status": RunStatus.SKIPPED,
+                        "finished_at": now,
+                        "error": f"skipped: run {busy} was still unfinished (FORBID policy)",
+                    }
+                )
         script_key = ScriptStore.key_for(job.script_sha256)
         if self._runs.create(run, script_key, job.parameters):
             return run
