@@ -38,6 +38,7 @@ JOB_FIELDS = {
     "script_sha256",
     "timeout_seconds",
     "max_attempts",
+    "concurrency_policy",
     "created_at",
     "updated_at",
 }
