@@ -21,6 +21,13 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def _assignment(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -58,6 +65,23 @@ def _parser() -> argparse.ArgumentParser:
         default=_env_int("DEVSTACK_RETRY_BASE_SECONDS", 30),
         help="first retry delay; doubles each attempt (default %(default)s)",
     )
+    run.add_argument(
+        "--aws-endpoint",
+        default=os.environ.get("DEVSTACK_AWS_ENDPOINT") or None,
+        metavar="URL",
+        help="use the moto server already running there instead of starting one (it is left "
+        "running; resources that exist are kept; --moto-port is then unused; env "
+        "DEVSTACK_AWS_ENDPOINT)",
+    )
+    run.add_argument(
+        "--function-env",
+        action="append",
+        default=[],
+        type=_assignment,
+        metavar="NAME=VALUE",
+        help="set NAME in every function's environment, over the template's; repeatable, "
+        "e.g. --function-env DISPATCH_GRACE_SECONDS=30 --function-env LOOKAHEAD_SECONDS=10",
+    )
 
     token = commands.add_parser("token", parents=[common], help="print a bearer token")
     token.add_argument("user", nargs="?", default="alice", help="the token's sub claim")
@@ -82,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             prefix=arguments.prefix,
             watcher_interval_seconds=arguments.watcher_interval,
             retry_base_seconds=arguments.retry_base_seconds,
+            aws_endpoint=arguments.aws_endpoint,
+            function_env=tuple(arguments.function_env),
         )
         return stack.run(config)
     keys = auth.KeyPair.load_or_create(state_dir)

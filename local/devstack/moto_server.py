@@ -113,3 +113,34 @@ class MotoServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+class AttachedAws:
+    """An AWS endpoint (moto server) that someone else runs: `python -m devstack run
+    --aws-endpoint URL`. start() only checks that it answers HTTP; stop() leaves it running, so
+    its data outlives the stack (a restarted stack finds its tables, queues and bucket)."""
+
+    name = "aws (attached)"
+    pid: int | None = None
+
+    def __init__(self, endpoint: str, startup_timeout: float = 30.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.startup_timeout = startup_timeout
+
+    def start(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1):  # noqa: S310
+                    return
+            except urllib.error.HTTPError:
+                return  # it answers HTTP (not moto, or no dashboard): good enough
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(
+                        f"nothing answers on {self.endpoint} (--aws-endpoint): {error}"
+                    ) from error
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Not ours to stop."""

@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +56,13 @@ class Loop:
 
 
 def local_overrides(
-    stack: Stack, state_dir: Path, retry_base_seconds: int
+    stack: Stack,
+    state_dir: Path,
+    retry_base_seconds: int,
+    function_env: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, str]]:
-    """What the local stack changes in the template's function environments."""
+    """What the local stack changes in the template's function environments; `function_env`
+    (`--function-env`) is set in every function's, last."""
     executor = next(
         name for name in stack.events_of("SQS") if "Dispatch" in name or "Executor" in name
     )
@@ -72,6 +76,7 @@ def local_overrides(
     }
     for function in stack.functions:
         overrides.setdefault(function, {})["RETRY_BASE_SECONDS"] = str(retry_base_seconds)
+        overrides[function].update(function_env or {})
     return overrides
 
 

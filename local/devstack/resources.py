@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from devstack.template import Stack
 
@@ -17,6 +18,8 @@ _TABLE_KEYS = (
     "BillingMode",
     "StreamSpecification",
 )
+
+_QUEUE_EXISTS = {"QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists"}
 
 
 def create_all(stack: Stack, endpoint_url: str | None = None) -> None:
@@ -35,18 +38,7 @@ def create_all(stack: Stack, endpoint_url: str | None = None) -> None:
         if ttl:
             dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
 
-    sqs = session.client("sqs", endpoint_url=endpoint_url)
-    queues = stack.of_type("AWS::SQS::Queue")
-    # Dead-letter queues first: a queue's RedrivePolicy names its DLQ's ARN.
-    ordered = sorted(queues, key=lambda name: "RedrivePolicy" in queues[name].get("Properties", {}))
-    for logical in ordered:
-        props = stack.resolve(queues[logical].get("Properties", {}))
-        attributes = {
-            key: _queue_attribute(value)
-            for key, value in props.items()
-            if key not in ("QueueName", "Tags")
-        }
-        sqs.create_queue(QueueName=stack.physical_names[logical], Attributes=attributes)
+    _create_queues(stack, session.client("sqs", endpoint_url=endpoint_url))
 
     ecs = session.client("ecs", endpoint_url=endpoint_url)
     for logical in stack.of_type("AWS::ECS::Cluster"):
@@ -117,6 +109,25 @@ def create_all(stack: Stack, endpoint_url: str | None = None) -> None:
                 Bucket=name,
                 PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"],
             )
+
+
+def _create_queues(stack: Stack, sqs: Any) -> None:
+    queues = stack.of_type("AWS::SQS::Queue")
+    # Dead-letter queues first: a queue's RedrivePolicy names its DLQ's ARN.
+    ordered = sorted(queues, key=lambda name: "RedrivePolicy" in queues[name].get("Properties", {}))
+    for logical in ordered:
+        props = stack.resolve(queues[logical].get("Properties", {}))
+        attributes = {
+            key: _queue_attribute(value)
+            for key, value in props.items()
+            if key not in ("QueueName", "Tags")
+        }
+        try:
+            sqs.create_queue(QueueName=stack.physical_names[logical], Attributes=attributes)
+        except ClientError as error:
+            # It exists with other attributes (changed since it was created): left as it is.
+            if error.response.get("Error", {}).get("Code") not in _QUEUE_EXISTS:
+                raise
 
 
 def _queue_attribute(value: Any) -> str:

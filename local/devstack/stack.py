@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from devstack import auth, pipeline, resources
 from devstack.gateway import ApiGateway
 from devstack.lambda_runtime import Handler, context_for, load_handler
-from devstack.moto_server import MotoServer, port_in_use
+from devstack.moto_server import AttachedAws, MotoServer, port_in_use
 from devstack.template import ROOT, Stack, local_stack
 
 HOST = "127.0.0.1"
@@ -66,6 +66,10 @@ class Config:
     retry_base_seconds: int = 30
     schedule_shards: int = 4  # moto answers ~50 queries/s: fewer shards keep a tick quick
     host: str = HOST
+    # An AWS endpoint (moto server) already running: used as is, neither started nor stopped.
+    aws_endpoint: str | None = None
+    # Set in every function's environment after the template's (e.g. DISPATCH_GRACE_SECONDS).
+    function_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def issuer(self) -> str:
@@ -84,6 +88,11 @@ class Functions:
     attributes shared by every resolver in a process, so two concurrent API invocations would
     see each other's caller. Other functions (watcher, executor ...) each have their own lock,
     so a slow tick does not stall the API.
+
+    Cold starts (loading a handler) take one more lock, shared by all: two threads importing
+    the same packages at once can see a partly initialised module (powertools' circular
+    imports fail with KeyError / "cannot import name"), e.g. when a restarted stack finds
+    messages waiting for several functions at once.
     """
 
     def __init__(self, stack: Stack) -> None:
@@ -95,13 +104,15 @@ class Functions:
             name: api_lock if name in api_functions else threading.Lock()
             for name in stack.functions
         }
+        self._cold_start = threading.Lock()
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         with self._locks[function]:
             os.environ.update(self.stack.environment(function))
             handler = self._handlers.get(function)
             if handler is None:
-                handler = self._handlers[function] = load_handler(self.stack, function)
+                with self._cold_start:
+                    handler = self._handlers[function] = load_handler(self.stack, function)
             return handler(event, context_for(self.stack, function))
 
 
@@ -266,7 +277,7 @@ def _banner(config: Config, runtime: Runtime) -> None:
     _say()
 
 
-def _write_state(config: Config, moto: MotoServer) -> Path:
+def _write_state(config: Config, moto: MotoServer | AttachedAws) -> Path:
     path = config.state_dir / STATE_FILE
     state = {
         "pid": os.getpid(),
@@ -298,8 +309,13 @@ def run(config: Config) -> int:
     code = 0
     with _stop_on_signals():
         try:
-            moto = MotoServer(config.host, config.moto_port, config.state_dir / "moto.log")
-            _say(f"devstack: starting moto server on {moto.endpoint} ...")
+            moto: MotoServer | AttachedAws
+            if config.aws_endpoint:
+                moto = AttachedAws(config.aws_endpoint)
+                _say(f"devstack: attaching to the AWS endpoint {moto.endpoint} ...")
+            else:
+                moto = MotoServer(config.host, config.moto_port, config.state_dir / "moto.log")
+                _say(f"devstack: starting moto server on {moto.endpoint} ...")
             supervisor.start(moto)
             os.environ.update(aws_environment(moto.endpoint))
             stack = local_stack(
@@ -312,7 +328,7 @@ def run(config: Config) -> int:
                 {"PageTokenSecret": page_token_secret},
             )
             stack.overrides = pipeline.local_overrides(
-                stack, config.state_dir, config.retry_base_seconds
+                stack, config.state_dir, config.retry_base_seconds, dict(config.function_env)
             )
             resources.create_all(stack)
             os.environ.update(function_environment(stack))
