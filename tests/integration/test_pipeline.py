@@ -379,3 +379,31 @@ def test_a_job_that_forbids_overlap_skips_a_run_while_the_last_is_unfinished(
     schedule = watcher._schedule
     upcoming = [i for i in schedule.due(*_wide_window()) if i.job_id == job["job_id"]]
     assert [i.scheduled_at for i in upcoming] == [int(runs[1]["execution_time"]) + 60]
+
+
+def test_the_deadline_sweep_concludes_from_a_report_whose_notification_was_lost(
+    stack, invoke
+) -> None:
+    # Given a dispatched run whose runner finished and reported, but whose report
+    # notification never reached the run status function (say its invocation died)
+    job = _create_job(invoke)
+    invoke("WatcherFunction", _event("watcher"))
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    invoke("ExecutorFunction", _sqs_event(_receive(stack, "DispatchQueue"), arn))
+    (run,) = _runs(stack, job["job_id"])
+    _put_report(stack, run, "finished", {"status": "SUCCEEDED", "exit_code": 0})
+    _receive(stack, "ReportsQueue")  # taken and never deleted: as if its consumer died
+
+    # When its deadline has passed and the watcher sweeps
+    boto3.resource("dynamodb").Table(stack.physical_names["RunsTable"]).update_item(
+        Key={"job_id": job["job_id"], "key": run["key"]},
+        UpdateExpression="SET deadline = :past",
+        ExpressionAttributeValues={":past": 1},
+    )
+    invoke("WatcherFunction", _event("watcher"))
+
+    # Then the run is concluded from the report, not failed and run again
+    (run,) = _runs(stack, job["job_id"])
+    assert run["status"] == "SUCCEEDED"
+    assert run["attempt"] == 1
+    assert "attempts" not in run

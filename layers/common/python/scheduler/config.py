@@ -45,7 +45,14 @@ class RunJobSettings(JobApiSettings):
     dispatch_grace_seconds: int = Field(default=300, ge=30)
 
 
-class WatcherSettings(JobApiSettings):
+class RunStatusSettings(JobApiSettings):
+    retry_base_seconds: int = Field(default=30, ge=1)
+    running_grace_seconds: int = Field(default=60, ge=0)
+
+
+class WatcherSettings(RunStatusSettings):
+    """The watcher also concludes silent runs, as the run status functions do."""
+
     dispatch_queue_url: str
     lookahead_seconds: int = Field(default=90, ge=0, le=600)
     overlap_seconds: int = Field(default=300, ge=0, le=3600)
@@ -53,7 +60,6 @@ class WatcherSettings(JobApiSettings):
     pack_window_seconds: int = Field(default=5, ge=1, le=60)
     max_runs_per_task: int = Field(default=10, ge=1, le=10)
     dispatch_grace_seconds: int = Field(default=300, ge=30)
-    retry_base_seconds: int = Field(default=30, ge=1)
     watcher_workers: int = Field(default=16, ge=1, le=64)
 
 
@@ -85,8 +91,3 @@ class ExecutorSettings(JobApiSettings):
         if missing:
             raise ValueError(f"the {self.dispatch_backend} backend needs {', '.join(missing)}")
         return self
-
-
-class RunStatusSettings(JobApiSettings):
-    retry_base_seconds: int = Field(default=30, ge=1)
-    running_grace_seconds: int = Field(default=60, ge=0)

@@ -54,7 +54,6 @@ def watcher() -> Watcher:
     settings = WatcherSettings()  # type: ignore[call-arg]  # values come from the environment
     jobs, schedule, runs = _stores(settings)
     queue = RunQueue(boto3.client("sqs", config=RETRIES), settings.dispatch_queue_url)
-    outcomes = RunOutcomes(runs, retry_base_seconds=settings.retry_base_seconds, clock=utc_now)
     policy = WatcherPolicy(
         lookahead_seconds=settings.lookahead_seconds,
         overlap_seconds=settings.overlap_seconds,
@@ -64,7 +63,8 @@ def watcher() -> Watcher:
         dispatch_grace_seconds=settings.dispatch_grace_seconds,
         workers=settings.watcher_workers,
     )
-    return Watcher(jobs, schedule, runs, queue, outcomes, policy, utc_now)
+    silent_runs = _run_status_service(settings, runs)
+    return Watcher(jobs, schedule, runs, queue, silent_runs, policy, utc_now)
 
 
 @cache
@@ -106,10 +106,7 @@ def executor() -> Executor:
     )
 
 
-@cache
-def run_status() -> RunStatusService:
-    settings = RunStatusSettings()  # type: ignore[call-arg]
-    _, _, runs = _stores(settings)
+def _run_status_service(settings: RunStatusSettings, runs: RunRepository) -> RunStatusService:
     outcomes = RunOutcomes(runs, retry_base_seconds=settings.retry_base_seconds, clock=utc_now)
     return RunStatusService(
         runs,
@@ -119,6 +116,13 @@ def run_status() -> RunStatusService:
         running_grace_seconds=settings.running_grace_seconds,
         clock=utc_now,
     )
+
+
+@cache
+def run_status() -> RunStatusService:
+    settings = RunStatusSettings()  # type: ignore[call-arg]
+    _, _, runs = _stores(settings)
+    return _run_status_service(settings, runs)
 
 
 def reset() -> None:

@@ -95,18 +95,22 @@ class RunStatusService:
         reason = str(detail.get("stoppedReason", "task stopped"))
         for job_id, run_key, attempt in refs:
             run = self._runs.get(job_id, run_key)
-            if run is None or run.attempt != attempt or run.status.terminal:
+            if run is None or run.attempt != attempt:
                 continue
-            if run.status is RunStatus.PENDING:
-                continue  # already being retried
-            finished = report_key(job_id, run_key, attempt, "finished")
-            report = self._read(finished)
-            if report is not None:
-                self._outcomes.conclude(run, report, output_key(job_id, run_key, attempt))
-                continue
-            self._fail(run, f"task stopped before the run reported its end: {reason}", exit_code)
+            self.conclude_unreported(
+                run, f"task stopped before the run reported its end: {reason}", exit_code
+            )
 
-    def _fail(self, run: Run, error: str, exit_code: int | None) -> None:
+    def conclude_unreported(self, run: Run, error: str, exit_code: int | None = None) -> bool:
+        """End the current attempt of a run whose runner went silent (its task stopped, or its
+        deadline passed): from its finished report if that landed after all (its notification
+        may still be on its way), else as FAILED. False if there was nothing to conclude."""
+        if run.status.terminal or run.status is RunStatus.PENDING:
+            return False  # finished, or already being retried
+        finished = self._read(report_key(run.job_id, run.key, run.attempt, "finished"))
+        if finished is not None:
+            self._outcomes.conclude(run, finished, output_key(run.job_id, run.key, run.attempt))
+            return True
         report = RunReport(
             job_id=run.job_id,
             run_key=run.key,
@@ -116,6 +120,7 @@ class RunStatusService:
             error=error,
         )
         self._outcomes.conclude(run, report)
+        return True
 
 
 def _run_refs(detail: dict[str, Any]) -> list[tuple[str, str, int]]:

@@ -20,12 +20,12 @@ from typing import TypeVar
 from aws_lambda_powertools import Logger
 
 from scheduler import cron, keys
-from scheduler.lifecycle import RunOutcomes
 from scheduler.models import ConcurrencyPolicy, Job, JobStatus
 from scheduler.queue import RunQueue
 from scheduler.repositories import JobRepository, ScriptStore
 from scheduler.run_repository import RunRepository, epoch
-from scheduler.runs import DispatchMessage, DueRun, Run, RunReport, RunStatus, RunTrigger
+from scheduler.run_status import RunStatusService
+from scheduler.runs import DispatchMessage, DueRun, Run, RunStatus, RunTrigger
 from scheduler.schedule import ScheduleItem, ScheduleRepository
 
 logger = Logger(child=True)
@@ -62,7 +62,7 @@ class Watcher:
         schedule: ScheduleRepository,
         runs: RunRepository,
         queue: RunQueue,
-        outcomes: RunOutcomes,
+        silent_runs: RunStatusService,
         policy: WatcherPolicy,
         clock: Callable[[], datetime],
     ) -> None:
@@ -70,7 +70,7 @@ class Watcher:
         self._schedule = schedule
         self._runs = runs
         self._queue = queue
-        self._outcomes = outcomes
+        self._silent_runs = silent_runs
         self._policy = policy
         self._clock = clock
 
@@ -234,20 +234,12 @@ class Watcher:
         return self._jobs.advance(job, item, following)
 
     def _conclude_lost(self, now: datetime) -> int:
-        """Runs past their deadline with no report (a task died unseen, a message went to the
-        DLQ): their attempt failed; retry it or end the run, like any other failure."""
+        """Runs past their deadline with no end recorded (a task died unseen, a message went to
+        the DLQ): concluded like a stopped task's, from a late report or as a failed attempt."""
         count = 0
         for job_id, key in self._runs.overdue(now):
             run = self._runs.get(job_id, key)
-            if run is None or run.status.terminal or run.status is RunStatus.PENDING:
-                continue
-            report = RunReport(
-                job_id=job_id,
-                run_key=key,
-                attempt=run.attempt,
-                status=RunStatus.FAILED,
-                error=f"no report from the runner before the deadline (was {run.status.value})",
-            )
-            self._outcomes.conclude(run, report)
-            count += 1
+            if run is not None:
+                error = f"no report from the runner before the deadline (was {run.status.value})"
+                count += self._silent_runs.conclude_unreported(run, error)
         return count
