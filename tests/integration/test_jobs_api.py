@@ -18,9 +18,9 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
-from integration.conftest import Invoke, api_event, body_of
 
 from devstack.template import Stack
+from integration.conftest import Invoke, api_event, body_of
 from scheduler import keys
 from scheduler.api import container
 
