@@ -11,8 +11,8 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-from integration.conftest import EVENTS, api_event, body_of
 
+from integration.conftest import EVENTS, api_event, body_of
 from scheduler import container as pipeline
 
 SCRIPT = "import os\nprint(os.environ['JOB_PARAMETERS'])\n"
