@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from scheduler import cron, timefmt
 from scheduler.aws import error_code, raise_if_throttled
-from scheduler.dynamo import transact
+from scheduler.dynamo import dump, load, transact
 from scheduler.errors import JobNameConflict
 from scheduler.models import ConcurrencyPolicy, Job, JobFilters, JobStatus
 from scheduler.schedule import ScheduleItem, ScheduleRepository
@@ -21,9 +20,6 @@ from scheduler.schedule import ScheduleItem, ScheduleRepository
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 
 OWNER_INDEX = "by_owner"
 # What an update may change (the name, owner, status and creation stay).
@@ -43,14 +39,6 @@ _MUTABLE = (
 # A list request reads at most this many index pages, so its latency is bounded even when
 # filters match little; the client follows next_token for the rest.
 MAX_PAGES_PER_LIST = 8
-
-
-def _dump(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in item.items() if v is not None}
-
-
-def _load(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deserializer.deserialize(v) for k, v in item.items()}
 
 
 def job_pk(job_id: str) -> str:
@@ -117,14 +105,14 @@ class JobRepository:
             {
                 "Put": {
                     "TableName": self._jobs,
-                    "Item": _dump(item),
+                    "Item": dump(item),
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
             {
                 "Put": {
                     "TableName": self._jobs,
-                    "Item": _dump({"pk": name_pk(job.user_id, job.name), "job_id": job.job_id}),
+                    "Item": dump({"pk": name_pk(job.user_id, job.name), "job_id": job.job_id}),
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
@@ -150,12 +138,12 @@ class JobRepository:
 
     def get(self, job_id: str) -> Job | None:
         try:
-            response = self._db.get_item(TableName=self._jobs, Key=_dump({"pk": job_pk(job_id)}))
+            response = self._db.get_item(TableName=self._jobs, Key=dump({"pk": job_pk(job_id)}))
         except ClientError as exc:
             raise_if_throttled(exc)
             raise
         item = response.get("Item")
-        return self._to_job(_load(item)) if item else None
+        return self._to_job(load(item)) if item else None
 
     def get_many(self, job_ids: set[str]) -> dict[str, Job]:
         """Jobs by id (BatchGetItem, 100 a call); missing ones are absent from the result."""
@@ -163,7 +151,7 @@ class JobRepository:
         ids = sorted(job_ids)
         for offset in range(0, len(ids), 100):
             request: dict[str, Any] = {
-                self._jobs: {"Keys": [_dump({"pk": job_pk(i)}) for i in ids[offset : offset + 100]]}
+                self._jobs: {"Keys": [dump({"pk": job_pk(i)}) for i in ids[offset : offset + 100]]}
             }
             while request:
                 try:
@@ -172,7 +160,7 @@ class JobRepository:
                     raise_if_throttled(exc)
                     raise
                 for raw in response.get("Responses", {}).get(self._jobs, []):
-                    job = self._to_job(_load(raw))
+                    job = self._to_job(load(raw))
                     found[job.job_id] = job
                 request = dict(response.get("UnprocessedKeys") or {})
         return found
@@ -188,14 +176,14 @@ class JobRepository:
             {
                 "Update": {
                     "TableName": self._jobs,
-                    "Key": _dump({"pk": job_pk(job.job_id)}),
+                    "Key": dump({"pk": job_pk(job.job_id)}),
                     "UpdateExpression": "SET next_run_utc = :next"
                     if next_utc
                     else "REMOVE next_run_utc",
                     # A job paused or deleted meanwhile gets no next occurrence.
                     "ConditionExpression": "#status = :active",
                     "ExpressionAttributeNames": {"#status": "status"},
-                    "ExpressionAttributeValues": _dump(
+                    "ExpressionAttributeValues": dump(
                         {":active": JobStatus.ACTIVE.value}
                         | ({":next": next_utc} if next_utc else {})
                     ),
@@ -228,11 +216,11 @@ class JobRepository:
             {
                 "Update": {
                     "TableName": self._jobs,
-                    "Key": _dump({"pk": job_pk(updated.job_id)}),
+                    "Key": dump({"pk": job_pk(updated.job_id)}),
                     "UpdateExpression": update,
                     "ConditionExpression": condition,
                     "ExpressionAttributeNames": names | {"#status": "status"},
-                    "ExpressionAttributeValues": _dump(
+                    "ExpressionAttributeValues": dump(
                         {f":{name}": item[name] for name in fields} | expected
                     ),
                 }
@@ -280,16 +268,16 @@ class JobRepository:
             {
                 "Delete": {
                     "TableName": self._jobs,
-                    "Key": _dump({"pk": job_pk(job.job_id)}),
+                    "Key": dump({"pk": job_pk(job.job_id)}),
                     "ConditionExpression": condition[0],
                     "ExpressionAttributeNames": {"#status": "status"},
-                    "ExpressionAttributeValues": _dump(condition[1]),
+                    "ExpressionAttributeValues": dump(condition[1]),
                 }
             },
             {
                 "Delete": {
                     "TableName": self._jobs,
-                    "Key": _dump({"pk": name_pk(job.user_id, job.name)}),
+                    "Key": dump({"pk": name_pk(job.user_id, job.name)}),
                 }
             },
             *self._delete_upcoming(job),
@@ -309,11 +297,11 @@ class JobRepository:
         return {
             "Update": {
                 "TableName": self._jobs,
-                "Key": _dump({"pk": job_pk(job.job_id)}),
+                "Key": dump({"pk": job_pk(job.job_id)}),
                 "UpdateExpression": update,
                 "ConditionExpression": condition,
                 "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": _dump(values | expected),
+                "ExpressionAttributeValues": dump(values | expected),
             }
         }
 
@@ -330,7 +318,7 @@ class JobRepository:
         query = self._owner_query(user_id, filters)
         filtered = "FilterExpression" in query
         jobs: list[Job] = []
-        last_evaluated: dict[str, Any] | None = _dump(start) if start else None
+        last_evaluated: dict[str, Any] | None = dump(start) if start else None
         for _ in range(MAX_PAGES_PER_LIST):
             page_args = dict(query, Limit=limit if not filtered else max(limit, 100))
             if last_evaluated:
@@ -341,7 +329,7 @@ class JobRepository:
                 raise_if_throttled(exc)
                 raise
             for raw in response.get("Items", []):
-                item = _load(raw)
+                item = load(raw)
                 jobs.append(self._to_job(item))
                 if len(jobs) == limit:
                     more = raw is not response["Items"][-1] or "LastEvaluatedKey" in response
@@ -394,7 +382,7 @@ class JobRepository:
             query["FilterExpression"] = " AND ".join(conditions)
         if names:
             query["ExpressionAttributeNames"] = names
-        query["ExpressionAttributeValues"] = _dump(values)
+        query["ExpressionAttributeValues"] = dump(values)
         return query
 
     @staticmethod
