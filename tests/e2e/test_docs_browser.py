@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from e2e.conftest import LocalStack
 
 pytestmark = pytest.mark.e2e

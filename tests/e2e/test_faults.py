@@ -32,6 +32,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
+
 from e2e.conftest import (
     ROOT,
     STARTUP_TIMEOUT,

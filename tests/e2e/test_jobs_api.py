@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
-from e2e.conftest import ROOT, LocalStack, start_stack, stop_stack
 
 from devstack import auth
 from devstack.gateway import build_event
 from devstack.template import Route
+from e2e.conftest import ROOT, LocalStack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 

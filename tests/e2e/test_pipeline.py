@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from e2e.conftest import LocalStack
 
 pytestmark = pytest.mark.e2e

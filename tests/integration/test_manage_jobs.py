@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
-from integration.conftest import api_event, body_of
 
+from integration.conftest import api_event, body_of
 from scheduler.api import container
 
 SCRIPT = "print('hi')\n"
