@@ -75,3 +75,30 @@ runner-image:
 	docker build --platform linux/arm64 -t $(ECR_REPO):latest runner
 	aws ecr get-login-password | docker login --username AWS --password-stdin $(firstword $(subst /, ,$(ECR_REPO)))
 	docker push $(ECR_REPO):latest
+
+# ---------------------------------------------------------------- benchmarks (issue 4)
+# Figures, not tests: never part of `make test`. Results: bench/results/ (quick: bench/results/quick/).
+.PHONY: bench bench-quick
+BENCH_STAMP := $(VENV)/.bench-installed
+LAMBDA_VENV := bench/.lambda-venv
+
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	touch $@
+
+# The cold-start benchmark imports handlers with only what a deployed function has.
+$(LAMBDA_VENV)/.installed: layers/common/requirements.txt
+	test -x $(LAMBDA_VENV)/bin/python || $(PYTHON) -m venv $(LAMBDA_VENV)
+	$(LAMBDA_VENV)/bin/pip install --quiet -r layers/common/requirements.txt \
+		$$(grep -E '^boto3==' requirements-dev.txt)
+	touch $@
+
+## Every benchmark (< 10 min): make bench
+bench: export PYTHONPATH := layers/common/python:local:.
+bench: $(BENCH_STAMP) $(LAMBDA_VENV)/.installed
+	$(BIN)/python -m bench
+
+## A short pass over every benchmark (< 1 min): make bench-quick
+bench-quick: export PYTHONPATH := layers/common/python:local:.
+bench-quick: $(BENCH_STAMP) $(LAMBDA_VENV)/.installed
+	$(BIN)/python -m bench --quick
