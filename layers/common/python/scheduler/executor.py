@@ -9,8 +9,9 @@ from datetime import datetime
 from aws_lambda_powertools import Logger
 
 from scheduler.dispatch import DispatchBackend, RunSpec
+from scheduler.fanout import fan_out
 from scheduler.run_repository import RunRepository
-from scheduler.runs import DispatchMessage, Run, RunStatus
+from scheduler.runs import DispatchMessage, DueRun, Run, RunStatus
 
 logger = Logger(child=True)
 
@@ -39,32 +40,43 @@ class Executor:
         """Dispatch the message's runs that nobody dispatched yet; returns their keys."""
         now = self._clock()
         claim_id = uuid.uuid4().hex
-        claimed: list[Run] = []
-        for due in message.runs:
-            run = self._runs.get(due.job_id, due.key)
-            if run is None or run.attempt != due.attempt or run.status not in _CLAIMABLE:
-                continue  # done, or already dispatched for this attempt: a duplicate message
-            if self._runs.claim(run, claim_id, now, self._claim_seconds):
-                claimed.append(run)
-                continue
-            current = self._runs.get(due.job_id, due.key)
-            if current is not None and current.status is RunStatus.DISPATCHING:
-                raise RunBusy(f"run {due.key} is being dispatched by another executor")
+        taken = fan_out(lambda due: self._take(due, claim_id, now), message.runs, _WORKERS)
+        claimed = [run for run in taken if isinstance(run, Run)]
+        if _BUSY in taken:
+            self._release(claimed, claim_id, now)
+            raise RunBusy(f"a run of pack {message.pack_id} is being dispatched elsewhere")
         if not claimed:
             return []
-        specs = [self._spec(run) for run in claimed]
+        specs = fan_out(self._spec, claimed, _WORKERS)
         try:
             task_id = self._backend.dispatch(message.pack_id, specs)
         except Exception:
-            for run in claimed:
-                self._runs.release(run, claim_id, now)
+            self._release(claimed, claim_id, now)
             raise
-        for run in claimed:
+
+        def mark(run: Run) -> None:
             start = max(run.not_before, int(now.timestamp()))
             deadline = start + run.timeout_seconds + self._grace
             self._runs.mark_dispatched(run, claim_id, task_id, self._clock(), deadline)
+
+        fan_out(mark, claimed, _WORKERS)
         logger.info("dispatched", task_id=task_id, runs=[r.key for r in claimed])
         return [run.key for run in claimed]
+
+    def _take(self, due: DueRun, claim_id: str, now: datetime) -> Run | str | None:
+        """The run, claimed; None if there is nothing to do; _BUSY if another executor holds it."""
+        run = self._runs.get(due.job_id, due.key)
+        if run is None or run.attempt != due.attempt or run.status not in _CLAIMABLE:
+            return None  # done, or already dispatched for this attempt: a duplicate message
+        if self._runs.claim(run, claim_id, now, self._claim_seconds):
+            return run
+        current = self._runs.get(due.job_id, due.key)
+        if current is not None and current.status is RunStatus.DISPATCHING:
+            return _BUSY
+        return None
+
+    def _release(self, claimed: list[Run], claim_id: str, now: datetime) -> None:
+        fan_out(lambda run: self._runs.release(run, claim_id, now), claimed, _WORKERS)
 
     def _spec(self, run: Run) -> RunSpec:
         script_key, parameters = self._runs.script_of(run.job_id, run.key)
@@ -80,5 +92,8 @@ class Executor:
         )
 
 
+# A message holds at most 10 runs: their DynamoDB calls go out together.
+_WORKERS = 10
+_BUSY = "busy"
 # DISPATCHING: an abandoned claim (the executor died before dispatch) may be taken again.
 _CLAIMABLE = frozenset({RunStatus.PENDING, RunStatus.QUEUED, RunStatus.DISPATCHING})

@@ -12,14 +12,13 @@ Finally the durable cursor moves to the end of the window.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 from aws_lambda_powertools import Logger
 
 from scheduler import cron, keys
+from scheduler.fanout import Item, Result, fan_out
 from scheduler.models import ConcurrencyPolicy, Job, JobStatus
 from scheduler.queue import RunQueue
 from scheduler.repositories import JobRepository, ScriptStore
@@ -29,8 +28,6 @@ from scheduler.runs import DispatchMessage, DueRun, Run, RunStatus, RunTrigger
 from scheduler.schedule import ScheduleItem, ScheduleRepository
 
 logger = Logger(child=True)
-Item = TypeVar("Item")
-Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -163,10 +160,7 @@ class Watcher:
         return [item for item in follow_ups if item is not None and item.due_at <= epoch(now)]
 
     def _map(self, work: Callable[[Item], Result], items: list[Item]) -> list[Result]:
-        if len(items) <= 1 or self._policy.workers <= 1:
-            return [work(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(self._policy.workers, len(items))) as pool:
-            return list(pool.map(work, items))
+        return fan_out(work, items, self._policy.workers)
 
     def _run_for(self, item: ScheduleItem, job: Job | None, now: datetime) -> Run | None:
         """The run this item stands for, created if it is the first time we see it."""
