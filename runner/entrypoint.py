@@ -690,7 +690,7 @@ def _report_started(spec: RunSpec, started_at: float, lag_ms: int) -> None:
         log("report_failed", "error", **spec.ids, report="started", error=str(exc))
 
 
-def finished_report(spec: RunSpec, outcome: Outcome) -> dict[str, Any]:
+def finished_report(spec: RunSpec, outcome: Outcome, output_uploaded: bool) -> dict[str, Any]:
     return {
         **spec.ids,
         "status": outcome.status,
@@ -704,20 +704,24 @@ def finished_report(spec: RunSpec, outcome: Outcome) -> dict[str, Any]:
         "output_tail": outcome.tail.decode("utf-8", errors="replace"),
         "output_bytes": outcome.output_bytes,
         "output_truncated": outcome.output_truncated,
+        "output_uploaded": output_uploaded,
         "error": outcome.error,
     }
 
 
 def deliver(spec: RunSpec, outcome: Outcome, output_path: str | None) -> bool:
-    """PUT the output (if any), then the finished report. True when the report arrived."""
-    if output_path is not None:
+    """PUT the output (if the tail does not already hold all of it), then the finished report.
+    True when the report arrived."""
+    uploaded = False
+    if output_path is not None and outcome.output_bytes > len(outcome.tail):
         try:
             with open(output_path, "rb") as handle:
                 body = handle.read()
             http_put(spec.output_url, body, "text/plain")
+            uploaded = True
         except (OSError, TransferError) as exc:
             log("report_failed", "error", **spec.ids, report="output", error=str(exc))
-    report = finished_report(spec, outcome)
+    report = finished_report(spec, outcome, uploaded)
     try:
         http_put(spec.finished_url, json.dumps(report).encode(), "application/json")
     except TransferError as exc:

@@ -141,6 +141,7 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
             "output_tail": '{"greeting": "hello"}\n',
             "output_bytes": 22,
             "output_truncated": False,
+            "output_uploaded": False,
         },
     )
     _deliver_reports(stack, invoke)
@@ -150,6 +151,7 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
     assert run["status"] == "SUCCEEDED"
     assert run["exit_code"] == 0
     assert "hello" in run["output_tail"]
+    assert "output_key" not in run  # the tail is the whole output: no object to point at
     assert run["start_lag_ms"] == 120
     # And it will expire after the retention period (the runs table's TTL)
     retention = int(run["expires_at"]) - int(datetime.now(UTC).timestamp())

@@ -288,8 +288,10 @@ def test_successful_script_sees_its_parameters(pack: PackResult) -> None:
     assert seen["attempt"] == "1"
     assert seen["scheduled_at"].endswith("Z")
     assert seen["cwd"] == seen["home"]
-    assert pack.s3.output("echo").decode() == finished["output_tail"]
-    assert finished["output_bytes"] == len(pack.s3.output("echo"))
+    # The whole output fits in the tail: no output object is written
+    assert finished["output_bytes"] == len(finished["output_tail"].encode())
+    assert finished["output_uploaded"] is False
+    assert "/reports/echo/output.txt" not in pack.s3.store.puts
     started = pack.s3.report("echo", "started")
     assert started["run_key"] == finished["run_key"]
     assert started["started_at"] == finished["started_at"]
@@ -333,6 +335,7 @@ def test_large_output_is_drained_and_capped(pack: PackResult) -> None:
     assert finished["output_tail"].endswith("THE END\n")
     assert len(finished["output_tail"].encode()) <= 4096
     assert len(pack.s3.output("big")) == CAP
+    assert pack.s3.report("big", "finished")["output_uploaded"] is True
 
 
 def test_script_environment_is_scrubbed(pack: PackResult) -> None:

@@ -67,7 +67,7 @@ class RunStatusService:
             deadline = epoch(report.started_at or self._clock()) + run.timeout_seconds + self._grace
             self._runs.mark_running(run, report, self._clock(), deadline)
         else:
-            self._outcomes.conclude(run, report, output_key(job_id, run_key, attempt))
+            self._outcomes.conclude(run, report, _output_of(run, report))
 
     def _read(self, key: str) -> RunReport | None:
         try:
@@ -109,7 +109,7 @@ class RunStatusService:
             return False  # finished, or already being retried
         finished = self._read(report_key(run.job_id, run.key, run.attempt, "finished"))
         if finished is not None:
-            self._outcomes.conclude(run, finished, output_key(run.job_id, run.key, run.attempt))
+            self._outcomes.conclude(run, finished, _output_of(run, finished))
             return True
         report = RunReport(
             job_id=run.job_id,
@@ -121,6 +121,13 @@ class RunStatusService:
         )
         self._outcomes.conclude(run, report)
         return True
+
+
+def _output_of(run: Run, report: RunReport) -> str | None:
+    """Where the attempt's full output lives; None when output_tail already holds all of it."""
+    if report.output_uploaded is False:
+        return None
+    return output_key(run.job_id, run.key, run.attempt)
 
 
 def _run_refs(detail: dict[str, Any]) -> list[tuple[str, str, int]]:

@@ -119,6 +119,8 @@ class RunReport(BaseModel):
     output_tail: str | None = None
     output_bytes: int | None = None
     output_truncated: bool | None = None
+    # False when the whole output fits in output_tail and no output object was written.
+    output_uploaded: bool | None = None
     error: str | None = None
 
     def as_fields(self) -> dict[str, Any]:
