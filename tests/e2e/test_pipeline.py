@@ -245,6 +245,19 @@ def test_ten_megabytes_of_output_are_capped(local_stack: LocalStack) -> None:
     assert run["output_tail"].rstrip().endswith("END")
     assert len(run["output_tail"]) <= 8192
 
+    # The full (capped) output is one link away
+    answer = requests.get(
+        f"{local_stack.url}/jobs/{job['job_id']}/runs/{key}/output",
+        headers=local_stack.headers("alice"),
+        allow_redirects=False,
+        timeout=HTTP_TIMEOUT,
+    )
+    assert answer.status_code == 307, answer.text
+    output = requests.get(answer.headers["Location"], timeout=HTTP_TIMEOUT)
+    assert output.status_code == 200
+    assert len(output.content) == 1024 * 1024  # the runner's cap
+    assert set(output.content) == {ord("x")}
+
 
 # -- 6. the script's environment holds no credentials -----------------------------------------
 

@@ -410,3 +410,49 @@ def test_the_deadline_sweep_concludes_from_a_report_whose_notification_was_lost(
     assert run["status"] == "SUCCEEDED"
     assert run["attempt"] == 1
     assert "attempts" not in run
+
+
+def test_a_runs_output_is_given_as_text_or_as_a_link(stack, invoke) -> None:
+    # Given two finished runs: one whose output fits in its tail, one with an output object
+    job = _create_job(invoke)
+    invoke("WatcherFunction", _event("watcher"))
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    invoke("ExecutorFunction", _sqs_event(_receive(stack, "DispatchQueue"), arn))
+    (run,) = _runs(stack, job["job_id"])
+    short = {"status": "SUCCEEDED", "exit_code": 0, "output_tail": "all of it\n"}
+    _put_report(stack, run, "finished", short | {"output_uploaded": False})
+    _deliver_reports(stack, invoke)
+
+    def output_of(run_key: str, user: str = "alice") -> dict[str, Any]:
+        path = {"job_id": job["job_id"], "key": run_key}
+        return invoke(
+            "GetRunOutputFunction",
+            api_event(
+                "get_run_output",
+                user=user,
+                path=f"/jobs/{job['job_id']}/runs/{run_key}/output",
+                path_parameters=path,
+            ),
+        )
+
+    # Then the short one answers its text
+    response = output_of(run["key"])
+    assert response["statusCode"] == 200, response
+    assert response["body"] == "all of it\n"
+    assert response["headers"]["Content-Type"].startswith("text/plain")
+    # And nobody else's
+    assert output_of(run["key"], user="bob")["statusCode"] == 404
+
+    # When the output did not fit, the answer is a short-lived link to the object
+    table = boto3.resource("dynamodb").Table(stack.physical_names["RunsTable"])
+    output_key = f"outputs/{job['job_id']}/{run['key']}/1.log"
+    table.update_item(
+        Key={"job_id": job["job_id"], "key": run["key"]},
+        UpdateExpression="SET output_key = :k",
+        ExpressionAttributeValues={":k": output_key},
+    )
+    response = output_of(run["key"])
+    assert response["statusCode"] == 307, response
+    location = response["headers"]["Location"]
+    assert output_key in location
+    assert "Expires=" in location or "X-Amz-Expires=300" in location

@@ -78,6 +78,11 @@ class ScriptStore:
             raise
         return digest, key
 
+    def link(self, key: str, seconds: int) -> str:
+        """A presigned GET of `key` (a run's output), valid for `seconds`."""
+        params = {"Bucket": self._bucket, "Key": key}
+        return str(self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds))
+
     def get(self, key: str) -> str:
         return self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read().decode()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from pydantic import BaseModel
+
 from scheduler import keys
 from scheduler.errors import JobNotFound, RunNotFound
 from scheduler.models import Job
@@ -14,6 +16,13 @@ from scheduler.repositories import JobRepository, ScriptStore
 from scheduler.run_repository import RunRepository, epoch
 from scheduler.runs import DispatchMessage, DueRun, Run, RunPage, RunStatus, RunTrigger
 from scheduler.schedule import ScheduleItem, ScheduleRepository
+
+OUTPUT_LINK_SECONDS = 300
+
+
+class RunOutput(BaseModel):
+    url: str | None = None
+    text: str | None = None
 
 
 class RunService:
@@ -27,7 +36,9 @@ class RunService:
         schedule: ScheduleRepository | None = None,
         queue: RunQueue | None = None,
         dispatch_grace_seconds: int = 300,
+        bucket: ScriptStore | None = None,
     ) -> None:
+        self._bucket = bucket
         self._jobs = jobs
         self._runs = runs
         self._clock = clock
@@ -59,6 +70,14 @@ class RunService:
         if run is None:
             raise RunNotFound(f"run {key!r} of job {job_id!r} not found")
         return run
+
+    def output(self, user_id: str, job_id: str, key: str) -> RunOutput:
+        """Where to read the run's full output: a short-lived link to the object, or the text
+        itself when the tail already is the whole output."""
+        run = self.get(user_id, job_id, key)
+        if run.output_key and self._bucket is not None:
+            return RunOutput(url=self._bucket.link(run.output_key, OUTPUT_LINK_SECONDS))
+        return RunOutput(text=run.output_tail or "")
 
     def run_now(self, user_id: str, job_id: str) -> Run:
         """Start the job now, through the same queue, executor and runner as scheduled runs.

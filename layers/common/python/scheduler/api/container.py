@@ -88,9 +88,11 @@ def list_runs_service() -> RunService:
 
 @cache
 def get_run_service() -> RunService:
+    """get_run and get_run_output."""
     settings = JobApiSettings()  # type: ignore[call-arg]
     jobs, runs, _ = _run_stores(settings)
-    return RunService(jobs, runs, clock=utc_now)
+    bucket = ScriptStore(boto3.client("s3"), settings.scripts_bucket)
+    return RunService(jobs, runs, clock=utc_now, bucket=bucket)
 
 
 @cache

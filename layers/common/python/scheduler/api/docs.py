@@ -25,6 +25,7 @@ def make_docs_resolver() -> APIGatewayHttpResolver:
         manage.delete_router,
         runs.list_runs_router,
         runs.get_run_router,
+        runs.run_output_router,
         runs.run_job_router,
     ):
         app.include_router(router)

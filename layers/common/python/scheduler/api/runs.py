@@ -46,6 +46,31 @@ def get_run(
     return container.get_run_service().get(caller(get_run_router), job_id, key)
 
 
+run_output_router = Router()
+
+
+@run_output_router.get(
+    "/jobs/<job_id>/runs/<key>/output",
+    summary="A run's full output",
+    description="Redirects (307) to a link, valid 5 minutes, to the captured output of the run's "
+    "last attempt (at most 1 MiB); answers the text itself when it is short enough to be all "
+    "in the run's output_tail.",
+    tags=["runs"],
+    responses={
+        200: {"description": "The whole output", "content": {"text/plain": {}}},
+        307: {"description": "Redirect to the output object"},
+        **NOT_FOUND,
+    },
+)
+def get_run_output(
+    job_id: Annotated[str, Path(max_length=64)], key: Annotated[str, Path(max_length=128)]
+) -> Response[str]:
+    output = container.get_run_service().output(caller(run_output_router), job_id, key)
+    if output.url is not None:
+        return Response(status_code=307, headers={"Location": output.url}, body="")
+    return Response(status_code=200, content_type="text/plain; charset=utf-8", body=output.text)
+
+
 run_job_router = Router()
 
 
