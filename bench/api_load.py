@@ -19,7 +19,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -33,7 +32,6 @@ import aiohttp
 
 from bench import plots
 from bench.common import (
-    ROOT,
     Mode,
     fmt,
     free_port,
@@ -43,7 +41,7 @@ from bench.common import (
     table,
     write_result,
 )
-from devstack import auth
+from devstack import auth, launcher
 
 TIMEOUT_SECONDS = 10.0  # a request still unanswered then counts as an error (at this latency)
 P99_TARGET_MS = 100.0
@@ -137,31 +135,15 @@ def start_stack(state_dir: Path, aws_endpoint: str, moto_pid: int | None) -> Loc
         shutil.rmtree(state_dir)
     state_dir.mkdir(parents=True)
     api_port, moto_port = free_port(), free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DEVSTACK_"))}
-    environment["PYTHONPATH"] = os.pathsep.join(
-        str(ROOT / p) for p in ("layers/common/python", "local")
-    )
     log = (state_dir / "devstack.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devstack",
-            "run",
-            "--api-port",
-            str(api_port),
-            "--moto-port",
-            str(moto_port),
-            "--state-dir",
-            str(state_dir),
-            "--aws-endpoint",
-            aws_endpoint,
-        ],
-        cwd=ROOT,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    process = launcher.spawn(
+        state_dir,
+        api_port,
+        "--moto-port",
+        str(moto_port),
+        "--aws-endpoint",
+        aws_endpoint,
+        log=log,
     )
     stack = LocalStack(process, f"http://127.0.0.1:{api_port}", api_port, state_dir, moto_pid)
     deadline = time.monotonic() + 60

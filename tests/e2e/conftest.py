@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -17,11 +16,12 @@ from typing import Any
 import pytest
 import requests
 
-from devstack import auth
+from devstack import auth, launcher
 
 ROOT = Path(__file__).resolve().parents[2]
-PYTHONPATH = os.pathsep.join(str(ROOT / part) for part in ("layers/common/python", "local"))
 STARTUP_TIMEOUT = 60.0
+# Pipeline tests: a watcher tick every 2 s, the first retry after 1 s.
+PIPELINE_PACE = ("--watcher-interval", "2", "--retry-base-seconds", "1")
 STOP_TIMEOUT = 15.0
 
 
@@ -30,13 +30,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def devstack_environment() -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DEVSTACK_"))}
-    environment["PYTHONPATH"] = PYTHONPATH
-    environment["PYTHONUNBUFFERED"] = "1"
-    return environment
 
 
 def process_running(pid: int) -> bool:
@@ -87,7 +80,7 @@ class LocalStack:
                 str(self.api_port),
             ],
             cwd=ROOT,
-            env=devstack_environment(),
+            env=launcher.environment(),
             capture_output=True,
             text=True,
             check=True,
@@ -104,29 +97,8 @@ def start_stack(state_dir: Path) -> LocalStack:
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "devstack.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devstack",
-                "run",
-                "--api-port",
-                str(api_port),
-                "--moto-port",
-                str(moto_port),
-                "--state-dir",
-                str(state_dir),
-                # Pipeline tests: a watcher tick every 2 s, the first retry after 1 s.
-                "--watcher-interval",
-                "2",
-                "--retry-base-seconds",
-                "1",
-            ],
-            cwd=ROOT,
-            env=devstack_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        process = launcher.spawn(
+            state_dir, api_port, "--moto-port", str(moto_port), *PIPELINE_PACE, log=log
         )
     stack = LocalStack(f"http://127.0.0.1:{api_port}", api_port, state_dir, process, log_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -33,11 +33,11 @@ import boto3
 import pytest
 import requests
 
+from devstack import launcher
 from e2e.conftest import (
-    ROOT,
+    PIPELINE_PACE,
     STARTUP_TIMEOUT,
     LocalStack,
-    devstack_environment,
     free_port,
     stop_stack,
 )
@@ -129,7 +129,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            env=devstack_environment(),
+            env=launcher.environment(),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -181,30 +181,15 @@ class FaultyStack:
             for arg in ("--function-env", f"{name}={value}")
         ]
         with log_path.open("ab") as log:  # appended: one log over every restart
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "devstack",
-                    "run",
-                    "--api-port",
-                    str(self.api_port),
-                    "--aws-endpoint",
-                    self.moto.endpoint,
-                    "--state-dir",
-                    str(self.state_dir),
-                    "--watcher-interval",
-                    "2",
-                    "--retry-base-seconds",
-                    "1",
-                    *overrides,
-                ],
-                cwd=ROOT,
-                env=devstack_environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, killed as one
+            process = launcher.spawn(
+                self.state_dir,
+                self.api_port,
+                "--aws-endpoint",
+                self.moto.endpoint,
+                *PIPELINE_PACE,
+                *overrides,
+                log=log,
+                new_session=True,  # its own process group, killed as one
             )
         url = f"http://127.0.0.1:{self.api_port}"
         stack = self.stack = LocalStack(url, self.api_port, self.state_dir, process, log_path)
