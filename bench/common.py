@@ -33,7 +33,7 @@ from bench.aws_meter import (
 )
 from devstack import resources
 from devstack.lambda_runtime import context_for, load_handler
-from devstack.moto_server import MotoServer, _die_with_parent
+from devstack.moto_server import MotoServer
 from devstack.stack import Functions, aws_environment
 from devstack.template import ROOT, Stack, local_stack
 
@@ -173,24 +173,11 @@ class BenchMoto(MotoServer):
     """moto server as the local stack starts it, but `python -m bench.moto_fast` (moto with
     transactions that do not copy whole tables; see that module)."""
 
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
-        parent = os.getpid()
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT")}
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT), str(ROOT / "layers/common/python"), str(ROOT / "local")]
-        )
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.moto_fast", "-H", self.host, "-p", str(self.port)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            start_new_session=True,
-            preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509
-        )
-        self._wait_until_ready()
+    module = "bench.moto_fast"
+
+    def environment(self) -> dict[str, str]:
+        paths = [str(ROOT), str(ROOT / "layers/common/python"), str(ROOT / "local")]
+        return super().environment() | {"PYTHONPATH": os.pathsep.join(paths)}
 
 
 @contextmanager

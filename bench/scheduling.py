@@ -132,20 +132,6 @@ class FixedRateTimer:
             k = following
 
 
-def scheduled_event() -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "region": "us-east-1",
-        "resources": [],
-        "detail": {},
-    }
-
-
 # --------------------------------------------------------------------------- seeding
 
 
@@ -302,7 +288,7 @@ def run_scenario(mode: Mode, scenario: Scenario) -> dict[str, Any]:
         timer = FixedRateTimer(
             scenario.tick,
             first_tick,
-            lambda: functions.invoke(watcher_function, scheduled_event()),
+            lambda: functions.invoke(watcher_function, pipeline.scheduled_event()),
         )
         pollers = pipeline.sqs_pollers(stack, functions.invoke)
         if scenario.backend == "local":

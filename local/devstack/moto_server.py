@@ -37,6 +37,7 @@ class MotoServer:
     """`python -m moto.server` on host:port; start() returns once it answers HTTP."""
 
     name = "moto"
+    module = "moto.server"  # what `python -m` runs
 
     def __init__(self, host: str, port: int, log_path: Path, startup_timeout: float = 30.0) -> None:
         self.host = host
@@ -63,19 +64,22 @@ class MotoServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         parent = os.getpid()
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            [sys.executable, "-m", self.module, "-H", self.host, "-p", str(self.port)],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=environment,
+            env=self.environment(),
             # Its own session: a Ctrl-C in the terminal reaches the stack only, which then
             # stops moto in order.
             start_new_session=True,
             preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509
         )
         self._wait_until_ready()
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: ours, without an endpoint pointing at some other AWS."""
+        return {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout

@@ -85,22 +85,24 @@ def watcher_timer(stack: Stack, invoke: Invoke, interval_seconds: float) -> Loop
     ((function, _),) = stack.events_of("Schedule").items()
 
     def tick() -> None:
-        invoke(
-            function,
-            {
-                "version": "0",
-                "id": str(uuid.uuid4()),
-                "detail-type": "Scheduled Event",
-                "source": "aws.events",
-                "account": "123456789012",
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "region": "us-east-1",
-                "resources": [],
-                "detail": {},
-            },
-        )
+        invoke(function, scheduled_event())
 
     return Loop("watcher-timer", tick, interval_seconds)
+
+
+def scheduled_event() -> dict[str, Any]:
+    """What an EventBridge schedule rule delivers to its target."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {},
+    }
 
 
 def sqs_pollers(stack: Stack, invoke: Invoke) -> list[Loop]:
