@@ -22,12 +22,27 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _repositories(settings: JobApiSettings) -> tuple[JobRepository, ScriptStore]:
+def _run_stores(
+    settings: JobApiSettings,
+) -> tuple[JobRepository, RunRepository, ScheduleRepository]:
+    """The DynamoDB repositories, on one client (building a client is cold-start time)."""
     dynamodb = boto3.client("dynamodb")
     schedule = ScheduleRepository(
         dynamodb, table=settings.schedule_table, shards=settings.schedule_shards
     )
     jobs = JobRepository(dynamodb, jobs_table=settings.jobs_table, schedule=schedule)
+    runs = RunRepository(
+        dynamodb,
+        table=settings.runs_table,
+        schedule=schedule,
+        shards=settings.schedule_shards,
+        retention_days=settings.run_retention_days,
+    )
+    return jobs, runs, schedule
+
+
+def _repositories(settings: JobApiSettings) -> tuple[JobRepository, ScriptStore]:
+    jobs, _, _ = _run_stores(settings)
     return jobs, ScriptStore(boto3.client("s3"), settings.scripts_bucket)
 
 
@@ -62,20 +77,6 @@ def manage_job_service() -> JobService:
     """update, pause, resume and delete."""
     settings = JobApiSettings()  # type: ignore[call-arg]
     return JobService(*_repositories(settings), clock=utc_now)
-
-
-def _run_stores(
-    settings: JobApiSettings,
-) -> tuple[JobRepository, RunRepository, ScheduleRepository]:
-    jobs, _ = _repositories(settings)
-    dynamodb = boto3.client("dynamodb")
-    schedule = ScheduleRepository(
-        dynamodb, table=settings.schedule_table, shards=settings.schedule_shards
-    )
-    runs = RunRepository(
-        dynamodb, table=settings.runs_table, schedule=schedule, shards=settings.schedule_shards
-    )
-    return jobs, runs, schedule
 
 
 @cache
