@@ -34,7 +34,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/mypy --strict runner/entrypoint.py
+	$(BIN)/mypy --strict runner/entrypoint.py runner/jobrunner
 	# Every handler is a module named `app`: each is checked on its own.
 	for handler in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$handler || exit 1; done
 

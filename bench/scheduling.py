@@ -57,11 +57,13 @@ from bench.common import (
 )
 from devstack import pipeline
 from devstack.template import Stack
-from scheduler import container
-from scheduler.dynamo import dump, load
-from scheduler.models import Job, JobStatus
-from scheduler.repositories import JobRepository, ScriptStore
-from scheduler.schedule import ScheduleItem, ScheduleRepository
+from scheduler import wiring
+from scheduler.aws.dynamo import dump, load
+from scheduler.jobs.job_models import Job, JobStatus
+from scheduler.jobs.job_repository import job_item
+from scheduler.jobs.script_store import S3ScriptStore
+from scheduler.schedule.schedule_item import ScheduleItem
+from scheduler.schedule.schedule_repository import ScheduleRepository
 
 SCRIPT = 'print("ok")\n'
 FAR_FUTURE = "0 0 1 1 *"  # after its run, a job's next occurrence is next year's
@@ -157,8 +159,7 @@ def seed_jobs(stack: Stack, meter: AwsMeter, count: int) -> tuple[list[Job], str
     """`count` jobs with a trivial script; ten consecutive jobs share an owner."""
     s3 = plain_client("s3")
     bucket = stack.physical_names["ScriptsBucket"]
-    digest = ScriptStore(s3, bucket).put(SCRIPT)[0]
-    script_key = ScriptStore.key_for(digest)
+    digest, script_key = S3ScriptStore(s3, bucket).put(SCRIPT)
     now = datetime.now(UTC)
     owners = max(1, count // RUNS_PER_OWNER_BLOCK)
     jobs = [
@@ -182,7 +183,7 @@ def seed_jobs(stack: Stack, meter: AwsMeter, count: int) -> tuple[list[Job], str
         for i in range(count)
     ]
     table_name = stack.physical_names["JobsTable"]
-    items = [dump(JobRepository._job_item(job, script_key)) for job in jobs]
+    items = [dump(job_item(job, script_key)) for job in jobs]
     for item in items:
         meter.note_item(table_name, item)
     return jobs, script_key, batch_write(table_name, items)
@@ -238,11 +239,11 @@ def prepare(work: Path, scenario: Scenario) -> tuple[Stack, AwsMeter, MeteredFun
     if scenario.backend == "local":
         pipeline_functions += ["RunReportsFunction", "TaskEventsFunction"]
     functions.preload(*pipeline_functions)
-    container.reset()
+    wiring.reset()
     for function, build in (
-        ("WatcherFunction", container.watcher),
-        ("ExecutorFunction", container.executor),
-        ("RunReportsFunction", container.run_status),
+        ("WatcherFunction", wiring.watcher),
+        ("ExecutorFunction", wiring.executor),
+        ("RunReportsFunction", wiring.run_outcomes),
     ):
         os.environ.update(stack.environment(function))
         build()

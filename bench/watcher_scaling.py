@@ -33,11 +33,12 @@ from bench.common import (
     table,
     write_result,
 )
-from scheduler import container
-from scheduler.dynamo import dump
-from scheduler.models import Job, JobStatus
-from scheduler.repositories import JobRepository, ScriptStore
-from scheduler.schedule import ScheduleItem, ScheduleRepository
+from scheduler import keys, times, wiring
+from scheduler.aws.dynamo import dump
+from scheduler.jobs.job_models import Job, JobStatus
+from scheduler.jobs.job_repository import job_item
+from scheduler.schedule.schedule_item import ScheduleItem
+from scheduler.schedule.schedule_repository import ScheduleRepository
 
 DUE_FULL, DUE_QUICK = 100, 20
 DAY = 24 * 3600
@@ -53,7 +54,7 @@ def tick_instant() -> datetime:
 def seed(stack: Any, meter: Any, size: int, due: int, shards: int, at: datetime) -> float:
     rng = random.Random(size)  # the same jobs due at every size
     digest = "0" * 64
-    script_key = ScriptStore.key_for(digest)
+    script_key = keys.script_key(digest)
     schedule = ScheduleRepository(None, table=stack.physical_names["ScheduleTable"], shards=shards)  # type: ignore[arg-type]
     jobs_table = stack.physical_names["JobsTable"]
     base = int(at.timestamp())
@@ -81,9 +82,9 @@ def seed(stack: Any, meter: Any, size: int, due: int, shards: int, at: datetime)
         item = ScheduleItem(
             job_id=job.job_id, user_id=job.user_id, scheduled_at=second, due_at=second
         )
-        job_item = dump(JobRepository._job_item(job, script_key))
-        meter.note_item(jobs_table, job_item)
-        job_items.append(job_item)
+        item_of_job = dump(job_item(job, script_key))
+        meter.note_item(jobs_table, item_of_job)
+        job_items.append(item_of_job)
         schedule_items.append(dump(schedule.item_of(item)))
     began = time.perf_counter()
     batch_write(jobs_table, job_items, threads=4)
@@ -98,14 +99,14 @@ def one_tick(size: int, due: int, shards: int, at: datetime, prefix: str) -> dic
     say(f"watcher_scaling: {size:,} jobs, {shards} shards: seeding")
     seed_seconds = seed(stack, meter, size, due, shards, at)
     os.environ.update(stack.environment("WatcherFunction"))
-    container.reset()
-    watcher = container.watcher()
-    watcher._clock = lambda: at  # a fixed instant (see tick_instant)
+    wiring.use_clock(lambda: at)  # a fixed instant (see tick_instant)
+    watcher = wiring.watcher()
     meter.reset()
     with component("WatcherFunction"):
         cpu, began = time.thread_time(), time.perf_counter()
         report = watcher.tick()
         wall, cpu = time.perf_counter() - began, time.thread_time() - cpu
+    wiring.use_clock(times.utc_now)
     usage = meter.finalize(mean_item_sizes(stack)).get("WatcherFunction", {})
     calls = meter.calls_by().get("WatcherFunction", {})
     reads = usage.get("read_requests", 0)

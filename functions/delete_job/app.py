@@ -1,23 +1,6 @@
 """DELETE /jobs/{job_id}"""
 
-from typing import Any
+from scheduler.api.handler import api_handler
+from scheduler.api.job_routes import delete_router
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from scheduler.api.manage import delete_router
-from scheduler.api.resolver import make_resolver
-
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
-app = make_resolver()
-app.include_router(delete_router)
-
-
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+lambda_handler = api_handler(delete_router)

@@ -8,8 +8,8 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scheduler import container
-from scheduler.runs import DispatchMessage
+from scheduler import wiring
+from scheduler.pipeline.dispatch_models import DispatchMessage
 
 logger = Logger()
 tracer = Tracer()
@@ -18,7 +18,7 @@ processor = SqsFifoPartialProcessor()
 
 
 def dispatch(record: SQSRecord) -> None:
-    container.executor().handle(DispatchMessage.model_validate_json(record.body))
+    wiring.executor().handle(DispatchMessage.model_validate_json(record.body))
 
 
 @logger.inject_lambda_context

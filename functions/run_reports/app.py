@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scheduler import container
+from scheduler import wiring
 
 logger = Logger()
 tracer = Tracer()
@@ -20,7 +20,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def apply_report(record: SQSRecord) -> None:
-    container.run_status().on_s3_notification(record.body)
+    wiring.run_outcomes().on_s3_notification(record.body)
 
 
 @logger.inject_lambda_context

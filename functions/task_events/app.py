@@ -4,7 +4,7 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scheduler import container
+from scheduler import wiring
 
 logger = Logger()
 tracer = Tracer()
@@ -14,4 +14,4 @@ tracer = Tracer()
 @tracer.capture_lambda_handler
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> None:
-    container.run_status().on_task_stopped(dict(event.detail))
+    wiring.run_outcomes().on_task_stopped(dict(event.detail))

@@ -6,7 +6,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scheduler import container
+from scheduler import wiring
 
 logger = Logger()
 tracer = Tracer()
@@ -17,7 +17,7 @@ metrics = Metrics()
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = container.watcher().tick()
+    report = wiring.watcher().tick()
     metrics.add_metric(name="RunsQueued", unit=MetricUnit.Count, value=report.queued)
     metrics.add_metric(
         name="LostRunsConcluded", unit=MetricUnit.Count, value=report.lost_runs_concluded

@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 
+from devstack import local_backend
 from devstack.template import ROOT, Stack
 
 TASK_EVENTS_QUEUE = "local-task-events"
@@ -62,13 +63,15 @@ def local_overrides(
     function_env: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, str]]:
     """What the local stack changes in the template's function environments; `function_env`
-    (`--function-env`) is set in every function's, last."""
+    (`--function-env`) is set in every function's, last. The executor dispatches through the
+    local backend (a runner subprocess per pack) instead of ECS."""
+    local_backend.register()
     executor = next(
         name for name in stack.events_of("SQS") if "Dispatch" in name or "Executor" in name
     )
     overrides = {
         executor: {
-            "DISPATCH_BACKEND": "local",
+            "DISPATCH_BACKEND": local_backend.BACKEND_NAME,
             "RUNNER_PATH": str(RUNNER),
             "TASK_EVENTS_QUEUE_URL": task_events_queue(),
             "LOCAL_WORK_DIR": str(state_dir / "tasks"),

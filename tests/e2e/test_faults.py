@@ -34,14 +34,7 @@ import pytest
 import requests
 
 from devstack import launcher
-from e2e.conftest import (
-    PIPELINE_PACE,
-    STARTUP_TIMEOUT,
-    LocalStack,
-    free_port,
-    stop_stack,
-)
-from e2e.test_pipeline import (
+from e2e.api_client import (
     FAR_FUTURE,
     HTTP_TIMEOUT,
     TERMINAL,
@@ -50,6 +43,13 @@ from e2e.test_pipeline import (
     start_run,
     unique,
     wait_for,
+)
+from e2e.conftest import (
+    PIPELINE_PACE,
+    STARTUP_TIMEOUT,
+    LocalStack,
+    free_port,
+    stop_stack,
 )
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,8 @@ from moto import mock_aws
 from devstack import resources
 from devstack.lambda_runtime import context_for, load_handler
 from devstack.template import Stack, local_stack
-from scheduler.api import container
+from scheduler import times, wiring
+from scheduler.config import JobApiSettings
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 PAGE_TOKEN_SECRET = "integration-test-page-token-secret"
@@ -44,9 +45,9 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
             {"PageTokenSecret": PAGE_TOKEN_SECRET},
         )
         resources.create_all(built)
-        container.reset()
+        wiring.use_clock(times.utc_now)
         yield built
-        container.reset()
+        wiring.use_clock(times.utc_now)
 
 
 Invoke = Callable[[str, dict[str, Any]], dict[str, Any]]
@@ -105,3 +106,30 @@ def api_event(
 
 def body_of(response: dict[str, Any]) -> Any:
     return json.loads(response["body"])
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """events/<name>.json as it is."""
+    loaded: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return loaded
+
+
+def runs_of(stack: Stack, job_id: str) -> list[dict[str, Any]]:
+    """The job's run records, straight from the runs table."""
+    table = boto3.resource("dynamodb").Table(stack.physical_names["RunsTable"])
+    items: list[dict[str, Any]] = table.query(
+        KeyConditionExpression="job_id = :j", ExpressionAttributeValues={":j": job_id}
+    )["Items"]
+    return items
+
+
+def use_function_environment(stack: Stack, function: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process environment of `function`, so that its services can be built here."""
+    for key, value in stack.environment(function).items():
+        monkeypatch.setenv(key, value)
+
+
+def stores_of(stack: Stack, function: str, monkeypatch: pytest.MonkeyPatch) -> wiring.Stores:
+    """The repositories `function` builds, to set up or inspect state as it sees it."""
+    use_function_environment(stack, function, monkeypatch)
+    return wiring.Stores(JobApiSettings())  # type: ignore[call-arg]

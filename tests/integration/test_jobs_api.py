@@ -21,8 +21,7 @@ from botocore.exceptions import ClientError
 
 from devstack.template import Stack
 from integration.conftest import Invoke, api_event, body_of
-from scheduler import keys
-from scheduler.api import container
+from scheduler import keys, wiring
 
 START = datetime(2026, 11, 27, 16, 59, tzinfo=UTC)  # a Friday
 JOB_FIELDS = {
@@ -61,8 +60,7 @@ class Clock:
 @pytest.fixture(autouse=True)
 def clock(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock(START)
-    # The services are built on first use, after this, and read their clock from the container.
-    monkeypatch.setattr(container, "utc_now", fake)
+    wiring.use_clock(fake)  # the stack fixture puts the real clock back
     return fake
 
 
@@ -626,7 +624,7 @@ def test_a_failed_transaction_leaves_no_half_created_job(
     # Given a schedule table that does not exist, so the create transaction's last write fails
     real_name = stack.physical_names["ScheduleTable"]
     monkeypatch.setitem(stack.physical_names, "ScheduleTable", "it-MissingScheduleTable")
-    container.reset()
+    wiring.reset()
     # When a job is created (with an Idempotency-Key)
     response = create(invoke, JOB, key="key-1")
     # Then the answer is an error, and no job, name guard or schedule item exists
@@ -637,7 +635,7 @@ def test_a_failed_transaction_leaves_no_half_created_job(
     assert scan(stack, "JobsTable") == []
     assert scan(stack, "ScheduleTable") == []
     # And once the table is back, the retry (same key) creates the job, once
-    container.reset()
+    wiring.reset()
     retried = create(invoke, JOB, key="key-1")
     assert retried["statusCode"] == 201, retried["body"]
     assert [item["job_id"] for item in job_items(stack)] == [body_of(retried)["job_id"]]

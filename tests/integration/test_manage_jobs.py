@@ -8,8 +8,8 @@ from typing import Any
 
 import boto3
 
-from integration.conftest import api_event, body_of
-from scheduler.api import container
+from integration.conftest import api_event, body_of, load_event, runs_of, stores_of
+from scheduler import wiring
 
 SCRIPT = "print('hi')\n"
 
@@ -98,21 +98,21 @@ def test_another_owner_can_neither_pause_resume_nor_delete(stack, invoke) -> Non
 
 
 def test_a_paused_job_is_not_run_by_the_watcher(stack, invoke) -> None:
-    from integration.test_pipeline import _event, _runs
-
     job = _create(invoke, name="minutely", schedule="* * * * *")
     _call(invoke, "PauseJobFunction", "pause_job", job["job_id"])
 
-    invoke("WatcherFunction", _event("watcher"))
+    invoke("WatcherFunction", load_event("watcher"))
 
-    assert _runs(stack, job["job_id"]) == []
+    assert runs_of(stack, job["job_id"]) == []
     assert _schedule_items(stack, job["job_id"]) == []
 
 
-def test_a_pause_racing_the_watcher_changes_nothing_and_is_retried(stack, invoke) -> None:
+def test_a_pause_racing_the_watcher_changes_nothing_and_is_retried(
+    stack, invoke, monkeypatch
+) -> None:
     # Given a job read just before the watcher moved its next run
     job = _create(invoke)
-    service = container.manage_job_service()
+    service = wiring.job_service()
     stale = service.get("alice", job["job_id"])
     jobs_table = boto3.resource("dynamodb").Table(stack.physical_names["JobsTable"])
     jobs_table.update_item(
@@ -122,7 +122,8 @@ def test_a_pause_racing_the_watcher_changes_nothing_and_is_retried(stack, invoke
     )
 
     # When the stale view is used to pause, the transaction refuses and writes nothing
-    assert service._jobs.pause(stale, datetime.now(UTC)) is False
+    jobs = stores_of(stack, "PauseJobFunction", monkeypatch).jobs
+    assert jobs.pause(stale, datetime.now(UTC)) is False
     assert len(_schedule_items(stack, job["job_id"])) == 1
     assert jobs_table.get_item(Key={"pk": f"JOB#{job['job_id']}"})["Item"]["status"] == "ACTIVE"
 

@@ -12,21 +12,17 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-from integration.conftest import EVENTS, api_event, body_of
-from scheduler import container as pipeline
+from integration.conftest import (
+    api_event,
+    body_of,
+    load_event,
+    runs_of,
+    stores_of,
+    use_function_environment,
+)
+from scheduler import wiring
 
 SCRIPT = "import os\nprint(os.environ['JOB_PARAMETERS'])\n"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_pipeline() -> Any:
-    pipeline.reset()
-    yield
-    pipeline.reset()
-
-
-def _event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS / f"{name}.json").read_text())
 
 
 def _create_job(invoke, **overrides: Any) -> dict[str, Any]:
@@ -50,8 +46,8 @@ def _receive(stack, logical: str) -> list[dict[str, Any]]:
     return response.get("Messages", [])
 
 
-def _sqs_event(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
-    template = _event("executor")["Records"][0]
+def _sqsevent(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
+    template = load_event("executor")["Records"][0]
     records = []
     for message in messages:
         record = dict(template)
@@ -63,13 +59,6 @@ def _sqs_event(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
         }
         records.append(record)
     return {"Records": records}
-
-
-def _runs(stack, job_id: str) -> list[dict[str, Any]]:
-    table = boto3.resource("dynamodb").Table(stack.physical_names["RunsTable"])
-    return table.query(
-        KeyConditionExpression="job_id = :j", ExpressionAttributeValues={":j": job_id}
-    )["Items"]
 
 
 def _put_report(stack, run: dict[str, Any], kind: str, report: dict[str, Any]) -> None:
@@ -85,7 +74,7 @@ def _put_report(stack, run: dict[str, Any], kind: str, report: dict[str, Any]) -
 def _deliver_reports(stack, invoke) -> None:
     messages = _receive(stack, "ReportsQueue")
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['ReportsQueue']}"
-    result = invoke("RunReportsFunction", _sqs_event(messages, arn))
+    result = invoke("RunReportsFunction", _sqsevent(messages, arn))
     assert result == {"batchItemFailures": []}
 
 
@@ -94,10 +83,10 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
     job = _create_job(invoke, parameters={"greeting": "hello"})
 
     # When the watcher ticks
-    invoke("WatcherFunction", _event("watcher"))
+    invoke("WatcherFunction", load_event("watcher"))
 
     # Then one PENDING->QUEUED run exists and one message is on the FIFO queue
-    (run,) = _runs(stack, job["job_id"])
+    (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "QUEUED"
     assert run["attempt"] == 1
     assert run["key"] == f"{int(run['execution_time']):010d}-{job['job_id']}"
@@ -112,7 +101,7 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
 
     # When the executor receives the message (twice: a redelivery)
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    event = _sqs_event(messages, arn)
+    event = _sqsevent(messages, arn)
     assert invoke("ExecutorFunction", event) == {"batchItemFailures": []}
     assert invoke("ExecutorFunction", event) == {"batchItemFailures": []}
 
@@ -120,7 +109,7 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
     ecs = boto3.client("ecs")
     tasks = ecs.list_tasks(cluster=stack.physical_names["RunnerCluster"])["taskArns"]
     assert len(tasks) == 1
-    (run,) = _runs(stack, job["job_id"])
+    (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "DISPATCHED"
     assert run["task_id"] == tasks[0]
 
@@ -129,7 +118,7 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
         stack, run, "started", {"started_at": "2026-11-27T17:01:00.120Z", "start_lag_ms": 120}
     )
     _deliver_reports(stack, invoke)
-    assert _runs(stack, job["job_id"])[0]["status"] == "RUNNING"
+    assert runs_of(stack, job["job_id"])[0]["status"] == "RUNNING"
     _put_report(
         stack,
         run,
@@ -147,7 +136,7 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
     _deliver_reports(stack, invoke)
 
     # Then the run SUCCEEDED with its output tail
-    (run,) = _runs(stack, job["job_id"])
+    (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "SUCCEEDED"
     assert run["exit_code"] == 0
     assert "hello" in run["output_tail"]
@@ -160,20 +149,20 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
 
 def test_a_task_that_dies_unreported_is_retried_then_fails(stack, invoke) -> None:
     job = _create_job(invoke, max_attempts=2)
-    invoke("WatcherFunction", _event("watcher"))
+    invoke("WatcherFunction", load_event("watcher"))
     messages = _receive(stack, "DispatchQueue")
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    invoke("ExecutorFunction", _sqs_event(messages, arn))
-    (run,) = _runs(stack, job["job_id"])
+    invoke("ExecutorFunction", _sqsevent(messages, arn))
+    (run,) = runs_of(stack, job["job_id"])
 
     # When ECS says the task stopped and no report exists
-    stopped = _event("task_stopped")
+    stopped = load_event("task_stopped")
     refs = f"{job['job_id']}/{run['key']}/1"
     stopped["detail"]["overrides"]["containerOverrides"][0]["environment"][0]["value"] = refs
     invoke("TaskEventsFunction", stopped)
 
     # Then the attempt failed and attempt 2 is pending with a retry schedule item
-    (run,) = _runs(stack, job["job_id"])
+    (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "PENDING"
     assert run["attempt"] == 2
     assert run["attempts"][0]["status"] == "FAILED"
@@ -191,7 +180,7 @@ def test_a_task_that_dies_unreported_is_retried_then_fails(stack, invoke) -> Non
         ExpressionAttributeValues={":d": "DISPATCHED"},
     )
     invoke("TaskEventsFunction", stopped)
-    (run,) = _runs(stack, job["job_id"])
+    (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "FAILED"
     assert run["attempt"] == 2
 
@@ -240,26 +229,26 @@ def test_run_now_queues_immediately_and_shows_in_history(stack, invoke) -> None:
 def test_a_watcher_that_dies_before_sending_loses_nothing(stack, invoke, monkeypatch) -> None:
     # Given a due job, and a tick that crashes after writing the run record, before the send
     job = _create_job(invoke)
-    _environment_of(stack, "WatcherFunction", monkeypatch)
-    watcher = pipeline.watcher()
-    send = watcher._queue.send
+    use_function_environment(stack, "WatcherFunction", monkeypatch)
 
-    def crash(messages: Any) -> list[bool]:
+    def crash(**_: Any) -> None:
         raise RuntimeError("killed mid-tick")
 
-    monkeypatch.setattr(watcher._queue, "send", crash)
+    boto3.setup_default_session()  # the watcher's clients are built from it, after this hook
+    boto3.DEFAULT_SESSION.events.register("before-call.sqs.SendMessageBatch", crash)
     with pytest.raises(RuntimeError):
-        watcher.tick()
-    (run,) = _runs(stack, job["job_id"])
+        wiring.watcher().tick()
+    (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "PENDING"
     assert _receive(stack, "DispatchQueue") == []
 
     # When the next tick runs normally
-    monkeypatch.setattr(watcher._queue, "send", send)
-    invoke("WatcherFunction", _event("watcher"))
+    boto3.DEFAULT_SESSION.events.unregister("before-call.sqs.SendMessageBatch", crash)
+    wiring.reset()
+    invoke("WatcherFunction", load_event("watcher"))
 
     # Then the same run (no duplicate) is queued exactly once
-    (run,) = _runs(stack, job["job_id"])
+    (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "QUEUED"
     assert len(_receive(stack, "DispatchQueue")) == 1
 
@@ -269,12 +258,10 @@ def test_an_executor_that_dies_after_claiming_is_redone_after_the_claim_expires(
 ) -> None:
     # Given a queued run that an executor claimed and then died on (no dispatch, no release)
     job = _create_job(invoke)
-    invoke("WatcherFunction", _event("watcher"))
+    invoke("WatcherFunction", load_event("watcher"))
     messages = _receive(stack, "DispatchQueue")
-    _environment_of(stack, "ExecutorFunction", monkeypatch)
-    executor = pipeline.executor()
-    runs = executor._runs
-    (record,) = _runs(stack, job["job_id"])
+    runs = stores_of(stack, "ExecutorFunction", monkeypatch).runs
+    (record,) = runs_of(stack, job["job_id"])
     run = runs.get(job["job_id"], record["key"])
     from datetime import UTC, datetime, timedelta
 
@@ -283,28 +270,27 @@ def test_an_executor_that_dies_after_claiming_is_redone_after_the_claim_expires(
 
     # When SQS redelivers the message (after its visibility timeout)
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    assert invoke("ExecutorFunction", _sqs_event(messages, arn)) == {"batchItemFailures": []}
+    assert invoke("ExecutorFunction", _sqsevent(messages, arn)) == {"batchItemFailures": []}
 
     # Then the run is dispatched, once
     tasks = boto3.client("ecs").list_tasks(cluster=stack.physical_names["RunnerCluster"])
     assert len(tasks["taskArns"]) == 1
-    assert _runs(stack, job["job_id"])[0]["status"] == "DISPATCHED"
+    assert runs_of(stack, job["job_id"])[0]["status"] == "DISPATCHED"
 
 
 def test_a_live_claim_makes_the_message_come_back_later(stack, invoke, monkeypatch) -> None:
     job = _create_job(invoke)
-    invoke("WatcherFunction", _event("watcher"))
+    invoke("WatcherFunction", load_event("watcher"))
     messages = _receive(stack, "DispatchQueue")
-    _environment_of(stack, "ExecutorFunction", monkeypatch)
-    runs = pipeline.executor()._runs
-    (record,) = _runs(stack, job["job_id"])
+    runs = stores_of(stack, "ExecutorFunction", monkeypatch).runs
+    (record,) = runs_of(stack, job["job_id"])
     from datetime import UTC, datetime
 
     assert runs.claim(runs.get(job["job_id"], record["key"]), "busy", datetime.now(UTC), 600)
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
     # The whole batch failed: the handler raises, and SQS redelivers it after its visibility timeout
     with pytest.raises(BatchProcessingError):
-        invoke("ExecutorFunction", _sqs_event(messages, arn))
+        invoke("ExecutorFunction", _sqsevent(messages, arn))
     assert (
         boto3.client("ecs").list_tasks(cluster=stack.physical_names["RunnerCluster"])["taskArns"]
         == []
@@ -314,8 +300,7 @@ def test_a_live_claim_makes_the_message_come_back_later(stack, invoke, monkeypat
 def test_a_missed_tick_is_caught_up_from_the_cursor(stack, invoke, monkeypatch) -> None:
     # Given a job whose run fell due 20 minutes ago, while no tick ran (an outage)
     job = _create_job(invoke)
-    _environment_of(stack, "WatcherFunction", monkeypatch)
-    schedule = pipeline.watcher()._schedule
+    schedule = stores_of(stack, "WatcherFunction", monkeypatch).schedule
     (item,) = [i for i in schedule.due(*_wide_window()) if i.job_id == job["job_id"]]
     schedule.delete(item)
     from datetime import UTC, datetime
@@ -328,10 +313,10 @@ def test_a_missed_tick_is_caught_up_from_the_cursor(stack, invoke, monkeypatch) 
     schedule.advance_cursor(past - 60)  # the last tick before the outage
 
     # When the watcher runs again
-    invoke("WatcherFunction", _event("watcher"))
+    invoke("WatcherFunction", load_event("watcher"))
 
     # Then every missed minute is queued (late, not lost), and the job is scheduled ahead again
-    runs = sorted(_runs(stack, job["job_id"]), key=lambda r: int(r["execution_time"]))
+    runs = sorted(runs_of(stack, job["job_id"]), key=lambda r: int(r["execution_time"]))
     times = [int(r["execution_time"]) for r in runs]
     assert times[0] == past
     assert times == list(range(past, past + 60 * len(times), 60))
@@ -350,35 +335,29 @@ def _wide_window() -> tuple[Any, Any]:
     return now - timedelta(hours=1), now + timedelta(hours=1)
 
 
-def _environment_of(stack, function: str, monkeypatch) -> None:
-    for key, value in stack.environment(function).items():
-        monkeypatch.setenv(key, value)
-
-
 def test_a_job_that_forbids_overlap_skips_a_run_while_the_last_is_unfinished(
     stack, invoke, monkeypatch
 ) -> None:
     # Given a FORBID job whose run of this minute is queued (unfinished)
     job = _create_job(invoke, concurrency_policy="FORBID")
     assert job["concurrency_policy"] == "FORBID"
-    invoke("WatcherFunction", _event("watcher"))
-    (first,) = _runs(stack, job["job_id"])
+    invoke("WatcherFunction", load_event("watcher"))
+    (first,) = runs_of(stack, job["job_id"])
     assert first["status"] == "QUEUED"
     _receive(stack, "DispatchQueue")
 
     # When its next occurrence falls due (the watcher ticks a minute later)
-    _environment_of(stack, "WatcherFunction", monkeypatch)
-    watcher = pipeline.watcher()
+    use_function_environment(stack, "WatcherFunction", monkeypatch)
     later = datetime.now(UTC) + timedelta(seconds=60)
-    monkeypatch.setattr(watcher, "_clock", lambda: later)
-    watcher.tick()
+    wiring.use_clock(lambda: later)
+    wiring.watcher().tick()
 
     # Then that run is recorded as SKIPPED, nothing is sent, and the schedule goes on
-    runs = sorted(_runs(stack, job["job_id"]), key=lambda r: r["key"])
+    runs = sorted(runs_of(stack, job["job_id"]), key=lambda r: r["key"])
     assert [r["status"] for r in runs] == ["QUEUED", "SKIPPED"]
     assert first["key"] in runs[1]["error"]
     assert _receive(stack, "DispatchQueue") == []
-    schedule = watcher._schedule
+    schedule = stores_of(stack, "WatcherFunction", monkeypatch).schedule
     upcoming = [i for i in schedule.due(*_wide_window()) if i.job_id == job["job_id"]]
     assert [i.scheduled_at for i in upcoming] == [int(runs[1]["execution_time"]) + 60]
 
@@ -389,10 +368,10 @@ def test_the_deadline_sweep_concludes_from_a_report_whose_notification_was_lost(
     # Given a dispatched run whose runner finished and reported, but whose report
     # notification never reached the run status function (say its invocation died)
     job = _create_job(invoke)
-    invoke("WatcherFunction", _event("watcher"))
+    invoke("WatcherFunction", load_event("watcher"))
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    invoke("ExecutorFunction", _sqs_event(_receive(stack, "DispatchQueue"), arn))
-    (run,) = _runs(stack, job["job_id"])
+    invoke("ExecutorFunction", _sqsevent(_receive(stack, "DispatchQueue"), arn))
+    (run,) = runs_of(stack, job["job_id"])
     _put_report(stack, run, "finished", {"status": "SUCCEEDED", "exit_code": 0})
     _receive(stack, "ReportsQueue")  # taken and never deleted: as if its consumer died
 
@@ -402,11 +381,11 @@ def test_the_deadline_sweep_concludes_from_a_report_whose_notification_was_lost(
         UpdateExpression="SET deadline = :past",
         ExpressionAttributeValues={":past": 1},
     )
-    invoke("WatcherFunction", _event("watcher"))
+    invoke("WatcherFunction", load_event("watcher"))
 
     # Then the run is concluded from the report, not failed and run again (the tick may also
     # have queued the job's next minute, when it is within the look-ahead)
-    (run,) = [r for r in _runs(stack, job["job_id"]) if r["key"] == run["key"]]
+    (run,) = [r for r in runs_of(stack, job["job_id"]) if r["key"] == run["key"]]
     assert run["status"] == "SUCCEEDED"
     assert run["attempt"] == 1
     assert "attempts" not in run
@@ -415,10 +394,10 @@ def test_the_deadline_sweep_concludes_from_a_report_whose_notification_was_lost(
 def test_a_runs_output_is_given_as_text_or_as_a_link(stack, invoke) -> None:
     # Given two finished runs: one whose output fits in its tail, one with an output object
     job = _create_job(invoke)
-    invoke("WatcherFunction", _event("watcher"))
+    invoke("WatcherFunction", load_event("watcher"))
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    invoke("ExecutorFunction", _sqs_event(_receive(stack, "DispatchQueue"), arn))
-    (run,) = _runs(stack, job["job_id"])
+    invoke("ExecutorFunction", _sqsevent(_receive(stack, "DispatchQueue"), arn))
+    (run,) = runs_of(stack, job["job_id"])
     short = {"status": "SUCCEEDED", "exit_code": 0, "output_tail": "all of it\n"}
     _put_report(stack, run, "finished", short | {"output_uploaded": False})
     _deliver_reports(stack, invoke)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from scheduler.cron import CronError, next_occurrence, normalize, zone
+from scheduler.schedule.cron import CronError, next_occurrence, normalize, zone
 
 NEW_YORK = "America/New_York"
 LONDON = "Europe/London"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from scheduler.models import JobCreate
+from scheduler.jobs.job_models import JobCreate
 
 KIB = 1024
 VALID: dict[str, Any] = {"name": "nightly-report", "schedule": "30 2 * * *", "script": "print(1)\n"}

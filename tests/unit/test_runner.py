@@ -1,4 +1,5 @@
-"""The runner (runner/entrypoint.py), driven end to end against a local HTTP server.
+"""The runner (runner/entrypoint.py and its jobrunner package), driven end to end against a
+local HTTP server.
 
 The server plays S3's presigned URLs: it serves the manifest and the scripts, and records every
 PUT (started report, output, finished report). Most cases share one manifest, so their runs go
@@ -7,7 +8,6 @@ through one runner process concurrently and the whole file stays fast.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -20,27 +20,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from jobrunner.log import iso_ms, iso_seconds
+from jobrunner.manifest import parse_manifest
+from jobrunner.supervision import OutputSink
+from jobrunner.transfer import TransferError, http_put
+
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "runner" / "entrypoint.py"
 SECRET = "sentinel-secret-value-0xC0FFEE"
 CAP = 1024 * 1024
-
-
-def _load_runner() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("runner_entrypoint", ENTRYPOINT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
-    spec.loader.exec_module(module)
-    return module
-
-
-runner = _load_runner()
 
 
 # --------------------------------------------------------------------------- fake S3
@@ -468,7 +459,7 @@ def test_required_user_switch_fails_closed(s3: FakeS3) -> None:
 
 def test_output_sink_caps_and_keeps_the_tail(tmp_path: Path) -> None:
     with open(tmp_path / "out", "wb") as handle:
-        sink = runner.OutputSink(handle=handle, cap=10)
+        sink = OutputSink(handle=handle, cap=10)
         sink.feed(b"0123456")
         sink.feed(b"789abcdef")
         sink.feed(b"z" * 5000)
@@ -504,22 +495,22 @@ def test_manifest_parsing_rejects_bad_entries() -> None:
             ],
         }
     ).encode()
-    manifest = runner.parse_manifest(body)
+    manifest = parse_manifest(body)
     assert [run.not_before for run in manifest.runs] == [160]
     assert len(manifest.invalid) == 3
     assert "https://s/x" not in repr(manifest.runs[0])
     with pytest.raises(ValueError, match="version 1"):
-        runner.parse_manifest(b'{"version": 2, "runs": []}')
+        parse_manifest(b'{"version": 2, "runs": []}')
 
 
 def test_timestamps_are_utc_with_milliseconds() -> None:
-    assert runner.iso_ms(1_795_795_200.0125) == "2026-11-27T16:00:00.012Z"
-    assert runner.iso_seconds(1_795_795_200) == "2026-11-27T16:00:00Z"
+    assert iso_ms(1_795_795_200.0125) == "2026-11-27T16:00:00.012Z"
+    assert iso_seconds(1_795_795_200) == "2026-11-27T16:00:00Z"
 
 
 def test_put_refuses_file_urls() -> None:
-    with pytest.raises(runner.TransferError, match="scheme"):
-        runner.http_put("file:///etc/passwd", b"x", "text/plain")
+    with pytest.raises(TransferError, match="scheme"):
+        http_put("file:///etc/passwd", b"x", "text/plain")
 
 
 def test_an_attempt_claimed_by_another_task_is_not_run_twice(s3: FakeS3) -> None:

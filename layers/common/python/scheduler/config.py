@@ -5,9 +5,6 @@ Each is built on first use (cold start) and fails fast with every missing variab
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
-
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -64,7 +61,8 @@ class WatcherSettings(RunStatusSettings):
 
 
 class ExecutorSettings(JobApiSettings):
-    dispatch_backend: Literal["ecs", "local"]
+    # "ecs" in AWS; the local stack registers its own backend ("local") with the wiring.
+    dispatch_backend: str = Field(pattern=r"^[a-z]+$")
     claim_seconds: int = Field(default=60, ge=5)
     dispatch_grace_seconds: int = Field(default=300, ge=30)
     presigned_url_seconds: int = Field(default=900, ge=60)
@@ -75,19 +73,13 @@ class ExecutorSettings(JobApiSettings):
     subnets: str = ""  # comma-separated
     security_groups: str = ""
     assign_public_ip: bool = False
-    # local backend
-    runner_path: Path | None = None
-    task_events_queue_url: str | None = None
-    local_work_dir: Path | None = None
 
     @model_validator(mode="after")
     def _backend_configured(self) -> ExecutorSettings:
-        required = (
-            {"ecs_cluster", "task_definition", "subnets", "security_groups"}
-            if self.dispatch_backend == "ecs"
-            else {"runner_path", "task_events_queue_url", "local_work_dir"}
-        )
+        if self.dispatch_backend != "ecs":
+            return self
+        required = {"ecs_cluster", "task_definition", "subnets", "security_groups"}
         missing = sorted(name.upper() for name in required if not getattr(self, name))
         if missing:
-            raise ValueError(f"the {self.dispatch_backend} backend needs {', '.join(missing)}")
+            raise ValueError(f"the ecs backend needs {', '.join(missing)}")
         return self

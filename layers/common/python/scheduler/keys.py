@@ -1,4 +1,5 @@
-"""Key formats of the schedule and runs tables. String order of every sort key is time order."""
+"""Every key format, in one place: DynamoDB partition and sort keys, S3 object keys, and the run
+references a task carries. String order of every sort key is time order."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import zlib
 from datetime import UTC, datetime
 
 EPOCH_DIGITS = 10  # zero-padded epoch seconds sort as strings until the year 2286
+
+# -- DynamoDB -----------------------------------------------------------------------------------
 
 
 def epoch_text(instant: datetime) -> str:
@@ -22,11 +25,82 @@ def hour_bucket(instant: datetime, shard: int) -> str:
     return f"{instant.astimezone(UTC):%Y-%m-%dT%H}#{shard:02d}"
 
 
-def schedule_slot(instant: datetime, job_id: str) -> str:
-    """Sort key of a schedule item: `<execution_time>#<job_id>`."""
-    return f"{epoch_text(instant)}#{job_id}"
+def schedule_slot(due: datetime, suffix: str) -> str:
+    """Sort key of a schedule item: `<due second>#<job_id>` (retries and manual runs add
+    `#<run_key>`, as they can share a second with the job's next occurrence)."""
+    return f"{epoch_text(due)}#{suffix}"
 
 
 def run_key(instant: datetime, job_id: str) -> str:
     """A run's key, as in the seed: `<execution_time>-<job_id>`."""
     return f"{epoch_text(instant)}-{job_id}"
+
+
+def inflight_shard(job_id: str, shards: int) -> str:
+    """Partition key of the runs table's in-flight index (the deadline sweep queries each)."""
+    return f"{shard_of(job_id, shards):02d}"
+
+
+def job_pk(job_id: str) -> str:
+    return f"JOB#{job_id}"
+
+
+def name_pk(user_id: str, name: str) -> str:
+    """The item that keeps a job name unique per owner."""
+    return f"NAME#{user_id}#{name}"
+
+
+# -- S3 -----------------------------------------------------------------------------------------
+
+REPORT_PREFIX = "reports/"
+REPORT_KINDS = ("started", "finished")
+
+
+def script_key(sha256: str) -> str:
+    """Scripts are content-addressed: the same source is one object."""
+    return f"scripts/{sha256[:2]}/{sha256}.py"
+
+
+def manifest_key(pack_id: str) -> str:
+    return f"manifests/{pack_id}.json"
+
+
+def report_key(job_id: str, run_key: str, attempt: int, kind: str) -> str:
+    return f"{REPORT_PREFIX}{job_id}/{run_key}/{attempt}/{kind}.json"
+
+
+def parse_report_key(key: str) -> tuple[str, str, int, str] | None:
+    """(job_id, run_key, attempt, kind) of a report object key, or None."""
+    parts = key.removeprefix(REPORT_PREFIX).split("/")
+    if not key.startswith(REPORT_PREFIX) or len(parts) != 4 or not parts[2].isdigit():
+        return None
+    kind = parts[3].removesuffix(".json")
+    if kind not in REPORT_KINDS:
+        return None
+    return parts[0], parts[1], int(parts[2]), kind
+
+
+def claim_key(job_id: str, run_key: str, attempt: int) -> str:
+    return f"claims/{job_id}/{run_key}/{attempt}.json"
+
+
+def output_key(job_id: str, run_key: str, attempt: int) -> str:
+    return f"outputs/{job_id}/{run_key}/{attempt}.log"
+
+
+# -- a task's runs (RUN_REFS in its container overrides, read back from the task-stopped event) --
+
+RunRef = tuple[str, str, int]  # job_id, run_key, attempt
+
+
+def format_run_refs(refs: list[RunRef]) -> str:
+    return ",".join(f"{job_id}/{run_key}/{attempt}" for job_id, run_key, attempt in refs)
+
+
+def parse_run_refs(text: str) -> list[RunRef]:
+    refs: list[RunRef] = []
+    for ref in text.split(","):
+        parts = ref.split("/")
+        if len(parts) == 3 and parts[2].isdigit():
+            refs.append((parts[0], parts[1], int(parts[2])))
+    return refs

@@ -1,1 +1,2 @@
-"""HTTP adapters: powertools routers for each API function, and the resolver they share."""
+"""The HTTP API: one powertools router per Lambda function, the shared resolver and handler, the
+error table and the OpenAPI document."""

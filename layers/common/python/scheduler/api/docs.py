@@ -5,7 +5,7 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
-from scheduler.api import jobs, manage, runs
+from scheduler.api import job_routes, run_routes
 from scheduler.api.resolver import make_resolver
 
 TITLE = "Job scheduler API"
@@ -16,17 +16,17 @@ SECURITY = {"bearer": HTTPBearer(scheme="bearer", bearerFormat="JWT")}
 def make_docs_resolver() -> APIGatewayHttpResolver:
     app = make_resolver()
     for router in (
-        jobs.create_router,
-        jobs.get_router,
-        jobs.list_router,
-        manage.update_router,
-        manage.pause_router,
-        manage.resume_router,
-        manage.delete_router,
-        runs.list_runs_router,
-        runs.get_run_router,
-        runs.run_output_router,
-        runs.run_job_router,
+        job_routes.create_router,
+        job_routes.get_router,
+        job_routes.list_router,
+        job_routes.update_router,
+        job_routes.pause_router,
+        job_routes.resume_router,
+        job_routes.delete_router,
+        run_routes.list_runs_router,
+        run_routes.get_run_router,
+        run_routes.run_output_router,
+        run_routes.run_job_router,
     ):
         app.include_router(router)
     # Swagger UI's script and styles are inlined by powertools: the page needs no internet.

@@ -8,34 +8,11 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyValidationError,
-)
 
-from scheduler.errors import (
-    DomainError,
-    InvalidInput,
-    JobBusy,
-    JobNameConflict,
-    JobNotFound,
-    RunNotFound,
-    ServiceUnavailable,
-    Unauthenticated,
-)
-from scheduler.models import ErrorBody, ErrorResponse
+from scheduler.api.error_responses import ErrorBody, ErrorResponse, answer_for
+from scheduler.errors import DomainError
 
 logger = Logger(child=True)
-
-STATUS_OF: dict[type[DomainError], HTTPStatus] = {
-    InvalidInput: HTTPStatus.BAD_REQUEST,
-    Unauthenticated: HTTPStatus.UNAUTHORIZED,
-    JobNotFound: HTTPStatus.NOT_FOUND,
-    RunNotFound: HTTPStatus.NOT_FOUND,
-    JobNameConflict: HTTPStatus.CONFLICT,
-    JobBusy: HTTPStatus.CONFLICT,
-    ServiceUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-}
 
 
 def error_response(
@@ -70,6 +47,12 @@ def describe_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
     return details
 
 
+def internal_error() -> Response[str]:
+    return error_response(
+        HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred"
+    )
+
+
 def make_resolver() -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver(enable_validation=True)
 
@@ -83,27 +66,11 @@ def make_resolver() -> APIGatewayHttpResolver:
 
     @app.exception_handler(DomainError)
     def _domain_error(error: DomainError) -> Response[str]:
-        status = next(
-            (s for kind, s in STATUS_OF.items() if isinstance(error, kind)),
-            HTTPStatus.BAD_REQUEST,
-        )
-        return error_response(status, error.code, error.message, error.details)
-
-    @app.exception_handler(IdempotencyValidationError)
-    def _key_reused(_: IdempotencyValidationError) -> Response[str]:
-        return error_response(
-            HTTPStatus.UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used with a different request body",
-        )
-
-    @app.exception_handler(IdempotencyAlreadyInProgressError)
-    def _key_in_flight(_: IdempotencyAlreadyInProgressError) -> Response[str]:
-        return error_response(
-            HTTPStatus.CONFLICT,
-            "idempotency_key_in_progress",
-            "a request with this Idempotency-Key is still being processed; retry shortly",
-        )
+        answer = answer_for(error)
+        if answer is None:
+            logger.exception("domain error without an HTTP answer", error=type(error).__name__)
+            return internal_error()
+        return error_response(answer.status, error.code, error.message, error.details)
 
     @app.not_found
     def _no_route(_: Exception) -> Response[str]:
@@ -112,8 +79,6 @@ def make_resolver() -> APIGatewayHttpResolver:
     @app.exception_handler(Exception)
     def _unexpected(error: Exception) -> Response[str]:
         logger.exception("unhandled error")
-        return error_response(
-            HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred"
-        )
+        return internal_error()
 
     return app

@@ -1,0 +1,198 @@
+"""Routes of the job API, one router per Lambda function; each route is one call into a service."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from pydantic import AwareDatetime
+
+from scheduler import wiring
+from scheduler.api.error_responses import responses
+from scheduler.errors import (
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    InvalidInput,
+    JobBusy,
+    JobNameConflict,
+    JobNotFound,
+    Unauthenticated,
+)
+from scheduler.jobs.job_models import (
+    Job,
+    JobCreate,
+    JobFilters,
+    JobPage,
+    JobStatus,
+    JobUpdate,
+)
+
+
+def caller(router: Router) -> str:
+    """The caller's identity: the `sub` claim the JWT authorizer verified."""
+    event = cast(APIGatewayProxyEventV2, router.current_event)
+    authorizer = event.request_context.authorizer
+    claims = authorizer.jwt_claim if authorizer else None
+    subject = (claims or {}).get("sub")
+    if not subject:
+        raise Unauthenticated("a bearer token with a `sub` claim is required")
+    return str(subject)
+
+
+create_router = Router()
+
+
+@create_router.post(
+    "/jobs",
+    summary="Create a job",
+    tags=["jobs"],
+    responses=responses(201, Job, JobNameConflict, IdempotencyKeyInProgress, IdempotencyKeyReused),
+)
+def create_job(
+    body: JobCreate,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="idempotency-key",
+            max_length=128,
+            description="Makes a retried create return the first result instead of a new job.",
+        ),
+    ] = None,
+) -> Response[Job]:
+    job = wiring.create_job_service().create(
+        caller(create_router), body, idempotency_key, create_router.lambda_context
+    )
+    return Response(
+        status_code=201,
+        content_type="application/json",
+        body=job,
+        headers={"Location": f"/jobs/{job.job_id}"},
+    )
+
+
+get_router = Router()
+
+
+@get_router.get(
+    "/jobs/<job_id>",
+    summary="Get one of your jobs",
+    tags=["jobs"],
+    responses=responses(200, Job, JobNotFound),
+)
+def get_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
+    return wiring.job_service().get(caller(get_router), job_id)
+
+
+list_router = Router()
+LIST_PARAMETERS = frozenset(
+    {
+        "status",
+        "name",
+        "created_after",
+        "created_before",
+        "next_run_after",
+        "next_run_before",
+        "limit",
+        "next_token",
+    }
+)
+
+
+@list_router.get(
+    "/jobs",
+    summary="List your jobs, newest first",
+    tags=["jobs"],
+    responses=responses(200, JobPage),
+)
+def list_jobs(
+    status: Annotated[JobStatus | None, Query()] = None,
+    name: Annotated[str | None, Query(max_length=128, description="Name prefix")] = None,
+    created_after: Annotated[AwareDatetime | None, Query()] = None,
+    created_before: Annotated[AwareDatetime | None, Query()] = None,
+    next_run_after: Annotated[AwareDatetime | None, Query()] = None,
+    next_run_before: Annotated[AwareDatetime | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    next_token: Annotated[str | None, Query(max_length=2048)] = None,
+) -> JobPage:
+    unknown = set(list_router.current_event.query_string_parameters or {}) - LIST_PARAMETERS
+    if unknown:
+        raise InvalidInput(
+            f"unknown query parameter(s): {', '.join(sorted(unknown))}",
+            [{"field": field, "problem": "unknown query parameter"} for field in sorted(unknown)],
+        )
+    filters = JobFilters(
+        status=status,
+        name=name,
+        created_after=created_after,
+        created_before=created_before,
+        next_run_after=next_run_after,
+        next_run_before=next_run_before,
+    )
+    return wiring.list_jobs_service().list(caller(list_router), filters, limit, next_token)
+
+
+# -- a job's life: change, pause, resume, delete ------------------------------------------
+
+update_router = Router()
+
+
+@update_router.patch(
+    "/jobs/<job_id>",
+    summary="Change a job",
+    description="Send only the fields to change. A new schedule or time zone takes effect from "
+    "now: the next run moves to the new schedule's next occurrence. A new script is used from "
+    "the next run on; runs already queued keep the script they were created with.",
+    tags=["jobs"],
+    responses=responses(200, Job, JobNotFound, JobBusy),
+)
+def update_job(job_id: Annotated[str, Path(max_length=64)], body: JobUpdate) -> Job:
+    return wiring.job_service().update(caller(update_router), job_id, body)
+
+
+pause_router = Router()
+
+
+@pause_router.post(
+    "/jobs/<job_id>/pause",
+    summary="Pause a job",
+    description="No new runs are scheduled until it is resumed; a run already queued still "
+    "runs. Pausing a paused job changes nothing.",
+    tags=["jobs"],
+    responses=responses(200, Job, JobNotFound, JobBusy),
+)
+def pause_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
+    return wiring.job_service().pause(caller(pause_router), job_id)
+
+
+resume_router = Router()
+
+
+@resume_router.post(
+    "/jobs/<job_id>/resume",
+    summary="Resume a paused job",
+    description="Schedules the job from now on; occurrences missed while paused are not made "
+    "up (use run now for that). Resuming an active job changes nothing.",
+    tags=["jobs"],
+    responses=responses(200, Job, JobNotFound, JobBusy),
+)
+def resume_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
+    return wiring.job_service().resume(caller(resume_router), job_id)
+
+
+delete_router = Router()
+
+
+@delete_router.delete(
+    "/jobs/<job_id>",
+    summary="Delete a job",
+    description="Deletes the job and its schedule, and frees its name. A run already queued "
+    "still runs.",
+    tags=["jobs"],
+    responses=responses(204, None, JobNotFound, JobBusy, description="Deleted"),
+)
+def delete_job(job_id: Annotated[str, Path(max_length=64)]) -> Response[None]:
+    wiring.job_service().delete(caller(delete_router), job_id)
+    return Response(status_code=204)

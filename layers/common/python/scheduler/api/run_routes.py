@@ -1,0 +1,92 @@
+"""Routes of the runs API: history, one run, and "run now"."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+
+from scheduler import wiring
+from scheduler.api.error_responses import responses
+from scheduler.api.job_routes import caller
+from scheduler.errors import JobNotFound, RunNotFound
+from scheduler.runs.run_models import Run, RunPage
+
+list_runs_router = Router()
+
+
+@list_runs_router.get(
+    "/jobs/<job_id>/runs",
+    summary="A job's runs, newest first",
+    tags=["runs"],
+    responses=responses(200, RunPage, JobNotFound),
+)
+def list_runs(
+    job_id: Annotated[str, Path(max_length=64)],
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    next_token: Annotated[str | None, Query(max_length=2048)] = None,
+) -> RunPage:
+    return wiring.list_runs_service().list(caller(list_runs_router), job_id, limit, next_token)
+
+
+get_run_router = Router()
+
+
+@get_run_router.get(
+    "/jobs/<job_id>/runs/<key>",
+    summary="One run of a job",
+    tags=["runs"],
+    responses=responses(200, Run, JobNotFound, RunNotFound),
+)
+def get_run(
+    job_id: Annotated[str, Path(max_length=64)], key: Annotated[str, Path(max_length=128)]
+) -> Run:
+    return wiring.run_service().get(caller(get_run_router), job_id, key)
+
+
+run_output_router = Router()
+
+
+@run_output_router.get(
+    "/jobs/<job_id>/runs/<key>/output",
+    summary="A run's full output",
+    description="Redirects (307) to a link, valid 5 minutes, to the captured output of the run's "
+    "last attempt (at most 1 MiB); answers the text itself when it is short enough to be all "
+    "in the run's output_tail.",
+    tags=["runs"],
+    responses={
+        **responses(200, None, JobNotFound, RunNotFound),
+        200: {"description": "The whole output", "content": {"text/plain": {}}},
+        307: {"description": "Redirect to the output object"},
+    },
+)
+def get_run_output(
+    job_id: Annotated[str, Path(max_length=64)], key: Annotated[str, Path(max_length=128)]
+) -> Response[str]:
+    output = wiring.run_service().output(caller(run_output_router), job_id, key)
+    if output.url is not None:
+        return Response(status_code=307, headers={"Location": output.url}, body="")
+    return Response(status_code=200, content_type="text/plain; charset=utf-8", body=output.text)
+
+
+run_job_router = Router()
+
+
+@run_job_router.post(
+    "/jobs/<job_id>/run",
+    summary="Run the job now",
+    description="Starts a run within seconds, through the same queue, executor and runner as "
+    "scheduled runs. Answers 202 with the run; follow it at its Location.",
+    tags=["runs"],
+    responses=responses(202, Run, JobNotFound),
+)
+def run_job(job_id: Annotated[str, Path(max_length=64)]) -> Response[Run]:
+    run = wiring.run_now_service().run_now(caller(run_job_router), job_id)
+    return Response(
+        status_code=202,
+        content_type="application/json",
+        body=run,
+        headers={"Location": f"/jobs/{job_id}/runs/{run.key}"},
+    )

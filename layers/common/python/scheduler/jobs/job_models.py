@@ -1,0 +1,198 @@
+"""Job models: what clients send (create, update, list filters), what they get back, and the job
+itself; the field checks are shared by create and update."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from scheduler.schedule import cron
+
+MAX_SCRIPT_BYTES = 256 * 1024
+MAX_PARAMETERS_BYTES = 16 * 1024
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class JobStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+
+
+class ConcurrencyPolicy(StrEnum):
+    """What happens when a run falls due while the job's previous run is unfinished (as in
+    Kubernetes CronJob): ALLOW runs both; FORBID skips the new one (recorded as SKIPPED)."""
+
+    ALLOW = "ALLOW"
+    FORBID = "FORBID"
+
+
+def _check_cron(value: str) -> str:
+    try:
+        cron.normalize(value)
+    except cron.CronError as exc:
+        raise ValueError(str(exc)) from None
+    return " ".join(value.split())
+
+
+def _check_zone(value: str) -> str:
+    try:
+        cron.zone(value)
+    except cron.CronError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _check_parameters(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > MAX_PARAMETERS_BYTES:
+        raise ValueError(f"parameters are {size} bytes as JSON; at most {MAX_PARAMETERS_BYTES}")
+    return value
+
+
+def _check_script(value: str) -> str:
+    size = len(value.encode())
+    if size > MAX_SCRIPT_BYTES:
+        raise ValueError(f"script is {size} bytes; at most {MAX_SCRIPT_BYTES}")
+    try:
+        compile(value, "<script>", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise ValueError(f"script does not compile: {exc.msg} (line {exc.lineno})") from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise ValueError(f"script does not compile: {exc}") from None
+    return value
+
+
+# The fields a client sets, with their checks: shared by create and update.
+Name = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=NAME_PATTERN,
+        description="Unique per owner: letters, digits, '.', '_' and '-'.",
+        examples=["nightly-report"],
+    ),
+]
+Schedule = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=256,
+        description="5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday) "
+        "or @hourly/@daily/@weekly/@monthly/@yearly.",
+        examples=["30 9 * * MON-FRI"],
+    ),
+    AfterValidator(_check_cron),
+]
+TimeZone = Annotated[
+    str,
+    Field(max_length=64, description="IANA time zone name.", examples=["Europe/London"]),
+    AfterValidator(_check_zone),
+]
+Parameters = Annotated[
+    dict[str, Any],
+    Field(description="JSON object passed to the script as JOB_PARAMETERS (at most 16 KiB)."),
+    AfterValidator(_check_parameters),
+]
+Script = Annotated[
+    str,
+    Field(min_length=1, description="Python source of the script (at most 256 KiB)."),
+    AfterValidator(_check_script),
+]
+Description = Annotated[str, Field(max_length=1024)]
+TimeoutSeconds = Annotated[
+    int, Field(ge=1, le=3600, description="A run is stopped and TIMED_OUT after this.")
+]
+MaxAttempts = Annotated[int, Field(ge=1, le=10, description="Attempts per run, retries included.")]
+Concurrency = Annotated[
+    ConcurrencyPolicy,
+    Field(
+        description="ALLOW overlapping runs, or FORBID: skip a run while the last is unfinished."
+    ),
+]
+
+
+class JobCreate(BaseModel):
+    """Body of `POST /jobs`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    schedule: Schedule
+    timezone: TimeZone = "UTC"
+    parameters: Parameters = {}
+    script: Script
+    description: Description | None = None
+    timeout_seconds: TimeoutSeconds = 300
+    max_attempts: MaxAttempts = 3
+    concurrency_policy: Concurrency = ConcurrencyPolicy.ALLOW
+
+
+class JobUpdate(BaseModel):
+    """Body of `PATCH /jobs/{job_id}`: the fields to change; the others stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: Schedule | None = None
+    timezone: TimeZone | None = None
+    parameters: Parameters | None = None
+    script: Script | None = None
+    description: Description | None = None
+    timeout_seconds: TimeoutSeconds | None = None
+    max_attempts: MaxAttempts | None = None
+    concurrency_policy: Concurrency | None = None
+
+
+class Job(BaseModel):
+    """A job as stored and as returned by the API."""
+
+    job_id: str
+    user_id: str
+    name: str
+    schedule: str
+    timezone: str
+    parameters: dict[str, Any]
+    description: str | None = None
+    status: JobStatus
+    next_run_at: datetime | None = Field(
+        description="Next scheduled run, ISO 8601 with the job's time zone offset."
+    )
+    script_sha256: str
+    timeout_seconds: int
+    max_attempts: int
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    next_token: str | None = Field(
+        default=None, description="Pass as `next_token` to get the next page; absent on the last."
+    )
+
+
+class JobFilters(BaseModel):
+    """Query of `GET /jobs`: every filter is optional; all given must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: JobStatus | None = None
+    name: Annotated[str | None, Field(max_length=128, description="Name prefix.")] = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    next_run_after: AwareDatetime | None = None
+    next_run_before: AwareDatetime | None = None
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of an owner's jobs as the store reads it."""
+
+    jobs: list[Job]
+    position: dict[str, str] | None  # where the next page starts, None on the last page

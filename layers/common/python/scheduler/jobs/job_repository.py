@@ -1,0 +1,390 @@
+"""The jobs table (DynamoDB): job items (by id, and per owner through a sparse GSI), name guards,
+and the schedule items that move with a job in the same transaction."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from scheduler import times
+from scheduler.aws.client_errors import error_code, raise_if_throttled
+from scheduler.aws.dynamo import dump, load, transact
+from scheduler.errors import JobNameConflict
+from scheduler.jobs.job_models import ConcurrencyPolicy, Job, JobFilters, JobStatus, ListPage
+from scheduler.keys import job_pk, name_pk
+from scheduler.schedule import cron
+from scheduler.schedule.schedule_item import ScheduleItem
+from scheduler.schedule.schedule_repository import ScheduleRepository
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+OWNER_INDEX = "by_owner"
+# What an update may change (the name, owner, status and creation stay).
+_MUTABLE = (
+    "schedule",
+    "timezone",
+    "parameters_json",
+    "description",
+    "timeout_seconds",
+    "max_attempts",
+    "concurrency_policy",
+    "script_sha256",
+    "script_key",
+    "next_run_utc",
+    "updated_at",
+)
+# A list request reads at most this many index pages, so its latency is bounded even when
+# filters match little; the client follows next_token for the rest.
+MAX_PAGES_PER_LIST = 8
+
+
+class JobRepository:
+    """Job items (by id, and per owner through a sparse GSI), name guards and schedule items."""
+
+    def __init__(
+        self, dynamodb: DynamoDBClient, *, jobs_table: str, schedule: ScheduleRepository
+    ) -> None:
+        self._db = dynamodb
+        self._jobs = jobs_table
+        self._schedule = schedule
+
+    def create(self, job: Job, script_key: str) -> None:
+        """Write the job, its name guard and its first schedule item: all, or none."""
+        item = job_item(job, script_key)
+        writes: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self._jobs,
+                    "Item": dump(item),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._jobs,
+                    "Item": dump({"pk": name_pk(job.user_id, job.name), "job_id": job.job_id}),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
+        if job.next_run_at is not None:
+            writes.append(
+                self._schedule.put_op(
+                    ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at)
+                )
+            )
+        try:
+            self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                    raise JobNameConflict(
+                        f"you already have a job named {job.name!r}",
+                        [{"field": "name", "problem": "already used by another of your jobs"}],
+                    ) from None
+            raise_if_throttled(exc)
+            raise
+
+    def get(self, job_id: str) -> Job | None:
+        try:
+            response = self._db.get_item(TableName=self._jobs, Key=dump({"pk": job_pk(job_id)}))
+        except ClientError as exc:
+            raise_if_throttled(exc)
+            raise
+        item = response.get("Item")
+        return to_job(load(item)) if item else None
+
+    def get_many(self, job_ids: set[str]) -> dict[str, Job]:
+        """Jobs by id (BatchGetItem, 100 a call); missing ones are absent from the result."""
+        found: dict[str, Job] = {}
+        ids = sorted(job_ids)
+        for offset in range(0, len(ids), 100):
+            request: dict[str, Any] = {
+                self._jobs: {"Keys": [dump({"pk": job_pk(i)}) for i in ids[offset : offset + 100]]}
+            }
+            while request:
+                try:
+                    response = self._db.batch_get_item(RequestItems=request)
+                except ClientError as exc:
+                    raise_if_throttled(exc)
+                    raise
+                for raw in response.get("Responses", {}).get(self._jobs, []):
+                    job = to_job(load(raw))
+                    found[job.job_id] = job
+                request = dict(response.get("UnprocessedKeys") or {})
+        return found
+
+    def advance(
+        self, job: Job, current: ScheduleItem, following: datetime | None
+    ) -> ScheduleItem | None:
+        """Replace the job's taken schedule item by its next occurrence, and show that
+        occurrence on the job: one transaction, so a job never loses its next run."""
+        next_utc = times.to_text(following) if following else None
+        writes: list[dict[str, Any]] = [
+            self._schedule.delete_op(current, must_exist=True),
+            {
+                "Update": {
+                    "TableName": self._jobs,
+                    "Key": dump({"pk": job_pk(job.job_id)}),
+                    "UpdateExpression": "SET next_run_utc = :next"
+                    if next_utc
+                    else "REMOVE next_run_utc",
+                    # A job paused or deleted meanwhile gets no next occurrence.
+                    "ConditionExpression": "#status = :active",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": dump(
+                        {":active": JobStatus.ACTIVE.value}
+                        | ({":next": next_utc} if next_utc else {})
+                    ),
+                }
+            },
+        ]
+        item = None
+        if following is not None:
+            item = ScheduleItem.occurrence(job.job_id, job.user_id, following)
+            writes.append(self._schedule.put_op(item))
+        if not transact(self._db, writes):
+            # Another tick advanced it already, or the job is paused or gone: nothing left to
+            # do but make sure the taken item does not linger.
+            self._schedule.delete(current)
+            return None
+        return item
+
+    def update(self, updated: Job, previous: Job, script_key: str) -> bool:
+        """Store `updated` over `previous`; a changed next run moves its schedule item in the
+        same transaction. False if the job changed since `previous` was read."""
+        item = job_item(updated, script_key)
+        fields = [name for name in _MUTABLE if item.get(name) is not None]
+        cleared = [name for name in _MUTABLE if item.get(name) is None]
+        update = "SET " + ", ".join(f"#{name} = :{name}" for name in fields)
+        if cleared:
+            update += " REMOVE " + ", ".join(f"#{name}" for name in cleared)
+        names = {f"#{name}": name for name in fields + cleared}
+        condition, expected = self._unchanged(previous)
+        writes: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._jobs,
+                    "Key": dump({"pk": job_pk(updated.job_id)}),
+                    "UpdateExpression": update,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names | {"#status": "status"},
+                    "ExpressionAttributeValues": dump(
+                        {f":{name}": item[name] for name in fields} | expected
+                    ),
+                }
+            }
+        ]
+        if updated.next_run_at != previous.next_run_at:
+            writes += self._delete_upcoming(previous)
+            if updated.next_run_at is not None:
+                upcoming = ScheduleItem.occurrence(
+                    updated.job_id, updated.user_id, updated.next_run_at
+                )
+                writes.append(self._schedule.put_op(upcoming))
+        return transact(self._db, writes)
+
+    def pause(self, job: Job, now: datetime) -> bool:
+        """ACTIVE -> PAUSED, and its upcoming schedule item goes. False if the job changed
+        since it was read (the watcher moved its next run): read it again and retry."""
+        writes = [
+            self._job_update(
+                job,
+                "SET #status = :paused, updated_at = :now REMOVE next_run_utc",
+                {":paused": JobStatus.PAUSED.value, ":now": times.to_text(now)},
+            )
+        ]
+        writes += self._delete_upcoming(job)
+        return transact(self._db, writes)
+
+    def resume(self, job: Job, following: datetime | None, now: datetime) -> bool:
+        """PAUSED -> ACTIVE with a schedule item at `following`. False if the job changed."""
+        values: dict[str, Any] = {":active": JobStatus.ACTIVE.value, ":now": times.to_text(now)}
+        update = "SET #status = :active, updated_at = :now"
+        writes = []
+        if following is not None:
+            update += ", next_run_utc = :next"
+            values[":next"] = times.to_text(following)
+            item = ScheduleItem.occurrence(job.job_id, job.user_id, following)
+            writes.append(self._schedule.put_op(item))
+        return transact(self._db, [self._job_update(job, update, values), *writes])
+
+    def delete(self, job: Job) -> bool:
+        """The job, its name guard and its upcoming schedule item, together. Its runs stay
+        (history, expired by the runs table's TTL). False if the job changed since read."""
+        condition = self._unchanged(job)
+        writes: list[dict[str, Any]] = [
+            {
+                "Delete": {
+                    "TableName": self._jobs,
+                    "Key": dump({"pk": job_pk(job.job_id)}),
+                    "ConditionExpression": condition[0],
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": dump(condition[1]),
+                }
+            },
+            {
+                "Delete": {
+                    "TableName": self._jobs,
+                    "Key": dump({"pk": name_pk(job.user_id, job.name)}),
+                }
+            },
+            *self._delete_upcoming(job),
+        ]
+        return transact(self._db, writes)
+
+    def _unchanged(self, job: Job) -> tuple[str, dict[str, Any]]:
+        """Condition: the job still has the status and next run it was read with."""
+        values: dict[str, Any] = {":was": job.status.value}
+        if job.next_run_at is None:
+            return "#status = :was AND attribute_not_exists(next_run_utc)", values
+        values[":was_next"] = times.to_text(job.next_run_at)
+        return "#status = :was AND next_run_utc = :was_next", values
+
+    def _job_update(self, job: Job, update: str, values: dict[str, Any]) -> dict[str, Any]:
+        condition, expected = self._unchanged(job)
+        return {
+            "Update": {
+                "TableName": self._jobs,
+                "Key": dump({"pk": job_pk(job.job_id)}),
+                "UpdateExpression": update,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": dump(values | expected),
+            }
+        }
+
+    def _delete_upcoming(self, job: Job) -> list[dict[str, Any]]:
+        if job.next_run_at is None:
+            return []
+        item = ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at)
+        return [self._schedule.delete_op(item)]
+
+    def list_for_owner(
+        self, user_id: str, filters: JobFilters, limit: int, start: dict[str, str] | None
+    ) -> ListPage:
+        """The owner's jobs newest first, filtered; created_* filters narrow the key range."""
+        query = self._owner_query(user_id, filters)
+        filtered = "FilterExpression" in query
+        jobs: list[Job] = []
+        last_evaluated: dict[str, Any] | None = dump(start) if start else None
+        for _ in range(MAX_PAGES_PER_LIST):
+            page_args = dict(query, Limit=limit if not filtered else max(limit, 100))
+            if last_evaluated:
+                page_args["ExclusiveStartKey"] = last_evaluated
+            try:
+                response = self._db.query(**page_args)
+            except ClientError as exc:
+                raise_if_throttled(exc)
+                raise
+            for raw in response.get("Items", []):
+                item = load(raw)
+                jobs.append(to_job(item))
+                if len(jobs) == limit:
+                    more = raw is not response["Items"][-1] or "LastEvaluatedKey" in response
+                    return ListPage(jobs, self._position(item) if more else None)
+            last_evaluated = response.get("LastEvaluatedKey")
+            if not last_evaluated:
+                return ListPage(jobs, None)
+        assert last_evaluated is not None  # the loop above returns on the last page
+        return ListPage(jobs, {k: v["S"] for k, v in last_evaluated.items()})
+
+    # -- item mapping -------------------------------------------------------------------------
+
+    def _owner_query(self, user_id: str, filters: JobFilters) -> dict[str, Any]:
+        key = "user_id = :user"
+        values: dict[str, Any] = {":user": user_id}
+        names: dict[str, str] = {}
+        low = times.to_text(filters.created_after) + "#~" if filters.created_after else None
+        high = times.to_text(filters.created_before) + "#" if filters.created_before else None
+        if low and high:
+            key += " AND created_key BETWEEN :low AND :high"
+            values |= {":low": low, ":high": high}
+        elif low:
+            key += " AND created_key > :low"
+            values[":low"] = low
+        elif high:
+            key += " AND created_key < :high"
+            values[":high"] = high
+        conditions = []
+        if filters.status:
+            conditions.append("#status = :status")
+            names["#status"] = "status"
+            values[":status"] = filters.status.value
+        if filters.name:
+            conditions.append("begins_with(#name, :name)")
+            names["#name"] = "name"
+            values[":name"] = filters.name
+        if filters.next_run_after:
+            conditions.append("next_run_utc > :run_after")
+            values[":run_after"] = times.to_text(filters.next_run_after)
+        if filters.next_run_before:
+            conditions.append("next_run_utc < :run_before")
+            values[":run_before"] = times.to_text(filters.next_run_before)
+        query: dict[str, Any] = {
+            "TableName": self._jobs,
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": key,
+            "ScanIndexForward": False,
+        }
+        if conditions:
+            query["FilterExpression"] = " AND ".join(conditions)
+        if names:
+            query["ExpressionAttributeNames"] = names
+        query["ExpressionAttributeValues"] = dump(values)
+        return query
+
+    @staticmethod
+    def _position(item: dict[str, Any]) -> dict[str, str]:
+        return {"pk": item["pk"], "user_id": item["user_id"], "created_key": item["created_key"]}
+
+
+def job_item(job: Job, script_key: str) -> dict[str, Any]:
+    """The DynamoDB item (plain values) of a job."""
+    return {
+        "pk": job_pk(job.job_id),
+        "job_id": job.job_id,
+        "user_id": job.user_id,
+        "name": job.name,
+        "schedule": job.schedule,
+        "timezone": job.timezone,
+        "parameters_json": json.dumps(job.parameters, separators=(",", ":")),
+        "description": job.description,
+        "status": job.status.value,
+        "next_run_utc": times.to_text(job.next_run_at) if job.next_run_at else None,
+        "script_sha256": job.script_sha256,
+        "script_key": script_key,
+        "timeout_seconds": job.timeout_seconds,
+        "max_attempts": job.max_attempts,
+        "concurrency_policy": job.concurrency_policy.value,
+        "created_at": times.to_text(job.created_at),
+        "updated_at": times.to_text(job.updated_at),
+        "created_key": f"{times.to_text(job.created_at)}#{job.job_id}",
+    }
+
+
+def to_job(item: dict[str, Any]) -> Job:
+    tz = cron.zone(item["timezone"])
+    next_run = item.get("next_run_utc")
+    return Job(
+        job_id=item["job_id"],
+        user_id=item["user_id"],
+        name=item["name"],
+        schedule=item["schedule"],
+        timezone=item["timezone"],
+        parameters=json.loads(item["parameters_json"]),
+        description=item.get("description"),
+        status=JobStatus(item["status"]),
+        next_run_at=times.from_text(next_run).astimezone(tz) if next_run else None,
+        script_sha256=item["script_sha256"],
+        timeout_seconds=int(item["timeout_seconds"]),
+        max_attempts=int(item["max_attempts"]),
+        concurrency_policy=ConcurrencyPolicy(item.get("concurrency_policy", "ALLOW")),
+        created_at=times.from_text(item["created_at"]),
+        updated_at=times.from_text(item["updated_at"]),
+    )

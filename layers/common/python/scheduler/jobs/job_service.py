@@ -1,0 +1,237 @@
+"""The job API's use cases: create, get, list, update, pause, resume and delete jobs. Storage
+sits behind the ports of scheduler.jobs.ports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from aws_lambda_powertools.utilities.idempotency import (
+    BasePersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from scheduler import keys
+from scheduler.errors import (
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    InvalidInput,
+    JobBusy,
+    JobNotFound,
+)
+from scheduler.jobs.job_models import Job, JobCreate, JobFilters, JobPage, JobStatus, JobUpdate
+from scheduler.jobs.ports import JobReader, JobStore, ScriptStore
+from scheduler.pagination import PageTokens
+from scheduler.schedule import cron
+from scheduler.times import Clock
+
+Result = TypeVar("Result")
+
+
+def owned_job(jobs: JobReader, user_id: str, job_id: str) -> Job:
+    """The caller's job; someone else's is reported as missing, never revealed."""
+    job = jobs.get(job_id)
+    if job is None or job.user_id != user_id:
+        raise JobNotFound(f"job {job_id!r} not found")
+    return job
+
+
+class JobService:
+    def __init__(
+        self,
+        jobs: JobStore,
+        scripts: ScriptStore,
+        *,
+        clock: Clock,
+        page_tokens: PageTokens | None = None,
+        idempotency_store: BasePersistenceLayer | None = None,
+        idempotency_ttl_seconds: int = 86400,
+    ) -> None:
+        self._jobs = jobs
+        self._scripts = scripts
+        self._clock = clock
+        self._tokens = page_tokens
+        self._create_once: Callable[..., Job] | None = None
+        self._idempotency = IdempotencyConfig(
+            event_key_jmespath="[user_id, key]",
+            payload_validation_jmespath="body",
+            expires_after_seconds=idempotency_ttl_seconds,
+        )
+        if idempotency_store is not None:
+            self._create_once = idempotent_function(
+                data_keyword_argument="request",
+                persistence_store=idempotency_store,
+                config=self._idempotency,
+                output_serializer=PydanticSerializer(Job),
+            )(self._create_for_request)
+
+    def create(
+        self,
+        user_id: str,
+        body: JobCreate,
+        idempotency_key: str | None = None,
+        lambda_context: LambdaContext | None = None,
+    ) -> Job:
+        """Create a job; with an idempotency key, a retry returns the first result instead."""
+        if idempotency_key is None or self._create_once is None:
+            return self._create(user_id, body)
+        if lambda_context is not None:
+            # Lets an in-flight record expire with the invocation if it dies mid-create.
+            self._idempotency.register_lambda_context(lambda_context)
+        request = {"user_id": user_id, "key": idempotency_key, "body": body.model_dump()}
+        try:
+            return self._create_once(request=request)
+        except IdempotencyValidationError:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used with a different request body"
+            ) from None
+        except IdempotencyAlreadyInProgressError:
+            raise IdempotencyKeyInProgress(
+                "a request with this Idempotency-Key is still being processed; retry shortly"
+            ) from None
+
+    def _create_for_request(self, request: dict[str, Any]) -> Job:
+        return self._create(request["user_id"], JobCreate.model_validate(request["body"]))
+
+    def _create(self, user_id: str, body: JobCreate) -> Job:
+        now = self._clock()
+        try:
+            next_run = cron.next_occurrence(body.schedule, body.timezone, now)
+        except cron.CronError as exc:
+            raise InvalidInput(str(exc), [{"field": "schedule", "problem": str(exc)}]) from None
+        # The script goes first: content-addressed, so a crash after it leaves no job, only an
+        # object that the next identical create reuses.
+        sha256, script_key = self._scripts.put(body.script)
+        job = Job(
+            job_id=uuid.uuid4().hex,
+            user_id=user_id,
+            name=body.name,
+            schedule=body.schedule,
+            timezone=body.timezone,
+            parameters=body.parameters,
+            description=body.description,
+            status=JobStatus.ACTIVE,
+            next_run_at=next_run.astimezone(cron.zone(body.timezone)),
+            script_sha256=sha256,
+            timeout_seconds=body.timeout_seconds,
+            max_attempts=body.max_attempts,
+            concurrency_policy=body.concurrency_policy,
+            created_at=now,
+            updated_at=now,
+        )
+        self._jobs.create(job, script_key)
+        return job
+
+    def get(self, user_id: str, job_id: str) -> Job:
+        """The caller's job; someone else's is reported as missing, never revealed."""
+        return owned_job(self._jobs, user_id, job_id)
+
+    def update(self, user_id: str, job_id: str, patch: JobUpdate) -> Job:
+        """Change some of a job's fields. A new schedule or time zone takes effect from now:
+        the upcoming run moves to the new next occurrence (a paused job stays paused)."""
+        changes = patch.model_dump(exclude_unset=True)
+        nulls = sorted(name for name, value in changes.items() if value is None)
+        if set(nulls) - {"description"}:
+            fields = [n for n in nulls if n != "description"]
+            raise InvalidInput(
+                f"{', '.join(fields)} cannot be null",
+                [{"field": name, "problem": "cannot be null"} for name in fields],
+            )
+        script = changes.pop("script", None)
+        sha256, script_key = self._scripts.put(script) if script is not None else (None, None)
+
+        def change(job: Job) -> Job | None:
+            if not changes and script is None:
+                return job
+            now = self._clock()
+            updated = job.model_copy(
+                update=changes | {"updated_at": now, "script_sha256": sha256 or job.script_sha256}
+            )
+            reschedule = "schedule" in changes or "timezone" in changes
+            if reschedule and job.status is JobStatus.ACTIVE:
+                try:
+                    following = cron.next_occurrence(updated.schedule, updated.timezone, now)
+                except cron.CronError as exc:
+                    problem = [{"field": "schedule", "problem": str(exc)}]
+                    raise InvalidInput(str(exc), problem) from None
+                updated.next_run_at = following.astimezone(cron.zone(updated.timezone))
+            elif job.next_run_at is not None:
+                updated.next_run_at = job.next_run_at.astimezone(cron.zone(updated.timezone))
+            key = script_key or keys.script_key(updated.script_sha256)
+            return updated if self._jobs.update(updated, job, key) else None
+
+        return self._change(user_id, job_id, change)
+
+    def pause(self, user_id: str, job_id: str) -> Job:
+        """Stop scheduling the job; a run already queued still runs. Pausing twice is a no-op."""
+
+        def change(job: Job) -> Job | None:
+            if job.status is JobStatus.PAUSED or self._jobs.pause(job, self._clock()):
+                return self.get(user_id, job_id)
+            return None
+
+        return self._change(user_id, job_id, change)
+
+    def resume(self, user_id: str, job_id: str) -> Job:
+        """Schedule the job again from now on (runs missed while paused are not made up)."""
+
+        def change(job: Job) -> Job | None:
+            if job.status is JobStatus.ACTIVE:
+                return job
+            now = self._clock()
+            try:
+                following: datetime | None = cron.next_occurrence(job.schedule, job.timezone, now)
+            except cron.CronError:
+                following = None
+            return self.get(user_id, job_id) if self._jobs.resume(job, following, now) else None
+
+        return self._change(user_id, job_id, change)
+
+    def delete(self, user_id: str, job_id: str) -> None:
+        """Delete the job and its schedule; its run history stays readable to nobody."""
+        self._change(user_id, job_id, lambda job: True if self._jobs.delete(job) else None)
+
+    def _change(self, user_id: str, job_id: str, attempt: Callable[[Job], Result | None]) -> Result:
+        """Apply a conditional change to the caller's job, reading it again when the watcher
+        moved its next run between our read and our write (`attempt` returns None then)."""
+        for _ in range(_CHANGE_ATTEMPTS):
+            result = attempt(self.get(user_id, job_id))
+            if result is not None:
+                return result
+        raise JobBusy(f"job {job_id!r} kept changing; retry")
+
+    def list(
+        self, user_id: str, filters: JobFilters, limit: int, next_token: str | None
+    ) -> JobPage:
+        if self._tokens is None:
+            raise RuntimeError("JobService.list needs page tokens")
+        scope = _filters_digest(filters)
+        start = self._tokens.decode(next_token, owner=user_id, scope=scope) if next_token else None
+        page = self._jobs.list_for_owner(user_id, filters, limit, start)
+        token = (
+            self._tokens.encode(page.position, owner=user_id, scope=scope)
+            if page.position
+            else None
+        )
+        return JobPage(items=page.jobs, next_token=token)
+
+
+# The watcher may move a job's next run between our read and our write: read again, a few times.
+_CHANGE_ATTEMPTS = 5
+
+
+def _filters_digest(filters: JobFilters) -> str:
+    """A token is only valid for the filters it was issued with (else pages skip or repeat)."""
+    canonical = json.dumps(filters.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

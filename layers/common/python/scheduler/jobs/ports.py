@@ -1,0 +1,45 @@
+"""What the job service needs from storage: the DynamoDB repository and the S3 script store in
+production, in-memory fakes in unit tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from scheduler.jobs.job_models import Job, JobFilters, ListPage
+from scheduler.schedule.schedule_item import ScheduleItem
+
+
+class JobReader(Protocol):
+    def get(self, job_id: str) -> Job | None: ...
+
+
+class JobStore(JobReader, Protocol):
+    """Every change is conditional on the job being as it was read (False: read it again)."""
+
+    def create(self, job: Job, script_key: str) -> None:
+        """The job, its name guard and its first schedule item, all or none; JobNameConflict."""
+
+    def get_many(self, job_ids: set[str]) -> dict[str, Job]: ...
+
+    def update(self, updated: Job, previous: Job, script_key: str) -> bool: ...
+
+    def pause(self, job: Job, now: datetime) -> bool: ...
+
+    def resume(self, job: Job, following: datetime | None, now: datetime) -> bool: ...
+
+    def delete(self, job: Job) -> bool: ...
+
+    def advance(
+        self, job: Job, current: ScheduleItem, following: datetime | None
+    ) -> ScheduleItem | None:
+        """Replace the taken schedule item by the next occurrence (returned), atomically."""
+
+    def list_for_owner(
+        self, user_id: str, filters: JobFilters, limit: int, start: dict[str, str] | None
+    ) -> ListPage: ...
+
+
+class ScriptStore(Protocol):
+    def put(self, source: str) -> tuple[str, str]:
+        """Store `source`; return its (sha256, key)."""

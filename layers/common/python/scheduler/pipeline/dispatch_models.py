@@ -1,0 +1,35 @@
+"""What travels through the pipeline: the dispatch queue's messages, and what the executor hands
+a dispatch backend for each run of a pack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class DueRun(BaseModel):
+    job_id: str
+    key: str
+    attempt: int
+
+
+class DispatchMessage(BaseModel):
+    """What the queue carries to the executor: runs to start in one task (same owner)."""
+
+    pack_id: str
+    user_id: str
+    runs: list[DueRun]
+
+
+class RunSpec(BaseModel):
+    """One run of a pack as a backend starts it."""
+
+    job_id: str
+    run_key: str
+    attempt: int
+    scheduled_at: int
+    not_before: int
+    timeout_seconds: int
+    parameters: dict[str, Any]
+    script_key: str

@@ -1,0 +1,78 @@
+"""The Fargate dispatch backend: one RunTask per pack, the manifest URL in the container overrides
+and the pack's run references beside it, for the task-stopped event."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from scheduler import keys
+from scheduler.pipeline.dispatch_models import RunSpec
+from scheduler.pipeline.manifests import Manifests
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs import ECSClient
+
+
+class DispatchFailed(Exception):
+    """The task could not be started; the runs' claims are released and the message retried."""
+
+
+def run_refs(runs: list[RunSpec]) -> str:
+    """Compact list of the task's runs, carried in its overrides for the task-stopped event."""
+    return keys.format_run_refs([(r.job_id, r.run_key, r.attempt) for r in runs])
+
+
+class EcsBackend:
+    """Fargate RunTask: one task per pack, the manifest URL in the container overrides."""
+
+    def __init__(
+        self,
+        ecs: ECSClient,
+        manifests: Manifests,
+        *,
+        cluster: str,
+        task_definition: str,
+        container: str,
+        subnets: list[str],
+        security_groups: list[str],
+        assign_public_ip: bool,
+    ) -> None:
+        self._ecs = ecs
+        self._manifests = manifests
+        self._cluster = cluster
+        self._task_definition = task_definition
+        self._container = container
+        self._network = {
+            "awsvpcConfiguration": {
+                "subnets": subnets,
+                "securityGroups": security_groups,
+                "assignPublicIp": "ENABLED" if assign_public_ip else "DISABLED",
+            }
+        }
+
+    def dispatch(self, pack_id: str, runs: list[RunSpec]) -> str:
+        url = self._manifests.publish(pack_id, runs)
+        response = self._ecs.run_task(
+            cluster=self._cluster,
+            taskDefinition=self._task_definition,
+            launchType="FARGATE",
+            count=1,
+            startedBy=pack_id[:36],
+            networkConfiguration=self._network,  # type: ignore[arg-type]
+            overrides={
+                "containerOverrides": [
+                    {
+                        "name": self._container,
+                        "environment": [
+                            {"name": "RUNS_MANIFEST_URL", "value": url},
+                            {"name": "RUN_REFS", "value": run_refs(runs)},
+                        ],
+                    }
+                ]
+            },
+        )
+        failures = response.get("failures", [])
+        tasks = response.get("tasks", [])
+        if failures or not tasks:
+            raise DispatchFailed(f"RunTask failed: {failures}")
+        return str(tasks[0]["taskArn"])

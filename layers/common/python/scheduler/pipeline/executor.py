@@ -1,0 +1,100 @@
+"""The executor: claim each run of a dispatch message, then start one task for those it won."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from aws_lambda_powertools import Logger
+
+from scheduler.fanout import fan_out
+from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun, RunSpec
+from scheduler.pipeline.ports import DispatchBackend
+from scheduler.runs.ports import RunStore
+from scheduler.runs.run_models import Run, RunStatus
+from scheduler.times import Clock, epoch
+
+logger = Logger(child=True)
+
+
+class RunBusy(Exception):
+    """Another executor holds a live claim on a run: let SQS redeliver the message later."""
+
+
+class Executor:
+    def __init__(
+        self,
+        runs: RunStore,
+        backend: DispatchBackend,
+        *,
+        claim_seconds: int,
+        dispatch_grace_seconds: int,
+        clock: Clock,
+    ) -> None:
+        self._runs = runs
+        self._backend = backend
+        self._claim_seconds = claim_seconds
+        self._grace = dispatch_grace_seconds
+        self._clock = clock
+
+    def handle(self, message: DispatchMessage) -> list[str]:
+        """Dispatch the message's runs that nobody dispatched yet; returns their keys."""
+        now = self._clock()
+        claim_id = uuid.uuid4().hex
+        taken = fan_out(lambda due: self._take(due, claim_id, now), message.runs, _WORKERS)
+        claimed = [run for run in taken if isinstance(run, Run)]
+        if _BUSY in taken:
+            self._release(claimed, claim_id, now)
+            raise RunBusy(f"a run of pack {message.pack_id} is being dispatched elsewhere")
+        if not claimed:
+            return []
+        specs = fan_out(self._spec, claimed, _WORKERS)
+        try:
+            task_id = self._backend.dispatch(message.pack_id, specs)
+        except Exception:
+            self._release(claimed, claim_id, now)
+            raise
+
+        def mark(run: Run) -> None:
+            start = max(run.not_before, epoch(now))
+            deadline = start + run.timeout_seconds + self._grace
+            self._runs.mark_dispatched(run, claim_id, task_id, self._clock(), deadline)
+
+        fan_out(mark, claimed, _WORKERS)
+        logger.info("dispatched", task_id=task_id, runs=[r.key for r in claimed])
+        return [run.key for run in claimed]
+
+    def _take(self, due: DueRun, claim_id: str, now: datetime) -> Run | str | None:
+        """The run, claimed; None if there is nothing to do; _BUSY if another executor holds it."""
+        run = self._runs.get(due.job_id, due.key)
+        if run is None or run.attempt != due.attempt or run.status not in _CLAIMABLE:
+            return None  # done, or already dispatched for this attempt: a duplicate message
+        if self._runs.claim(run, claim_id, now, self._claim_seconds):
+            return run
+        current = self._runs.get(due.job_id, due.key)
+        if current is not None and current.status is RunStatus.DISPATCHING:
+            return _BUSY
+        return None
+
+    def _release(self, claimed: list[Run], claim_id: str, now: datetime) -> None:
+        fan_out(lambda run: self._runs.release(run, claim_id, now), claimed, _WORKERS)
+
+    def _spec(self, run: Run) -> RunSpec:
+        script_key, parameters = self._runs.script_of(run.job_id, run.key)
+        return RunSpec(
+            job_id=run.job_id,
+            run_key=run.key,
+            attempt=run.attempt,
+            scheduled_at=run.execution_time,
+            not_before=run.not_before,
+            timeout_seconds=run.timeout_seconds,
+            parameters=parameters,
+            script_key=script_key,
+        )
+
+
+# A message holds at most 10 runs: their DynamoDB calls go out together.
+_WORKERS = 10
+_BUSY = "busy"
+# DISPATCHING: an abandoned claim (the executor died before dispatch) may be taken again.
+_CLAIMABLE = frozenset({RunStatus.PENDING, RunStatus.QUEUED, RunStatus.DISPATCHING})

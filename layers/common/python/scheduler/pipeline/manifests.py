@@ -1,0 +1,80 @@
+"""A pack's manifest: what the runner reads (through one presigned URL) to run its scripts.
+
+The runner gets no AWS credentials: the manifest lists presigned URLs scoped to exactly its runs
+(GET each script, PUT each report, output and claim). Reports land under `reports/`, whose S3
+notifications drive the run status function. The runner parses this with its own
+standard-library copy of the model (runner/jobrunner/manifest.py); a unit test keeps the two in
+agreement.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from scheduler import keys
+from scheduler.pipeline.dispatch_models import RunSpec
+from scheduler.times import Clock, epoch
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MANIFEST_VERSION = 1
+
+
+class Manifests:
+    """Writes a pack's manifest to S3 and presigns it and every URL inside."""
+
+    def __init__(self, s3: S3Client, bucket: str, url_seconds: int, clock: Clock) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+        self._ttl = url_seconds
+        self._clock = clock
+
+    def _url(self, method: str, key: str, ttl: int, **extra: str) -> str:
+        params = {"Bucket": self._bucket, "Key": key, **extra}
+        return str(self._s3.generate_presigned_url(method, Params=params, ExpiresIn=ttl))
+
+    def publish(self, pack_id: str, runs: list[RunSpec]) -> str:
+        entries = []
+        for run in runs:
+            ttl = self._ttl + run.timeout_seconds + max(0, run.not_before - epoch(self._clock()))
+            entries.append(
+                {
+                    "job_id": run.job_id,
+                    "run_key": run.run_key,
+                    "attempt": run.attempt,
+                    "scheduled_at": run.scheduled_at,
+                    "not_before": run.not_before,
+                    "timeout_seconds": run.timeout_seconds,
+                    "parameters": run.parameters,
+                    "script_url": self._url("get_object", run.script_key, ttl),
+                    "started_url": self._url(
+                        "put_object",
+                        keys.report_key(run.job_id, run.run_key, run.attempt, "started"),
+                        ttl,
+                    ),
+                    "finished_url": self._url(
+                        "put_object",
+                        keys.report_key(run.job_id, run.run_key, run.attempt, "finished"),
+                        ttl,
+                    ),
+                    "output_url": self._url(
+                        "put_object", keys.output_key(run.job_id, run.run_key, run.attempt), ttl
+                    ),
+                    # If-None-Match: * makes the first task to PUT it the only one to run this
+                    # attempt, should the executor ever dispatch it twice.
+                    "claim_url": self._url(
+                        "put_object",
+                        keys.claim_key(run.job_id, run.run_key, run.attempt),
+                        ttl,
+                        IfNoneMatch="*",
+                    ),
+                }
+            )
+        key = keys.manifest_key(pack_id)
+        body = json.dumps({"version": MANIFEST_VERSION, "pack_id": pack_id, "runs": entries})
+        self._s3.put_object(
+            Bucket=self._bucket, Key=key, Body=body.encode(), ContentType="application/json"
+        )
+        return self._url("get_object", key, self._ttl)

@@ -1,0 +1,17 @@
+"""What the watcher, the executor and run now need from the pipeline's infrastructure."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
+
+
+class RunQueue(Protocol):
+    def send(self, messages: list[DispatchMessage]) -> list[bool]:
+        """Send every message; for each, whether the queue accepted it."""
+
+
+class DispatchBackend(Protocol):
+    def dispatch(self, pack_id: str, runs: list[RunSpec]) -> str:
+        """Start one task running `runs`; return its id. Raises if no task was started."""

@@ -1,0 +1,52 @@
+"""The dispatch queue (SQS FIFO): watcher and "run now" send, the executor receives."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from scheduler.aws.client_errors import raise_if_throttled
+from scheduler.pipeline.dispatch_models import DispatchMessage
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+SQS_BATCH = 10
+
+
+class SqsRunQueue:
+    def __init__(self, sqs: SQSClient, queue_url: str) -> None:
+        self._sqs = sqs
+        self._url = queue_url
+
+    def send(self, messages: list[DispatchMessage]) -> list[bool]:
+        """Send every message; for each, whether SQS accepted it."""
+        accepted = [False] * len(messages)
+        for offset in range(0, len(messages), SQS_BATCH):
+            chunk = messages[offset : offset + SQS_BATCH]
+            entries = [
+                {
+                    "Id": str(index),
+                    "MessageBody": message.model_dump_json(),
+                    # One group per job: no ordering constraint across jobs, so FIFO never
+                    # serialises the whole queue.
+                    "MessageGroupId": message.runs[0].job_id,
+                    "MessageDeduplicationId": dedup_id(message),
+                }
+                for index, message in enumerate(chunk)
+            ]
+            try:
+                response = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)  # type: ignore[arg-type]
+            except ClientError as exc:
+                raise_if_throttled(exc)
+                raise
+            for ok in response.get("Successful", []):
+                accepted[offset + int(ok["Id"])] = True
+        return accepted
+
+
+def dedup_id(message: DispatchMessage) -> str:
+    runs = ",".join(f"{run.key}#{run.attempt}" for run in message.runs)
+    return hashlib.sha256(runs.encode()).hexdigest()

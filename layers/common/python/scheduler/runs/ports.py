@@ -1,0 +1,62 @@
+"""What the run services need from storage: the DynamoDB repository and the S3 run objects in
+production, in-memory fakes in unit tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from scheduler.runs.run_models import AttemptRecord, Run, RunReport
+from scheduler.schedule.schedule_item import ScheduleItem
+
+
+class RunStore(Protocol):
+    """Every write is conditional on the run's attempt and status (False: it had moved on), so a
+    redelivered message, an overlapping tick or a late report never moves a run backwards."""
+
+    def get(self, job_id: str, key: str) -> Run | None: ...
+
+    def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
+        """The script key and parameters snapshotted into the run when it was created."""
+
+    def list_for_job(
+        self, job_id: str, limit: int, start: dict[str, str] | None
+    ) -> tuple[list[Run], dict[str, str] | None]: ...
+
+    def unfinished_before(self, job_id: str, key: str) -> str | None: ...
+
+    def overdue(self, now: datetime) -> list[tuple[str, str]]: ...
+
+    def create(self, run: Run, script_key: str, parameters: dict[str, Any]) -> bool: ...
+
+    def create_with_schedule_item(
+        self, run: Run, script_key: str, parameters: dict[str, Any], item: ScheduleItem
+    ) -> bool: ...
+
+    def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool: ...
+
+    def claim(self, run: Run, claim_id: str, now: datetime, claim_seconds: int) -> bool: ...
+
+    def release(self, run: Run, claim_id: str, now: datetime) -> None: ...
+
+    def mark_dispatched(
+        self, run: Run, claim_id: str, task_id: str, now: datetime, deadline: int
+    ) -> bool: ...
+
+    def mark_running(self, run: Run, report: RunReport, now: datetime, deadline: int) -> bool: ...
+
+    def finish(
+        self, run: Run, report: RunReport, output_key: str | None, now: datetime
+    ) -> bool: ...
+
+    def retry(self, run: Run, failed: AttemptRecord, not_before: int, now: datetime) -> bool: ...
+
+
+class RunObjects(Protocol):
+    """The S3 objects a run's attempts leave: the runner's reports and the captured output."""
+
+    def report(self, key: str) -> RunReport | None:
+        """The report at `key`; None if it is missing or malformed."""
+
+    def link(self, key: str, seconds: int) -> str:
+        """A presigned GET of `key`, valid for `seconds`."""

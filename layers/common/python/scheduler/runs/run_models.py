@@ -1,0 +1,146 @@
+"""Runs: one scheduled (or manual) occurrence of a job, retried under the same key.
+
+Status flow of one run: PENDING -> QUEUED -> DISPATCHING -> DISPATCHED -> RUNNING -> SUCCEEDED |
+FAILED | TIMED_OUT; or SKIPPED straight away, when the job forbids overlapping runs. A failed
+attempt with attempts left goes back to PENDING with attempt + 1 and `not_before` set by
+exponential backoff.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from scheduler import keys
+from scheduler.times import epoch, from_epoch
+
+
+class RunStatus(StrEnum):
+    PENDING = "PENDING"
+    QUEUED = "QUEUED"
+    DISPATCHING = "DISPATCHING"
+    DISPATCHED = "DISPATCHED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    SKIPPED = "SKIPPED"  # FORBID policy: the previous run was still unfinished
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SKIPPED}
+)
+IN_FLIGHT = frozenset({RunStatus.DISPATCHING, RunStatus.DISPATCHED, RunStatus.RUNNING})
+
+
+class RunTrigger(StrEnum):
+    SCHEDULE = "SCHEDULE"
+    MANUAL = "MANUAL"
+    RETRY = "RETRY"
+
+
+class AttemptRecord(BaseModel):
+    """What one finished attempt left behind, kept when the run is retried."""
+
+    attempt: int
+    status: RunStatus
+    exit_code: int | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+class Run(BaseModel):
+    """A run as stored and returned by the API (keeps the seed's fields)."""
+
+    key: str = Field(description="`<execution_time>-<job_id>`")
+    job_id: str
+    user_id: str
+    execution_time: int = Field(description="Scheduled second, epoch seconds")
+    scheduled_at: datetime
+    trigger: RunTrigger
+    status: RunStatus
+    attempt: int
+    max_attempts: int
+    timeout_seconds: int
+    not_before: int = Field(description="Earliest start of the current attempt, epoch seconds")
+    created_at: datetime
+    updated_at: datetime
+    queued_at: datetime | None = None
+    dispatched_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    start_lag_ms: int | None = None
+    duration_ms: int | None = None
+    output_tail: str | None = None
+    output_bytes: int | None = None
+    output_truncated: bool | None = None
+    output_key: str | None = Field(default=None, description="S3 key of the captured output")
+    task_id: str | None = None
+    error: str | None = None
+    attempts: list[AttemptRecord] = []
+
+
+def new_run(
+    *,
+    job_id: str,
+    user_id: str,
+    scheduled_second: int,
+    trigger: RunTrigger,
+    max_attempts: int,
+    timeout_seconds: int,
+    now: datetime,
+) -> Run:
+    """A run as it is first written: PENDING, attempt 1, startable at its scheduled second.
+    The one place a Run is born, for the watcher's scheduled runs and for run now alike."""
+    scheduled = from_epoch(scheduled_second)
+    return Run(
+        key=keys.run_key(scheduled, job_id),
+        job_id=job_id,
+        user_id=user_id,
+        execution_time=epoch(scheduled),
+        scheduled_at=scheduled,
+        trigger=trigger,
+        status=RunStatus.PENDING,
+        attempt=1,
+        max_attempts=max_attempts,
+        timeout_seconds=timeout_seconds,
+        not_before=epoch(scheduled),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+class RunPage(BaseModel):
+    items: list[Run]
+    next_token: str | None = None
+
+
+class RunReport(BaseModel):
+    """What the runner PUTs (started.json / finished.json) through its presigned URLs."""
+
+    job_id: str
+    run_key: str
+    attempt: int
+    started_at: datetime | None = None
+    start_lag_ms: int | None = None
+    status: RunStatus | None = None
+    exit_code: int | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    output_tail: str | None = None
+    output_bytes: int | None = None
+    output_truncated: bool | None = None
+    # False when the whole output fits in output_tail and no output object was written.
+    output_uploaded: bool | None = None
+    error: str | None = None
+
+    def as_fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"job_id", "run_key", "attempt"}, exclude_none=True)

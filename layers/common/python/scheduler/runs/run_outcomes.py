@@ -1,0 +1,146 @@
+"""How an attempt ends, from whichever signal arrives first: the runner's reports (S3 objects
+under reports/, through their notifications), the ECS task-stopped event (the safety net for a
+task that died before reporting), or the watcher's deadline sweep. Success is final; a failure
+is retried with exponential backoff while attempts last."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger
+
+from scheduler import keys
+from scheduler.runs.ports import RunObjects, RunStore
+from scheduler.runs.run_models import AttemptRecord, Run, RunReport, RunStatus
+from scheduler.times import Clock, epoch
+
+logger = Logger(child=True)
+
+
+def retry_delay(attempt: int, base_seconds: int, cap_seconds: int = 3600) -> int:
+    """Seconds to wait after failed attempt number `attempt` (1-based): base, 2*base, 4*base..."""
+    return int(min(cap_seconds, base_seconds * 2 ** max(0, attempt - 1)))
+
+
+class RunOutcomes:
+    def __init__(
+        self,
+        runs: RunStore,
+        objects: RunObjects,
+        *,
+        retry_base_seconds: int,
+        running_grace_seconds: int,
+        clock: Clock,
+    ) -> None:
+        self._runs = runs
+        self._objects = objects
+        self._retry_base = retry_base_seconds
+        self._grace = running_grace_seconds
+        self._clock = clock
+
+    # -- runner reports ------------------------------------------------------------------------
+
+    def on_s3_notification(self, body: str) -> None:
+        """One SQS message from the bucket's notification: zero or more ObjectCreated records
+        (S3's first message is an s3:TestEvent, which carries none)."""
+        notification = json.loads(body)
+        for record in notification.get("Records", []):
+            self.on_report(unquote_plus(record["s3"]["object"]["key"]))
+
+    def on_report(self, key: str) -> None:
+        parsed = keys.parse_report_key(key)
+        if parsed is None:
+            logger.warning("ignoring an object that is not a run report", key=key)
+            return
+        job_id, run_key, attempt, kind = parsed
+        run = self._runs.get(job_id, run_key)
+        report = self._objects.report(key)
+        if run is None or report is None or run.attempt != attempt or run.status.terminal:
+            return  # an old attempt, a finished run, or a report we cannot trust: nothing to do
+        if kind == "started":
+            deadline = epoch(report.started_at or self._clock()) + run.timeout_seconds + self._grace
+            self._runs.mark_running(run, report, self._clock(), deadline)
+        else:
+            self.conclude(run, report)
+
+    # -- ECS task state changes ----------------------------------------------------------------
+
+    def on_task_stopped(self, detail: dict[str, Any]) -> None:
+        """A task stopped: each of its runs that did not report its end has failed (or, if its
+        report landed in the meantime, is concluded from that report)."""
+        if detail.get("lastStatus") != "STOPPED":
+            return
+        exit_code = next(
+            (c.get("exitCode") for c in detail.get("containers", []) if "exitCode" in c), None
+        )
+        reason = str(detail.get("stoppedReason", "task stopped"))
+        for job_id, run_key, attempt in _run_refs(detail):
+            run = self._runs.get(job_id, run_key)
+            if run is None or run.attempt != attempt:
+                continue
+            self.conclude_unreported(
+                run, f"task stopped before the run reported its end: {reason}", exit_code
+            )
+
+    # -- the end of an attempt -----------------------------------------------------------------
+
+    def conclude_unreported(self, run: Run, error: str, exit_code: int | None = None) -> bool:
+        """End the current attempt of a run whose runner went silent (its task stopped, or its
+        deadline passed): from its finished report if that landed after all (its notification
+        may still be on its way), else as FAILED. False if there was nothing to conclude."""
+        if run.status.terminal or run.status is RunStatus.PENDING:
+            return False  # finished, or already being retried
+        finished = self._objects.report(
+            keys.report_key(run.job_id, run.key, run.attempt, "finished")
+        )
+        if finished is None:
+            finished = RunReport(
+                job_id=run.job_id,
+                run_key=run.key,
+                attempt=run.attempt,
+                status=RunStatus.FAILED,
+                exit_code=exit_code,
+                error=error,
+                output_uploaded=False,
+            )
+        self.conclude(run, finished)
+        return True
+
+    def conclude(self, run: Run, report: RunReport) -> RunStatus:
+        """Record the end of the run's current attempt; returns the run's new status."""
+        now = self._clock()
+        status = report.status or RunStatus.FAILED
+        if status is not RunStatus.SUCCEEDED and run.attempt < run.max_attempts:
+            not_before = epoch(now) + retry_delay(run.attempt, self._retry_base)
+            failed = AttemptRecord(
+                attempt=run.attempt,
+                status=status,
+                exit_code=report.exit_code,
+                finished_at=report.finished_at or now,
+                error=report.error,
+            )
+            if self._runs.retry(run, failed, not_before, now):
+                logger.info("retry scheduled", run_key=run.key, attempt=run.attempt + 1)
+                return RunStatus.PENDING
+            return run.status
+        final = report.model_copy(update={"status": status})
+        self._runs.finish(run, final, _output_key(run, report), now)
+        return status
+
+
+def _output_key(run: Run, report: RunReport) -> str | None:
+    """Where the attempt's full output lives; None when output_tail already holds all of it."""
+    if report.output_uploaded is False:
+        return None
+    return keys.output_key(run.job_id, run.key, run.attempt)
+
+
+def _run_refs(detail: dict[str, Any]) -> list[keys.RunRef]:
+    refs: list[keys.RunRef] = []
+    for override in detail.get("overrides", {}).get("containerOverrides", []):
+        for variable in override.get("environment", []):
+            if variable.get("name") == "RUN_REFS":
+                refs += keys.parse_run_refs(str(variable.get("value", "")))
+    return refs

@@ -1,0 +1,409 @@
+"""The runs table: one item per run, updated only through conditional writes, so that a
+redelivered message, an overlapping tick or a late report can never move a run backwards."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from scheduler import keys, times
+from scheduler.aws.client_errors import raise_if_throttled
+from scheduler.aws.dynamo import condition_failed, dump, load, transact
+from scheduler.runs.run_models import (
+    IN_FLIGHT,
+    AttemptRecord,
+    Run,
+    RunReport,
+    RunStatus,
+    RunTrigger,
+)
+from scheduler.schedule.schedule_item import ScheduleItem
+from scheduler.schedule.schedule_repository import ScheduleRepository
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+IN_FLIGHT_INDEX = "in_flight"
+# A run whose current attempt is under way: its end (or failure) may still be recorded.
+UNFINISHED = IN_FLIGHT | {RunStatus.QUEUED}
+
+
+def _one_of(statuses: frozenset[RunStatus]) -> tuple[str, dict[str, str]]:
+    """`:s0, :s1, ...` for an IN (...) condition, and their values."""
+    values = {f":s{i}": status.value for i, status in enumerate(sorted(statuses))}
+    return ", ".join(values), values
+
+
+class RunRepository:
+    def __init__(
+        self,
+        dynamodb: DynamoDBClient,
+        *,
+        table: str,
+        schedule: ScheduleRepository,
+        shards: int,
+        retention_days: int = 90,
+    ) -> None:
+        self._retention_seconds = retention_days * 86400
+        self._db = dynamodb
+        self._table = table
+        self._schedule = schedule
+        self._shards = shards
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, job_id: str, key: str) -> Run | None:
+        response = self._call(
+            self._db.get_item,
+            TableName=self._table,
+            Key=dump({"job_id": job_id, "key": key}),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return to_run(load(item)) if item else None
+
+    def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
+        """The script key and parameters snapshotted into the run when it was created."""
+        response = self._call(
+            self._db.get_item,
+            TableName=self._table,
+            Key=dump({"job_id": job_id, "key": key}),
+            ProjectionExpression="script_key, parameters_json",
+        )
+        item = load(response["Item"])
+        return item["script_key"], json.loads(item["parameters_json"])
+
+    def list_for_job(
+        self, job_id: str, limit: int, start: dict[str, str] | None
+    ) -> tuple[list[Run], dict[str, str] | None]:
+        args: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "job_id = :job",
+            "ExpressionAttributeValues": dump({":job": job_id}),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if start:
+            args["ExclusiveStartKey"] = dump(start)
+        response = self._call(self._db.query, **args)
+        runs = [to_run(load(raw)) for raw in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        return runs, ({k: v["S"] for k, v in last.items()} if last else None)
+
+    def unfinished_before(self, job_id: str, key: str) -> str | None:
+        """The key of a run of the job, earlier than `key`, that has not finished, if any.
+        Reads the job's latest runs only: an older one still unfinished would be past its
+        deadline and concluded by the watcher's sweep."""
+        response = self._call(
+            self._db.query,
+            TableName=self._table,
+            KeyConditionExpression="job_id = :job AND #k < :key",
+            ExpressionAttributeNames={"#k": "key", "#st": "status"},
+            ExpressionAttributeValues=dump({":job": job_id, ":key": key}),
+            ProjectionExpression="#k, #st",
+            ScanIndexForward=False,
+            ConsistentRead=True,
+            Limit=10,
+        )
+        for raw in response.get("Items", []):
+            item = load(raw)
+            if not RunStatus(item["status"]).terminal:
+                return str(item["key"])
+        return None
+
+    def overdue(self, now: datetime) -> list[tuple[str, str]]:
+        """(job_id, key) of in-flight runs past their deadline: lost messages or dead tasks."""
+        found = []
+        for shard in range(self._shards):
+            args: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": IN_FLIGHT_INDEX,
+                "KeyConditionExpression": "inflight_shard = :s AND deadline < :now",
+                "ExpressionAttributeValues": dump(
+                    {":s": f"{shard:02d}", ":now": int(now.timestamp())}
+                ),
+            }
+            response = self._call(self._db.query, **args)
+            found += [(load(i)["job_id"], load(i)["key"]) for i in response.get("Items", [])]
+        return found
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def create(self, run: Run, script_key: str, parameters: dict[str, Any]) -> bool:
+        """Write a new PENDING run; False if it already exists (an overlapping or retried tick)."""
+        item = run_item(run) | {
+            "script_key": script_key,
+            "parameters_json": json.dumps(parameters, separators=(",", ":")),
+        }
+        try:
+            self._call(
+                self._db.put_item,
+                TableName=self._table,
+                Item=dump(item),
+                ConditionExpression="attribute_not_exists(#k)",
+                ExpressionAttributeNames={"#k": "key"},
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def create_with_schedule_item(
+        self, run: Run, script_key: str, parameters: dict[str, Any], item: ScheduleItem
+    ) -> bool:
+        """A manual run: the run and a schedule item that lets the watcher finish the job if we
+        crash before the run reaches the queue. False if the run already exists."""
+        run_fields = run_item(run) | {
+            "script_key": script_key,
+            "parameters_json": json.dumps(parameters, separators=(",", ":")),
+        }
+        put_run = {
+            "Put": {
+                "TableName": self._table,
+                "Item": dump(run_fields),
+                "ConditionExpression": "attribute_not_exists(#k)",
+                "ExpressionAttributeNames": {"#k": "key"},
+            }
+        }
+        return transact(self._db, [put_run, self._schedule.put_op(item)])
+
+    def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool:
+        return self._update(
+            run,
+            "SET #st = :queued, queued_at = :now, updated_at = :now, "
+            "inflight_shard = :shard, deadline = :deadline",
+            "#st = :pending AND attempt = :attempt",
+            {
+                ":queued": RunStatus.QUEUED.value,
+                ":pending": RunStatus.PENDING.value,
+                ":now": times.to_text(now),
+                ":shard": self._inflight_shard(run.job_id),
+                ":deadline": deadline,
+            },
+        )
+
+    def claim(self, run: Run, claim_id: str, now: datetime, claim_seconds: int) -> bool:
+        """Take the run for dispatch. Only one claimant wins; an abandoned claim (the executor
+        died between claim and dispatch) can be taken again once it expires."""
+        epoch = int(now.timestamp())
+        return self._update(
+            run,
+            "SET #st = :dispatching, claim_id = :claim, claim_until = :until, updated_at = :now",
+            "attempt = :attempt AND (#st IN (:pending, :queued) OR "
+            "(#st = :dispatching AND claim_until < :epoch))",
+            {
+                ":dispatching": RunStatus.DISPATCHING.value,
+                ":pending": RunStatus.PENDING.value,
+                ":queued": RunStatus.QUEUED.value,
+                ":claim": claim_id,
+                ":until": epoch + claim_seconds,
+                ":epoch": epoch,
+                ":now": times.to_text(now),
+            },
+        )
+
+    def release(self, run: Run, claim_id: str, now: datetime) -> None:
+        """Give a claim back after a failed dispatch, so the redelivered message can retry."""
+        self._update(
+            run,
+            "SET #st = :queued, updated_at = :now REMOVE claim_id, claim_until",
+            "attempt = :attempt AND claim_id = :claim AND #st = :dispatching",
+            {
+                ":queued": RunStatus.QUEUED.value,
+                ":dispatching": RunStatus.DISPATCHING.value,
+                ":claim": claim_id,
+                ":now": times.to_text(now),
+            },
+        )
+
+    def mark_dispatched(
+        self, run: Run, claim_id: str, task_id: str, now: datetime, deadline: int
+    ) -> bool:
+        return self._update(
+            run,
+            "SET #st = :dispatched, task_id = :task, dispatched_at = :now, updated_at = :now, "
+            "inflight_shard = :shard, deadline = :deadline",
+            "attempt = :attempt AND claim_id = :claim AND #st = :dispatching",
+            {
+                ":dispatched": RunStatus.DISPATCHED.value,
+                ":dispatching": RunStatus.DISPATCHING.value,
+                ":claim": claim_id,
+                ":task": task_id,
+                ":now": times.to_text(now),
+                ":shard": self._inflight_shard(run.job_id),
+                ":deadline": deadline,
+            },
+        )
+
+    def mark_running(self, run: Run, report: RunReport, now: datetime, deadline: int) -> bool:
+        return self._update(
+            run,
+            "SET #st = :running, started_at = :started, start_lag_ms = :lag, updated_at = :now, "
+            "deadline = :deadline, inflight_shard = :shard",
+            "attempt = :attempt AND #st IN (:queued, :dispatching, :dispatched)",
+            {
+                ":running": RunStatus.RUNNING.value,
+                ":queued": RunStatus.QUEUED.value,
+                ":dispatching": RunStatus.DISPATCHING.value,
+                ":dispatched": RunStatus.DISPATCHED.value,
+                ":started": times.to_text(report.started_at or now),
+                ":lag": report.start_lag_ms or 0,
+                ":now": times.to_text(now),
+                ":deadline": deadline,
+                ":shard": self._inflight_shard(run.job_id),
+            },
+        )
+
+    def finish(self, run: Run, report: RunReport, output_key: str | None, now: datetime) -> bool:
+        """The attempt's end is the run's end: record it; the run leaves the in-flight index."""
+        assert report.status is not None
+        values: dict[str, Any] = {
+            ":status": report.status.value,
+            ":now": times.to_text(now),
+            ":finished": times.to_text(report.finished_at or now),
+        }
+        # A finished run is history: the table's TTL removes it after the retention period.
+        values[":expires"] = int(now.timestamp()) + self._retention_seconds
+        sets = [
+            "#st = :status",
+            "updated_at = :now",
+            "finished_at = :finished",
+            "expires_at = :expires",
+        ]
+        optional = {
+            "exit_code": report.exit_code,
+            "duration_ms": report.duration_ms,
+            "output_tail": report.output_tail,
+            "output_bytes": report.output_bytes,
+            "output_truncated": report.output_truncated,
+            "output_key": output_key,
+            "error": report.error,
+            "started_at": times.to_text(report.started_at) if report.started_at else None,
+            "start_lag_ms": report.start_lag_ms,
+        }
+        names = {}
+        for name, value in optional.items():
+            if value is not None:
+                sets.append(f"#{name} = :{name}")  # names, as some ("error") are reserved words
+                names[f"#{name}"] = name
+                values[f":{name}"] = value
+        unfinished, statuses = _one_of(UNFINISHED)
+        return self._update(
+            run,
+            f"SET {', '.join(sets)} REMOVE inflight_shard, deadline, claim_id, claim_until",
+            f"attempt = :attempt AND #st IN ({unfinished})",
+            values | statuses,
+            names,
+        )
+
+    def retry(self, run: Run, failed: AttemptRecord, not_before: int, now: datetime) -> bool:
+        """Close the failed attempt and schedule the next one: the run back to PENDING with
+        attempt + 1, and a schedule item at `not_before` for the watcher — one transaction."""
+        item = ScheduleItem(
+            job_id=run.job_id,
+            user_id=run.user_id,
+            scheduled_at=run.execution_time,
+            due_at=not_before,
+            trigger=RunTrigger.RETRY,
+            run_key=run.key,
+        )
+        unfinished, statuses = _one_of(UNFINISHED)
+        values = {
+            ":pending": RunStatus.PENDING.value,
+            ":next": run.attempt + 1,
+            ":attempt": run.attempt,
+            ":nb": not_before,
+            ":now": times.to_text(now),
+            ":history": [failed.model_dump(mode="json", exclude_none=True)],
+            ":empty": [],
+        } | statuses
+        update = {
+            "Update": {
+                "TableName": self._table,
+                "Key": dump({"job_id": run.job_id, "key": run.key}),
+                "UpdateExpression": (
+                    "SET #st = :pending, attempt = :next, not_before = :nb, "
+                    "updated_at = :now, attempts = "
+                    "list_append(if_not_exists(attempts, :empty), :history) "
+                    "REMOVE inflight_shard, deadline, claim_id, claim_until, "
+                    "task_id, queued_at, dispatched_at, started_at, start_lag_ms, "
+                    "finished_at, exit_code, output_tail, output_bytes, "
+                    "output_truncated, output_key, duration_ms, #err"
+                ),
+                "ConditionExpression": f"attempt = :attempt AND #st IN ({unfinished})",
+                "ExpressionAttributeNames": {"#st": "status", "#err": "error"},
+                "ExpressionAttributeValues": dump(values),
+            }
+        }
+        return transact(self._db, [update, self._schedule.put_op(item)])
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _inflight_shard(self, job_id: str) -> str:
+        return keys.inflight_shard(job_id, self._shards)
+
+    def _update(
+        self,
+        run: Run,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None = None,
+    ) -> bool:
+        try:
+            self._call(
+                self._db.update_item,
+                TableName=self._table,
+                Key=dump({"job_id": run.job_id, "key": run.key}),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#st": "status"} | (names or {}),
+                ExpressionAttributeValues=dump(values | {":attempt": run.attempt}),
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def _call(operation: Any, **kwargs: Any) -> Any:
+        try:
+            return operation(**kwargs)
+        except ClientError as exc:
+            raise_if_throttled(exc)
+            raise
+
+
+_TIME_FIELDS = (
+    "scheduled_at",
+    "created_at",
+    "updated_at",
+    "queued_at",
+    "dispatched_at",
+    "started_at",
+    "finished_at",
+)
+
+
+def run_item(run: Run) -> dict[str, Any]:
+    item = run.model_dump(mode="json", exclude_none=True)
+    for name in _TIME_FIELDS:
+        value = getattr(run, name)
+        if value is not None:
+            item[name] = times.to_text(value)
+    if not item.get("attempts"):
+        item.pop("attempts", None)
+    return item
+
+
+def to_run(item: dict[str, Any]) -> Run:
+    fields = {k: v for k, v in item.items() if k in Run.model_fields}
+    for name in _TIME_FIELDS:
+        if name in fields:
+            fields[name] = times.from_text(fields[name])
+    return Run.model_validate(fields)

@@ -1,0 +1,135 @@
+"""The runs API: a job's run history, one run, its output, and "run now" through the normal
+pipeline."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+
+from scheduler import keys
+from scheduler.errors import RunNotFound
+from scheduler.jobs.job_models import Job
+from scheduler.jobs.job_service import owned_job
+from scheduler.jobs.ports import JobReader
+from scheduler.pagination import PageTokens
+from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
+from scheduler.pipeline.ports import RunQueue
+from scheduler.runs.ports import RunObjects, RunStore
+from scheduler.runs.run_models import Run, RunPage, RunStatus, RunTrigger, new_run
+from scheduler.schedule.ports import ScheduleStore
+from scheduler.schedule.schedule_item import ScheduleItem
+from scheduler.times import Clock, epoch
+
+OUTPUT_LINK_SECONDS = 300
+
+
+class RunOutput(BaseModel):
+    url: str | None = None
+    text: str | None = None
+
+
+class RunService:
+    def __init__(
+        self,
+        jobs: JobReader,
+        runs: RunStore,
+        *,
+        clock: Clock,
+        page_tokens: PageTokens | None = None,
+        schedule: ScheduleStore | None = None,
+        queue: RunQueue | None = None,
+        dispatch_grace_seconds: int = 300,
+        objects: RunObjects | None = None,
+    ) -> None:
+        self._jobs = jobs
+        self._runs = runs
+        self._clock = clock
+        self._tokens = page_tokens
+        self._schedule = schedule
+        self._queue = queue
+        self._grace = dispatch_grace_seconds
+        self._objects = objects
+
+    def list(self, user_id: str, job_id: str, limit: int, next_token: str | None) -> RunPage:
+        """The job's runs, newest first."""
+        if self._tokens is None:
+            raise RuntimeError("RunService.list needs page tokens")
+        owned_job(self._jobs, user_id, job_id)
+        scope = f"runs:{job_id}"
+        start = self._tokens.decode(next_token, owner=user_id, scope=scope) if next_token else None
+        runs, position = self._runs.list_for_job(job_id, limit, start)
+        token = self._tokens.encode(position, owner=user_id, scope=scope) if position else None
+        return RunPage(items=runs, next_token=token)
+
+    def get(self, user_id: str, job_id: str, key: str) -> Run:
+        owned_job(self._jobs, user_id, job_id)
+        run = self._runs.get(job_id, key)
+        if run is None:
+            raise RunNotFound(f"run {key!r} of job {job_id!r} not found")
+        return run
+
+    def output(self, user_id: str, job_id: str, key: str) -> RunOutput:
+        """Where to read the run's full output: a short-lived link to the object, or the text
+        itself when the tail already is the whole output."""
+        run = self.get(user_id, job_id, key)
+        if run.output_key and self._objects is not None:
+            return RunOutput(url=self._objects.link(run.output_key, OUTPUT_LINK_SECONDS))
+        return RunOutput(text=run.output_tail or "")
+
+    def run_now(self, user_id: str, job_id: str) -> Run:
+        """Start the job now, through the same queue, executor and runner as scheduled runs.
+        The run and a schedule item are written together first: if anything fails after that,
+        the watcher's next tick sends the run."""
+        if self._queue is None or self._schedule is None:
+            raise RuntimeError("RunService.run_now needs the queue and the schedule")
+        job = owned_job(self._jobs, user_id, job_id)
+        clock = self._clock()
+        # The next whole second: runs are keyed by the second, and the runner starts at it, so
+        # the start lag measured from it is real delay, not the rounding of `now`.
+        now = clock.replace(microsecond=0) + timedelta(seconds=1 if clock.microsecond else 0)
+        created = None
+        for offset in range(5):  # one run per job per second: a double click gets the next one
+            created = self._create_manual_run(job, epoch(now) + offset, now)
+            if created is not None:
+                break
+        if created is None:
+            raise RuntimeError("could not allocate a run key")
+        run, item = created
+        message = DispatchMessage(
+            pack_id=f"{run.key}-1",
+            user_id=user_id,
+            runs=[DueRun(job_id=run.job_id, key=run.key, attempt=1)],
+        )
+        if self._queue.send([message])[0]:
+            deadline = run.not_before + run.timeout_seconds + self._grace
+            queued_at = self._clock()
+            if self._runs.mark_queued(run, queued_at, deadline):
+                run = run.model_copy(update={"status": RunStatus.QUEUED, "queued_at": queued_at})
+            self._schedule.delete(item)
+        return run
+
+    def _create_manual_run(
+        self, job: Job, second: int, now: datetime
+    ) -> tuple[Run, ScheduleItem] | None:
+        run = new_run(
+            job_id=job.job_id,
+            user_id=job.user_id,
+            scheduled_second=second,
+            trigger=RunTrigger.MANUAL,
+            max_attempts=job.max_attempts,
+            timeout_seconds=job.timeout_seconds,
+            now=now,
+        )
+        item = ScheduleItem(
+            job_id=job.job_id,
+            user_id=job.user_id,
+            scheduled_at=second,
+            due_at=second,
+            trigger=RunTrigger.MANUAL,
+            run_key=run.key,
+        )
+        script_key = keys.script_key(job.script_sha256)
+        if self._runs.create_with_schedule_item(run, script_key, job.parameters, item):
+            return run, item
+        return None

@@ -1,0 +1,34 @@
+"""One upcoming run in the schedule table: the next occurrence of an active job, a pending retry,
+or a manual run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel
+
+from scheduler.runs.run_models import RunTrigger
+
+
+class ScheduleItem(BaseModel):
+    job_id: str
+    user_id: str
+    scheduled_at: int  # epoch seconds of the run's scheduled second
+    due_at: int  # epoch seconds at which the watcher should enqueue it (retries: their backoff)
+    trigger: RunTrigger = RunTrigger.SCHEDULE
+    run_key: str | None = None  # set for retries and manual runs: the run already exists
+
+    @classmethod
+    def occurrence(cls, job_id: str, user_id: str, instant: datetime) -> ScheduleItem:
+        """A job's scheduled occurrence at `instant`."""
+        second = int(instant.timestamp())
+        return cls(job_id=job_id, user_id=user_id, scheduled_at=second, due_at=second)
+
+
+def hour_starts(start: datetime, end: datetime) -> Iterator[datetime]:
+    """Every UTC hour that [start, end] touches."""
+    hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    while hour <= end:
+        yield hour
+        hour += timedelta(hours=1)

@@ -1,0 +1,148 @@
+"""The local stack's dispatch backend, in place of Fargate: the runner entrypoint in a subprocess,
+reporting its end as an ECS "Task State Change" event, the shape EventBridge delivers in AWS.
+
+The executor's wiring knows only the "ecs" backend; the local stack registers this one under
+"local" (DISPATCH_BACKEND=local) before any function runs, so no local-only code ships in the
+Lambda layer.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from aws_lambda_powertools import Logger
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scheduler import wiring
+from scheduler.pipeline.dispatch_models import RunSpec
+from scheduler.pipeline.ecs_backend import run_refs
+from scheduler.pipeline.manifests import Manifests
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+logger = Logger(child=True)
+BACKEND_NAME = "local"
+
+
+class LocalBackendSettings(BaseSettings):
+    """What the local stack sets in the executor's environment for this backend."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    runner_path: Path
+    task_events_queue_url: str
+    local_work_dir: Path
+
+
+def register() -> None:
+    """Make DISPATCH_BACKEND=local build this backend (idempotent)."""
+    wiring.register_dispatch_backend(BACKEND_NAME, _build)
+
+
+def _build(manifests: Manifests) -> LocalBackend:
+    settings = LocalBackendSettings()  # type: ignore[call-arg]  # values come from the environment
+    return LocalBackend(
+        manifests,
+        runner=settings.runner_path,
+        events=boto3.client("sqs", config=wiring.RETRIES),
+        events_queue_url=settings.task_events_queue_url,
+        work_dir=settings.local_work_dir,
+    )
+
+
+class LocalBackend:
+    """The local stack's stand-in for Fargate: the runner entrypoint in a subprocess, whose end
+    is reported as an ECS "Task State Change" event on a queue the local stack feeds to the
+    task events function, just as EventBridge would."""
+
+    def __init__(
+        self,
+        manifests: Manifests,
+        *,
+        runner: Path,
+        events: SQSClient,
+        events_queue_url: str,
+        work_dir: Path,
+    ) -> None:
+        self._manifests = manifests
+        self._runner = runner
+        self._events = events
+        self._events_url = events_queue_url
+        self._work_dir = work_dir
+
+    def dispatch(self, pack_id: str, runs: list[RunSpec]) -> str:
+        url = self._manifests.publish(pack_id, runs)
+        task_id = f"local-{uuid.uuid4().hex}"
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        log = (self._work_dir / f"{task_id}.log").open("ab")
+        environment = {
+            "RUNS_MANIFEST_URL": url,
+            "RUN_REFS": run_refs(runs),
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+        }
+        process = subprocess.Popen(  # the runner is our own code; scripts run below it
+            [sys.executable, str(self._runner)],
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        watcher = threading.Thread(
+            target=self._report_end, args=(task_id, process, runs), daemon=True
+        )
+        watcher.start()
+        return task_id
+
+    def _report_end(
+        self, task_id: str, process: subprocess.Popen[bytes], runs: list[RunSpec]
+    ) -> None:
+        code = process.wait()
+        event = task_stopped_event(task_id, run_refs(runs), code, "Essential container exited")
+        try:
+            self._events.send_message(QueueUrl=self._events_url, MessageBody=json.dumps(event))
+        except Exception:  # the local stack is shutting down
+            logger.exception("could not report the end of a local task", task_id=task_id)
+
+
+def task_stopped_event(
+    task_arn: str, refs: str, exit_code: int | None, reason: str
+) -> dict[str, Any]:
+    """An EventBridge "ECS Task State Change" event, as AWS shapes it (the fields we read)."""
+    container: dict[str, Any] = {"name": "runner", "lastStatus": "STOPPED"}
+    if exit_code is not None:
+        container["exitCode"] = exit_code
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "account": "123456789012",
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": [task_arn],
+        "detail": {
+            "taskArn": task_arn,
+            "lastStatus": "STOPPED",
+            "desiredStatus": "STOPPED",
+            "stoppedReason": reason,
+            "stopCode": "EssentialContainerExited",
+            "containers": [container],
+            "overrides": {
+                "containerOverrides": [
+                    {"name": "runner", "environment": [{"name": "RUN_REFS", "value": refs}]}
+                ]
+            },
+        },
+    }

@@ -1,0 +1,71 @@
+"""Runner settings (``RUNNER_*`` environment variables) and the fixed limits and exit codes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from jobrunner.log import log
+
+MANIFEST_ENV: Final = "RUNS_MANIFEST_URL"
+SAFE_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
+TAIL_BYTES: Final = 4096
+READ_CHUNK: Final = 65536
+HTTP_TIMEOUT_SECONDS: Final = 15.0
+RETRY_DELAYS: Final = (0.2, 0.5, 1.0, 2.0)
+TRANSIENT_HTTP: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+MAX_MANIFEST_BYTES: Final = 32 * 1024 * 1024
+MAX_SCRIPT_BYTES: Final = 16 * 1024 * 1024
+POLL_SECONDS: Final = 0.05
+# After the script exits, how long to wait for EOF on its output pipe (a straggler that escaped
+# the process group may hold it open).
+PIPE_GRACE_SECONDS: Final = 1.0
+# After SIGTERM/SIGINT, how long the runner waits for its runs to report, on top of the grace.
+STOP_REPORT_SECONDS: Final = 15.0
+
+EXIT_OK: Final = 0
+EXIT_NO_MANIFEST: Final = 1
+EXIT_UNREPORTED: Final = 2
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        log("config_invalid", "warning", variable=name, using=default)
+        return default
+    if value < minimum:
+        log("config_invalid", "warning", variable=name, using=default)
+        return default
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Runner settings, from ``RUNNER_*`` environment variables (none of them secret)."""
+
+    output_cap: int = 1024 * 1024
+    memory_limit_mb: int = 2048
+    nofile_limit: int = 1024
+    nproc_limit: int = 512
+    kill_grace: float = 5.0
+    run_as: str = "nobody"
+    require_user_switch: bool = False
+    script_python: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Config:
+        return cls(
+            output_cap=_env_int(env, "RUNNER_OUTPUT_CAP_BYTES", cls.output_cap),
+            memory_limit_mb=_env_int(env, "RUNNER_MEMORY_LIMIT_MB", cls.memory_limit_mb),
+            nofile_limit=_env_int(env, "RUNNER_NOFILE_LIMIT", cls.nofile_limit, minimum=16),
+            nproc_limit=_env_int(env, "RUNNER_NPROC_LIMIT", cls.nproc_limit),
+            kill_grace=float(_env_int(env, "RUNNER_KILL_GRACE_SECONDS", int(cls.kill_grace))),
+            run_as=env.get("RUNNER_RUN_AS", cls.run_as).strip(),
+            require_user_switch=env.get("RUNNER_REQUIRE_USER_SWITCH", "") in {"1", "true"},
+            script_python=env.get("RUNNER_SCRIPT_PYTHON") or None,
+        )

@@ -1,0 +1,63 @@
+"""One run, end to end: fetch the script, claim the attempt, wait for ``not_before``, run it,
+and deliver its report (always try to: even a bug of ours is reported FAILED)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+
+from jobrunner.config import MAX_SCRIPT_BYTES
+from jobrunner.log import log
+from jobrunner.manifest import RunSpec
+from jobrunner.outcome import FAILED, Outcome
+from jobrunner.reporting import claim, deliver
+from jobrunner.sandbox import RunDirs
+from jobrunner.supervision import Runtime, run_script
+from jobrunner.transfer import TransferError, http_get
+
+
+def wait_until(instant: float, stop: threading.Event) -> None:
+    """Sleep in small steps until the wall clock reaches ``instant`` (or a stop is requested)."""
+    while not stop.is_set():
+        remaining = instant - time.time()
+        if remaining <= 0:
+            return
+        stop.wait(min(remaining, 0.25))
+
+
+def execute(spec: RunSpec, rt: Runtime) -> bool:
+    """Everything for one run. True when its finished report was delivered."""
+    dirs: RunDirs | None = None
+    try:
+        if rt.sandbox.error is not None:
+            return deliver(spec, Outcome(status=FAILED, error=rt.sandbox.error), None)
+        try:
+            source = http_get(spec.script_url, MAX_SCRIPT_BYTES)
+        except TransferError as exc:
+            log("script_fetch_failed", "error", **spec.ids, error=str(exc))
+            outcome = Outcome(status=FAILED, error=f"script download failed: {exc}")
+            return deliver(spec, outcome, None)
+        if not claim(spec):
+            # Another task already started this attempt (the executor dispatched it twice,
+            # e.g. it died after RunTask): that task runs and reports it.
+            log("run_claimed_elsewhere", "warning", **spec.ids)
+            return True
+        dirs = RunDirs.create(rt.sandbox)
+        dirs.write_script(source, rt.sandbox)
+        log("run_ready", **spec.ids, script_bytes=len(source), not_before=spec.not_before)
+        wait_until(spec.not_before, rt.stop)
+        if rt.stop.is_set():
+            outcome = Outcome(status=FAILED, error="runner stopped before the script started")
+            return deliver(spec, outcome, None)
+        outcome = run_script(spec, dirs, rt)
+        return deliver(spec, outcome, dirs.output if os.path.exists(dirs.output) else None)
+    except Exception as exc:  # a bug of ours: still try to tell the scheduler
+        log("run_crashed", "error", **spec.ids, error=f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):
+            return deliver(spec, Outcome(status=FAILED, error=f"runner error: {exc}"), None)
+        return False
+    finally:
+        if dirs is not None:
+            dirs.remove()

@@ -1,0 +1,92 @@
+"""The manifest of a pack: the runner's own, standard-library-only copy of the manifest model.
+
+The scheduler writes it (``RUNS_MANIFEST_URL``); the runner only reads version 1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+MANIFEST_VERSION: Final = 1
+
+
+def _field(raw: Mapping[str, Any], name: str, kind: type, default: Any = None) -> Any:
+    value = raw.get(name, default)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"run field {name!r} missing or not {kind.__name__}")
+    return value
+
+
+# Deliberately a second copy of scheduler.pipeline.dispatch_models.RunSpec and of what
+# scheduler.pipeline.manifests writes: the runner image holds the standard library only.
+# tests/unit/test_manifest_agreement.py keeps the two in agreement.
+@dataclass(frozen=True)
+class RunSpec:
+    job_id: str
+    run_key: str
+    attempt: int
+    scheduled_at: int
+    not_before: int
+    timeout_seconds: int
+    parameters: Any
+    script_url: str = field(repr=False)
+    started_url: str = field(repr=False)
+    finished_url: str = field(repr=False)
+    output_url: str = field(repr=False)
+    # Conditional PUT that makes this task the only one to start this attempt (optional).
+    claim_url: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, raw: object) -> RunSpec:
+        if not isinstance(raw, dict):
+            raise ValueError("run entry is not an object")
+        scheduled_at = _field(raw, "scheduled_at", int)
+        spec = cls(
+            job_id=_field(raw, "job_id", str),
+            run_key=_field(raw, "run_key", str),
+            attempt=_field(raw, "attempt", int, 1),
+            scheduled_at=scheduled_at,
+            not_before=_field(raw, "not_before", int, scheduled_at),
+            timeout_seconds=_field(raw, "timeout_seconds", int),
+            parameters=raw.get("parameters") or {},
+            script_url=_field(raw, "script_url", str),
+            started_url=_field(raw, "started_url", str),
+            finished_url=_field(raw, "finished_url", str),
+            output_url=_field(raw, "output_url", str),
+            claim_url=raw.get("claim_url") if isinstance(raw.get("claim_url"), str) else None,
+        )
+        if spec.timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        return spec
+
+    @property
+    def ids(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "run_key": self.run_key, "attempt": self.attempt}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    pack_id: str
+    runs: list[RunSpec]
+    invalid: list[dict[str, Any]]
+
+
+def parse_manifest(body: bytes) -> Manifest:
+    """Valid runs, plus the entries that could not be parsed (reported FAILED where possible)."""
+    document = json.loads(body)
+    if not isinstance(document, dict) or document.get("version") != MANIFEST_VERSION:
+        raise ValueError("manifest is not a version 1 object")
+    entries = document.get("runs")
+    if not isinstance(entries, list):
+        raise ValueError("manifest has no runs list")
+    runs: list[RunSpec] = []
+    invalid: list[dict[str, Any]] = []
+    for entry in entries:
+        try:
+            runs.append(RunSpec.parse(entry))
+        except ValueError as exc:
+            invalid.append({"entry": entry if isinstance(entry, dict) else {}, "error": str(exc)})
+    return Manifest(pack_id=str(document.get("pack_id", "")), runs=runs, invalid=invalid)

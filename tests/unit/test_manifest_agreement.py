@@ -1,0 +1,67 @@
+"""The manifest the executor writes is the manifest the runner reads: the runner keeps its own,
+standard-library-only copy of the model, so this test is what keeps the two in agreement."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from jobrunner import manifest as runner_manifest
+from scheduler import keys
+from scheduler.pipeline import manifests
+from scheduler.pipeline.dispatch_models import RunSpec
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+class RecordingS3:
+    """Presigns `<method>:<key>` and keeps what is put, as S3 would store it."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def generate_presigned_url(self, method: str, Params: dict[str, Any], ExpiresIn: int) -> str:
+        return f"https://s3.test/{method}/{Params['Key']}?expires={ExpiresIn}"
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes, ContentType: str) -> None:
+        self.objects[Key] = Body
+
+
+def test_every_run_the_scheduler_writes_is_one_the_runner_parses_whole() -> None:
+    # Given a pack of two runs as the executor specifies them
+    specs = [
+        RunSpec(
+            job_id=f"job{i}",
+            run_key=f"1795000000-job{i}",
+            attempt=i + 1,
+            scheduled_at=1795000000,
+            not_before=1795000000 + i,
+            timeout_seconds=300,
+            parameters={"n": i},
+            script_key=keys.script_key("ab" * 32),
+        )
+        for i in range(2)
+    ]
+    s3 = RecordingS3()
+
+    # When the manifest is published and the runner parses the stored object
+    store = manifests.Manifests(s3, "bucket", 900, clock=lambda: NOW)  # type: ignore[arg-type]
+    store.publish("pack-1", specs)
+    body = s3.objects[keys.manifest_key("pack-1")]
+    parsed = runner_manifest.parse_manifest(body)
+
+    # Then every run arrives, with every field the runner knows, and nothing it cannot read
+    assert manifests.MANIFEST_VERSION == runner_manifest.MANIFEST_VERSION
+    assert parsed.pack_id == "pack-1"
+    assert parsed.invalid == []
+    for spec, run in zip(specs, parsed.runs, strict=True):
+        assert (run.job_id, run.run_key, run.attempt) == (spec.job_id, spec.run_key, spec.attempt)
+        assert (run.scheduled_at, run.not_before) == (spec.scheduled_at, spec.not_before)
+        assert run.timeout_seconds == spec.timeout_seconds
+        assert run.parameters == spec.parameters
+        assert f"/get_object/{spec.script_key}?" in run.script_url
+        assert keys.claim_key(spec.job_id, spec.run_key, spec.attempt) in str(run.claim_url)
+    entry_fields = set(json.loads(body)["runs"][0])
+    runner_fields = set(runner_manifest.RunSpec.__dataclass_fields__)
+    assert entry_fields == runner_fields
