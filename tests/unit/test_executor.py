@@ -1,0 +1,240 @@
+"""The executor on in-memory stores: each run of a dispatch message is claimed, then one task
+starts those it won; duplicates, live claims elsewhere and failed dispatches leave the runs
+ready for the message's redelivery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from scheduler import keys
+from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun, RunSpec
+from scheduler.pipeline.ecs_backend import DispatchFailed
+from scheduler.pipeline.executor import Executor, RunBusy
+from scheduler.runs.run_models import AttemptRecord, Run, RunReport, RunStatus, RunTrigger, new_run
+from scheduler.times import epoch
+from unit.fakes import FakeClock, FakeDispatchBackend, FakeRunStore, FakeScheduleStore
+
+NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
+NOW = datetime(2026, 11, 27, 11, 59, 10, tzinfo=UTC)  # queued by the 11:59 tick
+CLAIM_SECONDS = 60
+GRACE = 300
+SCRIPT_KEY = keys.script_key("ab" * 32)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW)
+
+
+@pytest.fixture
+def runs() -> FakeRunStore:
+    return FakeRunStore(FakeScheduleStore())
+
+
+@pytest.fixture
+def backend() -> FakeDispatchBackend:
+    return FakeDispatchBackend()
+
+
+@pytest.fixture
+def executor(runs: FakeRunStore, backend: FakeDispatchBackend, clock: FakeClock) -> Executor:
+    return Executor(
+        runs, backend, claim_seconds=CLAIM_SECONDS, dispatch_grace_seconds=GRACE, clock=clock
+    )
+
+
+def queued_run(runs: FakeRunStore, job_id: str, at: datetime = NOON) -> Run:
+    """A scheduled run of alice's job `job_id` at `at`, QUEUED as the watcher leaves it."""
+    run = new_run(
+        job_id=job_id,
+        user_id="alice",
+        scheduled_second=epoch(at),
+        trigger=RunTrigger.SCHEDULE,
+        max_attempts=3,
+        timeout_seconds=120,
+        now=NOW,
+    )
+    assert runs.create(run, SCRIPT_KEY, {"job": job_id})
+    assert runs.mark_queued(run, NOW, epoch(at) + 120 + GRACE)
+    found = runs.get(run.job_id, run.key)
+    assert found is not None
+    return found
+
+
+def message_for(*runs: Run) -> DispatchMessage:
+    return DispatchMessage(
+        pack_id=f"{runs[0].key}-{runs[0].attempt}",
+        user_id="alice",
+        runs=[DueRun(job_id=r.job_id, key=r.key, attempt=r.attempt) for r in runs],
+    )
+
+
+def status_of(runs: FakeRunStore, run: Run) -> RunStatus:
+    found = runs.get(run.job_id, run.key)
+    assert found is not None
+    return found.status
+
+
+def test_a_messages_runs_are_claimed_and_started_in_one_task(
+    executor: Executor, runs: FakeRunStore, backend: FakeDispatchBackend
+) -> None:
+    # Given two queued runs of alice's
+    first, second = queued_run(runs, "job-a"), queued_run(runs, "job-b")
+    message = message_for(first, second)
+
+    # When the executor handles their message
+    started = executor.handle(message)
+
+    # Then one task starts both, with what the runner needs to run each
+    assert sorted(started) == sorted([first.key, second.key])
+    assert len(backend.dispatched) == 1
+    pack_id, specs = backend.dispatched[0]
+    assert pack_id == message.pack_id
+    assert sorted(specs, key=lambda s: s.run_key) == sorted(
+        [
+            RunSpec(
+                job_id=run.job_id,
+                run_key=run.key,
+                attempt=1,
+                scheduled_at=epoch(NOON),
+                not_before=epoch(NOON),
+                timeout_seconds=120,
+                parameters={"job": run.job_id},
+                script_key=SCRIPT_KEY,
+            )
+            for run in (first, second)
+        ],
+        key=lambda s: s.run_key,
+    )
+    # And both are DISPATCHED to that task, with a deadline from their start second
+    for run in (first, second):
+        stored = runs.stored(run.job_id, run.key)
+        assert stored is not None
+        assert (stored.run.status, stored.run.task_id, stored.run.dispatched_at) == (
+            RunStatus.DISPATCHED,
+            "task-1",
+            NOW,
+        )
+        assert stored.deadline == epoch(NOON) + 120 + GRACE
+
+
+def test_a_duplicate_message_does_nothing(
+    executor: Executor, runs: FakeRunStore, backend: FakeDispatchBackend
+) -> None:
+    # Given a message already handled
+    run = queued_run(runs, "job-a")
+    message = message_for(run)
+    executor.handle(message)
+
+    # When it is delivered again
+    started = executor.handle(message)
+
+    # Then no second task starts and the run is unchanged
+    assert started == []
+    assert len(backend.dispatched) == 1
+    assert status_of(runs, run) is RunStatus.DISPATCHED
+
+
+def test_a_message_for_an_old_attempt_or_a_finished_run_does_nothing(
+    executor: Executor, runs: FakeRunStore, backend: FakeDispatchBackend
+) -> None:
+    # Given a run retried to attempt 2, and a finished run
+    retried, finished = queued_run(runs, "job-a"), queued_run(runs, "job-b")
+    failed = AttemptRecord(attempt=1, status=RunStatus.FAILED)
+    assert runs.retry(retried, failed, epoch(NOW) + 30, NOW)
+    done = RunReport(job_id="job-b", run_key=finished.key, attempt=1, status=RunStatus.SUCCEEDED)
+    assert runs.finish(finished, done, None, NOW)
+
+    # When a late message for their first attempts arrives, Then nothing starts
+    assert executor.handle(message_for(retried, finished)) == []
+    assert backend.dispatched == []
+    assert status_of(runs, retried) is RunStatus.PENDING
+    assert status_of(runs, finished) is RunStatus.SUCCEEDED
+
+
+def test_a_pending_run_can_be_claimed(
+    executor: Executor, runs: FakeRunStore, backend: FakeDispatchBackend
+) -> None:
+    # Given a run sent before it was marked QUEUED (run now, or a tick, in between)
+    run = new_run(
+        job_id="job-a",
+        user_id="alice",
+        scheduled_second=epoch(NOON),
+        trigger=RunTrigger.MANUAL,
+        max_attempts=1,
+        timeout_seconds=60,
+        now=NOW,
+    )
+    assert runs.create(run, SCRIPT_KEY, {})
+
+    # When its message arrives, Then it is dispatched
+    assert executor.handle(message_for(run)) == [run.key]
+    assert status_of(runs, run) is RunStatus.DISPATCHED
+
+
+def test_a_live_claim_elsewhere_is_busy_and_releases_what_was_claimed(
+    executor: Executor, runs: FakeRunStore, backend: FakeDispatchBackend
+) -> None:
+    # Given two queued runs, the second claimed a moment ago by another executor
+    free, taken = queued_run(runs, "job-a"), queued_run(runs, "job-b")
+    assert runs.claim(taken, "other-executor", NOW, CLAIM_SECONDS)
+
+    # When this executor handles their message, Then it backs off for a redelivery
+    with pytest.raises(RunBusy):
+        executor.handle(message_for(free, taken))
+
+    # And starts nothing, giving back its claim on the first run; the other claim stays
+    assert backend.dispatched == []
+    released = runs.stored(free.job_id, free.key)
+    assert released is not None
+    assert (released.run.status, released.claim_id) == (RunStatus.QUEUED, None)
+    other = runs.stored(taken.job_id, taken.key)
+    assert other is not None
+    assert (other.run.status, other.claim_id) == (RunStatus.DISPATCHING, "other-executor")
+
+
+def test_a_failed_dispatch_releases_the_claims_and_re_raises(
+    executor: Executor, runs: FakeRunStore, backend: FakeDispatchBackend
+) -> None:
+    # Given a backend that cannot start a task
+    first, second = queued_run(runs, "job-a"), queued_run(runs, "job-b")
+    backend.fail_with(DispatchFailed("RunTask failed: capacity"))
+
+    # When the executor handles their message, Then the failure propagates (SQS redelivers)
+    with pytest.raises(DispatchFailed):
+        executor.handle(message_for(first, second))
+
+    # And both runs are QUEUED again, unclaimed
+    for run in (first, second):
+        stored = runs.stored(run.job_id, run.key)
+        assert stored is not None
+        assert (stored.run.status, stored.claim_id) == (RunStatus.QUEUED, None)
+
+    # And the redelivered message starts them once the backend works
+    backend.fail_with(None)
+    assert sorted(executor.handle(message_for(first, second))) == sorted([first.key, second.key])
+    assert len(backend.dispatched) == 1
+
+
+def test_an_expired_claim_is_taken_over(
+    executor: Executor, runs: FakeRunStore, backend: FakeDispatchBackend, clock: FakeClock
+) -> None:
+    # Given a run claimed by an executor that died before dispatching it
+    run = queued_run(runs, "job-a")
+    assert runs.claim(run, "dead-executor", NOW, CLAIM_SECONDS)
+
+    # When the message comes back while the claim is still live, Then it is busy
+    clock.advance(CLAIM_SECONDS)
+    with pytest.raises(RunBusy):
+        executor.handle(message_for(run))
+
+    # But once the claim has expired, this executor takes the run over and dispatches it
+    clock.advance(1)
+    assert executor.handle(message_for(run)) == [run.key]
+    stored = runs.stored(run.job_id, run.key)
+    assert stored is not None
+    assert stored.run.status is RunStatus.DISPATCHED
+    assert stored.claim_id not in (None, "dead-executor")
+    assert len(backend.dispatched) == 1

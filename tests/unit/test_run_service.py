@@ -1,0 +1,369 @@
+"""RunService on in-memory stores: a job's run history, one run and its output, and "run now"
+through the normal queue (with the watcher as the safety net when the queue refuses)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from scheduler import keys
+from scheduler.errors import InvalidPageToken, JobNotFound, RunNotFound
+from scheduler.jobs.job_models import Job
+from scheduler.pagination import PageTokens
+from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
+from scheduler.pipeline.watcher import Watcher, WatcherPolicy
+from scheduler.runs.run_models import Run, RunReport, RunStatus, RunTrigger, new_run
+from scheduler.runs.run_outcomes import RunOutcomes
+from scheduler.runs.run_service import OUTPUT_LINK_SECONDS, RunService
+from scheduler.schedule.schedule_item import ScheduleItem
+from scheduler.times import epoch
+from unit.fakes import (
+    FakeClock,
+    FakeJobStore,
+    FakeRunObjects,
+    FakeRunQueue,
+    FakeRunStore,
+    FakeScheduleStore,
+    add_job,
+)
+
+START = datetime(2026, 11, 27, 11, 30, 0, 250000, tzinfo=UTC)
+SECRET = b"unit-test-page-token-secret-0123456789"
+GRACE = 300
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def schedule() -> FakeScheduleStore:
+    return FakeScheduleStore()
+
+
+@pytest.fixture
+def jobs(schedule: FakeScheduleStore) -> FakeJobStore:
+    return FakeJobStore(schedule)
+
+
+@pytest.fixture
+def runs(schedule: FakeScheduleStore) -> FakeRunStore:
+    return FakeRunStore(schedule)
+
+
+@pytest.fixture
+def queue() -> FakeRunQueue:
+    return FakeRunQueue()
+
+
+@pytest.fixture
+def objects() -> FakeRunObjects:
+    return FakeRunObjects()
+
+
+@pytest.fixture
+def service(
+    jobs: FakeJobStore,
+    runs: FakeRunStore,
+    schedule: FakeScheduleStore,
+    queue: FakeRunQueue,
+    objects: FakeRunObjects,
+    clock: FakeClock,
+) -> RunService:
+    return RunService(
+        jobs,
+        runs,
+        clock=clock,
+        page_tokens=PageTokens(SECRET),
+        schedule=schedule,
+        queue=queue,
+        dispatch_grace_seconds=GRACE,
+        objects=objects,
+    )
+
+
+@pytest.fixture
+def job(jobs: FakeJobStore) -> Job:
+    """alice's hourly job (next run 12:00)."""
+    return add_job(jobs, now=START, name="hourly", parameters={"region": "eu"})
+
+
+def past_run(runs: FakeRunStore, job: Job, hour: int, report: RunReport | None = None) -> Run:
+    """A scheduled run of `job` at `hour`:00 that day, finished with `report` if given."""
+    run = new_run(
+        job_id=job.job_id,
+        user_id=job.user_id,
+        scheduled_second=epoch(datetime(2026, 11, 27, hour, tzinfo=UTC)),
+        trigger=RunTrigger.SCHEDULE,
+        max_attempts=job.max_attempts,
+        timeout_seconds=job.timeout_seconds,
+        now=START,
+    )
+    assert runs.create(run, keys.script_key(job.script_sha256), job.parameters)
+    if report is not None:
+        assert runs.mark_queued(run, START, run.not_before + 600)
+        finished = report.model_copy(update={"job_id": job.job_id, "run_key": run.key})
+        output = keys.output_key(job.job_id, run.key, 1) if report.output_uploaded else None
+        assert runs.finish(run, finished, output, START)
+    found = runs.get(job.job_id, run.key)
+    assert found is not None
+    return found
+
+
+def succeeded(tail: str, *, uploaded: bool) -> RunReport:
+    return RunReport(
+        job_id="",
+        run_key="",
+        attempt=1,
+        status=RunStatus.SUCCEEDED,
+        exit_code=0,
+        output_tail=tail,
+        output_uploaded=uploaded,
+    )
+
+
+# -- history ------------------------------------------------------------------------------------
+
+
+def test_list_pages_through_the_jobs_runs_newest_first(
+    service: RunService, runs: FakeRunStore, job: Job
+) -> None:
+    # Given three runs of alice's job
+    made = [past_run(runs, job, hour) for hour in (8, 9, 10)]
+
+    # When she lists them two at a time
+    first = service.list("alice", job.job_id, 2, None)
+    assert first.next_token is not None
+    second = service.list("alice", job.job_id, 2, first.next_token)
+
+    # Then she gets them newest first, each once
+    assert [run.key for run in first.items] == [made[2].key, made[1].key]
+    assert [run.key for run in second.items] == [made[0].key]
+    assert second.next_token is None
+
+
+def test_a_runs_page_token_is_bound_to_its_owner_and_job(
+    service: RunService, runs: FakeRunStore, jobs: FakeJobStore, job: Job
+) -> None:
+    # Given a page token for alice's job, and another job of hers
+    for hour in (8, 9):
+        past_run(runs, job, hour)
+    token = service.list("alice", job.job_id, 1, None).next_token
+    assert token is not None
+    other = add_job(jobs, now=START, name="other")
+
+    # Then it does not page through her other job's runs
+    with pytest.raises(InvalidPageToken):
+        service.list("alice", other.job_id, 1, token)
+
+
+def test_someone_elses_runs_are_not_found(
+    service: RunService, runs: FakeRunStore, job: Job
+) -> None:
+    # Given a run of alice's job
+    run = past_run(runs, job, 9)
+
+    # Then bob can neither list nor read it: for him the job does not exist
+    with pytest.raises(JobNotFound):
+        service.list("bob", job.job_id, 10, None)
+    with pytest.raises(JobNotFound):
+        service.get("bob", job.job_id, run.key)
+    with pytest.raises(JobNotFound):
+        service.output("bob", job.job_id, run.key)
+
+
+def test_get_returns_the_run_and_an_unknown_key_is_not_found(
+    service: RunService, runs: FakeRunStore, job: Job
+) -> None:
+    run = past_run(runs, job, 9)
+    assert service.get("alice", job.job_id, run.key) == run
+    with pytest.raises(RunNotFound):
+        service.get("alice", job.job_id, "0000000000-nope")
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def test_an_uploaded_output_is_answered_with_a_short_lived_link(
+    service: RunService, runs: FakeRunStore, objects: FakeRunObjects, job: Job
+) -> None:
+    # Given a run whose output was too long for its tail and was uploaded
+    run = past_run(runs, job, 9, succeeded("...the end\n", uploaded=True))
+
+    # When its output is asked for
+    output = service.output("alice", job.job_id, run.key)
+
+    # Then the answer is a link to the output object, valid for a few minutes
+    key = keys.output_key(job.job_id, run.key, 1)
+    assert objects.links == [(key, OUTPUT_LINK_SECONDS)]
+    assert output.url is not None
+    assert key in output.url
+    assert output.text is None
+
+
+def test_an_output_that_fits_in_the_tail_is_answered_as_text(
+    service: RunService, runs: FakeRunStore, objects: FakeRunObjects, job: Job
+) -> None:
+    # Given a run whose whole output is its tail, and a run that left no output yet
+    whole = past_run(runs, job, 9, succeeded("hello\n", uploaded=False))
+    silent = past_run(runs, job, 10)
+
+    # Then the tail is the answer, and no output is an empty text
+    assert service.output("alice", job.job_id, whole.key).model_dump() == {
+        "url": None,
+        "text": "hello\n",
+    }
+    assert service.output("alice", job.job_id, silent.key).text == ""
+    assert objects.links == []
+
+
+# -- run now ------------------------------------------------------------------------------------
+
+
+def test_run_now_queues_a_manual_run_at_the_next_whole_second(
+    service: RunService,
+    runs: FakeRunStore,
+    queue: FakeRunQueue,
+    schedule: FakeScheduleStore,
+    job: Job,
+) -> None:
+    # Given 11:30:00.25 and alice's hourly job
+    # When she runs it now
+    run = service.run_now("alice", job.job_id)
+
+    # Then a MANUAL run for 11:30:01 exists, attempt 1, with the job's script and parameters
+    second = epoch(datetime(2026, 11, 27, 11, 30, 1, tzinfo=UTC))
+    assert run.key == keys.run_key(datetime(2026, 11, 27, 11, 30, 1, tzinfo=UTC), job.job_id)
+    assert (run.trigger, run.execution_time, run.not_before, run.attempt) == (
+        RunTrigger.MANUAL,
+        second,
+        second,
+        1,
+    )
+    assert runs.script_of(job.job_id, run.key) == (
+        keys.script_key(job.script_sha256),
+        {"region": "eu"},
+    )
+    # And it was sent alone, then marked QUEUED with its deadline
+    assert queue.accepted == [
+        DispatchMessage(
+            pack_id=f"{run.key}-1",
+            user_id="alice",
+            runs=[DueRun(job_id=job.job_id, key=run.key, attempt=1)],
+        )
+    ]
+    assert (run.status, run.queued_at) == (RunStatus.QUEUED, START)
+    stored = runs.stored(job.job_id, run.key)
+    assert stored is not None
+    assert stored.run.status is RunStatus.QUEUED
+    assert stored.deadline == second + job.timeout_seconds + GRACE
+    # And its schedule item is gone: only the job's own next occurrence is left
+    assert schedule.items() == [
+        ScheduleItem.occurrence(job.job_id, "alice", datetime(2026, 11, 27, 12, tzinfo=UTC))
+    ]
+
+
+def test_run_now_on_a_whole_second_runs_at_that_second(
+    service: RunService, clock: FakeClock, job: Job
+) -> None:
+    clock.set(datetime(2026, 11, 27, 11, 45, tzinfo=UTC))
+    run = service.run_now("alice", job.job_id)
+    assert run.execution_time == epoch(datetime(2026, 11, 27, 11, 45, tzinfo=UTC))
+
+
+def test_a_second_run_now_in_the_same_second_gets_the_next_second(
+    service: RunService, runs: FakeRunStore, queue: FakeRunQueue, job: Job
+) -> None:
+    # Given a run now at 11:30:00.25 (run at 11:30:01)
+    first = service.run_now("alice", job.job_id)
+
+    # When she clicks again within the same second
+    second = service.run_now("alice", job.job_id)
+
+    # Then that is a second run, one second later, queued too
+    assert second.execution_time == first.execution_time + 1
+    assert second.key != first.key
+    assert [key for key, _ in queue.accepted_runs()] == [first.key, second.key]
+    assert len(runs.all()) == 2
+
+
+def test_when_the_queue_refuses_the_run_stays_pending_for_the_watcher(
+    service: RunService,
+    runs: FakeRunStore,
+    jobs: FakeJobStore,
+    queue: FakeRunQueue,
+    schedule: FakeScheduleStore,
+    objects: FakeRunObjects,
+    clock: FakeClock,
+    job: Job,
+) -> None:
+    # Given the queue refuses messages
+    queue.refuse()
+
+    # When alice runs her job now
+    run = service.run_now("alice", job.job_id)
+
+    # Then the run exists, PENDING, and its MANUAL schedule item stays
+    assert run.status is RunStatus.PENDING
+    stored = runs.get(job.job_id, run.key)
+    assert stored is not None
+    assert stored.status is RunStatus.PENDING
+    manual = ScheduleItem(
+        job_id=job.job_id,
+        user_id="alice",
+        scheduled_at=run.execution_time,
+        due_at=run.execution_time,
+        trigger=RunTrigger.MANUAL,
+        run_key=run.key,
+    )
+    assert manual in schedule.items(job.job_id)
+
+    # And when the queue is back, the watcher's next tick sends it and drops the item
+    queue.accept()
+    clock.advance(10)
+    policy = WatcherPolicy(
+        lookahead_seconds=0,
+        overlap_seconds=300,
+        max_window_seconds=1800,
+        pack_window_seconds=5,
+        max_runs_per_task=10,
+        dispatch_grace_seconds=GRACE,
+    )
+    outcomes = RunOutcomes(
+        runs, objects, retry_base_seconds=30, running_grace_seconds=60, clock=clock
+    )
+    Watcher(jobs, schedule, runs, queue, outcomes, policy, clock).tick()
+    assert queue.accepted_runs() == [(run.key, 1)]
+    after = runs.get(job.job_id, run.key)
+    assert after is not None
+    assert after.status is RunStatus.QUEUED
+    assert manual not in schedule.items(job.job_id)
+
+
+def test_run_now_of_someone_elses_job_is_not_found(
+    service: RunService, runs: FakeRunStore, queue: FakeRunQueue, job: Job
+) -> None:
+    with pytest.raises(JobNotFound):
+        service.run_now("bob", job.job_id)
+    assert runs.all() == []
+    assert queue.received == []
+
+
+def test_run_now_does_not_take_the_second_of_a_run_the_watcher_already_created(
+    service: RunService, runs: FakeRunStore, clock: FakeClock, job: Job
+) -> None:
+    # Given the watcher already created the 12:00 run (it looks ahead)
+    scheduled = past_run(runs, job, 12)
+    clock.set(datetime(2026, 11, 27, 11, 59, 59, 500000, tzinfo=UTC))
+
+    # When alice runs the job now, at 11:59:59.5
+    run = service.run_now("alice", job.job_id)
+
+    # Then the manual run is a run of its own, at 12:00:01
+    assert run.execution_time == scheduled.execution_time + 1
+    assert run.trigger is RunTrigger.MANUAL
+    kept = runs.get(job.job_id, scheduled.key)
+    assert kept is not None
+    assert kept.trigger is RunTrigger.SCHEDULE
