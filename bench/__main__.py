@@ -22,6 +22,7 @@ BENCHES = {
     "watcher_scaling": "watcher_scaling:run",
     "scheduling_ecs": "scheduling:run_ecs",
     "scheduling_local": "scheduling:run_local",
+    "on_time": "on_time:run",
     "cost_model": "cost_model:run",
 }
 

@@ -129,8 +129,10 @@ class LocalStack:
         return keys.mint(user, issuer=auth.issuer_for(self.api_port))
 
 
-def start_stack(state_dir: Path, aws_endpoint: str, moto_pid: int | None) -> LocalStack:
-    """`python -m devstack run` on free ports, attached to our moto server."""
+def start_stack(
+    state_dir: Path, aws_endpoint: str, moto_pid: int | None, *options: str
+) -> LocalStack:
+    """`python -m devstack run [OPTIONS]` on free ports, attached to our moto server."""
     if state_dir.exists():
         shutil.rmtree(state_dir)
     state_dir.mkdir(parents=True)
@@ -143,6 +145,7 @@ def start_stack(state_dir: Path, aws_endpoint: str, moto_pid: int | None) -> Loc
         str(moto_port),
         "--aws-endpoint",
         aws_endpoint,
+        *options,
         log=log,
     )
     stack = LocalStack(process, f"http://127.0.0.1:{api_port}", api_port, state_dir, moto_pid)

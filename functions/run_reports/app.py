@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -16,6 +16,7 @@ from scheduler import wiring
 
 logger = Logger()
 tracer = Tracer()
+metrics = Metrics()  # StartLag and LateRuns (scheduler/runs/run_metrics.py)
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
@@ -25,6 +26,7 @@ def apply_report(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(
         event=event, record_handler=apply_report, processor=processor, context=context

@@ -28,6 +28,26 @@ def _assignment(text: str) -> tuple[str, str]:
     return name, value
 
 
+def _tick_second(text: str) -> int | None:
+    if text == "random":
+        return None
+    second = int(text)
+    if not 0 <= second <= 59:
+        raise argparse.ArgumentTypeError("a second of the minute, 0-59, or 'random'")
+    return second
+
+
+def _seconds_range(text: str) -> tuple[float, float]:
+    low, dash, high = text.partition("-")
+    try:
+        bounds = (float(low), float(high if dash else low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SECONDS or LOW-HIGH, got {text!r}") from None
+    if not 0 <= bounds[0] <= bounds[1]:
+        raise argparse.ArgumentTypeError(f"expected 0 <= LOW <= HIGH, got {text!r}")
+    return bounds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -58,6 +78,23 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=float(os.environ.get("DEVSTACK_WATCHER_INTERVAL") or 60),
         help="seconds between watcher ticks (default %(default)s, like rate(1 minute))",
+    )
+    run.add_argument(
+        "--watcher-second",
+        type=_tick_second,
+        default=_tick_second(os.environ.get("DEVSTACK_WATCHER_SECOND") or "random"),
+        metavar="SECOND|random",
+        help="with a 60 s interval, the second of the minute each tick fires at, like the "
+        "EventBridge rule (default random, drawn at start; env DEVSTACK_WATCHER_SECOND)",
+    )
+    run.add_argument(
+        "--task-start-delay",
+        type=_seconds_range,
+        default=_seconds_range(os.environ.get("DEVSTACK_TASK_START_DELAY") or "0"),
+        metavar="SECONDS|LOW-HIGH",
+        help="emulate Fargate: each runner task starts after a delay drawn uniformly from this "
+        "range, e.g. 30-90 (default 0; the dispatch lead is sized for HIGH; env "
+        "DEVSTACK_TASK_START_DELAY)",
     )
     run.add_argument(
         "--retry-base-seconds",
@@ -105,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=state_dir,
             prefix=arguments.prefix,
             watcher_interval_seconds=arguments.watcher_interval,
+            watcher_second=arguments.watcher_second,
+            task_start_delay=arguments.task_start_delay,
             retry_base_seconds=arguments.retry_base_seconds,
             aws_endpoint=arguments.aws_endpoint,
             function_env=tuple(arguments.function_env),

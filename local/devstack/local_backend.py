@@ -9,9 +9,11 @@ Lambda layer.
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +43,13 @@ class LocalBackendSettings(BaseSettings):
     runner_path: Path
     task_events_queue_url: str
     local_work_dir: Path
+    # Emulated Fargate start, "LOW-HIGH" seconds (drawn uniformly per task); "0-0": at once.
+    local_task_start_delay: str = "0-0"
+
+    @property
+    def start_delay(self) -> tuple[float, float]:
+        low, _, high = self.local_task_start_delay.partition("-")
+        return float(low), float(high or low)
 
 
 def register() -> None:
@@ -56,6 +65,7 @@ def _build(manifests: Manifests) -> LocalBackend:
         events=boto3.client("sqs", config=wiring.RETRIES),
         events_queue_url=settings.task_events_queue_url,
         work_dir=settings.local_work_dir,
+        start_delay=settings.start_delay,
     )
 
 
@@ -72,7 +82,9 @@ class LocalBackend:
         events: SQSClient,
         events_queue_url: str,
         work_dir: Path,
+        start_delay: tuple[float, float] = (0.0, 0.0),
     ) -> None:
+        self._start_delay = start_delay
         self._manifests = manifests
         self._runner = runner
         self._events = events
@@ -83,37 +95,55 @@ class LocalBackend:
         url = self._manifests.publish(pack_id, runs)
         task_id = f"local-{uuid.uuid4().hex}"
         self._work_dir.mkdir(parents=True, exist_ok=True)
-        log = (self._work_dir / f"{task_id}.log").open("ab")
         environment = {
             "RUNS_MANIFEST_URL": url,
             "RUN_REFS": run_refs(runs),
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8",
         }
-        process = subprocess.Popen(  # the runner is our own code; scripts run below it
-            [sys.executable, str(self._runner)],
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
+        delay = random.uniform(*self._start_delay)
+        task = threading.Thread(
+            target=self._run_task, args=(task_id, environment, runs, delay), daemon=True
         )
-        log.close()
-        watcher = threading.Thread(
-            target=self._report_end, args=(task_id, process, runs), daemon=True
-        )
-        watcher.start()
+        task.start()
         return task_id
+
+    def _run_task(
+        self, task_id: str, environment: dict[str, str], runs: list[RunSpec], delay: float
+    ) -> None:
+        """The task's life: its start (after the emulated Fargate delay), the runner, and the
+        task-stopped event at its end. The log's first line says when it started, for the
+        benchmarks' idle-time figures."""
+        time.sleep(delay)
+        with (self._work_dir / f"{task_id}.log").open("ab") as log:
+            started = {"event": "task_started", "at": time.time(), "start_delay_s": delay}
+            log.write(json.dumps(started).encode() + b"\n")
+            log.flush()
+            try:
+                process = subprocess.Popen(  # the runner is our own code; scripts run below it
+                    [sys.executable, str(self._runner)],
+                    env=environment,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+            except OSError as error:  # as a task that fails to start: stopped, no exit code
+                self._send(task_stopped_event(task_id, run_refs(runs), None, str(error)))
+                return
+        self._report_end(task_id, process, runs)
 
     def _report_end(
         self, task_id: str, process: subprocess.Popen[bytes], runs: list[RunSpec]
     ) -> None:
         code = process.wait()
-        event = task_stopped_event(task_id, run_refs(runs), code, "Essential container exited")
+        self._send(task_stopped_event(task_id, run_refs(runs), code, "Essential container exited"))
+
+    def _send(self, event: dict[str, Any]) -> None:
         try:
             self._events.send_message(QueueUrl=self._events_url, MessageBody=json.dumps(event))
         except Exception:  # the local stack is shutting down
-            logger.exception("could not report the end of a local task", task_id=task_id)
+            logger.exception("could not report the end of a local task", event=event["id"])
 
 
 def task_stopped_event(

@@ -5,6 +5,8 @@ and a poller for the local backend's ECS-shaped task-stopped events."""
 from __future__ import annotations
 
 import json
+import math
+import random
 import sys
 import threading
 import time
@@ -61,11 +63,15 @@ def local_overrides(
     state_dir: Path,
     retry_base_seconds: int,
     function_env: Mapping[str, str] | None = None,
+    task_start_delay: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, dict[str, str]]:
     """What the local stack changes in the template's function environments; `function_env`
     (`--function-env`) is set in every function's, last. The executor dispatches through the
-    local backend (a runner subprocess per pack) instead of ECS."""
+    local backend (a runner subprocess per pack) instead of ECS, which starts a task at once
+    unless `task_start_delay` emulates Fargate's start; the dispatch lead is sized for its
+    longest delay, as TASK_START_SECONDS is for Fargate in AWS."""
     local_backend.register()
+    low, high = task_start_delay
     executor = next(
         name for name in stack.events_of("SQS") if "Dispatch" in name or "Executor" in name
     )
@@ -75,22 +81,51 @@ def local_overrides(
             "RUNNER_PATH": str(RUNNER),
             "TASK_EVENTS_QUEUE_URL": task_events_queue(),
             "LOCAL_WORK_DIR": str(state_dir / "tasks"),
+            "LOCAL_TASK_START_DELAY": f"{low}-{high}",
         }
     }
     for function in stack.functions:
         overrides.setdefault(function, {})["RETRY_BASE_SECONDS"] = str(retry_base_seconds)
+        overrides[function]["TASK_START_SECONDS"] = str(math.ceil(high))
         overrides[function].update(function_env or {})
     return overrides
 
 
-def watcher_timer(stack: Stack, invoke: Invoke, interval_seconds: float) -> Loop:
-    """The EventBridge schedule (rate(1 minute); locally every `interval_seconds`)."""
+def watcher_timer(
+    stack: Stack, invoke: Invoke, interval_seconds: float, second: int | None = None
+) -> Loop | MinuteTimer:
+    """The EventBridge schedule: rate(1 minute) fires once a minute at some second of it (a
+    60 s interval ticks at `second`, random if None, on the wall clock so it never drifts);
+    any other interval (tests) simply ticks every `interval_seconds`."""
     ((function, _),) = stack.events_of("Schedule").items()
 
     def tick() -> None:
         invoke(function, scheduled_event())
 
+    if interval_seconds == 60:
+        return MinuteTimer(tick, random.randrange(60) if second is None else second)
     return Loop("watcher-timer", tick, interval_seconds)
+
+
+class MinuteTimer(Loop):
+    """Calls `step` at `second` past every minute of the wall clock."""
+
+    def __init__(self, step: Callable[[], None], second: int) -> None:
+        super().__init__("watcher-timer", step, 0)
+        self.second = second
+
+    def _run(self) -> None:
+        print(f"devstack: watcher ticks at :{self.second:02d} of every minute", file=sys.stderr)
+        while not self._stop.wait(self._until_next()):
+            try:
+                self._step()
+            except Exception:
+                print(f"devstack: {self.name} failed:\n{traceback.format_exc()}", file=sys.stderr)
+
+    def _until_next(self) -> float:
+        now = time.time()
+        due = now - now % 60 + self.second
+        return due - now if due > now else due + 60 - now
 
 
 def scheduled_event() -> dict[str, Any]:

@@ -63,6 +63,10 @@ class Config:
     state_dir: Path = DEFAULT_STATE_DIR
     prefix: str = "local"
     watcher_interval_seconds: float = 60.0  # the EventBridge rule is rate(1 minute)
+    # With a 60 s interval, the second of the minute the ticks fire at; None: drawn at start.
+    watcher_second: int | None = None
+    # Emulated Fargate start: each task starts after a delay drawn from [low, high] seconds.
+    task_start_delay: tuple[float, float] = (0.0, 0.0)
     retry_base_seconds: int = 30
     schedule_shards: int = 4  # moto answers ~50 queries/s: fewer shards keep a tick quick
     host: str = HOST
@@ -154,7 +158,12 @@ def _pipeline(runtime: Runtime) -> list[Service]:
     return [
         *pipeline.sqs_pollers(runtime.stack, invoke),
         pipeline.task_events_poller(runtime.stack, invoke),
-        pipeline.watcher_timer(runtime.stack, invoke, runtime.config.watcher_interval_seconds),
+        pipeline.watcher_timer(
+            runtime.stack,
+            invoke,
+            runtime.config.watcher_interval_seconds,
+            runtime.config.watcher_second,
+        ),
     ]
 
 
@@ -328,7 +337,11 @@ def run(config: Config) -> int:
                 {"PageTokenSecret": page_token_secret},
             )
             stack.overrides = pipeline.local_overrides(
-                stack, config.state_dir, config.retry_base_seconds, dict(config.function_env)
+                stack,
+                config.state_dir,
+                config.retry_base_seconds,
+                dict(config.function_env),
+                task_start_delay=config.task_start_delay,
             )
             resources.create_all(stack)
             os.environ.update(function_environment(stack))

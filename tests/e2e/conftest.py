@@ -92,14 +92,12 @@ class LocalStack:
         return {"Authorization": f"Bearer {self.token(user)}", **extra}
 
 
-def start_stack(state_dir: Path) -> LocalStack:
+def start_stack(state_dir: Path, pace: tuple[str, ...] = PIPELINE_PACE) -> LocalStack:
     api_port, moto_port = free_port(), free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "devstack.log"
     with log_path.open("wb") as log:
-        process = launcher.spawn(
-            state_dir, api_port, "--moto-port", str(moto_port), *PIPELINE_PACE, log=log
-        )
+        process = launcher.spawn(state_dir, api_port, "--moto-port", str(moto_port), *pace, log=log)
     stack = LocalStack(f"http://127.0.0.1:{api_port}", api_port, state_dir, process, log_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:

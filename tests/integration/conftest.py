@@ -133,3 +133,12 @@ def stores_of(stack: Stack, function: str, monkeypatch: pytest.MonkeyPatch) -> w
     """The repositories `function` builds, to set up or inspect state as it sees it."""
     use_function_environment(stack, function, monkeypatch)
     return wiring.Stores(JobApiSettings())  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def one_run_per_tick(stack: Stack) -> None:
+    """For tests that follow a run through the watcher: create takes nothing early (its lead is
+    0 s), and a tick's window (60 s ahead) holds exactly one occurrence of an every-minute job.
+    The early path has tests of its own (test_on_time.py)."""
+    stack.overrides = {function: {"LOOKAHEAD_SECONDS": "60"} for function in stack.functions}
+    stack.overrides["CreateJobFunction"] = {"LOOKAHEAD_SECONDS": "0"}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+import pytest
 
 from integration.conftest import api_event, body_of, load_event, runs_of, stores_of
 from scheduler import wiring
@@ -97,6 +98,7 @@ def test_another_owner_can_neither_pause_resume_nor_delete(stack, invoke) -> Non
     assert len(_schedule_items(stack, job["job_id"])) == 1
 
 
+@pytest.mark.usefixtures("one_run_per_tick")
 def test_a_paused_job_is_not_run_by_the_watcher(stack, invoke) -> None:
     job = _create(invoke, name="minutely", schedule="* * * * *")
     _call(invoke, "PauseJobFunction", "pause_job", job["job_id"])

@@ -24,6 +24,8 @@ from scheduler import wiring
 
 SCRIPT = "import os\nprint(os.environ['JOB_PARAMETERS'])\n"
 
+pytestmark = pytest.mark.usefixtures("one_run_per_tick")
+
 
 def _create_job(invoke, **overrides: Any) -> dict[str, Any]:
     job = {"name": "every-minute", "schedule": "* * * * *", "script": SCRIPT} | overrides
@@ -46,7 +48,7 @@ def _receive(stack, logical: str) -> list[dict[str, Any]]:
     return response.get("Messages", [])
 
 
-def _sqsevent(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
+def _sqs_event(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
     template = load_event("executor")["Records"][0]
     records = []
     for message in messages:
@@ -74,7 +76,7 @@ def _put_report(stack, run: dict[str, Any], kind: str, report: dict[str, Any]) -
 def _deliver_reports(stack, invoke) -> None:
     messages = _receive(stack, "ReportsQueue")
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['ReportsQueue']}"
-    result = invoke("RunReportsFunction", _sqsevent(messages, arn))
+    result = invoke("RunReportsFunction", _sqs_event(messages, arn))
     assert result == {"batchItemFailures": []}
 
 
@@ -101,7 +103,7 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
 
     # When the executor receives the message (twice: a redelivery)
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    event = _sqsevent(messages, arn)
+    event = _sqs_event(messages, arn)
     assert invoke("ExecutorFunction", event) == {"batchItemFailures": []}
     assert invoke("ExecutorFunction", event) == {"batchItemFailures": []}
 
@@ -152,7 +154,7 @@ def test_a_task_that_dies_unreported_is_retried_then_fails(stack, invoke) -> Non
     invoke("WatcherFunction", load_event("watcher"))
     messages = _receive(stack, "DispatchQueue")
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    invoke("ExecutorFunction", _sqsevent(messages, arn))
+    invoke("ExecutorFunction", _sqs_event(messages, arn))
     (run,) = runs_of(stack, job["job_id"])
 
     # When ECS says the task stopped and no report exists
@@ -270,7 +272,7 @@ def test_an_executor_that_dies_after_claiming_is_redone_after_the_claim_expires(
 
     # When SQS redelivers the message (after its visibility timeout)
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    assert invoke("ExecutorFunction", _sqsevent(messages, arn)) == {"batchItemFailures": []}
+    assert invoke("ExecutorFunction", _sqs_event(messages, arn)) == {"batchItemFailures": []}
 
     # Then the run is dispatched, once
     tasks = boto3.client("ecs").list_tasks(cluster=stack.physical_names["RunnerCluster"])
@@ -290,7 +292,7 @@ def test_a_live_claim_makes_the_message_come_back_later(stack, invoke, monkeypat
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
     # The whole batch failed: the handler raises, and SQS redelivers it after its visibility timeout
     with pytest.raises(BatchProcessingError):
-        invoke("ExecutorFunction", _sqsevent(messages, arn))
+        invoke("ExecutorFunction", _sqs_event(messages, arn))
     assert (
         boto3.client("ecs").list_tasks(cluster=stack.physical_names["RunnerCluster"])["taskArns"]
         == []
@@ -370,7 +372,7 @@ def test_the_deadline_sweep_concludes_from_a_report_whose_notification_was_lost(
     job = _create_job(invoke)
     invoke("WatcherFunction", load_event("watcher"))
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    invoke("ExecutorFunction", _sqsevent(_receive(stack, "DispatchQueue"), arn))
+    invoke("ExecutorFunction", _sqs_event(_receive(stack, "DispatchQueue"), arn))
     (run,) = runs_of(stack, job["job_id"])
     _put_report(stack, run, "finished", {"status": "SUCCEEDED", "exit_code": 0})
     _receive(stack, "ReportsQueue")  # taken and never deleted: as if its consumer died
@@ -396,7 +398,7 @@ def test_a_runs_output_is_given_as_text_or_as_a_link(stack, invoke) -> None:
     job = _create_job(invoke)
     invoke("WatcherFunction", load_event("watcher"))
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    invoke("ExecutorFunction", _sqsevent(_receive(stack, "DispatchQueue"), arn))
+    invoke("ExecutorFunction", _sqs_event(_receive(stack, "DispatchQueue"), arn))
     (run,) = runs_of(stack, job["job_id"])
     short = {"status": "SUCCEEDED", "exit_code": 0, "output_tail": "all of it\n"}
     _put_report(stack, run, "finished", short | {"output_uploaded": False})

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scheduler.pipeline.due_runs import dispatch_lead_seconds
+
 
 class _Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
@@ -24,7 +26,36 @@ class JobApiSettings(_Settings):
     run_retention_days: int = Field(default=90, ge=1)  # finished runs expire (runs table TTL)
 
 
-class CreateJobSettings(JobApiSettings):
+class DispatchSettings(JobApiSettings):
+    """Whoever takes due runs into the dispatch queue: the watcher, and create, update and
+    resume for a new occurrence the next tick could see too late (docs/architecture.md, "On
+    time", has the argument and the sources of the defaults)."""
+
+    dispatch_queue_url: str
+    # Fargate: RunTask to a running container (image pull, ENI); users report 45-90 s.
+    task_start_seconds: int = Field(default=90, ge=0, le=600)
+    dispatch_seconds: int = Field(default=5, ge=0, le=60)  # queue -> executor -> RunTask
+    tick_seconds: int = Field(default=60, ge=1, le=600)  # the EventBridge rule's rate
+    tick_delay_seconds: int = Field(default=15, ge=0, le=300)  # how late a tick may fire
+    # Set to override the lead derived from the four above.
+    lookahead_seconds: int | None = Field(default=None, ge=0, le=900)
+    pack_window_seconds: int = Field(default=5, ge=1, le=60)
+    max_runs_per_task: int = Field(default=10, ge=1, le=10)
+    dispatch_grace_seconds: int = Field(default=300, ge=30)
+
+    @property
+    def lead_seconds(self) -> int:
+        if self.lookahead_seconds is not None:
+            return self.lookahead_seconds
+        return dispatch_lead_seconds(
+            task_start_seconds=self.task_start_seconds,
+            dispatch_seconds=self.dispatch_seconds,
+            tick_seconds=self.tick_seconds,
+            tick_delay_seconds=self.tick_delay_seconds,
+        )
+
+
+class CreateJobSettings(DispatchSettings):
     idempotency_table: str
     idempotency_ttl_seconds: int = Field(default=86400, ge=60)
 
@@ -47,16 +78,11 @@ class RunStatusSettings(JobApiSettings):
     running_grace_seconds: int = Field(default=60, ge=0)
 
 
-class WatcherSettings(RunStatusSettings):
+class WatcherSettings(DispatchSettings, RunStatusSettings):
     """The watcher also concludes silent runs, as the run status functions do."""
 
-    dispatch_queue_url: str
-    lookahead_seconds: int = Field(default=90, ge=0, le=600)
     overlap_seconds: int = Field(default=300, ge=0, le=3600)
     max_window_seconds: int = Field(default=1800, ge=60)
-    pack_window_seconds: int = Field(default=5, ge=1, le=60)
-    max_runs_per_task: int = Field(default=10, ge=1, le=10)
-    dispatch_grace_seconds: int = Field(default=300, ge=30)
     watcher_workers: int = Field(default=16, ge=1, le=64)
 
 

@@ -16,6 +16,7 @@ from botocore.config import Config
 from scheduler import times
 from scheduler.config import (
     CreateJobSettings,
+    DispatchSettings,
     ExecutorSettings,
     JobApiSettings,
     ListJobsSettings,
@@ -27,6 +28,7 @@ from scheduler.jobs.job_repository import JobRepository
 from scheduler.jobs.job_service import JobService
 from scheduler.jobs.script_store import S3ScriptStore
 from scheduler.pagination import PageTokens
+from scheduler.pipeline.due_runs import DispatchPolicy, DueRuns
 from scheduler.pipeline.ecs_backend import EcsBackend
 from scheduler.pipeline.executor import Executor
 from scheduler.pipeline.manifests import Manifests
@@ -84,23 +86,50 @@ class Stores:
 # -- the job API --------------------------------------------------------------------------------
 
 
+def _due_runs(settings: DispatchSettings, stores: Stores, workers: int = 16) -> DueRuns:
+    policy = DispatchPolicy(
+        lookahead_seconds=settings.lead_seconds,
+        pack_window_seconds=settings.pack_window_seconds,
+        max_runs_per_task=settings.max_runs_per_task,
+        dispatch_grace_seconds=settings.dispatch_grace_seconds,
+        workers=workers,
+    )
+    queue = SqsRunQueue(client("sqs"), settings.dispatch_queue_url)
+    return DueRuns(stores.jobs, stores.schedule, stores.runs, queue, policy)
+
+
 @cache
 def create_job_service() -> JobService:
     settings = CreateJobSettings()  # type: ignore[call-arg]  # values come from the environment
+    stores = Stores(settings)
     return JobService(
-        Stores(settings).jobs,
+        stores.jobs,
         S3ScriptStore(client("s3"), settings.scripts_bucket),
         clock=now,
         idempotency_store=DynamoDBPersistenceLayer(
             table_name=settings.idempotency_table, boto3_client=client("dynamodb")
         ),
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+        early_dispatch=_due_runs(settings, stores),
+    )
+
+
+@cache
+def job_change_service() -> JobService:
+    """update and resume: a new next occurrence may be due before the next tick sees it."""
+    settings = DispatchSettings()  # type: ignore[call-arg]
+    stores = Stores(settings)
+    return JobService(
+        stores.jobs,
+        S3ScriptStore(client("s3"), settings.scripts_bucket),
+        clock=now,
+        early_dispatch=_due_runs(settings, stores),
     )
 
 
 @cache
 def job_service() -> JobService:
-    """get, update, pause, resume and delete."""
+    """get, pause and delete."""
     settings = JobApiSettings()  # type: ignore[call-arg]
     return JobService(
         Stores(settings).jobs, S3ScriptStore(client("s3"), settings.scripts_bucket), clock=now
@@ -177,7 +206,7 @@ def watcher() -> Watcher:
     settings = WatcherSettings()  # type: ignore[call-arg]
     stores = Stores(settings)
     policy = WatcherPolicy(
-        lookahead_seconds=settings.lookahead_seconds,
+        lookahead_seconds=settings.lead_seconds,
         overlap_seconds=settings.overlap_seconds,
         max_window_seconds=settings.max_window_seconds,
         pack_window_seconds=settings.pack_window_seconds,
@@ -245,6 +274,7 @@ def reset() -> None:
     """Forget every built service."""
     for factory in (
         create_job_service,
+        job_change_service,
         job_service,
         list_jobs_service,
         list_runs_service,

@@ -149,7 +149,7 @@ update_router = Router()
     responses=responses(200, Job, JobNotFound, JobBusy),
 )
 def update_job(job_id: Annotated[str, Path(max_length=64)], body: JobUpdate) -> Job:
-    return wiring.job_service().update(caller(update_router), job_id, body)
+    return wiring.job_change_service().update(caller(update_router), job_id, body)
 
 
 pause_router = Router()
@@ -179,7 +179,7 @@ resume_router = Router()
     responses=responses(200, Job, JobNotFound, JobBusy),
 )
 def resume_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
-    return wiring.job_service().resume(caller(resume_router), job_id)
+    return wiring.job_change_service().resume(caller(resume_router), job_id)
 
 
 delete_router = Router()

@@ -31,7 +31,7 @@ from scheduler.errors import (
     JobNotFound,
 )
 from scheduler.jobs.job_models import Job, JobCreate, JobFilters, JobPage, JobStatus, JobUpdate
-from scheduler.jobs.ports import JobReader, JobStore, ScriptStore
+from scheduler.jobs.ports import EarlyDispatch, JobReader, JobStore, ScriptStore
 from scheduler.pagination import PageTokens
 from scheduler.schedule import cron
 from scheduler.times import Clock
@@ -57,7 +57,9 @@ class JobService:
         page_tokens: PageTokens | None = None,
         idempotency_store: BasePersistenceLayer | None = None,
         idempotency_ttl_seconds: int = 86400,
+        early_dispatch: EarlyDispatch | None = None,
     ) -> None:
+        self._early = early_dispatch
         self._jobs = jobs
         self._scripts = scripts
         self._clock = clock
@@ -131,6 +133,7 @@ class JobService:
             updated_at=now,
         )
         self._jobs.create(job, script_key)
+        self._take_if_soon(job, now)
         return job
 
     def get(self, user_id: str, job_id: str) -> Job:
@@ -169,7 +172,11 @@ class JobService:
             elif job.next_run_at is not None:
                 updated.next_run_at = job.next_run_at.astimezone(cron.zone(updated.timezone))
             key = script_key or keys.script_key(updated.script_sha256)
-            return updated if self._jobs.update(updated, job, key) else None
+            if not self._jobs.update(updated, job, key):
+                return None
+            if updated.next_run_at != job.next_run_at:
+                self._take_if_soon(updated, now)
+            return updated
 
         return self._change(user_id, job_id, change)
 
@@ -194,13 +201,23 @@ class JobService:
                 following: datetime | None = cron.next_occurrence(job.schedule, job.timezone, now)
             except cron.CronError:
                 following = None
-            return self.get(user_id, job_id) if self._jobs.resume(job, following, now) else None
+            if not self._jobs.resume(job, following, now):
+                return None
+            resumed = self.get(user_id, job_id)
+            self._take_if_soon(resumed, now)
+            return resumed
 
         return self._change(user_id, job_id, change)
 
     def delete(self, user_id: str, job_id: str) -> None:
         """Delete the job and its schedule; its run history stays readable to nobody."""
         self._change(user_id, job_id, lambda job: True if self._jobs.delete(job) else None)
+
+    def _take_if_soon(self, job: Job, now: datetime) -> None:
+        """A new occurrence the next tick might see too late is queued now (the job keeps
+        showing it as next_run_at until a later read)."""
+        if self._early is not None:
+            self._early.take_if_soon(job, now)
 
     def _change(self, user_id: str, job_id: str, attempt: Callable[[Job], Result | None]) -> Result:
         """Apply a conditional change to the caller's job, reading it again when the watcher

@@ -43,3 +43,10 @@ class JobStore(JobReader, Protocol):
 class ScriptStore(Protocol):
     def put(self, source: str) -> tuple[str, str]:
         """Store `source`; return its (sha256, key)."""
+
+
+class EarlyDispatch(Protocol):
+    """Takes a job's new next occurrence at once when the next watcher tick could see it too
+    late (pipeline.due_runs.DueRuns); best effort, the schedule item stays for the tick."""
+
+    def take_if_soon(self, job: Job, now: datetime) -> object: ...

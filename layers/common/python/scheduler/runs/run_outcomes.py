@@ -12,6 +12,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools import Logger
 
 from scheduler import keys
+from scheduler.runs import run_metrics
 from scheduler.runs.ports import RunObjects, RunStore
 from scheduler.runs.run_models import AttemptRecord, Run, RunReport, RunStatus
 from scheduler.times import Clock, epoch
@@ -61,7 +62,8 @@ class RunOutcomes:
             return  # an old attempt, a finished run, or a report we cannot trust: nothing to do
         if kind == "started":
             deadline = epoch(report.started_at or self._clock()) + run.timeout_seconds + self._grace
-            self._runs.mark_running(run, report, self._clock(), deadline)
+            if self._runs.mark_running(run, report, self._clock(), deadline):
+                self._record_start(run, report)
         else:
             self.conclude(run, report)
 
@@ -126,8 +128,22 @@ class RunOutcomes:
                 return RunStatus.PENDING
             return run.status
         final = report.model_copy(update={"status": status})
-        self._runs.finish(run, final, _output_key(run, report), now)
+        finished = self._runs.finish(run, final, _output_key(run, report), now)
+        if finished and run.status is not RunStatus.RUNNING:  # its started report not applied
+            self._record_start(run, report)
         return status
+
+    @staticmethod
+    def _record_start(run: Run, report: RunReport) -> None:
+        if report.start_lag_ms is not None:
+            run_metrics.record_start(report.start_lag_ms)
+            logger.info(
+                "run started",
+                job_id=run.job_id,
+                run_key=run.key,
+                attempt=run.attempt,
+                start_lag_ms=report.start_lag_ms,
+            )
 
 
 def _output_key(run: Run, report: RunReport) -> str | None:

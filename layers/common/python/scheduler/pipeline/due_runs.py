@@ -1,0 +1,223 @@
+"""Taking due schedule items: each becomes a run record, is sent to the dispatch queue in packs,
+marked QUEUED, and is replaced by the job's next occurrence. The watcher does this for its
+window; create, update and resume do it for a new occurrence the next tick could see too late.
+
+Per item, in this order (each step durable before the next, so a crash anywhere is finished by
+a later tick, and two takers at once do no harm):
+  1. the run record exists (conditional put on the run key; the truth for idempotency),
+  2. a PENDING run is sent to the queue, then marked QUEUED,
+  3. the item is replaced by the job's next occurrence (a conditional transaction: of two
+     takers, one moves it) or just deleted for retries and manual runs.
+A successor that falls due inside the same window is taken in the same call, so an every-minute
+job is queued ahead of its second like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from aws_lambda_powertools import Logger
+
+from scheduler import keys
+from scheduler.fanout import Item, Result, fan_out
+from scheduler.jobs.job_models import ConcurrencyPolicy, Job, JobStatus
+from scheduler.jobs.ports import JobStore
+from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
+from scheduler.pipeline.ports import RunQueue
+from scheduler.runs.ports import RunStore
+from scheduler.runs.run_models import Run, RunStatus, RunTrigger, new_run
+from scheduler.schedule import cron
+from scheduler.schedule.ports import ScheduleStore
+from scheduler.schedule.schedule_item import ScheduleItem
+from scheduler.times import epoch, from_epoch
+
+logger = Logger(child=True)
+
+
+def dispatch_lead_seconds(
+    *, task_start_seconds: int, dispatch_seconds: int, tick_seconds: int, tick_delay_seconds: int
+) -> int:
+    """How far ahead a run must be taken so that its task is up before its second, whichever
+    tick takes it: a run due at t is taken by the last tick before t - lead; ticks are at most
+    tick + delay apart, so the earliest that tick can be is t - lead - tick - delay, and the
+    run must be inside its window: lookahead = start + dispatch + tick + delay."""
+    return task_start_seconds + dispatch_seconds + tick_seconds + tick_delay_seconds
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    lookahead_seconds: int  # runs are taken this early; the runner waits for the second
+    pack_window_seconds: int  # runs of one owner due this close together share one task
+    max_runs_per_task: int
+    dispatch_grace_seconds: int  # a queued run not finished by not_before+timeout+grace is lost
+    workers: int = 16  # DynamoDB calls in flight at once
+
+
+@dataclass
+class TakeReport:
+    items: int = 0
+    queued: int = 0
+    already_handled: int = 0
+    late_seconds: list[int] = field(default_factory=list)
+    unsent: list[ScheduleItem] = field(default_factory=list)  # kept for the next tick
+
+
+class DueRuns:
+    def __init__(
+        self,
+        jobs: JobStore,
+        schedule: ScheduleStore,
+        runs: RunStore,
+        queue: RunQueue,
+        policy: DispatchPolicy,
+    ) -> None:
+        self._jobs = jobs
+        self._schedule = schedule
+        self._runs = runs
+        self._queue = queue
+        self._policy = policy
+
+    def take(
+        self, items: list[ScheduleItem], jobs: dict[str, Job], now: datetime, end: datetime
+    ) -> TakeReport:
+        """Take `items` and every successor due by `end` (after an outage, every missed
+        occurrence; the window bounds the rounds)."""
+        report = TakeReport()
+        while items:
+            report.items += len(items)
+            items = self._take_round(items, jobs, now, end, report)
+        return report
+
+    def take_if_soon(self, job: Job, now: datetime) -> TakeReport | None:
+        """For create, update and resume: take the job's next occurrence now if it falls inside
+        the lookahead (the next tick, up to a minute away, could see it too late). Best effort:
+        if this fails, the occurrence's schedule item is still there for the next tick."""
+        if job.status is not JobStatus.ACTIVE or job.next_run_at is None:
+            return None
+        end = now + timedelta(seconds=self._policy.lookahead_seconds)
+        if job.next_run_at > end:
+            return None
+        item = ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at)
+        try:
+            report = self.take([item], {job.job_id: job}, now, end)
+        except Exception:
+            logger.exception("could not take a new occurrence early", job_id=job.job_id)
+            return None
+        logger.info("occurrence taken early", job_id=job.job_id, queued=report.queued)
+        return report
+
+    def _take_round(
+        self,
+        items: list[ScheduleItem],
+        jobs: dict[str, Job],
+        now: datetime,
+        end: datetime,
+        report: TakeReport,
+    ) -> list[ScheduleItem]:
+        """One round: runs for `items`, sent; returns the follow-up items due by `end`.
+
+        Each step fans out over a thread pool: at 100 runs/s a tick handles ~6,000 items, and
+        one DynamoDB round trip after another would not fit in the watcher's timeout."""
+        runs = self._map(lambda item: self._run_for(item, jobs.get(item.job_id), now), items)
+        pending: list[tuple[ScheduleItem, Run]] = []
+        settled: list[ScheduleItem] = []
+        for item, run in zip(items, runs, strict=True):
+            if run is None:
+                settled.append(item)
+            elif run.status is RunStatus.PENDING:
+                pending.append((item, run))
+            else:
+                report.already_handled += 1
+                settled.append(item)
+
+        packs = self._packs([run for _, run in pending])
+        messages = [
+            DispatchMessage(
+                pack_id=f"{pack[0].key}-{pack[0].attempt}",
+                user_id=pack[0].user_id,
+                runs=[DueRun(job_id=r.job_id, key=r.key, attempt=r.attempt) for r in pack],
+            )
+            for pack in packs
+        ]
+        sent = self._queue.send(messages)
+        queued = [run for pack, ok in zip(packs, sent, strict=True) if ok for run in pack]
+        queued_keys = {run.key for run in queued}
+        for item, run in pending:
+            # An unsent run keeps its item, which the next tick sends again.
+            (settled if run.key in queued_keys else report.unsent).append(item)
+
+        def mark(run: Run) -> None:
+            # The deadline counts from when it can start (a late run is queued after its second).
+            earliest = max(run.not_before, epoch(now))
+            deadline = earliest + run.timeout_seconds + self._policy.dispatch_grace_seconds
+            self._runs.mark_queued(run, now, deadline)
+
+        self._map(mark, queued)
+        report.queued += len(queued)
+        report.late_seconds += [max(0, epoch(now) - run.not_before) for run in queued]
+
+        follow_ups = self._map(lambda item: self._settle(item, jobs.get(item.job_id)), settled)
+        return [item for item in follow_ups if item is not None and item.due_at <= epoch(end)]
+
+    def _map(self, work: Callable[[Item], Result], items: list[Item]) -> list[Result]:
+        return fan_out(work, items, self._policy.workers)
+
+    def _run_for(self, item: ScheduleItem, job: Job | None, now: datetime) -> Run | None:
+        """The run this item stands for, created if it is the first time we see it."""
+        if item.trigger is not RunTrigger.SCHEDULE:
+            assert item.run_key is not None
+            return self._runs.get(item.job_id, item.run_key)
+        if job is None or job.status is not JobStatus.ACTIVE:
+            return None
+        run = new_run(
+            job_id=job.job_id,
+            user_id=job.user_id,
+            scheduled_second=item.scheduled_at,
+            trigger=RunTrigger.SCHEDULE,
+            max_attempts=job.max_attempts,
+            timeout_seconds=job.timeout_seconds,
+            now=now,
+        )
+        if job.concurrency_policy is ConcurrencyPolicy.FORBID:
+            busy = self._runs.unfinished_before(job.job_id, run.key)
+            if busy is not None:
+                run = run.model_copy(
+                    update={
+                        "status": RunStatus.SKIPPED,
+                        "finished_at": now,
+                        "error": f"skipped: run {busy} was still unfinished (FORBID policy)",
+                    }
+                )
+        script_key = keys.script_key(job.script_sha256)
+        if self._runs.create(run, script_key, job.parameters):
+            return run
+        return self._runs.get(run.job_id, run.key)
+
+    def _packs(self, runs: list[Run]) -> list[list[Run]]:
+        """Runs of one owner due in the same short window, at most max_runs_per_task each."""
+        groups: dict[tuple[str, int], list[Run]] = {}
+        for run in sorted(runs, key=lambda r: (r.not_before, r.key)):
+            window = run.not_before // max(1, self._policy.pack_window_seconds)
+            groups.setdefault((run.user_id, window), []).append(run)
+        size = self._policy.max_runs_per_task
+        return [
+            group[i : i + size] for group in groups.values() for i in range(0, len(group), size)
+        ]
+
+    def _settle(self, item: ScheduleItem, job: Job | None) -> ScheduleItem | None:
+        """Replace a scheduled item by the job's next occurrence (returned); drop a one-off."""
+        if (
+            item.trigger is not RunTrigger.SCHEDULE
+            or job is None
+            or job.status is not JobStatus.ACTIVE
+        ):
+            self._schedule.delete(item)
+            return None
+        after = from_epoch(item.scheduled_at)
+        try:
+            following = cron.next_occurrence(job.schedule, job.timezone, after)
+        except cron.CronError:
+            following = None
+        return self._jobs.advance(job, item, following)

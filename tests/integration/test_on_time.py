@@ -1,0 +1,195 @@
+"""On time in every case, with a clock we control (the services read `wiring.use_clock`): a run is
+in the dispatch queue at least the Fargate start time before its second, whether the watcher
+takes it (every-minute jobs included) or create, update and resume take a new occurrence the
+next tick might see too late. Production pacing: one tick a minute, at an arbitrary second."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+from integration.conftest import (
+    api_event,
+    body_of,
+    load_event,
+    runs_of,
+    use_function_environment,
+)
+from scheduler import times, wiring
+from scheduler.config import DispatchSettings
+
+SCRIPT = "print('on time')\n"
+NOW = datetime(2026, 12, 1, 10, 0, 20, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def at(self, moment: datetime) -> None:
+        self.now = moment
+
+
+@pytest.fixture
+def clock(stack) -> Clock:
+    controlled = Clock(NOW)
+    wiring.use_clock(controlled)  # the stack fixture puts the real clock back
+    return controlled
+
+
+@pytest.fixture
+def settings(stack, monkeypatch) -> DispatchSettings:
+    """The dispatch settings the functions run with (the template's defaults)."""
+    use_function_environment(stack, "WatcherFunction", monkeypatch)
+    return DispatchSettings()  # type: ignore[call-arg]
+
+
+def _create(invoke, schedule: str, **fields: Any) -> dict[str, Any]:
+    body = {"name": f"job-{uuid.uuid4().hex[:8]}", "schedule": schedule, "script": SCRIPT}
+    response = invoke("CreateJobFunction", api_event("create_job", body=body | fields))
+    assert response["statusCode"] == 201, response
+    return body_of(response)
+
+
+def _queued_messages(stack) -> list[dict[str, Any]]:
+    url = stack.resolve({"Ref": "DispatchQueue"})
+    sqs = boto3.client("sqs")
+    messages = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        messages += batch
+    return messages
+
+
+def _schedule_items(stack, job_id: str) -> list[int]:
+    table = boto3.resource("dynamodb").Table(stack.physical_names["ScheduleTable"])
+    return sorted(int(i["due_at"]) for i in table.scan()["Items"] if i.get("job_id") == job_id)
+
+
+def _call(invoke, function: str, event: str, job_id: str, body: Any = None) -> dict[str, Any]:
+    suffix = {"pause_job": "/pause", "resume_job": "/resume", "update_job": ""}[event]
+    path = f"/jobs/{job_id}{suffix}"
+    response = invoke(
+        function, api_event(event, path=path, path_parameters={"job_id": job_id}, body=body)
+    )
+    assert response["statusCode"] == 200, response
+    return body_of(response)
+
+
+def test_the_lead_covers_fargate_start_and_a_late_tick(settings: DispatchSettings) -> None:
+    # The derived lead: task start + dispatch + one tick interval + how late a tick may fire
+    assert settings.lead_seconds == 90 + 5 + 60 + 15
+
+
+def test_a_first_run_due_before_the_next_tick_is_queued_by_the_create(
+    stack, invoke, clock: Clock
+) -> None:
+    # Given 10:00:20, when a job is created that first runs at 10:01 (40 s from now)
+    job = _create(invoke, "1 10 * * *")
+
+    # Then its run is queued by the create itself, without waiting for a tick
+    (run,) = runs_of(stack, job["job_id"])
+    assert (run["status"], int(run["execution_time"])) == ("QUEUED", 1796119260)
+    assert len(_queued_messages(stack)) == 1
+    # and the job's schedule has moved on to tomorrow's occurrence
+    assert _schedule_items(stack, job["job_id"]) == [1796119260 + 86400]
+    assert job["next_run_at"].startswith("2026-12-01T10:01:00")
+
+    # When the next tick comes, five seconds later
+    clock.at(NOW + timedelta(seconds=5))
+    invoke("WatcherFunction", load_event("watcher"))
+
+    # Then nothing is queued twice
+    assert len(runs_of(stack, job["job_id"])) == 1
+    assert _queued_messages(stack) == []
+
+
+def test_the_next_tick_sends_what_a_dying_create_left(stack, invoke, clock: Clock) -> None:
+    # Given a create that died before sending: the run is PENDING, the item still due
+    boto3.setup_default_session()
+
+    def fail(**_: Any) -> None:
+        raise RuntimeError("the function died before sending")
+
+    boto3.DEFAULT_SESSION.events.register("before-call.sqs.SendMessageBatch", fail)
+    wiring.reset()
+    job = _create(invoke, "1 10 * * *")
+    boto3.DEFAULT_SESSION.events.unregister("before-call.sqs.SendMessageBatch", fail)
+    wiring.reset()
+    (run,) = runs_of(stack, job["job_id"])
+    assert run["status"] == "PENDING"
+    assert _schedule_items(stack, job["job_id"]) == [1796119260]
+
+    # When the next tick runs
+    clock.at(NOW + timedelta(seconds=30))
+    invoke("WatcherFunction", load_event("watcher"))
+
+    # Then the run is queued once, and the schedule goes on
+    (run,) = runs_of(stack, job["job_id"])
+    assert run["status"] == "QUEUED"
+    assert len(_queued_messages(stack)) == 1
+    assert _schedule_items(stack, job["job_id"]) == [1796119260 + 86400]
+
+
+def test_an_update_that_moves_the_next_run_close_queues_it(stack, invoke, clock: Clock) -> None:
+    # Given a nightly job
+    job = _create(invoke, "0 3 * * *")
+    assert runs_of(stack, job["job_id"]) == []
+
+    # When, 20 s before 10:01, its schedule is changed to 10:01
+    _call(invoke, "UpdateJobFunction", "update_job", job["job_id"], {"schedule": "1 10 * * *"})
+
+    # Then the 10:01 run is queued by the update
+    (run,) = runs_of(stack, job["job_id"])
+    assert (run["status"], int(run["execution_time"])) == ("QUEUED", 1796119260)
+    assert len(_queued_messages(stack)) == 1
+
+
+def test_a_resume_just_before_an_occurrence_queues_it(stack, invoke, clock: Clock) -> None:
+    # Given a job created and paused an hour earlier
+    clock.at(NOW - timedelta(hours=1))
+    job = _create(invoke, "1 10 * * *")
+    _call(invoke, "PauseJobFunction", "pause_job", job["job_id"])
+
+    # When it is resumed 40 s before its 10:01 occurrence
+    clock.at(NOW)
+    _call(invoke, "ResumeJobFunction", "resume_job", job["job_id"])
+
+    # Then that occurrence is queued at once
+    (run,) = runs_of(stack, job["job_id"])
+    assert (run["status"], int(run["execution_time"])) == ("QUEUED", 1796119260)
+
+
+def test_every_minute_runs_are_queued_a_fargate_start_ahead_whatever_the_tick_second(
+    stack, invoke, clock: Clock, settings: DispatchSettings
+) -> None:
+    # Given an every-minute job created at 09:00:00, and ticks once a minute at :37
+    clock.at(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+    job = _create(invoke, "* * * * *")
+    ticks = [datetime(2026, 12, 1, 9, minute, 37, tzinfo=UTC) for minute in range(8)]
+
+    # When the watcher ticks for eight minutes
+    for tick in ticks:
+        clock.at(tick)
+        invoke("WatcherFunction", load_event("watcher"))
+
+    # Then every occurrence up to the last tick's window was queued, each one before its
+    # second by at least the task start and dispatch time (or, for those due sooner than that
+    # after the create, at the create itself)
+    runs = sorted(runs_of(stack, job["job_id"]), key=lambda r: int(r["execution_time"]))
+    seconds = [int(r["execution_time"]) for r in runs]
+    first = int(datetime(2026, 12, 1, 9, 1, tzinfo=UTC).timestamp())
+    assert seconds == list(range(first, seconds[-1] + 1, 60))
+    assert seconds[-1] >= int(ticks[-1].timestamp()) + settings.lead_seconds - 60
+    needed = settings.task_start_seconds + settings.dispatch_seconds
+    created = int(datetime(2026, 12, 1, 9, 0, tzinfo=UTC).timestamp())
+    for run in runs:
+        second = int(run["execution_time"])
+        lead = second - times.epoch(times.from_text(run["queued_at"]))
+        assert lead >= min(needed, second - created), run
