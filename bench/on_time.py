@@ -82,14 +82,17 @@ def boundaries(start: float, end: float) -> Iterator[int]:
         minute += 60
 
 
-def drive(client: Client, minutes: int, rng: random.Random) -> dict[str, list[str]]:
-    """Create the jobs of every case over `minutes` minutes of real time."""
+def drive(client: Client, minutes: int, rng: random.Random) -> tuple[dict[str, list[str]], int]:
+    """Create the jobs of every case over `minutes` minutes of real time; returns them and the
+    last second any of them is due at (within the period)."""
     jobs: dict[str, list[str]] = {case: [] for case in CASES}
     began = time.time()
+    last = int(began + 60 * minutes) // 60 * 60
     jobs["every_minute"] = [client.create("* * * * *") for _ in range(3)]
     spare = [client.create("0 0 1 1 *") for _ in range(minutes)]
-    first_minute = int(began) // 60 * 60 + 180
-    jobs["one_off"] = [client.create(daily_at(first_minute + 60 * i)) for i in range(2)]
+    # Known in advance: due minutes after their creation, inside the period.
+    one_off = list(boundaries(began + 100, last + 1))[:2]
+    jobs["one_off"] = [client.create(daily_at(minute)) for minute in one_off]
     # One created and one updated job per minute, each 10-50 s before its occurrence.
     plan: list[tuple[float, str, int]] = []
     for minute in boundaries(began + 55, began + 60 * minutes):
@@ -103,7 +106,7 @@ def drive(client: Client, minutes: int, rng: random.Random) -> dict[str, list[st
             job_id = spare.pop()
             client.update(job_id, daily_at(minute))
             jobs[case].append(job_id)
-    return jobs
+    return jobs, last
 
 
 def collect(
@@ -181,13 +184,13 @@ def one_pass(
         "task_start_delay_s": delay,
         "tick_second": tick_second,
         "minutes": minutes,
-        "seconds": until - began,
+        "seconds": time.time() - began,
         "cases": cases,
     }
 
 
 def run(mode: Mode) -> dict[str, Any]:
-    minutes = mode.pick(6, 2)
+    minutes = mode.pick(6, 3)
     work = mode.results_dir / "work"
     passes = {
         "fargate_like": one_pass(mode, work, "fargate", mode.pick("30-90", "5-15"), minutes, 11),
