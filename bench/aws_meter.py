@@ -219,7 +219,7 @@ class AwsMeter:
         boto3.setup_default_session()
         session = boto3.DEFAULT_SESSION
         assert session is not None
-        core = session._session  # botocore's session: where events live
+        core = session.events  # botocore's event emitter, shared by every client built
         core.register("before-call", self._before_call, unique_id="bench-meter-before")
         core.register("after-call", self._after_call, unique_id="bench-meter-after")
         # DynamoDB's API parameters (not the serialised request) are kept in the call's

@@ -12,12 +12,11 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import pytest
-from botocore.client import BaseClient
-from botocore.exceptions import ClientError
 
 from devstack.template import Stack
 from integration.conftest import Invoke, api_event, body_of
@@ -183,24 +182,26 @@ def job_items(stack: Stack) -> list[dict[str, Any]]:
 
 @contextmanager
 def failing(service: str, operation: str, code: str) -> Iterator[None]:
-    """Within the block, that call raises that error, as AWS does once botocore has given up
-    retrying; every other call goes through to moto."""
-    original = BaseClient._make_api_call
+    """Within the block, that call fails with that error, as AWS answers once botocore has
+    given up retrying (a `before-call` hook answers in AWS's place); every other call goes
+    through to moto."""
+    event = f"before-call.{service}.{operation}"
 
-    def call(self: BaseClient, name: str, params: dict[str, Any]) -> Any:
-        if name == operation and self.meta.service_model.service_name == service:
-            raise ClientError(
-                {
-                    "Error": {"Code": code, "Message": "injected by the test"},
-                    "ResponseMetadata": {"HTTPStatusCode": 400},
-                },
-                name,
-            )
-        return original(self, name, params)
+    def refuse(**_: Any) -> tuple[Any, dict[str, Any]]:
+        error = {"Code": code, "Message": "injected by the test"}
+        return SimpleNamespace(status_code=400, headers={}), {
+            "Error": error,
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(BaseClient, "_make_api_call", call)
+    boto3.setup_default_session()  # the services' clients are rebuilt from it, hook included
+    boto3.DEFAULT_SESSION.events.register(event, refuse)
+    wiring.reset()
+    try:
         yield
+    finally:
+        boto3.DEFAULT_SESSION.events.unregister(event, refuse)
+        wiring.reset()
 
 
 # ------------------------------------------------------------------------------ create

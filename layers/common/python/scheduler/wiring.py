@@ -86,15 +86,19 @@ class Stores:
 # -- the job API --------------------------------------------------------------------------------
 
 
-def _due_runs(settings: DispatchSettings, stores: Stores, workers: int = 16) -> DueRuns:
-    policy = DispatchPolicy(
-        lookahead_seconds=settings.lead_seconds,
-        pack_window_seconds=settings.pack_window_seconds,
-        max_runs_per_task=settings.max_runs_per_task,
-        dispatch_grace_seconds=settings.dispatch_grace_seconds,
-        workers=workers,
-    )
+def _dispatch_fields(settings: DispatchSettings) -> dict[str, int]:
+    """What every taker of due runs shares: the lead, packing and the dispatch deadline."""
+    return {
+        "lookahead_seconds": settings.lead_seconds,
+        "pack_window_seconds": settings.pack_window_seconds,
+        "max_runs_per_task": settings.max_runs_per_task,
+        "dispatch_grace_seconds": settings.dispatch_grace_seconds,
+    }
+
+
+def _due_runs(settings: DispatchSettings, stores: Stores) -> DueRuns:
     queue = SqsRunQueue(client("sqs"), settings.dispatch_queue_url)
+    policy = DispatchPolicy(**_dispatch_fields(settings))
     return DueRuns(stores.jobs, stores.schedule, stores.runs, queue, policy)
 
 
@@ -206,12 +210,9 @@ def watcher() -> Watcher:
     settings = WatcherSettings()  # type: ignore[call-arg]
     stores = Stores(settings)
     policy = WatcherPolicy(
-        lookahead_seconds=settings.lead_seconds,
+        **_dispatch_fields(settings),
         overlap_seconds=settings.overlap_seconds,
         max_window_seconds=settings.max_window_seconds,
-        pack_window_seconds=settings.pack_window_seconds,
-        max_runs_per_task=settings.max_runs_per_task,
-        dispatch_grace_seconds=settings.dispatch_grace_seconds,
         workers=settings.watcher_workers,
     )
     return Watcher(

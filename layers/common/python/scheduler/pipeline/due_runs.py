@@ -46,7 +46,7 @@ def dispatch_lead_seconds(
     return task_start_seconds + dispatch_seconds + tick_seconds + tick_delay_seconds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DispatchPolicy:
     lookahead_seconds: int  # runs are taken this early; the runner waits for the second
     pack_window_seconds: int  # runs of one owner due this close together share one task

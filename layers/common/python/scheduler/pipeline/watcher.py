@@ -21,15 +21,10 @@ from scheduler.times import Clock, epoch, from_epoch
 logger = Logger(child=True)
 
 
-@dataclass(frozen=True)
-class WatcherPolicy:
-    lookahead_seconds: int  # runs are queued this early; the runner waits for the second
+@dataclass(frozen=True, kw_only=True)
+class WatcherPolicy(DispatchPolicy):
     overlap_seconds: int  # every tick looks this far back, so late writes are never skipped
     max_window_seconds: int  # a catch-up tick covers at most this much; the next goes on
-    pack_window_seconds: int  # runs of one owner due this close together share one task
-    max_runs_per_task: int
-    dispatch_grace_seconds: int  # a queued run not finished by not_before+timeout+grace is lost
-    workers: int = 16  # DynamoDB calls in flight at once
 
 
 @dataclass
@@ -60,19 +55,7 @@ class Watcher:
         self._silent_runs = silent_runs
         self._policy = policy
         self._clock = clock
-        self._due_runs = DueRuns(
-            jobs,
-            schedule,
-            runs,
-            queue,
-            DispatchPolicy(
-                lookahead_seconds=policy.lookahead_seconds,
-                pack_window_seconds=policy.pack_window_seconds,
-                max_runs_per_task=policy.max_runs_per_task,
-                dispatch_grace_seconds=policy.dispatch_grace_seconds,
-                workers=policy.workers,
-            ),
-        )
+        self._due_runs = DueRuns(jobs, schedule, runs, queue, policy)
 
     def window(self, now: datetime) -> tuple[datetime, datetime]:
         """[start, end] of this tick: from the cursor (or the overlap) to now + lookahead."""
