@@ -161,11 +161,10 @@ def one_pass(
             client = Client(stack)
             say(f"on_time/{name}: ticks at :{tick_second:02d}, task start {delay} s")
             began = time.time()
-            jobs = drive(client, minutes, rng)
-            until = time.time()
+            jobs, until = drive(client, minutes, rng)
             say(f"on_time/{name}: {sum(map(len, jobs.values()))} jobs; draining")
             high = float(delay.rsplit("-", maxsplit=1)[-1])
-            runs = collect(client, jobs, until, drain=high + 60)
+            runs = collect(client, jobs, until, drain=max(0.0, until - time.time()) + high + 60)
         finally:
             stop_stack(stack)
     idle = idle_seconds(work / f"on_time-{name}" / "tasks")
