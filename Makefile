@@ -102,3 +102,11 @@ bench: $(BENCH_STAMP) $(LAMBDA_VENV)/.installed
 bench-quick: export PYTHONPATH := layers/common/python:local:.
 bench-quick: $(BENCH_STAMP) $(LAMBDA_VENV)/.installed
 	$(BIN)/python -m bench --quick
+
+# ---------------------------------------------------------------- docs
+.PHONY: docs-dashboard
+
+## Draw the dashboard's layout from template.yaml into docs/dashboard.png (matplotlib, as bench).
+docs-dashboard: export PYTHONPATH := layers/common/python:local:tests
+docs-dashboard: $(BENCH_STAMP)
+	$(BIN)/python docs/render_dashboard.py

@@ -14,3 +14,5 @@ def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    # As the template sets it: powertools flushes metrics itself past 100 values, and needs it.
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Scheduler")

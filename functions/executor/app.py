@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -13,6 +13,7 @@ from scheduler.pipeline.dispatch_models import DispatchMessage
 
 logger = Logger()
 tracer = Tracer()
+metrics = Metrics()  # flushes what the executor record (scheduler/metrics.py)
 # Stops at the first failure and reports it and every later record, as FIFO ordering requires.
 processor = SqsFifoPartialProcessor()
 
@@ -23,6 +24,7 @@ def dispatch(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(
         event=event, record_handler=dispatch, processor=processor, context=context

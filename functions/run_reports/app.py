@@ -16,7 +16,7 @@ from scheduler import wiring
 
 logger = Logger()
 tracer = Tracer()
-metrics = Metrics()  # StartLag and LateRuns (scheduler/runs/run_metrics.py)
+metrics = Metrics()  # flushes what the run outcomes record (scheduler/metrics.py)
 processor = BatchProcessor(event_type=EventType.SQS)
 
 

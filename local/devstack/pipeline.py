@@ -22,6 +22,7 @@ from devstack import local_backend
 from devstack.template import ROOT, Stack
 
 TASK_EVENTS_QUEUE = "local-task-events"
+NOTIFICATIONS_QUEUE = "local-notifications"
 RUNNER = ROOT / "runner" / "entrypoint.py"
 
 Invoke = Callable[[str, dict[str, Any]], Any]
@@ -221,3 +222,15 @@ def task_events_poller(stack: Stack, invoke: Invoke) -> Loop:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
     return Loop("task-events-poller", step, 0.02)
+
+
+def notifications_sink(stack: Stack) -> str:
+    """A queue subscribed to the template's SNS topics, so that run notifications can be read
+    locally (in AWS, whoever subscribes reads them). Returns its URL."""
+    sqs, sns = boto3.client("sqs"), boto3.client("sns")
+    url = str(sqs.create_queue(QueueName=NOTIFICATIONS_QUEUE)["QueueUrl"])
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    for logical in stack.of_type("AWS::SNS::Topic"):
+        topic = str(stack.resolve({"Ref": logical}))
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["QueueArn"])
+    return url

@@ -40,6 +40,10 @@ def create_all(stack: Stack, endpoint_url: str | None = None) -> None:
 
     _create_queues(stack, session.client("sqs", endpoint_url=endpoint_url))
 
+    sns = session.client("sns", endpoint_url=endpoint_url)
+    for logical in stack.of_type("AWS::SNS::Topic"):
+        sns.create_topic(Name=stack.physical_names[logical])  # idempotent
+
     ecs = session.client("ecs", endpoint_url=endpoint_url)
     for logical in stack.of_type("AWS::ECS::Cluster"):
         ecs.create_cluster(clusterName=stack.physical_names[logical])

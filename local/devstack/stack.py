@@ -155,6 +155,7 @@ def _api_gateway(runtime: Runtime) -> Service:
 # timer (the EventBridge rule) and the executor's SQS poller (the event source mapping) here.
 def _pipeline(runtime: Runtime) -> list[Service]:
     invoke = runtime.functions.invoke
+    pipeline.notifications_sink(runtime.stack)  # where run notifications can be read locally
     return [
         *pipeline.sqs_pollers(runtime.stack, invoke),
         pipeline.task_events_poller(runtime.stack, invoke),

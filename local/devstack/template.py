@@ -102,6 +102,8 @@ class Stack:
         if name in self.parameters:
             return self.parameters[name]
         if name in self.physical_names:
+            if self.resources[name]["Type"] == "AWS::SNS::Topic":  # Ref of a topic is its ARN
+                return f"arn:aws:sns:us-east-1:123456789012:{self.physical_names[name]}"
             if self.resources[name]["Type"] == "AWS::SQS::Queue":  # Ref of a queue is its URL
                 return (
                     f"https://sqs.us-east-1.amazonaws.com/123456789012/{self.physical_names[name]}"
@@ -121,6 +123,8 @@ class Stack:
         if resource["Type"] == "AWS::SQS::Queue" and attribute == "Arn":
             return f"arn:aws:sqs:us-east-1:123456789012:{physical}"
         if resource["Type"] == "AWS::SQS::Queue" and attribute == "QueueName":
+            return physical
+        if resource["Type"] == "AWS::SNS::Topic" and attribute == "TopicName":
             return physical
         if resource["Type"] == "AWS::ECS::Cluster" and attribute == "Arn":
             return f"arn:aws:ecs:us-east-1:123456789012:cluster/{physical}"

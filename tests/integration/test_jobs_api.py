@@ -37,6 +37,7 @@ JOB_FIELDS = {
     "timeout_seconds",
     "max_attempts",
     "concurrency_policy",
+    "notifications",
     "created_at",
     "updated_at",
 }

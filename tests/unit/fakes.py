@@ -409,10 +409,18 @@ class FakeRunStore:
         more = len(runs) > limit
         return page, ({"job_id": job_id, "key": page[-1].key} if more else None)
 
-    def unfinished_before(self, job_id: str, key: str) -> str | None:
+    def unfinished_before(self, job_id: str, key: str, now: datetime) -> str | None:
         # Like the repository, only the latest 10 earlier runs are looked at.
         earlier = [run for run in self._newest_first(job_id) if run.key < key][:10]
-        return next((run.key for run in earlier if not run.status.terminal), None)
+        return next(
+            (
+                run.key
+                for run in earlier
+                if not run.status.terminal
+                and (run.status is RunStatus.RUNNING or run.not_before <= epoch(now))
+            ),
+            None,
+        )
 
     def overdue(self, now: datetime) -> list[tuple[str, str]]:
         with self._schedule.transaction():

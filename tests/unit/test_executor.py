@@ -10,8 +10,8 @@ import pytest
 
 from scheduler import keys
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun, RunSpec
-from scheduler.pipeline.ecs_backend import DispatchFailed
 from scheduler.pipeline.executor import Executor, RunBusy
+from scheduler.pipeline.ports import DispatchFailed
 from scheduler.runs.run_models import AttemptRecord, Run, RunReport, RunStatus, RunTrigger, new_run
 from scheduler.times import epoch
 from unit.fakes import FakeClock, FakeDispatchBackend, FakeRunStore, FakeScheduleStore

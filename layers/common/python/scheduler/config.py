@@ -76,6 +76,8 @@ class RunJobSettings(JobApiSettings):
 class RunStatusSettings(JobApiSettings):
     retry_base_seconds: int = Field(default=30, ge=1)
     running_grace_seconds: int = Field(default=60, ge=0)
+    # The SNS topic of run notifications; unset: nobody is told.
+    notifications_topic_arn: str | None = None
 
 
 class WatcherSettings(DispatchSettings, RunStatusSettings):

@@ -39,6 +39,7 @@ from scheduler.runs.run_object_store import S3RunObjects
 from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.runs.run_repository import RunRepository
 from scheduler.runs.run_service import RunService
+from scheduler.runs.sns_notifier import SnsRunNotifier
 from scheduler.schedule.schedule_repository import ScheduleRepository
 from scheduler.times import Clock
 
@@ -189,12 +190,14 @@ def run_now_service() -> RunService:
 
 
 def _run_outcomes(settings: RunStatusSettings, stores: Stores) -> RunOutcomes:
+    topic = settings.notifications_topic_arn
     return RunOutcomes(
         stores.runs,
         S3RunObjects(client("s3"), settings.scripts_bucket),
         retry_base_seconds=settings.retry_base_seconds,
         running_grace_seconds=settings.running_grace_seconds,
         clock=now,
+        notifier=SnsRunNotifier(client("sns"), topic) if topic else None,
     )
 
 

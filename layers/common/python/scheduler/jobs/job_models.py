@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from scheduler.runs.run_models import Notifications
 from scheduler.schedule import cron
 
 MAX_SCRIPT_BYTES = 256 * 1024
@@ -117,6 +118,11 @@ Concurrency = Annotated[
 ]
 
 
+JobNotifications = Annotated[
+    Notifications, Field(description="What the owner is told about runs (SNS); all off by default.")
+]
+
+
 class JobCreate(BaseModel):
     """Body of `POST /jobs`."""
 
@@ -131,6 +137,7 @@ class JobCreate(BaseModel):
     timeout_seconds: TimeoutSeconds = 300
     max_attempts: MaxAttempts = 3
     concurrency_policy: Concurrency = ConcurrencyPolicy.ALLOW
+    notifications: JobNotifications = Notifications()
 
 
 class JobUpdate(BaseModel):
@@ -146,6 +153,7 @@ class JobUpdate(BaseModel):
     timeout_seconds: TimeoutSeconds | None = None
     max_attempts: MaxAttempts | None = None
     concurrency_policy: Concurrency | None = None
+    notifications: JobNotifications | None = None
 
 
 class Job(BaseModel):
@@ -166,6 +174,7 @@ class Job(BaseModel):
     timeout_seconds: int
     max_attempts: int
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+    notifications: Notifications = Notifications()
     created_at: datetime
     updated_at: datetime
 

@@ -15,6 +15,7 @@ from scheduler.aws.dynamo import dump, load, transact
 from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import ConcurrencyPolicy, Job, JobFilters, JobStatus, ListPage
 from scheduler.keys import job_pk, name_pk
+from scheduler.runs.run_models import Notifications
 from scheduler.schedule import cron
 from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.schedule.schedule_repository import ScheduleRepository
@@ -32,6 +33,7 @@ _MUTABLE = (
     "timeout_seconds",
     "max_attempts",
     "concurrency_policy",
+    "notifications_json",
     "script_sha256",
     "script_key",
     "next_run_utc",
@@ -362,6 +364,7 @@ def job_item(job: Job, script_key: str) -> dict[str, Any]:
         "timeout_seconds": job.timeout_seconds,
         "max_attempts": job.max_attempts,
         "concurrency_policy": job.concurrency_policy.value,
+        "notifications_json": job.notifications.model_dump_json(exclude_defaults=True),
         "created_at": times.to_text(job.created_at),
         "updated_at": times.to_text(job.updated_at),
         "created_key": f"{times.to_text(job.created_at)}#{job.job_id}",
@@ -385,6 +388,7 @@ def to_job(item: dict[str, Any]) -> Job:
         timeout_seconds=int(item["timeout_seconds"]),
         max_attempts=int(item["max_attempts"]),
         concurrency_policy=ConcurrencyPolicy(item.get("concurrency_policy", "ALLOW")),
+        notifications=Notifications.model_validate_json(item.get("notifications_json") or "{}"),
         created_at=times.from_text(item["created_at"]),
         updated_at=times.from_text(item["updated_at"]),
     )

@@ -129,6 +129,7 @@ class JobService:
             timeout_seconds=body.timeout_seconds,
             max_attempts=body.max_attempts,
             concurrency_policy=body.concurrency_policy,
+            notifications=body.notifications,
             created_at=now,
             updated_at=now,
         )
@@ -151,6 +152,8 @@ class JobService:
                 f"{', '.join(fields)} cannot be null",
                 [{"field": name, "problem": "cannot be null"} for name in fields],
             )
+        if patch.notifications is not None:  # a model, not the dict model_dump made of it
+            changes["notifications"] = patch.notifications
         script = changes.pop("script", None)
         sha256, script_key = self._scripts.put(script) if script is not None else (None, None)
 

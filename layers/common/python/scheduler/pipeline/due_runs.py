@@ -20,13 +20,15 @@ from datetime import datetime, timedelta
 
 from aws_lambda_powertools import Logger
 
-from scheduler import keys
+from scheduler import keys, metrics
+from scheduler import metric_names as names
 from scheduler.fanout import Item, Result, fan_out
 from scheduler.jobs.job_models import ConcurrencyPolicy, Job, JobStatus
 from scheduler.jobs.ports import JobStore
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
 from scheduler.pipeline.ports import RunQueue
 from scheduler.runs.ports import RunStore
+from scheduler.runs.run_log import run_changed
 from scheduler.runs.run_models import Run, RunStatus, RunTrigger, new_run
 from scheduler.schedule import cron
 from scheduler.schedule.ports import ScheduleStore
@@ -152,7 +154,10 @@ class DueRuns:
             # The deadline counts from when it can start (a late run is queued after its second).
             earliest = max(run.not_before, epoch(now))
             deadline = earliest + run.timeout_seconds + self._policy.dispatch_grace_seconds
-            self._runs.mark_queued(run, now, deadline)
+            if self._runs.mark_queued(run, now, deadline):
+                lead = run.not_before - epoch(now)
+                metrics.seconds(names.QUEUE_LEAD, lead)
+                run_changed("run queued", run, queue_lead_s=lead)
 
         self._map(mark, queued)
         report.queued += len(queued)
@@ -179,9 +184,10 @@ class DueRuns:
             max_attempts=job.max_attempts,
             timeout_seconds=job.timeout_seconds,
             now=now,
+            notifications=job.notifications,
         )
         if job.concurrency_policy is ConcurrencyPolicy.FORBID:
-            busy = self._runs.unfinished_before(job.job_id, run.key)
+            busy = self._runs.unfinished_before(job.job_id, run.key, now)
             if busy is not None:
                 run = run.model_copy(
                     update={
@@ -192,6 +198,9 @@ class DueRuns:
                 )
         script_key = keys.script_key(job.script_sha256)
         if self._runs.create(run, script_key, job.parameters):
+            run_changed("run created", run, status=run.status.value, trigger=run.trigger.value)
+            if run.status is RunStatus.SKIPPED:
+                metrics.count(names.RUNS_SKIPPED)
             return run
         return self._runs.get(run.job_id, run.key)
 

@@ -3,18 +3,18 @@ and the pack's run references beside it, for the task-stopped event."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
 
 from scheduler import keys
+from scheduler.aws.client_errors import THROTTLING_CODES, error_code
 from scheduler.pipeline.dispatch_models import RunSpec
 from scheduler.pipeline.manifests import Manifests
+from scheduler.pipeline.ports import DispatchFailed, DispatchThrottled
 
 if TYPE_CHECKING:
     from mypy_boto3_ecs import ECSClient
-
-
-class DispatchFailed(Exception):
-    """The task could not be started; the runs' claims are released and the message retried."""
 
 
 def run_refs(runs: list[RunSpec]) -> str:
@@ -52,7 +52,20 @@ class EcsBackend:
 
     def dispatch(self, pack_id: str, runs: list[RunSpec]) -> str:
         url = self._manifests.publish(pack_id, runs)
-        response = self._ecs.run_task(
+        try:
+            response = self._run_task(url, runs, pack_id)
+        except ClientError as exc:
+            if error_code(exc) in THROTTLING_CODES:
+                raise DispatchThrottled(f"RunTask throttled: {error_code(exc)}") from exc
+            raise
+        failures = response.get("failures", [])
+        tasks = response.get("tasks", [])
+        if failures or not tasks:
+            raise DispatchFailed(f"RunTask failed: {failures}")
+        return str(tasks[0]["taskArn"])
+
+    def _run_task(self, url: str, runs: list[RunSpec], pack_id: str) -> Any:
+        return self._ecs.run_task(
             cluster=self._cluster,
             taskDefinition=self._task_definition,
             launchType="FARGATE",
@@ -71,8 +84,3 @@ class EcsBackend:
                 ]
             },
         )
-        failures = response.get("failures", [])
-        tasks = response.get("tasks", [])
-        if failures or not tasks:
-            raise DispatchFailed(f"RunTask failed: {failures}")
-        return str(tasks[0]["taskArn"])

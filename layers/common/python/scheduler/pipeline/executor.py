@@ -7,10 +7,13 @@ from datetime import datetime
 
 from aws_lambda_powertools import Logger
 
+from scheduler import metric_names as names
+from scheduler import metrics
 from scheduler.fanout import fan_out
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun, RunSpec
-from scheduler.pipeline.ports import DispatchBackend
+from scheduler.pipeline.ports import DispatchBackend, DispatchThrottled
 from scheduler.runs.ports import RunStore
+from scheduler.runs.run_log import run_changed
 from scheduler.runs.run_models import Run, RunStatus
 from scheduler.times import Clock, epoch
 
@@ -51,17 +54,26 @@ class Executor:
         specs = fan_out(self._spec, claimed, _WORKERS)
         try:
             task_id = self._backend.dispatch(message.pack_id, specs)
-        except Exception:
+        except Exception as error:
+            # Zeros too, below: a metric that only appears on failures cannot tell "none".
+            metrics.count(names.DISPATCH_FAILURES)
+            metrics.count(names.RUN_TASK_THROTTLES, int(isinstance(error, DispatchThrottled)))
             self._release(claimed, claim_id, now)
             raise
+        metrics.count(names.TASKS_STARTED)
+        metrics.count(names.DISPATCH_FAILURES, 0)
+        metrics.count(names.RUN_TASK_THROTTLES, 0)
 
         def mark(run: Run) -> None:
             start = max(run.not_before, epoch(now))
             deadline = start + run.timeout_seconds + self._grace
-            self._runs.mark_dispatched(run, claim_id, task_id, self._clock(), deadline)
+            dispatched = self._clock()
+            if self._runs.mark_dispatched(run, claim_id, task_id, dispatched, deadline):
+                lead = run.not_before - epoch(dispatched)
+                metrics.seconds(names.DISPATCH_LEAD, lead)
+                run_changed("run dispatched", run, task_id=task_id, dispatch_lead_s=lead)
 
         fan_out(mark, claimed, _WORKERS)
-        logger.info("dispatched", task_id=task_id, runs=[r.key for r in claimed])
         return [run.key for run in claimed]
 
     def _take(self, due: DueRun, claim_id: str, now: datetime) -> Run | str | None:

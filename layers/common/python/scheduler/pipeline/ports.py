@@ -7,6 +7,14 @@ from typing import Protocol
 from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
 
 
+class DispatchFailed(Exception):
+    """No task was started; the runs' claims are released and the message retried."""
+
+
+class DispatchThrottled(DispatchFailed):
+    """AWS throttled the start of the task beyond botocore's retries (the RunTask quota)."""
+
+
 class RunQueue(Protocol):
     def send(self, messages: list[DispatchMessage]) -> list[bool]:
         """Send every message; for each, whether the queue accepted it."""

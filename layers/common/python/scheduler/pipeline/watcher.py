@@ -4,11 +4,14 @@ a late or missed tick is caught up by the next."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from aws_lambda_powertools import Logger
 
+from scheduler import metric_names as names
+from scheduler import metrics
 from scheduler.jobs.ports import JobStore
 from scheduler.pipeline.due_runs import DispatchPolicy, DueRuns
 from scheduler.pipeline.ports import RunQueue
@@ -69,6 +72,7 @@ class Watcher:
         return start, end
 
     def tick(self) -> TickReport:
+        began = time.monotonic()
         now = self._clock()
         start, end = self.window(now)
         report = TickReport(window_start=epoch(start), window_end=epoch(end))
@@ -86,6 +90,10 @@ class Watcher:
         covered = min(epoch(now), epoch(end))
         held = min((i.due_at for i in taken.unsent), default=covered + 1) - 1
         self._schedule.advance_cursor(min(covered, held))
+        metrics.milliseconds(names.TICK_DURATION, (time.monotonic() - began) * 1000)
+        metrics.count(names.TICK_ITEMS, report.items)
+        metrics.count(names.RUNS_QUEUED, report.queued)
+        metrics.count(names.LOST_RUNS_CONCLUDED, report.lost_runs_concluded)
         logger.info(
             "tick", **report.__dict__ | {"late_seconds": max(report.late_seconds, default=0)}
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from scheduler.runs.run_models import AttemptRecord, Run, RunReport
+from scheduler.runs.run_models import AttemptRecord, Run, RunNotification, RunReport
 from scheduler.schedule.schedule_item import ScheduleItem
 
 
@@ -23,7 +23,8 @@ class RunStore(Protocol):
         self, job_id: str, limit: int, start: dict[str, str] | None
     ) -> tuple[list[Run], dict[str, str] | None]: ...
 
-    def unfinished_before(self, job_id: str, key: str) -> str | None: ...
+    def unfinished_before(self, job_id: str, key: str, now: datetime) -> str | None:
+        """An earlier run of the job that has started (or is due by `now`) and not finished."""
 
     def overdue(self, now: datetime) -> list[tuple[str, str]]: ...
 
@@ -60,3 +61,10 @@ class RunObjects(Protocol):
 
     def link(self, key: str, seconds: int) -> str:
         """A presigned GET of `key`, valid for `seconds`."""
+
+
+class RunNotifier(Protocol):
+    """Tells a job's owner about a run (the deployment's SNS topic). Never raises: a
+    notification that cannot be sent is logged, and the pipeline goes on."""
+
+    def notify(self, notification: RunNotification) -> None: ...

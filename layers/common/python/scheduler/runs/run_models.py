@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler import keys
 from scheduler.times import epoch, from_epoch
@@ -44,6 +44,46 @@ class RunTrigger(StrEnum):
     SCHEDULE = "SCHEDULE"
     MANUAL = "MANUAL"
     RETRY = "RETRY"
+
+
+class Notifications(BaseModel):
+    """What a job's owner is told about its runs (through the deployment's SNS topic, with the
+    owner, job id and event type as message attributes to filter on). All off by default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on_failure: bool = Field(
+        default=False, description="Tell when a run ends FAILED or TIMED_OUT, its retries used up."
+    )
+    late_after_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=3600,
+        description="Tell when a run's script starts more than this after its scheduled second "
+        "(once per run, not per retry).",
+    )
+
+
+class RunEvent(StrEnum):
+    RUN_FAILED = "RUN_FAILED"
+    RUN_LATE = "RUN_LATE"
+
+
+class RunNotification(BaseModel):
+    """What a notification carries (the SNS message body, as JSON)."""
+
+    event_type: RunEvent
+    user_id: str
+    job_id: str
+    run_key: str
+    attempt: int
+    scheduled_at: datetime
+    status: RunStatus
+    exit_code: int | None = None
+    start_lag_ms: int | None = None
+    output_tail: str | None = None
+    error: str | None = None
+    link: str = Field(description="The run in the API: GET it with the owner's token.")
 
 
 class AttemptRecord(BaseModel):
@@ -86,6 +126,8 @@ class Run(BaseModel):
     task_id: str | None = None
     error: str | None = None
     attempts: list[AttemptRecord] = []
+    # The job's notifications when the run was created; stored with the run, not shown.
+    notifications: Notifications | None = Field(default=None, exclude=True)
 
 
 def new_run(
@@ -97,6 +139,7 @@ def new_run(
     max_attempts: int,
     timeout_seconds: int,
     now: datetime,
+    notifications: Notifications | None = None,
 ) -> Run:
     """A run as it is first written: PENDING, attempt 1, startable at its scheduled second.
     The one place a Run is born, for the watcher's scheduled runs and for run now alike."""
@@ -115,6 +158,7 @@ def new_run(
         not_before=epoch(scheduled),
         created_at=now,
         updated_at=now,
+        notifications=notifications,
     )
 
 

@@ -11,13 +11,31 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
 
-from scheduler import keys
-from scheduler.runs import run_metrics
-from scheduler.runs.ports import RunObjects, RunStore
-from scheduler.runs.run_models import AttemptRecord, Run, RunReport, RunStatus
+from scheduler import keys, metrics
+from scheduler import metric_names as names
+from scheduler.runs.ports import RunNotifier, RunObjects, RunStore
+from scheduler.runs.run_log import run_changed
+from scheduler.runs.run_models import (
+    AttemptRecord,
+    Run,
+    RunEvent,
+    RunNotification,
+    RunReport,
+    RunStatus,
+)
 from scheduler.times import Clock, epoch
 
 logger = Logger(child=True)
+
+
+# The promise: a script starts within 2 s of its scheduled second.
+LATE_AFTER_MS = 2000
+_FINAL_METRIC = {
+    RunStatus.SUCCEEDED: names.RUNS_SUCCEEDED,
+    RunStatus.FAILED: names.RUNS_FAILED,
+    RunStatus.TIMED_OUT: names.RUNS_TIMED_OUT,
+    RunStatus.SKIPPED: names.RUNS_SKIPPED,
+}
 
 
 def retry_delay(attempt: int, base_seconds: int, cap_seconds: int = 3600) -> int:
@@ -34,7 +52,9 @@ class RunOutcomes:
         retry_base_seconds: int,
         running_grace_seconds: int,
         clock: Clock,
+        notifier: RunNotifier | None = None,
     ) -> None:
+        self._notifier = notifier
         self._runs = runs
         self._objects = objects
         self._retry_base = retry_base_seconds
@@ -93,11 +113,14 @@ class RunOutcomes:
         deadline passed): from its finished report if that landed after all (its notification
         may still be on its way), else as FAILED. False if there was nothing to conclude."""
         if run.status.terminal or run.status is RunStatus.PENDING:
+            metrics.count(names.UNREPORTED_RUNS, 0)  # its runner had reported: "none" counts
             return False  # finished, or already being retried
         finished = self._objects.report(
             keys.report_key(run.job_id, run.key, run.attempt, "finished")
         )
+        metrics.count(names.UNREPORTED_RUNS, int(finished is None))
         if finished is None:
+            run_changed("run unreported", run, error=error, exit_code=exit_code)
             finished = RunReport(
                 job_id=run.job_id,
                 run_key=run.key,
@@ -124,26 +147,58 @@ class RunOutcomes:
                 error=report.error,
             )
             if self._runs.retry(run, failed, not_before, now):
-                logger.info("retry scheduled", run_key=run.key, attempt=run.attempt + 1)
+                if run.status is not RunStatus.RUNNING:  # its started report was not applied
+                    self._record_start(run, report)
+                metrics.count(names.RUNS_RETRIED)
+                run_changed("run retried", run, status=status.value, not_before=not_before)
                 return RunStatus.PENDING
             return run.status
         final = report.model_copy(update={"status": status})
-        finished = self._runs.finish(run, final, _output_key(run, report), now)
-        if finished and run.status is not RunStatus.RUNNING:  # its started report not applied
+        if not self._runs.finish(run, final, _output_key(run, report), now):
+            return status
+        if run.status is not RunStatus.RUNNING:  # its started report was not applied
             self._record_start(run, report)
+        if status in _FINAL_METRIC:
+            metrics.count(_FINAL_METRIC[status])
+        run_changed("run finished", run, status=status.value, exit_code=report.exit_code)
+        wanted = run.notifications is not None and run.notifications.on_failure
+        if wanted and status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+            self._notify(RunEvent.RUN_FAILED, run, final)
         return status
 
-    @staticmethod
-    def _record_start(run: Run, report: RunReport) -> None:
-        if report.start_lag_ms is not None:
-            run_metrics.record_start(report.start_lag_ms)
-            logger.info(
-                "run started",
+    def _record_start(self, run: Run, report: RunReport) -> None:
+        """A script started: its lateness, once per attempt (told to the owner once per run,
+        on its first attempt: a retry starts late by design)."""
+        lag = report.start_lag_ms
+        if lag is None:
+            return
+        metrics.milliseconds(names.START_LAG, lag)
+        metrics.count(names.LATE_RUNS, int(lag > LATE_AFTER_MS))
+        run_changed("run started", run, start_lag_ms=lag)
+        threshold = run.notifications.late_after_seconds if run.notifications else None
+        if threshold is not None and run.attempt == 1 and lag > threshold * 1000:
+            self._notify(RunEvent.RUN_LATE, run, report.model_copy(update={"status": None}))
+
+    def _notify(self, event: RunEvent, run: Run, report: RunReport) -> None:
+        if self._notifier is None:
+            return
+        self._notifier.notify(
+            RunNotification(
+                event_type=event,
+                user_id=run.user_id,
                 job_id=run.job_id,
                 run_key=run.key,
                 attempt=run.attempt,
+                scheduled_at=run.scheduled_at,
+                status=report.status or RunStatus.RUNNING,
+                exit_code=report.exit_code,
                 start_lag_ms=report.start_lag_ms,
+                output_tail=report.output_tail,
+                error=report.error,
+                link=f"/jobs/{run.job_id}/runs/{run.key}",
             )
+        )
+        run_changed("owner notified", run, event_type=event.value)
 
 
 def _output_key(run: Run, report: RunReport) -> str | None:

@@ -15,6 +15,7 @@ from scheduler.aws.dynamo import condition_failed, dump, load, transact
 from scheduler.runs.run_models import (
     IN_FLIGHT,
     AttemptRecord,
+    Notifications,
     Run,
     RunReport,
     RunStatus,
@@ -93,24 +94,28 @@ class RunRepository:
         last = response.get("LastEvaluatedKey")
         return runs, ({k: v["S"] for k, v in last.items()} if last else None)
 
-    def unfinished_before(self, job_id: str, key: str) -> str | None:
-        """The key of a run of the job, earlier than `key`, that has not finished, if any.
-        Reads the job's latest runs only: an older one still unfinished would be past its
-        deadline and concluded by the watcher's sweep."""
+    def unfinished_before(self, job_id: str, key: str, now: datetime) -> str | None:
+        """The key of a run of the job, earlier than `key`, that has started (or was due by
+        `now`) and not finished, if any. A run taken early and not yet due does not count: it
+        cannot be known now whether it will still run at `key`'s second. Reads the job's latest
+        runs only: an older one still unfinished would be past its deadline and concluded by
+        the watcher's sweep."""
         response = self._call(
             self._db.query,
             TableName=self._table,
             KeyConditionExpression="job_id = :job AND #k < :key",
             ExpressionAttributeNames={"#k": "key", "#st": "status"},
             ExpressionAttributeValues=dump({":job": job_id, ":key": key}),
-            ProjectionExpression="#k, #st",
+            ProjectionExpression="#k, #st, not_before",
             ScanIndexForward=False,
             ConsistentRead=True,
             Limit=10,
         )
         for raw in response.get("Items", []):
             item = load(raw)
-            if not RunStatus(item["status"]).terminal:
+            status = RunStatus(item["status"])
+            started = status is RunStatus.RUNNING or int(item["not_before"]) <= times.epoch(now)
+            if not status.terminal and started:
                 return str(item["key"])
         return None
 
@@ -392,6 +397,8 @@ _TIME_FIELDS = (
 
 def run_item(run: Run) -> dict[str, Any]:
     item = run.model_dump(mode="json", exclude_none=True)
+    if run.notifications is not None:  # not shown by the API, kept with the run
+        item["notifications_json"] = run.notifications.model_dump_json(exclude_defaults=True)
     for name in _TIME_FIELDS:
         value = getattr(run, name)
         if value is not None:
@@ -402,7 +409,9 @@ def run_item(run: Run) -> dict[str, Any]:
 
 
 def to_run(item: dict[str, Any]) -> Run:
-    fields = {k: v for k, v in item.items() if k in Run.model_fields}
+    fields: dict[str, Any] = {k: v for k, v in item.items() if k in Run.model_fields}
+    if "notifications_json" in item:
+        fields["notifications"] = Notifications.model_validate_json(item["notifications_json"])
     for name in _TIME_FIELDS:
         if name in fields:
             fields[name] = times.from_text(fields[name])

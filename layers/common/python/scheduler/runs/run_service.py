@@ -120,6 +120,7 @@ class RunService:
             max_attempts=job.max_attempts,
             timeout_seconds=job.timeout_seconds,
             now=now,
+            notifications=job.notifications,
         )
         item = ScheduleItem(
             job_id=job.job_id,

@@ -1,0 +1,161 @@
+"""Per-job notifications, on in-memory stores: a job's owner is told when a run ends FAILED or
+TIMED_OUT once its retries are used up, and when it starts later than the job allows (once per
+run, not per retry); nobody is told anything a job did not ask for."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from scheduler.runs.run_models import (
+    Notifications,
+    Run,
+    RunEvent,
+    RunNotification,
+    RunReport,
+    RunStatus,
+    RunTrigger,
+    new_run,
+)
+from scheduler.runs.run_outcomes import RunOutcomes
+from scheduler.times import epoch
+from unit.fakes import FakeClock, FakeRunObjects, FakeRunStore, FakeScheduleStore
+
+NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
+
+
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.sent: list[RunNotification] = []
+
+    def notify(self, notification: RunNotification) -> None:
+        self.sent.append(notification)
+
+
+@pytest.fixture
+def runs() -> FakeRunStore:
+    return FakeRunStore(FakeScheduleStore())
+
+
+@pytest.fixture
+def notifier() -> RecordingNotifier:
+    return RecordingNotifier()
+
+
+@pytest.fixture
+def outcomes(runs: FakeRunStore, notifier: RecordingNotifier) -> RunOutcomes:
+    clock = FakeClock(NOON + timedelta(seconds=30))
+    return RunOutcomes(
+        runs,
+        FakeRunObjects(),
+        retry_base_seconds=30,
+        running_grace_seconds=60,
+        clock=clock,
+        notifier=notifier,
+    )
+
+
+def dispatched(runs: FakeRunStore, notifications: Notifications, max_attempts: int = 2) -> Run:
+    run = new_run(
+        job_id="job-a",
+        user_id="alice",
+        scheduled_second=epoch(NOON),
+        trigger=RunTrigger.SCHEDULE,
+        max_attempts=max_attempts,
+        timeout_seconds=60,
+        now=NOON,
+        notifications=notifications,
+    )
+    assert runs.create(run, "scripts/ab/ab.py", {})
+    return redispatch(runs, run)
+
+
+def redispatch(runs: FakeRunStore, run: Run) -> Run:
+    """The run's current attempt, queued and dispatched as the pipeline leaves it."""
+    current = runs.get(run.job_id, run.key)
+    assert current is not None
+    assert runs.mark_queued(current, NOON, epoch(NOON) + 600)
+    assert runs.claim(current, "claim", NOON, 60)
+    assert runs.mark_dispatched(current, "claim", "task", NOON, epoch(NOON) + 600)
+    found = runs.get(run.job_id, run.key)
+    assert found is not None
+    return found
+
+
+def ended(run: Run, status: RunStatus, lag_ms: int = 5) -> RunReport:
+    return RunReport(
+        job_id=run.job_id,
+        run_key=run.key,
+        attempt=run.attempt,
+        status=status,
+        exit_code=0 if status is RunStatus.SUCCEEDED else 3,
+        start_lag_ms=lag_ms,
+        output_tail="Traceback: boom\n",
+    )
+
+
+def test_a_failed_run_is_told_once_its_retries_are_used_up(
+    runs: FakeRunStore, outcomes: RunOutcomes, notifier: RecordingNotifier
+) -> None:
+    # Given a job that wants to hear of failures, and its run's first attempt failing
+    run = dispatched(runs, Notifications(on_failure=True))
+    assert outcomes.conclude(run, ended(run, RunStatus.FAILED)) is RunStatus.PENDING
+    assert notifier.sent == []  # a retry follows: nothing to tell yet
+
+    # When the second and last attempt fails too
+    second = redispatch(runs, run)
+    assert outcomes.conclude(second, ended(second, RunStatus.FAILED)) is RunStatus.FAILED
+
+    # Then the owner is told once, with the run's status, exit code, output tail and link
+    (told,) = notifier.sent
+    assert (told.event_type, told.user_id, told.job_id) == (RunEvent.RUN_FAILED, "alice", "job-a")
+    assert (told.status, told.exit_code, told.attempt) == (RunStatus.FAILED, 3, 2)
+    assert told.output_tail == "Traceback: boom\n"
+    assert told.link == f"/jobs/job-a/runs/{run.key}"
+
+
+def test_a_timed_out_run_is_told_and_a_success_is_not(
+    runs: FakeRunStore, outcomes: RunOutcomes, notifier: RecordingNotifier
+) -> None:
+    run = dispatched(runs, Notifications(on_failure=True), max_attempts=1)
+    outcomes.conclude(run, ended(run, RunStatus.TIMED_OUT))
+    assert [n.status for n in notifier.sent] == [RunStatus.TIMED_OUT]
+
+    other = new_run(
+        job_id="job-b",
+        user_id="alice",
+        scheduled_second=epoch(NOON),
+        trigger=RunTrigger.SCHEDULE,
+        max_attempts=1,
+        timeout_seconds=60,
+        now=NOON,
+        notifications=Notifications(on_failure=True),
+    )
+    assert runs.create(other, "scripts/ab/ab.py", {})
+    other = redispatch(runs, other)
+    outcomes.conclude(other, ended(other, RunStatus.SUCCEEDED))
+    assert len(notifier.sent) == 1
+
+
+def test_a_late_start_is_told_once_not_per_retry(
+    runs: FakeRunStore, outcomes: RunOutcomes, notifier: RecordingNotifier
+) -> None:
+    # Given a job that wants to hear of starts over 10 s late, whose first attempt started
+    # 12 s late and failed, and whose retry started later still
+    run = dispatched(runs, Notifications(late_after_seconds=10))
+    outcomes.conclude(run, ended(run, RunStatus.FAILED, lag_ms=12_000))
+    second = redispatch(runs, run)
+    outcomes.conclude(second, ended(second, RunStatus.SUCCEEDED, lag_ms=45_000))
+
+    # Then the owner heard of the late start once
+    (told,) = notifier.sent
+    assert (told.event_type, told.attempt, told.start_lag_ms) == (RunEvent.RUN_LATE, 1, 12_000)
+
+
+def test_a_job_that_asked_for_nothing_is_told_nothing(
+    runs: FakeRunStore, outcomes: RunOutcomes, notifier: RecordingNotifier
+) -> None:
+    run = dispatched(runs, Notifications(), max_attempts=1)
+    outcomes.conclude(run, ended(run, RunStatus.FAILED, lag_ms=90_000))
+    assert notifier.sent == []
