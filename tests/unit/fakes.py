@@ -79,8 +79,7 @@ def schedule_slot(item: ScheduleItem) -> str:
     """The item's sort key, as ScheduleRepository.key_of makes it: `<due second>#<job_id>`,
     plus `#<run_key>` for retries and manual runs. (The partition key, an hour bucket and a
     shard, follows from the due second and the job id: the slot alone is unique.)"""
-    suffix = item.job_id if item.trigger is RunTrigger.SCHEDULE else f"{item.job_id}#{item.run_key}"
-    return keys.schedule_slot(from_epoch(item.due_at), suffix)
+    return keys.schedule_slot(from_epoch(item.due_at), item.identity())
 
 
 class FakeScheduleStore:

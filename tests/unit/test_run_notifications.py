@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from scheduler.pipeline.watcher import Watcher, WatcherPolicy
 from scheduler.runs.run_models import (
     Notifications,
     Run,
@@ -20,7 +21,15 @@ from scheduler.runs.run_models import (
 )
 from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.times import epoch
-from unit.fakes import FakeClock, FakeRunObjects, FakeRunStore, FakeScheduleStore
+from unit.fakes import (
+    FakeClock,
+    FakeJobStore,
+    FakeRunObjects,
+    FakeRunQueue,
+    FakeRunStore,
+    FakeScheduleStore,
+    make_job,
+)
 
 NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -159,3 +168,67 @@ def test_a_job_that_asked_for_nothing_is_told_nothing(
     run = dispatched(runs, Notifications(), max_attempts=1)
     outcomes.conclude(run, ended(run, RunStatus.FAILED, lag_ms=90_000))
     assert notifier.sent == []
+
+
+# -- the dead man's switch -------------------------------------------------------------------
+
+
+def pipeline(
+    clock: FakeClock, notifier: RecordingNotifier
+) -> tuple[FakeJobStore, FakeRunStore, Watcher]:
+    schedule = FakeScheduleStore()
+    jobs, runs = FakeJobStore(schedule), FakeRunStore(schedule)
+    outcomes = RunOutcomes(
+        runs,
+        FakeRunObjects(),
+        retry_base_seconds=30,
+        running_grace_seconds=60,
+        clock=clock,
+        notifier=notifier,
+    )
+    policy = WatcherPolicy(
+        lookahead_seconds=90,
+        overlap_seconds=300,
+        max_window_seconds=1800,
+        pack_window_seconds=5,
+        max_runs_per_task=10,
+        dispatch_grace_seconds=3600,
+    )
+    watcher = Watcher(jobs, schedule, runs, FakeRunQueue(), outcomes, policy, clock)
+    return jobs, runs, watcher
+
+
+@pytest.mark.parametrize("succeeds", [False, True])
+def test_a_scheduled_run_not_succeeded_within_its_grace_is_told_once(succeeds: bool) -> None:
+    # Given an hourly job that wants to hear of a run not succeeded 10 minutes after its second
+    clock = FakeClock(NOON - timedelta(seconds=60))
+    notifier = RecordingNotifier()
+    jobs, runs, watcher = pipeline(clock, notifier)
+    job = make_job(now=NOON - timedelta(hours=1)).model_copy(
+        update={"notifications": Notifications(missed_after_seconds=600)}
+    )
+    jobs.create(job, "scripts/ab/ab.py")
+
+    # When its 12:00 run is queued, then succeeds (or not), and the watcher ticks on
+    watcher.tick()
+    (run,) = runs.all()
+    if succeeds:
+        assert runs.claim(run, "claim", NOON, 60)
+        claimed = runs.get(run.job_id, run.key)
+        assert claimed is not None
+        assert runs.mark_dispatched(claimed, "claim", "task", NOON, epoch(NOON) + 600)
+        dispatched = runs.get(run.job_id, run.key)
+        assert dispatched is not None
+        assert runs.finish(dispatched, ended(dispatched, RunStatus.SUCCEEDED), None, NOON)
+    for _ in range(14):
+        clock.advance(60)
+        watcher.tick()
+
+    # Then the owner is told once, of the run as it stands, only if it did not succeed
+    told = [n for n in notifier.sent if n.event_type is RunEvent.RUN_MISSED]
+    if succeeds:
+        assert told == []
+    else:
+        (missed,) = told
+        assert (missed.job_id, missed.run_key) == (job.job_id, run.key)
+        assert missed.status is RunStatus.QUEUED

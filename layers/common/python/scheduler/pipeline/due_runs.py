@@ -197,12 +197,28 @@ class DueRuns:
                     }
                 )
         script_key = keys.script_key(job.script_sha256)
-        if self._runs.create(run, script_key, job.parameters):
+        if self._create(run, script_key, job):
             run_changed("run created", run, status=run.status.value, trigger=run.trigger.value)
             if run.status is RunStatus.SKIPPED:
                 metrics.count(names.RUNS_SKIPPED)
             return run
         return self._runs.get(run.job_id, run.key)
+
+    def _create(self, run: Run, script_key: str, job: Job) -> bool:
+        """The run record, with its dead man's switch when the job asked for one: a check item
+        due `missed_after_seconds` after the run's second, written in the same transaction."""
+        grace = job.notifications.missed_after_seconds
+        if grace is None or run.status is RunStatus.SKIPPED:
+            return self._runs.create(run, script_key, job.parameters)
+        check = ScheduleItem(
+            job_id=run.job_id,
+            user_id=run.user_id,
+            scheduled_at=run.execution_time,
+            due_at=run.execution_time + grace,
+            run_key=run.key,
+            check=True,
+        )
+        return self._runs.create_with_schedule_item(run, script_key, job.parameters, check)
 
     def _packs(self, runs: list[Run]) -> list[list[Run]]:
         """Runs of one owner due in the same short window, at most max_runs_per_task each."""

@@ -19,6 +19,7 @@ from scheduler.runs.ports import RunStore
 from scheduler.runs.run_models import RunTrigger
 from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.schedule.ports import ScheduleStore
+from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import Clock, epoch, from_epoch
 
 logger = Logger(child=True)
@@ -77,6 +78,8 @@ class Watcher:
         start, end = self.window(now)
         report = TickReport(window_start=epoch(start), window_end=epoch(end))
         items = list(self._schedule.due(start, end))
+        self._check_runs([i for i in items if i.check and i.due_at <= epoch(now)])
+        items = [i for i in items if not i.check]
         jobs = self._jobs.get_many({i.job_id for i in items if i.trigger is RunTrigger.SCHEDULE})
         taken = self._due_runs.take(items, jobs, now, end)
         report.items, report.queued = taken.items, taken.queued
@@ -98,6 +101,16 @@ class Watcher:
             "tick", **report.__dict__ | {"late_seconds": max(report.late_seconds, default=0)}
         )
         return report
+
+    def _check_runs(self, checks: list[ScheduleItem]) -> None:
+        """Dead man's switches whose grace has ended: the owner is told of a run that has not
+        succeeded; each check is done once (then deleted), a later one is left for its time."""
+        for check in checks:
+            assert check.run_key is not None
+            run = self._runs.get(check.job_id, check.run_key)
+            if run is not None:
+                self._silent_runs.check_succeeded(run)
+            self._schedule.delete(check)
 
     def _conclude_lost(self, now: datetime) -> int:
         """Runs past their deadline with no end recorded (a task died unseen, a message went to

@@ -62,11 +62,19 @@ class Notifications(BaseModel):
         description="Tell when a run's script starts more than this after its scheduled second "
         "(once per run, not per retry).",
     )
+    missed_after_seconds: int | None = Field(
+        default=None,
+        ge=60,
+        le=86400,
+        description="A dead man's switch: tell when a scheduled run has not SUCCEEDED this long "
+        "after its scheduled second (failed, still running, or never started).",
+    )
 
 
 class RunEvent(StrEnum):
     RUN_FAILED = "RUN_FAILED"
     RUN_LATE = "RUN_LATE"
+    RUN_MISSED = "RUN_MISSED"
 
 
 class RunNotification(BaseModel):

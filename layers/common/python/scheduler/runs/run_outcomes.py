@@ -166,6 +166,17 @@ class RunOutcomes:
             self._notify(RunEvent.RUN_FAILED, run, final)
         return status
 
+    def check_succeeded(self, run: Run) -> bool:
+        """The dead man's switch of a scheduled run, at its grace period's end: tell the owner
+        if it has not succeeded (failed, still under way, or never started). False if told."""
+        if run.status in (RunStatus.SUCCEEDED, RunStatus.SKIPPED):
+            return True
+        report = RunReport(
+            job_id=run.job_id, run_key=run.key, attempt=run.attempt, status=run.status
+        )
+        self._notify(RunEvent.RUN_MISSED, run, report.model_copy(update={"error": run.error}))
+        return False
+
     def _record_start(self, run: Run, report: RunReport) -> None:
         """A script started: its lateness, once per attempt (told to the owner once per run,
         on its first attempt: a retry starts late by design)."""

@@ -18,6 +18,17 @@ class ScheduleItem(BaseModel):
     due_at: int  # epoch seconds at which the watcher should enqueue it (retries: their backoff)
     trigger: RunTrigger = RunTrigger.SCHEDULE
     run_key: str | None = None  # set for retries and manual runs: the run already exists
+    # A "dead man's switch": at due_at, tell the owner if run_key has not succeeded by then.
+    check: bool = False
+
+    def identity(self) -> str:
+        """What tells items due in the same second apart (the sort key's suffix): a job has one
+        next occurrence, but a retry, a manual run or a check can share its second."""
+        if self.check:
+            return f"{self.job_id}#{self.run_key}#check"
+        if self.trigger is RunTrigger.SCHEDULE:
+            return self.job_id
+        return f"{self.job_id}#{self.run_key}"
 
     @classmethod
     def occurrence(cls, job_id: str, user_id: str, instant: datetime) -> ScheduleItem:

@@ -12,7 +12,6 @@ from botocore.exceptions import ClientError
 from scheduler import keys
 from scheduler.aws.client_errors import raise_if_throttled
 from scheduler.aws.dynamo import condition_failed, dump, load
-from scheduler.runs.run_models import RunTrigger
 from scheduler.schedule.schedule_item import ScheduleItem, hour_starts
 from scheduler.times import from_epoch
 
@@ -36,10 +35,8 @@ class ScheduleRepository:
     def key_of(self, item: ScheduleItem) -> dict[str, str]:
         due = from_epoch(item.due_at)
         shard = keys.shard_of(item.job_id, self._shards)
-        suffix = (
-            item.job_id if item.trigger is RunTrigger.SCHEDULE else f"{item.job_id}#{item.run_key}"
-        )
-        return {"bucket": keys.hour_bucket(due, shard), "slot": keys.schedule_slot(due, suffix)}
+        slot = keys.schedule_slot(due, item.identity())
+        return {"bucket": keys.hour_bucket(due, shard), "slot": slot}
 
     def item_of(self, item: ScheduleItem) -> dict[str, Any]:
         """The DynamoDB item (plain values) for `item`."""
