@@ -437,3 +437,31 @@ def test_a_runs_output_is_given_as_text_or_as_a_link(stack, invoke) -> None:
     location = response["headers"]["Location"]
     assert output_key in location
     assert "Expires=" in location or "X-Amz-Expires=300" in location
+
+
+def test_run_now_takes_its_own_parameters_and_reason_and_refuses_bad_ones(stack, invoke) -> None:
+    job = _create_job(invoke, schedule="0 0 1 1 *", parameters={"region": "eu"})
+    path = {"job_id": job["job_id"]}
+
+    def run_now(body: Any) -> dict[str, Any]:
+        event = api_event(
+            "run_job", path=f"/jobs/{job['job_id']}/run", path_parameters=path, body=body
+        )
+        return invoke("RunJobFunction", event)
+
+    # When run now is given parameters and a reason
+    response = run_now({"parameters": {"region": "us"}, "reason": "backfill for INC-7"})
+
+    # Then the run carries them (the script will see those parameters)
+    assert response["statusCode"] == 202, response
+    run = body_of(response)
+    assert (run["reason"], run["parameters_overridden"]) == ("backfill for INC-7", True)
+    (record,) = runs_of(stack, job["job_id"])
+    assert json.loads(record["parameters_json"]) == {"region": "us"}
+
+    # And a body it cannot accept is a 400 naming the field, with no run created
+    for bad, field in (({"reason": "x" * 300}, "reason"), ({"parameters": [1]}, "parameters")):
+        refused = run_now(bad)
+        assert refused["statusCode"] == 400, refused
+        assert field in {d["field"] for d in body_of(refused)["error"]["details"]}
+    assert len(runs_of(stack, job["job_id"])) == 1

@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
 from scheduler import keys
 from scheduler.errors import InvalidPageToken, JobNotFound, RunNotFound
-from scheduler.jobs.job_models import Job
+from scheduler.jobs.job_models import Job, RunNowRequest
 from scheduler.pagination import PageTokens
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
@@ -367,3 +368,39 @@ def test_run_now_does_not_take_the_second_of_a_run_the_watcher_already_created(
     kept = runs.get(job.job_id, scheduled.key)
     assert kept is not None
     assert kept.trigger is RunTrigger.SCHEDULE
+
+
+def test_run_now_with_its_own_parameters_and_a_reason_records_both(
+    service: RunService, runs: FakeRunStore, job: Job
+) -> None:
+    # When alice runs her job now with other parameters, saying why
+    request = RunNowRequest(parameters={"region": "us", "dry_run": True}, reason="INC-42 rerun")
+    run = service.run_now("alice", job.job_id, request)
+
+    # Then this run gets those parameters (the job keeps its own) and shows the reason
+    assert runs.script_of(job.job_id, run.key)[1] == {"region": "us", "dry_run": True}
+    stored = runs.get(job.job_id, run.key)
+    assert stored is not None
+    assert (stored.reason, stored.parameters_overridden) == ("INC-42 rerun", True)
+    assert job.parameters == {"region": "eu"}
+
+    # And a plain run now still takes the job's parameters, with no reason
+    plain = service.run_now("alice", job.job_id)
+    assert runs.script_of(job.job_id, plain.key)[1] == {"region": "eu"}
+    assert (plain.reason, plain.parameters_overridden) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"parameters": {"blob": "x" * 20000}}, "at most 16384"),
+        ({"reason": ""}, "at least 1 character"),
+        ({"reason": "r" * 300}, "at most 256 characters"),
+        ({"params": {}}, "Extra inputs are not permitted"),
+    ],
+)
+def test_run_now_overrides_are_checked_like_the_jobs_fields(
+    body: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        RunNowRequest.model_validate(body)

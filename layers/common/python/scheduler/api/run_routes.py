@@ -12,6 +12,7 @@ from scheduler import wiring
 from scheduler.api.error_responses import responses
 from scheduler.api.job_routes import caller
 from scheduler.errors import JobNotFound, RunNotFound
+from scheduler.jobs.job_models import RunNowRequest
 from scheduler.runs.run_models import Run, RunPage
 
 list_runs_router = Router()
@@ -78,12 +79,15 @@ run_job_router = Router()
     "/jobs/<job_id>/run",
     summary="Run the job now",
     description="Starts a run within seconds, through the same queue, executor and runner as "
-    "scheduled runs. Answers 202 with the run; follow it at its Location.",
+    "scheduled runs, optionally with its own parameters and a reason (both recorded on the run). "
+    "Answers 202 with the run; follow it at its Location.",
     tags=["runs"],
     responses=responses(202, Run, JobNotFound),
 )
-def run_job(job_id: Annotated[str, Path(max_length=64)]) -> Response[Run]:
-    run = wiring.run_now_service().run_now(caller(run_job_router), job_id)
+def run_job(
+    job_id: Annotated[str, Path(max_length=64)], body: RunNowRequest | None = None
+) -> Response[Run]:
+    run = wiring.run_now_service().run_now(caller(run_job_router), job_id, body)
     return Response(
         status_code=202,
         content_type="application/json",

@@ -205,3 +205,16 @@ class ListPage:
 
     jobs: list[Job]
     position: dict[str, str] | None  # where the next page starts, None on the last page
+
+
+class RunNowRequest(BaseModel):
+    """Body of `POST /jobs/{job_id}/run` (optional): this run's own parameters, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: Parameters | None = Field(
+        default=None, description="Given to this run instead of the job's (same limits)."
+    )
+    reason: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        default=None, description="Recorded on the run, e.g. a ticket or who asked."
+    )

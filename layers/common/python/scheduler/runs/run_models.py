@@ -134,6 +134,10 @@ class Run(BaseModel):
     task_id: str | None = None
     error: str | None = None
     attempts: list[AttemptRecord] = []
+    reason: str | None = Field(default=None, description="Why it was run now (manual runs)")
+    parameters_overridden: bool | None = Field(
+        default=None, description="A manual run given its own parameters instead of the job's"
+    )
     # The job's notifications when the run was created; stored with the run, not shown.
     notifications: Notifications | None = Field(default=None, exclude=True)
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from scheduler import keys
 from scheduler.errors import RunNotFound
-from scheduler.jobs.job_models import Job
+from scheduler.jobs.job_models import Job, RunNowRequest
 from scheduler.jobs.job_service import owned_job
 from scheduler.jobs.ports import JobReader
 from scheduler.pagination import PageTokens
@@ -77,10 +77,12 @@ class RunService:
             return RunOutput(url=self._objects.link(run.output_key, OUTPUT_LINK_SECONDS))
         return RunOutput(text=run.output_tail or "")
 
-    def run_now(self, user_id: str, job_id: str) -> Run:
-        """Start the job now, through the same queue, executor and runner as scheduled runs.
+    def run_now(self, user_id: str, job_id: str, request: RunNowRequest | None = None) -> Run:
+        """Start the job now, through the same queue, executor and runner as scheduled runs,
+        with its own parameters if the request gives some, and the request's reason recorded.
         The run and a schedule item are written together first: if anything fails after that,
         the watcher's next tick sends the run."""
+        request = request or RunNowRequest()
         if self._queue is None or self._schedule is None:
             raise RuntimeError("RunService.run_now needs the queue and the schedule")
         job = owned_job(self._jobs, user_id, job_id)
@@ -90,7 +92,7 @@ class RunService:
         now = clock.replace(microsecond=0) + timedelta(seconds=1 if clock.microsecond else 0)
         created = None
         for offset in range(5):  # one run per job per second: a double click gets the next one
-            created = self._create_manual_run(job, epoch(now) + offset, now)
+            created = self._create_manual_run(job, epoch(now) + offset, now, request)
             if created is not None:
                 break
         if created is None:
@@ -110,7 +112,7 @@ class RunService:
         return run
 
     def _create_manual_run(
-        self, job: Job, second: int, now: datetime
+        self, job: Job, second: int, now: datetime, request: RunNowRequest
     ) -> tuple[Run, ScheduleItem] | None:
         run = new_run(
             job_id=job.job_id,
@@ -121,6 +123,11 @@ class RunService:
             timeout_seconds=job.timeout_seconds,
             now=now,
             notifications=job.notifications,
+        ).model_copy(
+            update={
+                "reason": request.reason,
+                "parameters_overridden": True if request.parameters is not None else None,
+            }
         )
         item = ScheduleItem(
             job_id=job.job_id,
@@ -131,6 +138,7 @@ class RunService:
             run_key=run.key,
         )
         script_key = keys.script_key(job.script_sha256)
-        if self._runs.create_with_schedule_item(run, script_key, job.parameters, item):
+        parameters = job.parameters if request.parameters is None else request.parameters
+        if self._runs.create_with_schedule_item(run, script_key, parameters, item):
             return run, item
         return None
