@@ -230,3 +230,33 @@ def test_a_paused_job_stays_paused_when_its_schedule_changes(stack, invoke) -> N
     assert _schedule_items(stack, job["job_id"]) == []
     resumed = body_of(_call(invoke, "ResumeJobFunction", "resume_job", job["job_id"]))
     assert datetime.fromisoformat(resumed["next_run_at"]).hour == 4
+
+
+def test_a_schedule_and_a_job_can_be_previewed_by_their_owner_only(stack, invoke) -> None:
+    # A schedule tried before any job has it (events/preview_schedule.json): New York's jump
+    response = invoke("PreviewScheduleFunction", load_event("preview_schedule"))
+    assert response["statusCode"] == 200, response
+    preview = body_of(response)
+    assert [o["dst"] for o in preview["occurrences"]] == [None, None, "shifted"]
+    assert preview["occurrences"][2]["local"] == "2026-03-08T03:30:00-04:00"
+
+    # A job's own schedule, in its zone
+    job = _create(invoke)
+    path = f"/jobs/{job['job_id']}/preview"
+    event = api_event(
+        "get_job", path=path, path_parameters={"job_id": job["job_id"]}, query={"count": "2"}
+    )
+    event["routeKey"] = event["requestContext"]["routeKey"] = "GET /jobs/{job_id}/preview"
+    answer = body_of(invoke("PreviewScheduleFunction", event))
+    assert answer["timezone"] == "Europe/London"
+    assert [o["local"][11:16] for o in answer["occurrences"]] == ["03:00", "03:00"]
+
+    # Someone else's job is not found; a bad count is a 400 naming it
+    other = api_event("get_job", user="bob", path=path, path_parameters={"job_id": job["job_id"]})
+    assert invoke("PreviewScheduleFunction", other)["statusCode"] == 404
+    bad = api_event(
+        "get_job", path=path, path_parameters={"job_id": job["job_id"]}, query={"count": "500"}
+    )
+    refused = invoke("PreviewScheduleFunction", bad)
+    assert refused["statusCode"] == 400
+    assert {d["field"] for d in body_of(refused)["error"]["details"]} == {"count"}

@@ -23,6 +23,7 @@ def make_docs_resolver() -> APIGatewayHttpResolver:
         job_routes.pause_router,
         job_routes.resume_router,
         job_routes.delete_router,
+        job_routes.preview_router,
         run_routes.list_runs_router,
         run_routes.get_run_router,
         run_routes.run_output_router,

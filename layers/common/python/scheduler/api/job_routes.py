@@ -28,6 +28,8 @@ from scheduler.jobs.job_models import (
     JobPage,
     JobStatus,
     JobUpdate,
+    SchedulePreview,
+    SchedulePreviewRequest,
 )
 
 
@@ -196,3 +198,37 @@ delete_router = Router()
 def delete_job(job_id: Annotated[str, Path(max_length=64)]) -> Response[None]:
     wiring.job_service().delete(caller(delete_router), job_id)
     return Response(status_code=204)
+
+
+# -- previews of a schedule ----------------------------------------------------------------
+
+preview_router = Router()
+
+
+@preview_router.get(
+    "/jobs/<job_id>/preview",
+    summary="The next occurrences of one of your jobs",
+    description="In UTC and in the job's time zone, each marked when daylight saving moved "
+    "(shifted) or doubled (repeated) its wall time.",
+    tags=["jobs"],
+    responses=responses(200, SchedulePreview, JobNotFound),
+)
+def preview_job(
+    job_id: Annotated[str, Path(max_length=64)],
+    count: Annotated[int, Query(ge=1, le=100)] = 10,
+    after: Annotated[AwareDatetime | None, Query()] = None,
+) -> SchedulePreview:
+    return wiring.job_service().preview(caller(preview_router), job_id, count, after)
+
+
+@preview_router.post(
+    "/schedules/preview",
+    summary="Try a schedule before creating a job with it",
+    description="Its next occurrences in UTC and in its time zone, each marked when daylight "
+    "saving moved (shifted) or doubled (repeated) its wall time.",
+    tags=["jobs"],
+    responses=responses(200, SchedulePreview),
+)
+def preview_schedule(body: SchedulePreviewRequest) -> SchedulePreview:
+    caller(preview_router)  # signed-in callers only, as every route but the docs
+    return wiring.job_service().preview_schedule(body)

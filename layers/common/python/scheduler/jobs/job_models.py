@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -218,3 +218,31 @@ class RunNowRequest(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
         default=None, description="Recorded on the run, e.g. a ticket or who asked."
     )
+
+
+class SchedulePreviewRequest(BaseModel):
+    """Body of `POST /schedules/preview`: a schedule to try before creating a job with it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: Schedule
+    timezone: TimeZone = "UTC"
+    count: Annotated[int, Field(ge=1, le=100, description="How many occurrences.")] = 10
+    after: AwareDatetime | None = Field(default=None, description="From when (default: now).")
+
+
+class Occurrence(BaseModel):
+    at: datetime = Field(description="The instant, UTC.")
+    local: datetime = Field(description="The same instant in the schedule's time zone.")
+    dst: Literal["shifted", "repeated"] | None = Field(
+        default=None,
+        description="shifted: its wall time did not exist that day (clocks jumped forward) and "
+        "it runs after the jump; repeated: its wall time occurs twice that day (clocks fell "
+        "back) and it runs at the first (see docs/scheduling.md).",
+    )
+
+
+class SchedulePreview(BaseModel):
+    schedule: str
+    timezone: str
+    occurrences: list[Occurrence]

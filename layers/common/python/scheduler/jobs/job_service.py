@@ -30,13 +30,34 @@ from scheduler.errors import (
     JobBusy,
     JobNotFound,
 )
-from scheduler.jobs.job_models import Job, JobCreate, JobFilters, JobPage, JobStatus, JobUpdate
+from scheduler.jobs.job_models import (
+    Job,
+    JobCreate,
+    JobFilters,
+    JobPage,
+    JobStatus,
+    JobUpdate,
+    Occurrence,
+    SchedulePreview,
+    SchedulePreviewRequest,
+)
 from scheduler.jobs.ports import EarlyDispatch, JobReader, JobStore, ScriptStore
 from scheduler.pagination import PageTokens
 from scheduler.schedule import cron
 from scheduler.times import Clock
 
 Result = TypeVar("Result")
+
+
+def schedule_preview(schedule: str, timezone: str, after: datetime, count: int) -> SchedulePreview:
+    """The next `count` occurrences of a schedule after `after`, in UTC and local time, each
+    marked when daylight saving moved or doubled its wall time."""
+    tz = cron.zone(timezone)
+    occurrences = [
+        Occurrence(at=at, local=at.astimezone(tz), dst=dst)  # type: ignore[arg-type]
+        for at, dst in cron.upcoming(schedule, timezone, after, count)
+    ]
+    return SchedulePreview(schedule=schedule, timezone=timezone, occurrences=occurrences)
 
 
 def owned_job(jobs: JobReader, user_id: str, job_id: str) -> Job:
@@ -140,6 +161,18 @@ class JobService:
     def get(self, user_id: str, job_id: str) -> Job:
         """The caller's job; someone else's is reported as missing, never revealed."""
         return owned_job(self._jobs, user_id, job_id)
+
+    def preview(
+        self, user_id: str, job_id: str, count: int, after: datetime | None
+    ) -> SchedulePreview:
+        """The caller's job's next occurrences (whether it is paused or not)."""
+        job = self.get(user_id, job_id)
+        return schedule_preview(job.schedule, job.timezone, after or self._clock(), count)
+
+    def preview_schedule(self, request: SchedulePreviewRequest) -> SchedulePreview:
+        """A schedule's next occurrences, before any job has it."""
+        after = request.after or self._clock()
+        return schedule_preview(request.schedule, request.timezone, after, request.count)
 
     def update(self, user_id: str, job_id: str, patch: JobUpdate) -> Job:
         """Change some of a job's fields. A new schedule or time zone takes effect from now:

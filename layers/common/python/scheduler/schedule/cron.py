@@ -104,6 +104,33 @@ def next_occurrence(expression: str, timezone: str, after: datetime) -> datetime
     return best
 
 
+def upcoming(
+    expression: str, timezone: str, after: datetime, count: int
+) -> list[tuple[datetime, str | None]]:
+    """The next `count` instants the schedule fires after `after` (UTC), each with how daylight
+    saving touched it: "shifted" (its wall time did not exist that day and it runs after the
+    jump), "repeated" (its wall time occurs twice that day), or None. Stops early for a schedule
+    that never fires again."""
+    tz = zone(timezone)
+    cron = normalize(expression)
+    found: list[tuple[datetime, str | None]] = []
+    at = after
+    for _ in range(count):
+        try:
+            at = next_occurrence(cron, timezone, at)
+        except CronError:
+            break
+        local = at.astimezone(tz)
+        wall = local.replace(tzinfo=None)
+        if not croniter.match(cron, wall):
+            found.append((at, "shifted"))
+        elif _offset(wall, tz, 0) != _offset(wall, tz, 1):
+            found.append((at, "repeated"))
+        else:
+            found.append((at, None))
+    return found
+
+
 def _offset(wall: datetime, tz: ZoneInfo, fold: int) -> timedelta:
     return _utcoffset(wall.replace(tzinfo=tz, fold=fold))
 
