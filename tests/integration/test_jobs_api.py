@@ -38,6 +38,7 @@ JOB_FIELDS = {
     "max_attempts",
     "concurrency_policy",
     "notifications",
+    "catch_up",
     "created_at",
     "updated_at",
 }

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from scheduler import keys
-from scheduler.jobs.job_models import ConcurrencyPolicy, Job, JobStatus
+from scheduler.jobs.job_models import CatchUp, CatchUpPolicy, ConcurrencyPolicy, Job, JobStatus
 from scheduler.pipeline.watcher import TickReport, Watcher, WatcherPolicy
 from scheduler.runs.run_models import AttemptRecord, Run, RunReport, RunStatus, RunTrigger, new_run
 from scheduler.runs.run_outcomes import RunOutcomes, retry_delay
@@ -30,6 +30,7 @@ from unit.fakes import (
     FakeRunStore,
     FakeScheduleStore,
     add_job,
+    make_job,
 )
 
 DAY = datetime(2026, 11, 27, tzinfo=UTC)
@@ -517,8 +518,12 @@ def test_after_an_outage_every_missed_occurrence_is_queued_from_the_cursor(
     objects: FakeRunObjects,
     clock: FakeClock,
 ) -> None:
-    # Given an hourly job whose 09:00 run was next when the watcher stopped, at 08:45
-    job = add_job(jobs, now=DAY.replace(hour=8, minute=30))
+    # Given an hourly job that catches up on everything missed in 6 hours, whose 09:00 run was
+    # next when the watcher stopped, at 08:45
+    job = make_job(now=DAY.replace(hour=8, minute=30)).model_copy(
+        update={"catch_up": CatchUp(policy=CatchUpPolicy.ALL, window_seconds=6 * 3600)}
+    )
+    jobs.create(job, keys.script_key(job.script_sha256))
     schedule.advance_cursor(epoch(DAY.replace(hour=8, minute=45)))
 
     # When the watcher is back at 12:30 (with a window long enough for the whole outage)

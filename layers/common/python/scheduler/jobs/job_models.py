@@ -24,6 +24,31 @@ class JobStatus(StrEnum):
     PAUSED = "PAUSED"
 
 
+class CatchUpPolicy(StrEnum):
+    """What runs of the occurrences missed while runs could not be taken (an outage): ALL of
+    them within the window, only the LATEST (as Kubernetes CronJob), or NONE."""
+
+    ALL = "ALL"
+    LATEST = "LATEST"
+    NONE = "NONE"
+
+
+class CatchUp(BaseModel):
+    """Missed occurrences (taken more than a minute after their second) are run or recorded
+    SKIPPED with why, never silently lost. The default runs every occurrence missed in the
+    last hour: a short outage is made up in full, a long one does not end in a stampede."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: CatchUpPolicy = CatchUpPolicy.ALL
+    window_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 86400,
+        description="An occurrence missed by more than this is SKIPPED, whatever the policy.",
+    )
+
+
 class ConcurrencyPolicy(StrEnum):
     """What happens when a run falls due while the job's previous run is unfinished (as in
     Kubernetes CronJob): ALLOW runs both; FORBID skips the new one (recorded as SKIPPED)."""
@@ -138,6 +163,7 @@ class JobCreate(BaseModel):
     max_attempts: MaxAttempts = 3
     concurrency_policy: Concurrency = ConcurrencyPolicy.ALLOW
     notifications: JobNotifications = Notifications()
+    catch_up: CatchUp = CatchUp()
 
 
 class JobUpdate(BaseModel):
@@ -154,6 +180,7 @@ class JobUpdate(BaseModel):
     max_attempts: MaxAttempts | None = None
     concurrency_policy: Concurrency | None = None
     notifications: JobNotifications | None = None
+    catch_up: CatchUp | None = None
 
 
 class Job(BaseModel):
@@ -175,6 +202,7 @@ class Job(BaseModel):
     max_attempts: int
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
     notifications: Notifications = Notifications()
+    catch_up: CatchUp = CatchUp()
     created_at: datetime
     updated_at: datetime
 

@@ -13,7 +13,14 @@ from scheduler import times
 from scheduler.aws.client_errors import error_code, raise_if_throttled
 from scheduler.aws.dynamo import dump, load, transact
 from scheduler.errors import JobNameConflict
-from scheduler.jobs.job_models import ConcurrencyPolicy, Job, JobFilters, JobStatus, ListPage
+from scheduler.jobs.job_models import (
+    CatchUp,
+    ConcurrencyPolicy,
+    Job,
+    JobFilters,
+    JobStatus,
+    ListPage,
+)
 from scheduler.keys import job_pk, name_pk
 from scheduler.runs.run_models import Notifications
 from scheduler.schedule import cron
@@ -34,6 +41,7 @@ _MUTABLE = (
     "max_attempts",
     "concurrency_policy",
     "notifications_json",
+    "catch_up_json",
     "script_sha256",
     "script_key",
     "next_run_utc",
@@ -365,6 +373,7 @@ def job_item(job: Job, script_key: str) -> dict[str, Any]:
         "max_attempts": job.max_attempts,
         "concurrency_policy": job.concurrency_policy.value,
         "notifications_json": job.notifications.model_dump_json(exclude_defaults=True),
+        "catch_up_json": job.catch_up.model_dump_json(exclude_defaults=True),
         "created_at": times.to_text(job.created_at),
         "updated_at": times.to_text(job.updated_at),
         "created_key": f"{times.to_text(job.created_at)}#{job.job_id}",
@@ -389,6 +398,7 @@ def to_job(item: dict[str, Any]) -> Job:
         max_attempts=int(item["max_attempts"]),
         concurrency_policy=ConcurrencyPolicy(item.get("concurrency_policy", "ALLOW")),
         notifications=Notifications.model_validate_json(item.get("notifications_json") or "{}"),
+        catch_up=CatchUp.model_validate_json(item.get("catch_up_json") or "{}"),
         created_at=times.from_text(item["created_at"]),
         updated_at=times.from_text(item["updated_at"]),
     )

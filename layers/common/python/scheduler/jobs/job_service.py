@@ -151,6 +151,7 @@ class JobService:
             max_attempts=body.max_attempts,
             concurrency_policy=body.concurrency_policy,
             notifications=body.notifications,
+            catch_up=body.catch_up,
             created_at=now,
             updated_at=now,
         )
@@ -185,8 +186,11 @@ class JobService:
                 f"{', '.join(fields)} cannot be null",
                 [{"field": name, "problem": "cannot be null"} for name in fields],
             )
-        if patch.notifications is not None:  # a model, not the dict model_dump made of it
+        # Models, not the dicts model_dump made of them.
+        if patch.notifications is not None:
             changes["notifications"] = patch.notifications
+        if patch.catch_up is not None:
+            changes["catch_up"] = patch.catch_up
         script = changes.pop("script", None)
         sha256, script_key = self._scripts.put(script) if script is not None else (None, None)
 

@@ -23,7 +23,7 @@ from aws_lambda_powertools import Logger
 from scheduler import keys, metrics
 from scheduler import metric_names as names
 from scheduler.fanout import Item, Result, fan_out
-from scheduler.jobs.job_models import ConcurrencyPolicy, Job, JobStatus
+from scheduler.jobs.job_models import CatchUpPolicy, ConcurrencyPolicy, Job, JobStatus
 from scheduler.jobs.ports import JobStore
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
 from scheduler.pipeline.ports import RunQueue
@@ -36,6 +36,10 @@ from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import epoch, from_epoch
 
 logger = Logger(child=True)
+
+# An occurrence taken later than this after its second was missed (an outage, a late tick):
+# the job's catch-up policy decides whether it still runs.
+MISSED_AFTER_SECONDS = 60
 
 
 def dispatch_lead_seconds(
@@ -186,7 +190,12 @@ class DueRuns:
             now=now,
             notifications=job.notifications,
         )
-        if job.concurrency_policy is ConcurrencyPolicy.FORBID:
+        missed = self._catch_up_skip(job, item, now)
+        if missed is not None:
+            run = run.model_copy(
+                update={"status": RunStatus.SKIPPED, "finished_at": now, "error": missed}
+            )
+        elif job.concurrency_policy is ConcurrencyPolicy.FORBID:
             busy = self._runs.unfinished_before(job.job_id, run.key, now)
             if busy is not None:
                 run = run.model_copy(
@@ -203,6 +212,29 @@ class DueRuns:
                 metrics.count(names.RUNS_SKIPPED)
             return run
         return self._runs.get(run.job_id, run.key)
+
+    @staticmethod
+    def _catch_up_skip(job: Job, item: ScheduleItem, now: datetime) -> str | None:
+        """Why a missed occurrence (taken over a minute after its second) is not run, by the
+        job's catch-up policy; None if it runs (late)."""
+        missed_by = epoch(now) - item.scheduled_at
+        if missed_by <= MISSED_AFTER_SECONDS:
+            return None
+        policy, window = job.catch_up.policy, job.catch_up.window_seconds
+        if policy is CatchUpPolicy.NONE:
+            return f"skipped: missed by {missed_by} s, and the job does not catch up (NONE)"
+        if missed_by > window:
+            return f"skipped: missed by {missed_by} s, beyond the catch-up window of {window} s"
+        if policy is CatchUpPolicy.LATEST:
+            try:
+                following = cron.next_occurrence(
+                    job.schedule, job.timezone, from_epoch(item.scheduled_at)
+                )
+            except cron.CronError:
+                return None
+            if epoch(now) - epoch(following) > MISSED_AFTER_SECONDS:
+                return "skipped: a later missed occurrence runs instead (catch-up LATEST)"
+        return None
 
     def _create(self, run: Run, script_key: str, job: Job) -> bool:
         """The run record, with its dead man's switch when the job asked for one: a check item
