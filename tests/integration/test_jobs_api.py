@@ -39,6 +39,8 @@ JOB_FIELDS = {
     "concurrency_policy",
     "notifications",
     "catch_up",
+    "start_at",
+    "end_at",
     "created_at",
     "updated_at",
 }

@@ -9,7 +9,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from scheduler.runs.run_models import Notifications
 from scheduler.schedule import cron
@@ -148,6 +155,21 @@ JobNotifications = Annotated[
 ]
 
 
+StartAt = Annotated[
+    AwareDatetime | None,
+    Field(description="No run before this instant (the schedule's first occurrence from then)."),
+]
+EndAt = Annotated[
+    AwareDatetime | None,
+    Field(description="No run after this instant; then the job has no next run (completed)."),
+]
+
+
+def check_bounds(start_at: datetime | None, end_at: datetime | None) -> None:
+    if start_at is not None and end_at is not None and end_at <= start_at:
+        raise ValueError("end_at must be after start_at")
+
+
 class JobCreate(BaseModel):
     """Body of `POST /jobs`."""
 
@@ -164,6 +186,13 @@ class JobCreate(BaseModel):
     concurrency_policy: Concurrency = ConcurrencyPolicy.ALLOW
     notifications: JobNotifications = Notifications()
     catch_up: CatchUp = CatchUp()
+    start_at: StartAt = None
+    end_at: EndAt = None
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> JobCreate:
+        check_bounds(self.start_at, self.end_at)
+        return self
 
 
 class JobUpdate(BaseModel):
@@ -181,6 +210,8 @@ class JobUpdate(BaseModel):
     concurrency_policy: Concurrency | None = None
     notifications: JobNotifications | None = None
     catch_up: CatchUp | None = None
+    start_at: StartAt = None
+    end_at: EndAt = None
 
 
 class Job(BaseModel):
@@ -203,6 +234,8 @@ class Job(BaseModel):
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
     notifications: Notifications = Notifications()
     catch_up: CatchUp = CatchUp()
+    start_at: datetime | None = None
+    end_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -40,6 +40,7 @@ from scheduler.jobs.job_models import (
     Occurrence,
     SchedulePreview,
     SchedulePreviewRequest,
+    check_bounds,
 )
 from scheduler.jobs.ports import EarlyDispatch, JobReader, JobStore, ScriptStore
 from scheduler.pagination import PageTokens
@@ -58,6 +59,24 @@ def schedule_preview(schedule: str, timezone: str, after: datetime, count: int) 
         for at, dst in cron.upcoming(schedule, timezone, after, count)
     ]
     return SchedulePreview(schedule=schedule, timezone=timezone, occurrences=occurrences)
+
+
+def _first_run(
+    schedule: str,
+    timezone: str,
+    now: datetime,
+    start_at: datetime | None,
+    end_at: datetime | None,
+) -> datetime:
+    """A new or changed job's next run; InvalidInput if its schedule has none in its bounds."""
+    try:
+        following = cron.next_within(schedule, timezone, now, start_at, end_at)
+    except cron.CronError as exc:
+        raise InvalidInput(str(exc), [{"field": "schedule", "problem": str(exc)}]) from None
+    if following is None:
+        problem = "the schedule has no occurrence between now (or start_at) and end_at"
+        raise InvalidInput(problem, [{"field": "end_at", "problem": problem}])
+    return following
 
 
 def owned_job(jobs: JobReader, user_id: str, job_id: str) -> Job:
@@ -129,10 +148,7 @@ class JobService:
 
     def _create(self, user_id: str, body: JobCreate) -> Job:
         now = self._clock()
-        try:
-            next_run = cron.next_occurrence(body.schedule, body.timezone, now)
-        except cron.CronError as exc:
-            raise InvalidInput(str(exc), [{"field": "schedule", "problem": str(exc)}]) from None
+        next_run = _first_run(body.schedule, body.timezone, now, body.start_at, body.end_at)
         # The script goes first: content-addressed, so a crash after it leaves no job, only an
         # object that the next identical create reuses.
         sha256, script_key = self._scripts.put(body.script)
@@ -152,6 +168,8 @@ class JobService:
             concurrency_policy=body.concurrency_policy,
             notifications=body.notifications,
             catch_up=body.catch_up,
+            start_at=body.start_at,
+            end_at=body.end_at,
             created_at=now,
             updated_at=now,
         )
@@ -168,7 +186,14 @@ class JobService:
     ) -> SchedulePreview:
         """The caller's job's next occurrences (whether it is paused or not)."""
         job = self.get(user_id, job_id)
-        return schedule_preview(job.schedule, job.timezone, after or self._clock(), count)
+        preview = schedule_preview(job.schedule, job.timezone, after or self._clock(), count)
+        inside = [
+            o
+            for o in preview.occurrences
+            if (job.start_at is None or o.at >= job.start_at)
+            and (job.end_at is None or o.at <= job.end_at)
+        ]
+        return preview.model_copy(update={"occurrences": inside})
 
     def preview_schedule(self, request: SchedulePreviewRequest) -> SchedulePreview:
         """A schedule's next occurrences, before any job has it."""
@@ -180,8 +205,8 @@ class JobService:
         the upcoming run moves to the new next occurrence (a paused job stays paused)."""
         changes = patch.model_dump(exclude_unset=True)
         nulls = sorted(name for name, value in changes.items() if value is None)
-        if set(nulls) - {"description"}:
-            fields = [n for n in nulls if n != "description"]
+        if set(nulls) - _CLEARABLE:
+            fields = [n for n in nulls if n not in _CLEARABLE]
             raise InvalidInput(
                 f"{', '.join(fields)} cannot be null",
                 [{"field": name, "problem": "cannot be null"} for name in fields],
@@ -201,13 +226,15 @@ class JobService:
             updated = job.model_copy(
                 update=changes | {"updated_at": now, "script_sha256": sha256 or job.script_sha256}
             )
-            reschedule = "schedule" in changes or "timezone" in changes
+            try:
+                check_bounds(updated.start_at, updated.end_at)
+            except ValueError as exc:
+                raise InvalidInput(str(exc), [{"field": "end_at", "problem": str(exc)}]) from None
+            reschedule = {"schedule", "timezone", "start_at", "end_at"} & set(changes)
             if reschedule and job.status is JobStatus.ACTIVE:
-                try:
-                    following = cron.next_occurrence(updated.schedule, updated.timezone, now)
-                except cron.CronError as exc:
-                    problem = [{"field": "schedule", "problem": str(exc)}]
-                    raise InvalidInput(str(exc), problem) from None
+                following = _first_run(
+                    updated.schedule, updated.timezone, now, updated.start_at, updated.end_at
+                )
                 updated.next_run_at = following.astimezone(cron.zone(updated.timezone))
             elif job.next_run_at is not None:
                 updated.next_run_at = job.next_run_at.astimezone(cron.zone(updated.timezone))
@@ -238,7 +265,9 @@ class JobService:
                 return job
             now = self._clock()
             try:
-                following: datetime | None = cron.next_occurrence(job.schedule, job.timezone, now)
+                following = cron.next_within(
+                    job.schedule, job.timezone, now, job.start_at, job.end_at
+                )
             except cron.CronError:
                 following = None
             if not self._jobs.resume(job, following, now):
@@ -284,6 +313,8 @@ class JobService:
         return JobPage(items=page.jobs, next_token=token)
 
 
+# What an update may set to null: a job without a description, or without a bound.
+_CLEARABLE = frozenset({"description", "start_at", "end_at"})
 # The watcher may move a job's next run between our read and our write: read again, a few times.
 _CHANGE_ATTEMPTS = 5
 

@@ -227,12 +227,12 @@ class DueRuns:
             return f"skipped: missed by {missed_by} s, beyond the catch-up window of {window} s"
         if policy is CatchUpPolicy.LATEST:
             try:
-                following = cron.next_occurrence(
-                    job.schedule, job.timezone, from_epoch(item.scheduled_at)
+                following = cron.next_within(
+                    job.schedule, job.timezone, from_epoch(item.scheduled_at), None, job.end_at
                 )
             except cron.CronError:
                 return None
-            if epoch(now) - epoch(following) > MISSED_AFTER_SECONDS:
+            if following is not None and epoch(now) - epoch(following) > MISSED_AFTER_SECONDS:
                 return "skipped: a later missed occurrence runs instead (catch-up LATEST)"
         return None
 
@@ -273,8 +273,8 @@ class DueRuns:
             self._schedule.delete(item)
             return None
         after = from_epoch(item.scheduled_at)
-        try:
-            following = cron.next_occurrence(job.schedule, job.timezone, after)
+        try:  # None past the job's end_at: it has no next run (completed)
+            following = cron.next_within(job.schedule, job.timezone, after, None, job.end_at)
         except cron.CronError:
             following = None
         return self._jobs.advance(job, item, following)

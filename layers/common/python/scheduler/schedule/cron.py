@@ -104,6 +104,28 @@ def next_occurrence(expression: str, timezone: str, after: datetime) -> datetime
     return best
 
 
+def next_within(
+    expression: str,
+    timezone: str,
+    after: datetime,
+    start_at: datetime | None = None,
+    end_at: datetime | None = None,
+) -> datetime | None:
+    """The first occurrence strictly after `after` that lies within [start_at, end_at] (either
+    bound optional), in UTC; None when the schedule has none left in its bounds."""
+    if start_at is not None and after < start_at:
+        after = start_at - timedelta(microseconds=1)  # start_at itself may be an occurrence
+    try:
+        at = next_occurrence(expression, timezone, after)
+    except CronError:
+        if end_at is not None:
+            return None
+        raise
+    if end_at is not None and at > end_at:
+        return None
+    return at
+
+
 def upcoming(
     expression: str, timezone: str, after: datetime, count: int
 ) -> list[tuple[datetime, str | None]]:
