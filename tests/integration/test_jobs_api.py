@@ -41,6 +41,7 @@ JOB_FIELDS = {
     "catch_up",
     "start_at",
     "end_at",
+    "jitter_seconds",
     "created_at",
     "updated_at",
 }

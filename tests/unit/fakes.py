@@ -170,7 +170,7 @@ def _created_key(job: Job) -> str:
 
 
 def _occurrence(job: Job, instant: datetime) -> ScheduleItem:
-    return ScheduleItem.occurrence(job.job_id, job.user_id, instant)
+    return ScheduleItem.occurrence(job.job_id, job.user_id, instant, job.jitter_seconds)
 
 
 class FakeJobStore:
@@ -223,7 +223,8 @@ class FakeJobStore:
                 updated.model_copy(update={name: getattr(row.job, name) for name in kept})
             )
             row.script_key = script_key
-            if updated.next_run_at != previous.next_run_at:
+            moved = updated.next_run_at != previous.next_run_at
+            if moved or updated.jitter_seconds != previous.jitter_seconds:
                 if previous.next_run_at is not None:
                     self._schedule.delete(_occurrence(previous, previous.next_run_at))
                 if updated.next_run_at is not None:

@@ -165,6 +165,18 @@ EndAt = Annotated[
 ]
 
 
+Jitter = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=3600,
+        description="Start each run up to this many seconds after its scheduled second: the "
+        "same offset for the same occurrence every time, different across jobs, so jobs that "
+        "all say `0 * * * *` do not all start at once.",
+    ),
+]
+
+
 def check_bounds(start_at: datetime | None, end_at: datetime | None) -> None:
     if start_at is not None and end_at is not None and end_at <= start_at:
         raise ValueError("end_at must be after start_at")
@@ -188,6 +200,7 @@ class JobCreate(BaseModel):
     catch_up: CatchUp = CatchUp()
     start_at: StartAt = None
     end_at: EndAt = None
+    jitter_seconds: Jitter = 0
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> JobCreate:
@@ -212,6 +225,7 @@ class JobUpdate(BaseModel):
     catch_up: CatchUp | None = None
     start_at: StartAt = None
     end_at: EndAt = None
+    jitter_seconds: Jitter | None = None
 
 
 class Job(BaseModel):
@@ -236,6 +250,7 @@ class Job(BaseModel):
     catch_up: CatchUp = CatchUp()
     start_at: datetime | None = None
     end_at: datetime | None = None
+    jitter_seconds: int = 0
     created_at: datetime
     updated_at: datetime
 

@@ -44,6 +44,7 @@ _MUTABLE = (
     "catch_up_json",
     "start_at",
     "end_at",
+    "jitter_seconds",
     "script_sha256",
     "script_key",
     "next_run_utc",
@@ -86,7 +87,9 @@ class JobRepository:
         if job.next_run_at is not None:
             writes.append(
                 self._schedule.put_op(
-                    ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at)
+                    ScheduleItem.occurrence(
+                        job.job_id, job.user_id, job.next_run_at, job.jitter_seconds
+                    )
                 )
             )
         try:
@@ -158,7 +161,7 @@ class JobRepository:
         ]
         item = None
         if following is not None:
-            item = ScheduleItem.occurrence(job.job_id, job.user_id, following)
+            item = ScheduleItem.occurrence(job.job_id, job.user_id, following, job.jitter_seconds)
             writes.append(self._schedule.put_op(item))
         if not transact(self._db, writes):
             # Another tick advanced it already, or the job is paused or gone: nothing left to
@@ -192,11 +195,12 @@ class JobRepository:
                 }
             }
         ]
-        if updated.next_run_at != previous.next_run_at:
+        moved = updated.next_run_at != previous.next_run_at
+        if moved or updated.jitter_seconds != previous.jitter_seconds:
             writes += self._delete_upcoming(previous)
             if updated.next_run_at is not None:
                 upcoming = ScheduleItem.occurrence(
-                    updated.job_id, updated.user_id, updated.next_run_at
+                    updated.job_id, updated.user_id, updated.next_run_at, updated.jitter_seconds
                 )
                 writes.append(self._schedule.put_op(upcoming))
         return transact(self._db, writes)
@@ -222,7 +226,7 @@ class JobRepository:
         if following is not None:
             update += ", next_run_utc = :next"
             values[":next"] = times.to_text(following)
-            item = ScheduleItem.occurrence(job.job_id, job.user_id, following)
+            item = ScheduleItem.occurrence(job.job_id, job.user_id, following, job.jitter_seconds)
             writes.append(self._schedule.put_op(item))
         return transact(self._db, [self._job_update(job, update, values), *writes])
 
@@ -274,7 +278,7 @@ class JobRepository:
     def _delete_upcoming(self, job: Job) -> list[dict[str, Any]]:
         if job.next_run_at is None:
             return []
-        item = ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at)
+        item = ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at, job.jitter_seconds)
         return [self._schedule.delete_op(item)]
 
     def list_for_owner(
@@ -378,6 +382,7 @@ def job_item(job: Job, script_key: str) -> dict[str, Any]:
         "catch_up_json": job.catch_up.model_dump_json(exclude_defaults=True),
         "start_at": times.to_text(job.start_at) if job.start_at else None,
         "end_at": times.to_text(job.end_at) if job.end_at else None,
+        "jitter_seconds": job.jitter_seconds,
         "created_at": times.to_text(job.created_at),
         "updated_at": times.to_text(job.updated_at),
         "created_key": f"{times.to_text(job.created_at)}#{job.job_id}",
@@ -405,6 +410,7 @@ def to_job(item: dict[str, Any]) -> Job:
         catch_up=CatchUp.model_validate_json(item.get("catch_up_json") or "{}"),
         start_at=times.from_text(item["start_at"]) if item.get("start_at") else None,
         end_at=times.from_text(item["end_at"]) if item.get("end_at") else None,
+        jitter_seconds=int(item.get("jitter_seconds", 0)),
         created_at=times.from_text(item["created_at"]),
         updated_at=times.from_text(item["updated_at"]),
     )

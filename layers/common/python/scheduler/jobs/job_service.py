@@ -170,6 +170,7 @@ class JobService:
             catch_up=body.catch_up,
             start_at=body.start_at,
             end_at=body.end_at,
+            jitter_seconds=body.jitter_seconds,
             created_at=now,
             updated_at=now,
         )

@@ -105,7 +105,7 @@ class DueRuns:
         end = now + timedelta(seconds=self._policy.lookahead_seconds)
         if job.next_run_at > end:
             return None
-        item = ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at)
+        item = ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at, job.jitter_seconds)
         try:
             report = self.take([item], {job.job_id: job}, now, end)
         except Exception:
@@ -189,7 +189,7 @@ class DueRuns:
             timeout_seconds=job.timeout_seconds,
             now=now,
             notifications=job.notifications,
-        )
+        ).model_copy(update={"not_before": item.due_at})  # its jitter, if any
         missed = self._catch_up_skip(job, item, now)
         if missed is not None:
             run = run.model_copy(

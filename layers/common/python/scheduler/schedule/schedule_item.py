@@ -3,12 +3,22 @@ or a manual run."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 
 from scheduler.runs.run_models import RunTrigger
+
+
+def jitter_offset(job_id: str, second: int, jitter_seconds: int) -> int:
+    """Seconds after its scheduled second that an occurrence starts: spread over
+    [0, jitter_seconds], the same for the same job and occurrence every time it is computed (a
+    retry, a catch-up, two takers agree), different across jobs that say `0 * * * *`."""
+    if jitter_seconds <= 0:
+        return 0
+    return zlib.crc32(f"{job_id}/{second}".encode()) % (jitter_seconds + 1)
 
 
 class ScheduleItem(BaseModel):
@@ -31,10 +41,13 @@ class ScheduleItem(BaseModel):
         return f"{self.job_id}#{self.run_key}"
 
     @classmethod
-    def occurrence(cls, job_id: str, user_id: str, instant: datetime) -> ScheduleItem:
-        """A job's scheduled occurrence at `instant`."""
+    def occurrence(
+        cls, job_id: str, user_id: str, instant: datetime, jitter_seconds: int = 0
+    ) -> ScheduleItem:
+        """A job's scheduled occurrence at `instant`, due (and started) its jitter later."""
         second = int(instant.timestamp())
-        return cls(job_id=job_id, user_id=user_id, scheduled_at=second, due_at=second)
+        due = second + jitter_offset(job_id, second, jitter_seconds)
+        return cls(job_id=job_id, user_id=user_id, scheduled_at=second, due_at=due)
 
 
 def hour_starts(start: datetime, end: datetime) -> Iterator[datetime]:
