@@ -465,3 +465,40 @@ def test_run_now_takes_its_own_parameters_and_reason_and_refuses_bad_ones(stack,
         assert refused["statusCode"] == 400, refused
         assert field in {d["field"] for d in body_of(refused)["error"]["details"]}
     assert len(runs_of(stack, job["job_id"])) == 1
+
+
+def test_a_backfill_queues_the_missing_occurrences_of_a_past_range(stack, invoke) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    job = _create_job(invoke, schedule="*/15 * * * *")
+    path = {"job_id": job["job_id"]}
+    end = datetime.now(UTC) - timedelta(minutes=1)
+    window = {"from": (end - timedelta(hours=1)).isoformat(), "to": end.isoformat()}
+
+    def backfill(body: Any) -> dict[str, Any]:
+        event = load_event("backfill_job")
+        event["rawPath"] = event["requestContext"]["http"]["path"] = (
+            f"/jobs/{job['job_id']}/backfill"
+        )
+        event["pathParameters"] = path
+        event["body"] = json.dumps(body)
+        return invoke("BackfillJobFunction", event)
+
+    # A dry run lists the range's four occurrences and creates nothing
+    dry = backfill(window | {"dry_run": True})
+    assert dry["statusCode"] == 200, dry
+    assert [o["result"] for o in body_of(dry)["occurrences"]] == ["would_create"] * 4
+    assert runs_of(stack, job["job_id"]) == []
+
+    # The backfill queues them as BACKFILL runs, in one pack
+    done = body_of(backfill(window))
+    assert [o["result"] for o in done["occurrences"]] == ["created"] * 4
+    records = runs_of(stack, job["job_id"])
+    assert {(r["trigger"], r["status"]) for r in records} == {("BACKFILL", "QUEUED")}
+    (message,) = _receive(stack, "DispatchQueue")
+    assert len(json.loads(message["Body"])["runs"]) == 4
+
+    # A range into the future is a 400 naming `to`
+    future = backfill({"from": window["from"], "to": (end + timedelta(hours=1)).isoformat()})
+    assert future["statusCode"] == 400
+    assert {d["field"] for d in body_of(future)["error"]["details"]} == {"to"}

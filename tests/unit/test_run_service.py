@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from scheduler import keys
-from scheduler.errors import InvalidPageToken, JobNotFound, RunNotFound
-from scheduler.jobs.job_models import Job, RunNowRequest
+from scheduler.errors import InvalidInput, InvalidPageToken, JobNotFound, RunNotFound
+from scheduler.jobs.job_models import BackfillRequest, Job, RunNowRequest
 from scheduler.pagination import PageTokens
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
@@ -404,3 +404,66 @@ def test_run_now_overrides_are_checked_like_the_jobs_fields(
 ) -> None:
     with pytest.raises(ValidationError, match=problem):
         RunNowRequest.model_validate(body)
+
+
+# -- backfill ---------------------------------------------------------------------------------
+
+
+def backfill(**fields: object) -> BackfillRequest:
+    return BackfillRequest.model_validate(fields)
+
+
+def test_a_backfill_runs_the_ranges_occurrences_now_and_fills_only_the_gaps(
+    service: RunService,
+    runs: FakeRunStore,
+    queue: FakeRunQueue,
+    schedule: FakeScheduleStore,
+    job: Job,
+) -> None:
+    # Given alice's hourly job, whose 08:00 run exists already (it ran)
+    past_run(runs, job, 8)
+    window = {"from": "2026-11-27T06:30:00Z", "to": "2026-11-27T10:00:00Z"}
+
+    # When she asks first for a dry run, then for the backfill itself
+    dry = service.backfill("alice", job.job_id, backfill(**window, dry_run=True))
+    done = service.backfill("alice", job.job_id, backfill(**window, reason="INC-9"))
+
+    # Then the dry run listed 07:00-10:00 and created nothing; the backfill queued the three
+    # occurrences without a run, as BACKFILL runs starting now, and left 08:00 alone
+    assert [o.result for o in dry.occurrences] == [
+        "would_create",
+        "exists",
+        "would_create",
+        "would_create",
+    ]
+    assert [o.result for o in done.occurrences] == ["created", "exists", "created", "created"]
+    created = [runs.get(job.job_id, o.run_key) for o in done.occurrences if o.result == "created"]
+    assert all(r is not None and r.trigger is RunTrigger.BACKFILL for r in created)
+    assert all(r is not None and r.status is RunStatus.QUEUED for r in created)
+    assert all(r is not None and r.reason == "INC-9" for r in created)
+    assert all(r is not None and r.not_before == epoch(START) + 1 for r in created)
+    assert len(queue.accepted) == 1  # one owner: one pack
+    assert [i.trigger for i in schedule.items()] == [RunTrigger.SCHEDULE]  # fallbacks gone
+
+    # And repeating it changes nothing
+    again = service.backfill("alice", job.job_id, backfill(**window))
+    assert {o.result for o in again.occurrences} == {"exists"}
+
+
+@pytest.mark.parametrize(
+    ("window", "problem"),
+    [
+        ({"from": "2026-11-27T10:00:00Z", "to": "2026-11-27T13:00:00Z"}, "in the past"),
+        ({"from": "2026-11-01T00:00:00Z", "to": "2026-11-27T00:00:00Z"}, "over 100 occurrences"),
+    ],
+)
+def test_a_backfill_into_the_future_or_too_large_is_refused(
+    service: RunService, job: Job, window: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(InvalidInput, match=problem):
+        service.backfill("alice", job.job_id, backfill(**window))
+
+
+def test_a_backfill_range_must_be_in_order() -> None:
+    with pytest.raises(ValidationError, match="must be after"):
+        backfill(**{"from": "2026-11-27T10:00:00Z", "to": "2026-11-27T09:00:00Z"})

@@ -28,6 +28,7 @@ def make_docs_resolver() -> APIGatewayHttpResolver:
         run_routes.get_run_router,
         run_routes.run_output_router,
         run_routes.run_job_router,
+        run_routes.backfill_router,
     ):
         app.include_router(router)
     # Swagger UI's script and styles are inlined by powertools: the page needs no internet.

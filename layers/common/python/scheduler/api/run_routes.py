@@ -12,7 +12,7 @@ from scheduler import wiring
 from scheduler.api.error_responses import responses
 from scheduler.api.job_routes import caller
 from scheduler.errors import JobNotFound, RunNotFound
-from scheduler.jobs.job_models import RunNowRequest
+from scheduler.jobs.job_models import BackfillRequest, BackfillResult, RunNowRequest
 from scheduler.runs.run_models import Run, RunPage
 
 list_runs_router = Router()
@@ -94,3 +94,22 @@ def run_job(
         body=run,
         headers={"Location": f"/jobs/{job_id}/runs/{run.key}"},
     )
+
+
+backfill_router = Router()
+
+
+@backfill_router.post(
+    "/jobs/<job_id>/backfill",
+    summary="Run the occurrences of a past range",
+    description="Runs the job's occurrences between `from` and `to` (in the past, at most 100) "
+    "now, through the normal pipeline, each a BACKFILL run keyed by its own second. An "
+    "occurrence that already has a run is left alone, so a backfill fills gaps and can be "
+    "repeated. `dry_run` lists what would run. Refused for a job that forbids overlap.",
+    tags=["runs"],
+    responses=responses(200, BackfillResult, JobNotFound),
+)
+def backfill_job(
+    job_id: Annotated[str, Path(max_length=64)], body: BackfillRequest
+) -> BackfillResult:
+    return wiring.run_now_service().backfill(caller(backfill_router), job_id, body)

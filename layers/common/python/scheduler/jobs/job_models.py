@@ -322,3 +322,36 @@ class SchedulePreview(BaseModel):
     schedule: str
     timezone: str
     occurrences: list[Occurrence]
+
+
+MAX_BACKFILL = 100
+
+
+class BackfillRequest(BaseModel):
+    """Body of `POST /jobs/{job_id}/backfill`: run the job's occurrences of a past range."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: AwareDatetime = Field(alias="from", description="First instant of the range.")
+    end: AwareDatetime = Field(alias="to", description="Last instant of the range (in the past).")
+    dry_run: bool = Field(default=False, description="List what would run; create nothing.")
+    reason: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _range_in_order(self) -> BackfillRequest:
+        if self.end <= self.start:
+            raise ValueError("`to` must be after `from`")
+        return self
+
+
+class BackfillOccurrence(BaseModel):
+    scheduled_at: datetime
+    run_key: str
+    result: Literal["created", "exists", "would_create"] = Field(
+        description="created: a BACKFILL run was queued; exists: a run of that occurrence was "
+        "already there (it ran, or was skipped), nothing done; would_create: a dry run's answer."
+    )
+
+
+class BackfillResult(BaseModel):
+    occurrences: list[BackfillOccurrence]

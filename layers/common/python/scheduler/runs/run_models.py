@@ -44,6 +44,7 @@ class RunTrigger(StrEnum):
     SCHEDULE = "SCHEDULE"
     MANUAL = "MANUAL"
     RETRY = "RETRY"
+    BACKFILL = "BACKFILL"
 
 
 class Notifications(BaseModel):

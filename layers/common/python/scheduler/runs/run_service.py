@@ -8,8 +8,16 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 
 from scheduler import keys
-from scheduler.errors import RunNotFound
-from scheduler.jobs.job_models import Job, RunNowRequest
+from scheduler.errors import InvalidInput, RunNotFound
+from scheduler.jobs.job_models import (
+    MAX_BACKFILL,
+    BackfillOccurrence,
+    BackfillRequest,
+    BackfillResult,
+    ConcurrencyPolicy,
+    Job,
+    RunNowRequest,
+)
 from scheduler.jobs.job_service import owned_job
 from scheduler.jobs.ports import JobReader
 from scheduler.pagination import PageTokens
@@ -17,9 +25,10 @@ from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
 from scheduler.pipeline.ports import RunQueue
 from scheduler.runs.ports import RunObjects, RunStore
 from scheduler.runs.run_models import Run, RunPage, RunStatus, RunTrigger, new_run
+from scheduler.schedule import cron
 from scheduler.schedule.ports import ScheduleStore
 from scheduler.schedule.schedule_item import ScheduleItem
-from scheduler.times import Clock, epoch
+from scheduler.times import Clock, epoch, from_epoch
 
 OUTPUT_LINK_SECONDS = 300
 
@@ -86,10 +95,7 @@ class RunService:
         if self._queue is None or self._schedule is None:
             raise RuntimeError("RunService.run_now needs the queue and the schedule")
         job = owned_job(self._jobs, user_id, job_id)
-        clock = self._clock()
-        # The next whole second: runs are keyed by the second, and the runner starts at it, so
-        # the start lag measured from it is real delay, not the rounding of `now`.
-        now = clock.replace(microsecond=0) + timedelta(seconds=1 if clock.microsecond else 0)
+        now = _next_second(self._clock())
         created = None
         for offset in range(5):  # one run per job per second: a double click gets the next one
             created = self._create_manual_run(job, epoch(now) + offset, now, request)
@@ -110,6 +116,81 @@ class RunService:
                 run = run.model_copy(update={"status": RunStatus.QUEUED, "queued_at": queued_at})
             self._schedule.delete(item)
         return run
+
+    def backfill(self, user_id: str, job_id: str, request: BackfillRequest) -> BackfillResult:
+        """Run the job's occurrences between `from` and `to` (in the past) now, through the
+        normal pipeline, each keyed by its own second: an occurrence that already has a run
+        (it ran, or was skipped) is left alone, so a backfill fills gaps and is safe to repeat.
+        Each run is marked BACKFILL, with the request's reason."""
+        if self._queue is None or self._schedule is None:
+            raise RuntimeError("RunService.backfill needs the queue and the schedule")
+        job = owned_job(self._jobs, user_id, job_id)
+        now = _next_second(self._clock())
+        seconds = _backfill_seconds(job, request, now)
+        if request.dry_run:
+            return BackfillResult(
+                occurrences=[
+                    self._backfill_answer(job, second, "would_create", "exists")
+                    for second in seconds
+                ]
+            )
+        answers, created = [], []
+        for second in seconds:
+            run, item = self._backfill_run(job, second, now, request)
+            made = self._runs.create_with_schedule_item(
+                run, keys.script_key(job.script_sha256), job.parameters, item
+            )
+            answers.append(self._backfill_answer(job, second, "created" if made else "exists"))
+            if made:
+                created.append((run, item))
+        for offset in range(0, len(created), 10):  # one owner: packs of ten, as the watcher's
+            pack = created[offset : offset + 10]
+            message = DispatchMessage(
+                pack_id=f"{pack[0][0].key}-backfill",
+                user_id=user_id,
+                runs=[DueRun(job_id=r.job_id, key=r.key, attempt=1) for r, _ in pack],
+            )
+            if self._queue.send([message])[0]:
+                for run, item in pack:
+                    deadline = run.not_before + run.timeout_seconds + self._grace
+                    self._runs.mark_queued(run, self._clock(), deadline)
+                    self._schedule.delete(item)
+        return BackfillResult(occurrences=answers)
+
+    def _backfill_run(
+        self, job: Job, second: int, now: datetime, request: BackfillRequest
+    ) -> tuple[Run, ScheduleItem]:
+        run = new_run(
+            job_id=job.job_id,
+            user_id=job.user_id,
+            scheduled_second=second,
+            trigger=RunTrigger.BACKFILL,
+            max_attempts=job.max_attempts,
+            timeout_seconds=job.timeout_seconds,
+            now=now,
+            notifications=job.notifications,
+        ).model_copy(update={"not_before": epoch(now), "reason": request.reason})
+        item = ScheduleItem(
+            job_id=job.job_id,
+            user_id=job.user_id,
+            scheduled_at=second,
+            due_at=epoch(now),
+            trigger=RunTrigger.BACKFILL,
+            run_key=run.key,
+        )
+        return run, item
+
+    def _backfill_answer(
+        self, job: Job, second: int, result: str, if_exists: str | None = None
+    ) -> BackfillOccurrence:
+        key = keys.run_key(from_epoch(second), job.job_id)
+        if if_exists is not None and self._runs.get(job.job_id, key) is not None:
+            result = if_exists
+        return BackfillOccurrence(
+            scheduled_at=from_epoch(second),
+            run_key=key,
+            result=result,  # type: ignore[arg-type]
+        )
 
     def _create_manual_run(
         self, job: Job, second: int, now: datetime, request: RunNowRequest
@@ -142,3 +223,26 @@ class RunService:
         if self._runs.create_with_schedule_item(run, script_key, parameters, item):
             return run, item
         return None
+
+
+def _next_second(clock: datetime) -> datetime:
+    """The next whole second: runs are keyed by the second, and the runner starts at it, so the
+    start lag measured from it is real delay, not the rounding of `now`."""
+    return clock.replace(microsecond=0) + timedelta(seconds=1 if clock.microsecond else 0)
+
+
+def _backfill_seconds(job: Job, request: BackfillRequest, now: datetime) -> list[int]:
+    """The seconds of the job's occurrences in the request's range, checked."""
+    if job.concurrency_policy is ConcurrencyPolicy.FORBID:
+        problem = "the job forbids overlapping runs; a backfill would start them together"
+        raise InvalidInput(problem, [{"field": "job", "problem": problem}])
+    if request.end >= now:
+        problem = "`to` must be in the past (the schedule runs what is to come)"
+        raise InvalidInput(problem, [{"field": "to", "problem": problem}])
+    after = request.start - timedelta(microseconds=1)
+    found = cron.upcoming(job.schedule, job.timezone, after, MAX_BACKFILL + 1)
+    seconds = [epoch(at) for at, _ in found if at <= request.end]
+    if len(seconds) > MAX_BACKFILL:
+        problem = f"the range holds over {MAX_BACKFILL} occurrences; backfill it in parts"
+        raise InvalidInput(problem, [{"field": "to", "problem": problem}])
+    return seconds
