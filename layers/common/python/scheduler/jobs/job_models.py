@@ -116,8 +116,9 @@ Schedule = Annotated[
     Field(
         min_length=1,
         max_length=256,
-        description="5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday) "
-        "or @hourly/@daily/@weekly/@monthly/@yearly.",
+        description="5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday), "
+        "@hourly/@daily/@weekly/@monthly/@yearly, at(YYYY-MM-DDTHH:MM[:SS]) for one time in "
+        "the job's zone, or rate(N minutes|hours|days), aligned to the epoch.",
         examples=["30 9 * * MON-FRI"],
     ),
     AfterValidator(_check_cron),

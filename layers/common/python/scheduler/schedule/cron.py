@@ -10,6 +10,7 @@ Wall-clock rules across daylight-saving changes (documented in docs/scheduling.m
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -33,9 +34,39 @@ class CronError(ValueError):
     """The expression or time zone is not acceptable; the message says why."""
 
 
+_AT = re.compile(r"^at\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?)\)$")
+_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
+_RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def one_time(expression: str) -> datetime | None:
+    """The wall time of an `at(YYYY-MM-DDTHH:MM[:SS])` schedule (no zone: the job's), or None."""
+    found = _AT.match(" ".join(expression.split()))
+    try:
+        return datetime.fromisoformat(found.group(1)) if found else None
+    except ValueError:  # a date that does not exist, e.g. month 13
+        return None
+
+
+def rate_seconds(expression: str) -> int | None:
+    """The period of a `rate(N minutes|hours|days)` schedule, or None."""
+    found = _RATE.match(" ".join(expression.split()))
+    if not found:
+        return None
+    return int(found.group(1)) * _RATE_UNITS[found.group(2).rstrip("s")]
+
+
 def normalize(expression: str) -> str:
-    """Return the 5-field form of a schedule, or raise CronError naming the problem."""
+    """Return the 5-field form of a cron schedule (or an `at()` / `rate()` one as written), or
+    raise CronError naming the problem."""
     text = " ".join(expression.split())
+    if text.startswith(("at(", "rate(")):
+        if one_time(text) is None and not rate_seconds(text):
+            raise CronError(
+                f"invalid schedule {text!r}: use at(YYYY-MM-DDTHH:MM[:SS]) for one time, or "
+                "rate(N minutes|hours|days) with N >= 1"
+            )
+        return text
     if text.startswith("@"):
         if text.lower() not in MACROS:
             raise CronError(f"unknown macro {text!r}; use one of {', '.join(MACROS)}")
@@ -68,6 +99,8 @@ def next_occurrence(expression: str, timezone: str, after: datetime) -> datetime
         raise ValueError("`after` must be timezone-aware")
     tz = zone(timezone)
     cron = normalize(expression)
+    if cron.startswith(("at(", "rate(")):
+        return _next_at_or_rate(cron, tz, after)
     follows_elapsed_time = cron.split(" ")[1] == "*"
     after_utc = after.astimezone(UTC)
     local = after_utc.astimezone(tz)
@@ -144,13 +177,32 @@ def upcoming(
             break
         local = at.astimezone(tz)
         wall = local.replace(tzinfo=None)
-        if not croniter.match(cron, wall):
+        if rate_seconds(cron):  # elapsed time: daylight saving moves nothing
+            found.append((at, None))
+        elif one_time(cron) is not None:
+            shifted = one_time(cron) != wall
+            found.append((at, "shifted" if shifted else None))
+        elif not croniter.match(cron, wall):
             found.append((at, "shifted"))
         elif _offset(wall, tz, 0) != _offset(wall, tz, 1):
             found.append((at, "repeated"))
         else:
             found.append((at, None))
     return found
+
+
+def _next_at_or_rate(expression: str, tz: ZoneInfo, after: datetime) -> datetime:
+    wall_once, period = one_time(expression), rate_seconds(expression)
+    if wall_once is not None:
+        # A wall time in the job's zone; one that a jump skips runs after it, as cron's do.
+        at = _instants(wall_once, tz, both_folds=False)[0]
+        if at <= after.astimezone(UTC):
+            raise CronError(f"schedule {expression!r} never fires again")
+        return at
+    assert period is not None  # normalize() accepted it
+    # Elapsed time, aligned to the epoch: rate(15 minutes) fires at :00, :15, :30, :45 UTC.
+    seconds = int(after.timestamp()) // period * period + period
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _offset(wall: datetime, tz: ZoneInfo, fold: int) -> timedelta:
