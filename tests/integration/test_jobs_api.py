@@ -42,6 +42,7 @@ JOB_FIELDS = {
     "start_at",
     "end_at",
     "jitter_seconds",
+    "dst",
     "created_at",
     "updated_at",
 }

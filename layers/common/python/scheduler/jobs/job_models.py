@@ -20,6 +20,7 @@ from pydantic import (
 
 from scheduler.runs.run_models import Notifications
 from scheduler.schedule import cron
+from scheduler.schedule.cron import DstPolicy
 
 MAX_SCRIPT_BYTES = 256 * 1024
 MAX_PARAMETERS_BYTES = 16 * 1024
@@ -178,6 +179,16 @@ Jitter = Annotated[
 ]
 
 
+JobDst = Annotated[
+    DstPolicy,
+    Field(
+        description="What daylight saving does to runs: `gap` for a wall time the clock jumps "
+        "over (SHIFT, NEXT_VALID, SKIP), `repeat` for one it passes twice (FIRST, LAST, BOTH); "
+        "unset: SHIFT and FIRST (BOTH for schedules with hour `*`)."
+    ),
+]
+
+
 def check_bounds(start_at: datetime | None, end_at: datetime | None) -> None:
     if start_at is not None and end_at is not None and end_at <= start_at:
         raise ValueError("end_at must be after start_at")
@@ -202,6 +213,7 @@ class JobCreate(BaseModel):
     start_at: StartAt = None
     end_at: EndAt = None
     jitter_seconds: Jitter = 0
+    dst: JobDst = DstPolicy()
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> JobCreate:
@@ -227,6 +239,7 @@ class JobUpdate(BaseModel):
     start_at: StartAt = None
     end_at: EndAt = None
     jitter_seconds: Jitter | None = None
+    dst: JobDst | None = None
 
 
 class Job(BaseModel):
@@ -252,6 +265,7 @@ class Job(BaseModel):
     start_at: datetime | None = None
     end_at: datetime | None = None
     jitter_seconds: int = 0
+    dst: DstPolicy = DstPolicy()
     created_at: datetime
     updated_at: datetime
 
@@ -304,6 +318,7 @@ class SchedulePreviewRequest(BaseModel):
 
     schedule: Schedule
     timezone: TimeZone = "UTC"
+    dst: JobDst = DstPolicy()
     count: Annotated[int, Field(ge=1, le=100, description="How many occurrences.")] = 10
     after: AwareDatetime | None = Field(default=None, description="From when (default: now).")
 

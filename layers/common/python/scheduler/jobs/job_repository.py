@@ -45,6 +45,7 @@ _MUTABLE = (
     "start_at",
     "end_at",
     "jitter_seconds",
+    "dst_json",
     "script_sha256",
     "script_key",
     "next_run_utc",
@@ -383,6 +384,7 @@ def job_item(job: Job, script_key: str) -> dict[str, Any]:
         "start_at": times.to_text(job.start_at) if job.start_at else None,
         "end_at": times.to_text(job.end_at) if job.end_at else None,
         "jitter_seconds": job.jitter_seconds,
+        "dst_json": job.dst.model_dump_json(exclude_none=True),
         "created_at": times.to_text(job.created_at),
         "updated_at": times.to_text(job.updated_at),
         "created_key": f"{times.to_text(job.created_at)}#{job.job_id}",
@@ -411,6 +413,7 @@ def to_job(item: dict[str, Any]) -> Job:
         start_at=times.from_text(item["start_at"]) if item.get("start_at") else None,
         end_at=times.from_text(item["end_at"]) if item.get("end_at") else None,
         jitter_seconds=int(item.get("jitter_seconds", 0)),
+        dst=cron.DstPolicy.model_validate_json(item.get("dst_json") or "{}"),
         created_at=times.from_text(item["created_at"]),
         updated_at=times.from_text(item["updated_at"]),
     )

@@ -50,13 +50,19 @@ from scheduler.times import Clock
 Result = TypeVar("Result")
 
 
-def schedule_preview(schedule: str, timezone: str, after: datetime, count: int) -> SchedulePreview:
+def schedule_preview(
+    schedule: str,
+    timezone: str,
+    after: datetime,
+    count: int,
+    policy: cron.DstPolicy = cron.DEFAULT_DST,
+) -> SchedulePreview:
     """The next `count` occurrences of a schedule after `after`, in UTC and local time, each
     marked when daylight saving moved or doubled its wall time."""
     tz = cron.zone(timezone)
     occurrences = [
         Occurrence(at=at, local=at.astimezone(tz), dst=dst)  # type: ignore[arg-type]
-        for at, dst in cron.upcoming(schedule, timezone, after, count)
+        for at, dst in cron.upcoming(schedule, timezone, after, count, policy)
     ]
     return SchedulePreview(schedule=schedule, timezone=timezone, occurrences=occurrences)
 
@@ -67,10 +73,11 @@ def _first_run(
     now: datetime,
     start_at: datetime | None,
     end_at: datetime | None,
+    dst: cron.DstPolicy,
 ) -> datetime:
     """A new or changed job's next run; InvalidInput if its schedule has none in its bounds."""
     try:
-        following = cron.next_within(schedule, timezone, now, start_at, end_at)
+        following = cron.next_within(schedule, timezone, now, start_at, end_at, dst)
     except cron.CronError as exc:
         raise InvalidInput(str(exc), [{"field": "schedule", "problem": str(exc)}]) from None
     if following is None:
@@ -148,7 +155,9 @@ class JobService:
 
     def _create(self, user_id: str, body: JobCreate) -> Job:
         now = self._clock()
-        next_run = _first_run(body.schedule, body.timezone, now, body.start_at, body.end_at)
+        next_run = _first_run(
+            body.schedule, body.timezone, now, body.start_at, body.end_at, body.dst
+        )
         # The script goes first: content-addressed, so a crash after it leaves no job, only an
         # object that the next identical create reuses.
         sha256, script_key = self._scripts.put(body.script)
@@ -171,6 +180,7 @@ class JobService:
             start_at=body.start_at,
             end_at=body.end_at,
             jitter_seconds=body.jitter_seconds,
+            dst=body.dst,
             created_at=now,
             updated_at=now,
         )
@@ -187,7 +197,9 @@ class JobService:
     ) -> SchedulePreview:
         """The caller's job's next occurrences (whether it is paused or not)."""
         job = self.get(user_id, job_id)
-        preview = schedule_preview(job.schedule, job.timezone, after or self._clock(), count)
+        preview = schedule_preview(
+            job.schedule, job.timezone, after or self._clock(), count, job.dst
+        )
         inside = [
             o
             for o in preview.occurrences
@@ -199,7 +211,9 @@ class JobService:
     def preview_schedule(self, request: SchedulePreviewRequest) -> SchedulePreview:
         """A schedule's next occurrences, before any job has it."""
         after = request.after or self._clock()
-        return schedule_preview(request.schedule, request.timezone, after, request.count)
+        return schedule_preview(
+            request.schedule, request.timezone, after, request.count, request.dst
+        )
 
     def update(self, user_id: str, job_id: str, patch: JobUpdate) -> Job:
         """Change some of a job's fields. A new schedule or time zone takes effect from now:
@@ -217,6 +231,8 @@ class JobService:
             changes["notifications"] = patch.notifications
         if patch.catch_up is not None:
             changes["catch_up"] = patch.catch_up
+        if patch.dst is not None:
+            changes["dst"] = patch.dst
         script = changes.pop("script", None)
         sha256, script_key = self._scripts.put(script) if script is not None else (None, None)
 
@@ -231,10 +247,15 @@ class JobService:
                 check_bounds(updated.start_at, updated.end_at)
             except ValueError as exc:
                 raise InvalidInput(str(exc), [{"field": "end_at", "problem": str(exc)}]) from None
-            reschedule = {"schedule", "timezone", "start_at", "end_at"} & set(changes)
+            reschedule = {"schedule", "timezone", "start_at", "end_at", "dst"} & set(changes)
             if reschedule and job.status is JobStatus.ACTIVE:
                 following = _first_run(
-                    updated.schedule, updated.timezone, now, updated.start_at, updated.end_at
+                    updated.schedule,
+                    updated.timezone,
+                    now,
+                    updated.start_at,
+                    updated.end_at,
+                    updated.dst,
                 )
                 updated.next_run_at = following.astimezone(cron.zone(updated.timezone))
             elif job.next_run_at is not None:
@@ -267,7 +288,7 @@ class JobService:
             now = self._clock()
             try:
                 following = cron.next_within(
-                    job.schedule, job.timezone, now, job.start_at, job.end_at
+                    job.schedule, job.timezone, now, job.start_at, job.end_at, job.dst
                 )
             except cron.CronError:
                 following = None

@@ -228,7 +228,12 @@ class DueRuns:
         if policy is CatchUpPolicy.LATEST:
             try:
                 following = cron.next_within(
-                    job.schedule, job.timezone, from_epoch(item.scheduled_at), None, job.end_at
+                    job.schedule,
+                    job.timezone,
+                    from_epoch(item.scheduled_at),
+                    None,
+                    job.end_at,
+                    job.dst,
                 )
             except cron.CronError:
                 return None
@@ -274,7 +279,9 @@ class DueRuns:
             return None
         after = from_epoch(item.scheduled_at)
         try:  # None past the job's end_at: it has no next run (completed)
-            following = cron.next_within(job.schedule, job.timezone, after, None, job.end_at)
+            following = cron.next_within(
+                job.schedule, job.timezone, after, None, job.end_at, job.dst
+            )
         except cron.CronError:
             following = None
         return self._jobs.advance(job, item, following)

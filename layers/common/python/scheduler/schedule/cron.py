@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
+from pydantic import BaseModel, ConfigDict
 
 MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -28,6 +30,37 @@ MACROS = {
 }
 # The largest daylight-saving shift considered when looking back over a recent transition.
 MAX_SHIFT = timedelta(hours=3)
+
+
+class Gap(StrEnum):
+    """A wall time the clock jumps over: run it the length of the jump later (SHIFT: 02:30 ->
+    03:30), at the first valid time after the jump (NEXT_VALID: 03:00, as cronie and Dagster),
+    or not at all that day (SKIP, as EventBridge Scheduler)."""
+
+    SHIFT = "SHIFT"
+    NEXT_VALID = "NEXT_VALID"
+    SKIP = "SKIP"
+
+
+class Repeat(StrEnum):
+    """A wall time the clock passes twice: run at the FIRST pass, the LAST, or BOTH."""
+
+    FIRST = "FIRST"
+    LAST = "LAST"
+    BOTH = "BOTH"
+
+
+class DstPolicy(BaseModel):
+    """What daylight saving does to a job's runs. Unset: SHIFT, and FIRST (BOTH for schedules
+    whose hour field is `*`, which follow elapsed time, as Vixie cron does)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gap: Gap | None = None
+    repeat: Repeat | None = None
+
+
+DEFAULT_DST = DstPolicy()
 
 
 class CronError(ValueError):
@@ -93,7 +126,9 @@ def zone(name: str) -> ZoneInfo:
         raise CronError(f"unknown IANA time zone {name!r}") from None
 
 
-def next_occurrence(expression: str, timezone: str, after: datetime) -> datetime:
+def next_occurrence(
+    expression: str, timezone: str, after: datetime, dst: DstPolicy = DEFAULT_DST
+) -> datetime:
     """The first instant strictly after `after` at which the schedule fires, in UTC."""
     if after.tzinfo is None:
         raise ValueError("`after` must be timezone-aware")
@@ -102,13 +137,15 @@ def next_occurrence(expression: str, timezone: str, after: datetime) -> datetime
     if cron.startswith(("at(", "rate(")):
         return _next_at_or_rate(cron, tz, after)
     follows_elapsed_time = cron.split(" ")[1] == "*"
+    repeat = dst.repeat or (Repeat.BOTH if follows_elapsed_time else Repeat.FIRST)
+    gap = dst.gap or Gap.SHIFT
     after_utc = after.astimezone(UTC)
     local = after_utc.astimezone(tz)
     wall = local.replace(tzinfo=None, fold=0)
     # Wall times before `wall` can still fire after `after`: those a recent gap shifted forward,
     # and (following elapsed time) the second pass of a repeated hour we are in the first of.
     lookback = _utcoffset(local) - _utcoffset((after_utc - MAX_SHIFT).astimezone(tz))
-    if follows_elapsed_time:
+    if repeat is not Repeat.FIRST:
         lookback = max(lookback, _offset(wall, tz, 0) - _offset(wall, tz, 1))
     iterator = croniter(cron, wall - max(lookback, timedelta(0)))
     best: datetime | None = None
@@ -121,7 +158,7 @@ def next_occurrence(expression: str, timezone: str, after: datetime) -> datetime
             wall = iterator.get_next(datetime)
             if horizon is not None and wall >= horizon:
                 break
-            for candidate in _instants(wall, tz, both_folds=follows_elapsed_time):
+            for candidate in _instants(wall, tz, gap, repeat):
                 if candidate > after_utc and (best is None or candidate < best):
                     best = candidate
             if best is not None:
@@ -143,13 +180,14 @@ def next_within(
     after: datetime,
     start_at: datetime | None = None,
     end_at: datetime | None = None,
+    dst: DstPolicy = DEFAULT_DST,
 ) -> datetime | None:
     """The first occurrence strictly after `after` that lies within [start_at, end_at] (either
     bound optional), in UTC; None when the schedule has none left in its bounds."""
     if start_at is not None and after < start_at:
         after = start_at - timedelta(microseconds=1)  # start_at itself may be an occurrence
     try:
-        at = next_occurrence(expression, timezone, after)
+        at = next_occurrence(expression, timezone, after, dst)
     except CronError:
         if end_at is not None:
             return None
@@ -160,7 +198,7 @@ def next_within(
 
 
 def upcoming(
-    expression: str, timezone: str, after: datetime, count: int
+    expression: str, timezone: str, after: datetime, count: int, dst: DstPolicy = DEFAULT_DST
 ) -> list[tuple[datetime, str | None]]:
     """The next `count` instants the schedule fires after `after` (UTC), each with how daylight
     saving touched it: "shifted" (its wall time did not exist that day and it runs after the
@@ -172,7 +210,7 @@ def upcoming(
     at = after
     for _ in range(count):
         try:
-            at = next_occurrence(cron, timezone, at)
+            at = next_occurrence(cron, timezone, at, dst)
         except CronError:
             break
         local = at.astimezone(tz)
@@ -195,7 +233,7 @@ def _next_at_or_rate(expression: str, tz: ZoneInfo, after: datetime) -> datetime
     wall_once, period = one_time(expression), rate_seconds(expression)
     if wall_once is not None:
         # A wall time in the job's zone; one that a jump skips runs after it, as cron's do.
-        at = _instants(wall_once, tz, both_folds=False)[0]
+        at = _instants(wall_once, tz, Gap.SHIFT, Repeat.FIRST)[0]
         if at <= after.astimezone(UTC):
             raise CronError(f"schedule {expression!r} never fires again")
         return at
@@ -215,15 +253,32 @@ def _utcoffset(instant: datetime) -> timedelta:
     return offset
 
 
-def _instants(wall: datetime, tz: ZoneInfo, *, both_folds: bool) -> list[datetime]:
+def _instants(wall: datetime, tz: ZoneInfo, gap: Gap, repeat: Repeat) -> list[datetime]:
     if not _exists(wall, tz):
-        return [_after_gap(wall, tz)]
+        if gap is Gap.SKIP:
+            return []
+        shifted = _after_gap(wall, tz)
+        return [_transition_before(shifted, tz) if gap is Gap.NEXT_VALID else shifted]
     first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
     second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
-    if first == second or not both_folds:
+    if first == second or repeat is Repeat.FIRST:
         return [first]
     # An ambiguous wall time: fold=0 is the earlier instant.
-    return [first, second]
+    return [second] if repeat is Repeat.LAST else [first, second]
+
+
+def _transition_before(instant: datetime, tz: ZoneInfo) -> datetime:
+    """The instant of the jump just before `instant` (found by bisection, to the second): the
+    first valid wall time after a gap."""
+    low, high = instant - MAX_SHIFT, instant
+    offset = _utcoffset(high.astimezone(tz))
+    while (high - low).total_seconds() > 1:
+        middle = low + (high - low) / 2
+        if _utcoffset(middle.astimezone(tz)) == offset:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0)
 
 
 def _exists(wall: datetime, tz: ZoneInfo) -> bool:
