@@ -43,6 +43,8 @@ JOB_FIELDS = {
     "end_at",
     "jitter_seconds",
     "dst",
+    "pause_after_failures",
+    "paused_reason",
     "created_at",
     "updated_at",
 }

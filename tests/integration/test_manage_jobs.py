@@ -13,6 +13,7 @@ from integration.conftest import api_event, body_of, load_event, runs_of, stores
 from scheduler import wiring
 
 SCRIPT = "print('hi')\n"
+NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 
 
 def _create(invoke, name: str = "nightly", schedule: str = "0 3 * * *") -> dict[str, Any]:
@@ -23,7 +24,9 @@ def _create(invoke, name: str = "nightly", schedule: str = "0 3 * * *") -> dict[
 
 
 def _call(invoke, function: str, event: str, job_id: str, user: str = "alice") -> dict[str, Any]:
-    suffix = {"pause_job": "/pause", "resume_job": "/resume", "delete_job": ""}[event]
+    suffix = {"pause_job": "/pause", "resume_job": "/resume", "delete_job": "", "get_job": ""}[
+        event
+    ]
     return invoke(
         function,
         api_event(
@@ -260,3 +263,34 @@ def test_a_schedule_and_a_job_can_be_previewed_by_their_owner_only(stack, invoke
     refused = invoke("PreviewScheduleFunction", bad)
     assert refused["statusCode"] == 400
     assert {d["field"] for d in body_of(refused)["error"]["details"]} == {"count"}
+
+
+def test_a_job_counts_failures_in_a_row_pauses_with_a_reason_and_resume_clears_it(
+    stack, invoke, monkeypatch
+) -> None:
+    # Given a job (its table items as the repository writes them)
+    job = _create(invoke)
+    jobs = stores_of(stack, "RunReportsFunction", monkeypatch).jobs
+
+    # Failures count up; a success forgets them; a missing job counts nothing
+    assert jobs.count_failure(job["job_id"]) == 1
+    assert jobs.count_failure(job["job_id"]) == 2
+    jobs.reset_failures(job["job_id"])
+    jobs.reset_failures(job["job_id"])  # nothing to forget: no error
+    assert jobs.count_failure(job["job_id"]) == 1
+    assert jobs.count_failure("no-such-job") is None
+
+    # Pausing for failures removes the upcoming run and shows why
+    assert jobs.pause_for_failures(job["job_id"], "paused after 3 runs in a row failed", NOW)
+    paused = body_of(_call(invoke, "GetJobFunction", "get_job", job["job_id"]))
+    assert (paused["status"], paused["paused_reason"]) == (
+        "PAUSED",
+        "paused after 3 runs in a row failed",
+    )
+    assert _schedule_items(stack, job["job_id"]) == []
+    assert not jobs.pause_for_failures(job["job_id"], "again", NOW)  # not active: nothing
+
+    # And a resume starts afresh: no reason, no count
+    resumed = body_of(_call(invoke, "ResumeJobFunction", "resume_job", job["job_id"]))
+    assert (resumed["status"], resumed["paused_reason"]) == ("ACTIVE", None)
+    assert jobs.count_failure(job["job_id"]) == 1

@@ -43,7 +43,7 @@ from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import epoch, from_epoch, to_text
 
 if TYPE_CHECKING:
-    from scheduler.jobs.ports import JobStore, ScriptStore
+    from scheduler.jobs.ports import JobHealth, JobStore, ScriptStore
     from scheduler.pipeline.ports import DispatchBackend, RunQueue
     from scheduler.runs.ports import RunObjects, RunStore
     from scheduler.schedule.ports import ScheduleStore
@@ -182,6 +182,7 @@ class FakeJobStore:
         self._schedule = schedule
         self._rows: dict[str, _JobRow] = {}
         self._names: dict[tuple[str, str], str] = {}  # (user_id, name) -> job_id
+        self._failures: dict[str, int] = {}  # job_id -> runs in a row failed
 
     # -- JobStore ----------------------------------------------------------------------------
 
@@ -231,14 +232,19 @@ class FakeJobStore:
                     self._schedule.put(_occurrence(updated, updated.next_run_at))
             return True
 
-    def pause(self, job: Job, now: datetime) -> bool:
+    def pause(self, job: Job, now: datetime, reason: str | None = None) -> bool:
         with self._schedule.transaction():
             row = self._as_read(job)
             if row is None:
                 return False
-            row.job = row.job.model_copy(
-                update={"status": JobStatus.PAUSED, "updated_at": now, "next_run_at": None}
-            )
+            changes: dict[str, Any] = {
+                "status": JobStatus.PAUSED,
+                "updated_at": now,
+                "next_run_at": None,
+            }
+            if reason is not None:
+                changes["paused_reason"] = reason
+            row.job = row.job.model_copy(update=changes)
             if job.next_run_at is not None:
                 self._schedule.delete(_occurrence(job, job.next_run_at))
             return True
@@ -248,12 +254,36 @@ class FakeJobStore:
             row = self._as_read(job)
             if row is None:
                 return False
-            changes: dict[str, Any] = {"status": JobStatus.ACTIVE, "updated_at": now}
+            changes: dict[str, Any] = {
+                "status": JobStatus.ACTIVE,
+                "updated_at": now,
+                "paused_reason": None,
+            }
             if following is not None:
                 changes["next_run_at"] = following
                 self._schedule.put(_occurrence(job, following))
             row.job = _as_stored(row.job.model_copy(update=changes))
+            self._failures.pop(job.job_id, None)
             return True
+
+    # -- consecutive failures ----------------------------------------------------------------
+
+    def count_failure(self, job_id: str) -> int | None:
+        with self._schedule.transaction():
+            if job_id not in self._rows:
+                return None
+            self._failures[job_id] = self._failures.get(job_id, 0) + 1
+            return self._failures[job_id]
+
+    def reset_failures(self, job_id: str) -> None:
+        with self._schedule.transaction():
+            self._failures.pop(job_id, None)
+
+    def pause_for_failures(self, job_id: str, reason: str, now: datetime) -> bool:
+        job = self.get(job_id)
+        if job is None or job.status is not JobStatus.ACTIVE:
+            return False
+        return self.pause(job, now, reason)
 
     def delete(self, job: Job) -> bool:
         with self._schedule.transaction():
@@ -784,6 +814,7 @@ if TYPE_CHECKING:  # mypy: the fakes are what the services take
     _jobs: JobStore = FakeJobStore(FakeScheduleStore())
     _scripts: ScriptStore = FakeScriptStore()
     _runs: RunStore = FakeRunStore(FakeScheduleStore())
+    _health: JobHealth = FakeJobStore(FakeScheduleStore())
     _objects: RunObjects = FakeRunObjects()
     _queue: RunQueue = FakeRunQueue()
     _backend: DispatchBackend = FakeDispatchBackend()

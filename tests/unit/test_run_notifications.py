@@ -232,3 +232,61 @@ def test_a_scheduled_run_not_succeeded_within_its_grace_is_told_once(succeeds: b
         (missed,) = told
         assert (missed.job_id, missed.run_key) == (job.job_id, run.key)
         assert missed.status is RunStatus.QUEUED
+
+
+# -- pause after repeated failures ------------------------------------------------------------
+
+
+def test_a_job_pauses_itself_after_n_failures_in_a_row_and_says_why() -> None:
+    # Given a job that pauses after 2 runs in a row failed, and its owner wants to hear of it
+    clock = FakeClock(NOON)
+    notifier = RecordingNotifier()
+    schedule = FakeScheduleStore()
+    jobs, runs = FakeJobStore(schedule), FakeRunStore(schedule)
+    outcomes = RunOutcomes(
+        runs,
+        FakeRunObjects(),
+        retry_base_seconds=30,
+        running_grace_seconds=60,
+        clock=clock,
+        notifier=notifier,
+        jobs=jobs,
+    )
+    job = make_job(now=NOON - timedelta(hours=3)).model_copy(
+        update={"pause_after_failures": 2, "notifications": Notifications(on_failure=True)}
+    )
+    jobs.create(job, "scripts/ab/ab.py")
+
+    def a_run_that_ends(hour: int, status: RunStatus) -> None:
+        run = new_run(
+            job_id=job.job_id,
+            user_id="alice",
+            scheduled_second=epoch(NOON) - hour * 3600,
+            trigger=RunTrigger.SCHEDULE,
+            max_attempts=1,
+            timeout_seconds=60,
+            now=NOON,
+            pause_after_failures=2,
+            notifications=Notifications(on_failure=True),
+        )
+        assert runs.create(run, "scripts/ab/ab.py", {})
+        run = redispatch(runs, run)
+        outcomes.conclude(run, ended(run, status))
+
+    # When one fails, one succeeds (the count starts again), then two fail
+    a_run_that_ends(3, RunStatus.FAILED)
+    a_run_that_ends(2, RunStatus.SUCCEEDED)
+    a_run_that_ends(1, RunStatus.FAILED)
+    stored = jobs.get(job.job_id)
+    assert stored is not None
+    assert stored.status.value == "ACTIVE"
+    a_run_that_ends(0, RunStatus.TIMED_OUT)
+
+    # Then the job is paused, says why, has no upcoming run, and its owner was told
+    stored = jobs.get(job.job_id)
+    assert stored is not None
+    assert stored.status.value == "PAUSED"
+    assert stored.paused_reason is not None
+    assert "2 runs in a row" in stored.paused_reason
+    assert schedule.items() == []
+    assert [n.event_type for n in notifier.sent][-1] is RunEvent.JOB_PAUSED

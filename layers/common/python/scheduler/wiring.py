@@ -198,6 +198,7 @@ def _run_outcomes(settings: RunStatusSettings, stores: Stores) -> RunOutcomes:
         running_grace_seconds=settings.running_grace_seconds,
         clock=now,
         notifier=SnsRunNotifier(client("sns"), topic) if topic else None,
+        jobs=stores.jobs,
     )
 
 

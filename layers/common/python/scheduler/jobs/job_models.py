@@ -189,6 +189,17 @@ JobDst = Annotated[
 ]
 
 
+PauseAfterFailures = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        le=100,
+        description="Pause the job after this many runs in a row ended FAILED or TIMED_OUT "
+        "(retries used up); resume clears the count. Unset: never.",
+    ),
+]
+
+
 def check_bounds(start_at: datetime | None, end_at: datetime | None) -> None:
     if start_at is not None and end_at is not None and end_at <= start_at:
         raise ValueError("end_at must be after start_at")
@@ -214,6 +225,7 @@ class JobCreate(BaseModel):
     end_at: EndAt = None
     jitter_seconds: Jitter = 0
     dst: JobDst = DstPolicy()
+    pause_after_failures: PauseAfterFailures = None
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> JobCreate:
@@ -240,6 +252,7 @@ class JobUpdate(BaseModel):
     end_at: EndAt = None
     jitter_seconds: Jitter | None = None
     dst: JobDst | None = None
+    pause_after_failures: PauseAfterFailures = None
 
 
 class Job(BaseModel):
@@ -266,6 +279,10 @@ class Job(BaseModel):
     end_at: datetime | None = None
     jitter_seconds: int = 0
     dst: DstPolicy = DstPolicy()
+    pause_after_failures: int | None = None
+    paused_reason: str | None = Field(
+        default=None, description="Why the job paused itself (after repeated failures)."
+    )
     created_at: datetime
     updated_at: datetime
 

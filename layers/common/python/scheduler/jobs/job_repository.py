@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from scheduler import times
 from scheduler.aws.client_errors import error_code, raise_if_throttled
-from scheduler.aws.dynamo import dump, load, transact
+from scheduler.aws.dynamo import condition_failed, dump, load, transact
 from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import (
     CatchUp,
@@ -46,6 +46,7 @@ _MUTABLE = (
     "end_at",
     "jitter_seconds",
     "dst_json",
+    "pause_after_failures",
     "script_sha256",
     "script_key",
     "next_run_utc",
@@ -206,29 +207,73 @@ class JobRepository:
                 writes.append(self._schedule.put_op(upcoming))
         return transact(self._db, writes)
 
-    def pause(self, job: Job, now: datetime) -> bool:
+    def pause(self, job: Job, now: datetime, reason: str | None = None) -> bool:
         """ACTIVE -> PAUSED, and its upcoming schedule item goes. False if the job changed
         since it was read (the watcher moved its next run): read it again and retry."""
-        writes = [
-            self._job_update(
-                job,
-                "SET #status = :paused, updated_at = :now REMOVE next_run_utc",
-                {":paused": JobStatus.PAUSED.value, ":now": times.to_text(now)},
-            )
-        ]
+        update = "SET #status = :paused, updated_at = :now REMOVE next_run_utc"
+        values: dict[str, Any] = {":paused": JobStatus.PAUSED.value, ":now": times.to_text(now)}
+        if reason is not None:
+            update = update.replace(" REMOVE", ", paused_reason = :reason REMOVE")
+            values[":reason"] = reason
+        writes = [self._job_update(job, update, values)]
         writes += self._delete_upcoming(job)
         return transact(self._db, writes)
+
+    # -- consecutive failures (pause_after_failures) --------------------------------------
+
+    def count_failure(self, job_id: str) -> int | None:
+        try:
+            response = self._db.update_item(
+                TableName=self._jobs,
+                Key=dump({"pk": job_pk(job_id)}),
+                UpdateExpression="ADD consecutive_failures :one",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=dump({":one": 1}),
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return None
+            raise_if_throttled(exc)
+            raise
+        return int(load(response["Attributes"])["consecutive_failures"])
+
+    def reset_failures(self, job_id: str) -> None:
+        try:
+            self._db.update_item(
+                TableName=self._jobs,
+                Key=dump({"pk": job_pk(job_id)}),
+                UpdateExpression="REMOVE consecutive_failures",
+                ConditionExpression="attribute_exists(pk) AND consecutive_failures > :zero",
+                ExpressionAttributeValues=dump({":zero": 0}),
+            )
+        except ClientError as exc:
+            if not condition_failed(exc):  # no failures to forget, or no job
+                raise_if_throttled(exc)
+                raise
+
+    def pause_for_failures(self, job_id: str, reason: str, now: datetime) -> bool:
+        for _ in range(5):  # the watcher may move the job's next run meanwhile: read again
+            job = self.get(job_id)
+            if job is None or job.status is not JobStatus.ACTIVE:
+                return False
+            if self.pause(job, now, reason):
+                return True
+        return False
 
     def resume(self, job: Job, following: datetime | None, now: datetime) -> bool:
         """PAUSED -> ACTIVE with a schedule item at `following`. False if the job changed."""
         values: dict[str, Any] = {":active": JobStatus.ACTIVE.value, ":now": times.to_text(now)}
         update = "SET #status = :active, updated_at = :now"
         writes = []
+        # A resume starts afresh: no reason to show, no failures counted.
+        update_tail = " REMOVE paused_reason, consecutive_failures"
         if following is not None:
             update += ", next_run_utc = :next"
             values[":next"] = times.to_text(following)
             item = ScheduleItem.occurrence(job.job_id, job.user_id, following, job.jitter_seconds)
             writes.append(self._schedule.put_op(item))
+        update += update_tail
         return transact(self._db, [self._job_update(job, update, values), *writes])
 
     def delete(self, job: Job) -> bool:
@@ -385,6 +430,8 @@ def job_item(job: Job, script_key: str) -> dict[str, Any]:
         "end_at": times.to_text(job.end_at) if job.end_at else None,
         "jitter_seconds": job.jitter_seconds,
         "dst_json": job.dst.model_dump_json(exclude_none=True),
+        "pause_after_failures": job.pause_after_failures,
+        "paused_reason": job.paused_reason,
         "created_at": times.to_text(job.created_at),
         "updated_at": times.to_text(job.updated_at),
         "created_key": f"{times.to_text(job.created_at)}#{job.job_id}",
@@ -414,6 +461,8 @@ def to_job(item: dict[str, Any]) -> Job:
         end_at=times.from_text(item["end_at"]) if item.get("end_at") else None,
         jitter_seconds=int(item.get("jitter_seconds", 0)),
         dst=cron.DstPolicy.model_validate_json(item.get("dst_json") or "{}"),
+        pause_after_failures=item.get("pause_after_failures"),
+        paused_reason=item.get("paused_reason"),
         created_at=times.from_text(item["created_at"]),
         updated_at=times.from_text(item["updated_at"]),
     )

@@ -50,3 +50,15 @@ class EarlyDispatch(Protocol):
     late (pipeline.due_runs.DueRuns); best effort, the schedule item stays for the tick."""
 
     def take_if_soon(self, job: Job, now: datetime) -> object: ...
+
+
+class JobHealth(Protocol):
+    """A job's run of consecutive failures, for `pause_after_failures` (run outcomes)."""
+
+    def count_failure(self, job_id: str) -> int | None:
+        """One more failure in a row; the count, or None if the job is gone."""
+
+    def reset_failures(self, job_id: str) -> None: ...
+
+    def pause_for_failures(self, job_id: str, reason: str, now: datetime) -> bool:
+        """Pause the job (if active) saying why; False if it was not active."""

@@ -189,6 +189,7 @@ class DueRuns:
             timeout_seconds=job.timeout_seconds,
             now=now,
             notifications=job.notifications,
+            pause_after_failures=job.pause_after_failures,
         ).model_copy(update={"not_before": item.due_at})  # its jitter, if any
         missed = self._catch_up_skip(job, item, now)
         if missed is not None:

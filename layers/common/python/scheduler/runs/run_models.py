@@ -76,6 +76,7 @@ class RunEvent(StrEnum):
     RUN_FAILED = "RUN_FAILED"
     RUN_LATE = "RUN_LATE"
     RUN_MISSED = "RUN_MISSED"
+    JOB_PAUSED = "JOB_PAUSED"
 
 
 class RunNotification(BaseModel):
@@ -141,6 +142,7 @@ class Run(BaseModel):
     )
     # The job's notifications when the run was created; stored with the run, not shown.
     notifications: Notifications | None = Field(default=None, exclude=True)
+    pause_after_failures: int | None = Field(default=None, exclude=True)
 
 
 def new_run(
@@ -153,6 +155,7 @@ def new_run(
     timeout_seconds: int,
     now: datetime,
     notifications: Notifications | None = None,
+    pause_after_failures: int | None = None,
 ) -> Run:
     """A run as it is first written: PENDING, attempt 1, startable at its scheduled second.
     The one place a Run is born, for the watcher's scheduled runs and for run now alike."""
@@ -172,6 +175,7 @@ def new_run(
         created_at=now,
         updated_at=now,
         notifications=notifications,
+        pause_after_failures=pause_after_failures,
     )
 
 

@@ -6,6 +6,7 @@ is retried with exponential backoff while attempts last."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -13,6 +14,7 @@ from aws_lambda_powertools import Logger
 
 from scheduler import keys, metrics
 from scheduler import metric_names as names
+from scheduler.jobs.ports import JobHealth
 from scheduler.runs.ports import RunNotifier, RunObjects, RunStore
 from scheduler.runs.run_log import run_changed
 from scheduler.runs.run_models import (
@@ -53,8 +55,10 @@ class RunOutcomes:
         running_grace_seconds: int,
         clock: Clock,
         notifier: RunNotifier | None = None,
+        jobs: JobHealth | None = None,
     ) -> None:
         self._notifier = notifier
+        self._jobs = jobs
         self._runs = runs
         self._objects = objects
         self._retry_base = retry_base_seconds
@@ -164,7 +168,27 @@ class RunOutcomes:
         wanted = run.notifications is not None and run.notifications.on_failure
         if wanted and status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
             self._notify(RunEvent.RUN_FAILED, run, final)
+        self._track_failures(run, final, now)
         return status
+
+    def _track_failures(self, run: Run, final: RunReport, now: datetime) -> None:
+        """A job that pauses after N runs in a row failed: count this end, pause at N."""
+        limit = run.pause_after_failures
+        if limit is None or self._jobs is None:
+            return
+        if final.status is RunStatus.SUCCEEDED:
+            self._jobs.reset_failures(run.job_id)
+            return
+        if final.status not in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+            return
+        count = self._jobs.count_failure(run.job_id)
+        if count is None or count < limit:
+            return
+        reason = f"paused after {count} runs in a row failed or timed out (the last: {run.key})"
+        if self._jobs.pause_for_failures(run.job_id, reason, now):
+            run_changed("job paused", run, reason=reason)
+            if run.notifications is not None and run.notifications.on_failure:
+                self._notify(RunEvent.JOB_PAUSED, run, final.model_copy(update={"error": reason}))
 
     def check_succeeded(self, run: Run) -> bool:
         """The dead man's switch of a scheduled run, at its grace period's end: tell the owner

@@ -399,6 +399,8 @@ def run_item(run: Run) -> dict[str, Any]:
     item = run.model_dump(mode="json", exclude_none=True)
     if run.notifications is not None:  # not shown by the API, kept with the run
         item["notifications_json"] = run.notifications.model_dump_json(exclude_defaults=True)
+    if run.pause_after_failures is not None:
+        item["pause_after_failures"] = run.pause_after_failures
     for name in _TIME_FIELDS:
         value = getattr(run, name)
         if value is not None:
@@ -412,6 +414,8 @@ def to_run(item: dict[str, Any]) -> Run:
     fields: dict[str, Any] = {k: v for k, v in item.items() if k in Run.model_fields}
     if "notifications_json" in item:
         fields["notifications"] = Notifications.model_validate_json(item["notifications_json"])
+    if "pause_after_failures" in item:
+        fields["pause_after_failures"] = int(item["pause_after_failures"])
     for name in _TIME_FIELDS:
         if name in fields:
             fields[name] = times.from_text(fields[name])

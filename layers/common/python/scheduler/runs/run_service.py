@@ -169,6 +169,7 @@ class RunService:
             timeout_seconds=job.timeout_seconds,
             now=now,
             notifications=job.notifications,
+            pause_after_failures=job.pause_after_failures,
         ).model_copy(update={"not_before": epoch(now), "reason": request.reason})
         item = ScheduleItem(
             job_id=job.job_id,
@@ -204,6 +205,7 @@ class RunService:
             timeout_seconds=job.timeout_seconds,
             now=now,
             notifications=job.notifications,
+            pause_after_failures=job.pause_after_failures,
         ).model_copy(
             update={
                 "reason": request.reason,
