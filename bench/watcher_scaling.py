@@ -77,8 +77,9 @@ def seed(stack: Any, meter: Any, size: int, due: int, shards: int, at: datetime)
                 "updated_at": at,
             }
         )
-        # The first `due` jobs are due within the next minute; the others later today.
-        second = base + i * 60 // due if i < due else base + 91 + rng.randrange(DAY)
+        # The first `due` jobs are due within the next minute; the others later today, beyond
+        # any look-ahead (the derived one is 170 s).
+        second = base + i * 60 // due if i < due else base + 600 + rng.randrange(DAY)
         item = ScheduleItem(
             job_id=job.job_id, user_id=job.user_id, scheduled_at=second, due_at=second
         )
