@@ -17,6 +17,7 @@ from scheduler.pipeline.watcher import Watcher, WatcherPolicy
 from scheduler.runs.run_models import Run, RunReport, RunStatus, RunTrigger, new_run
 from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.runs.run_service import OUTPUT_LINK_SECONDS, RunService
+from scheduler.schedule.cron import DstPolicy, Gap
 from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import epoch
 from unit.fakes import (
@@ -467,3 +468,16 @@ def test_a_backfill_into_the_future_or_too_large_is_refused(
 def test_a_backfill_range_must_be_in_order() -> None:
     with pytest.raises(ValidationError, match="must be after"):
         backfill(**{"from": "2026-11-27T10:00:00Z", "to": "2026-11-27T09:00:00Z"})
+
+
+def test_a_backfill_follows_the_jobs_dst_policy(
+    service: RunService, jobs: FakeJobStore, runs: FakeRunStore
+) -> None:
+    # Given a New York job at 02:30 that skips the time the spring jump skips
+    job = add_job(jobs, now=START, name="ny", schedule="30 2 * * *", timezone="America/New_York")
+    jobs.update(job.model_copy(update={"dst": DstPolicy(gap=Gap.SKIP)}), job, "scripts/x.py")
+    window = {"from": "2026-03-07T00:00:00Z", "to": "2026-03-10T00:00:00Z", "dry_run": True}
+
+    # When the spring of 2026 is backfilled, Then March 8 (02:30 did not exist) is not listed
+    answer = service.backfill("alice", job.job_id, backfill(**window))
+    assert [o.scheduled_at.day for o in answer.occurrences] == [7, 9]

@@ -242,7 +242,7 @@ def _backfill_seconds(job: Job, request: BackfillRequest, now: datetime) -> list
         problem = "`to` must be in the past (the schedule runs what is to come)"
         raise InvalidInput(problem, [{"field": "to", "problem": problem}])
     after = request.start - timedelta(microseconds=1)
-    found = cron.upcoming(job.schedule, job.timezone, after, MAX_BACKFILL + 1)
+    found = cron.upcoming(job.schedule, job.timezone, after, MAX_BACKFILL + 1, job.dst)
     seconds = [epoch(at) for at, _ in found if at <= request.end]
     if len(seconds) > MAX_BACKFILL:
         problem = f"the range holds over {MAX_BACKFILL} occurrences; backfill it in parts"
