@@ -483,3 +483,23 @@ def test_a_page_token_only_works_for_its_owner_and_its_filters(
         service.list("alice", JobFilters(), 1, token)
     # But alice with the same filters gets the next page
     assert [job.name for job in service.list("alice", active, 1, token).items] == ["job-1"]
+
+
+def test_create_keeps_every_scheduling_field_it_was_given(service: JobService) -> None:
+    body = JobCreate.model_validate(
+        {
+            "name": "full",
+            "schedule": "0 * * * *",
+            "script": "1",
+            "jitter_seconds": 30,
+            "pause_after_failures": 3,
+            "catch_up": {"policy": "LATEST", "window_seconds": 600},
+            "dst": {"gap": "SKIP"},
+        }
+    )
+    job = service.create("alice", body)
+    stored = service.get("alice", job.job_id)
+    for found in (job, stored):
+        assert (found.jitter_seconds, found.pause_after_failures) == (30, 3)
+        assert found.catch_up == body.catch_up
+        assert found.dst == body.dst

@@ -181,6 +181,7 @@ class JobService:
             end_at=body.end_at,
             jitter_seconds=body.jitter_seconds,
             dst=body.dst,
+            pause_after_failures=body.pause_after_failures,
             created_at=now,
             updated_at=now,
         )
