@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from scheduler.runs.run_models import Notifications
+from scheduler.runs.run_models import Notifications, Run, RunTrigger, new_run
 from scheduler.schedule import cron
 from scheduler.schedule.cron import DstPolicy
 
@@ -285,6 +285,27 @@ class Job(BaseModel):
     )
     created_at: datetime
     updated_at: datetime
+
+    def next_run_after(self, after: datetime) -> datetime | None:
+        """The job's first occurrence after `after`, within its bounds and by its DST policy;
+        None when none is left (CronError for a schedule that never fires)."""
+        return cron.next_within(
+            self.schedule, self.timezone, after, self.start_at, self.end_at, self.dst
+        )
+
+    def new_run(self, second: int, trigger: RunTrigger, now: datetime) -> Run:
+        """A run of this job due at `second`, with what it snapshots of the job."""
+        return new_run(
+            job_id=self.job_id,
+            user_id=self.user_id,
+            scheduled_second=second,
+            trigger=trigger,
+            max_attempts=self.max_attempts,
+            timeout_seconds=self.timeout_seconds,
+            now=now,
+            notifications=self.notifications,
+            pause_after_failures=self.pause_after_failures,
+        )
 
 
 class JobPage(BaseModel):

@@ -67,17 +67,10 @@ def schedule_preview(
     return SchedulePreview(schedule=schedule, timezone=timezone, occurrences=occurrences)
 
 
-def _first_run(
-    schedule: str,
-    timezone: str,
-    now: datetime,
-    start_at: datetime | None,
-    end_at: datetime | None,
-    dst: cron.DstPolicy,
-) -> datetime:
+def _first_run(job: Job, now: datetime) -> datetime:
     """A new or changed job's next run; InvalidInput if its schedule has none in its bounds."""
     try:
-        following = cron.next_within(schedule, timezone, now, start_at, end_at, dst)
+        following = job.next_run_after(now)
     except cron.CronError as exc:
         raise InvalidInput(str(exc), [{"field": "schedule", "problem": str(exc)}]) from None
     if following is None:
@@ -155,12 +148,6 @@ class JobService:
 
     def _create(self, user_id: str, body: JobCreate) -> Job:
         now = self._clock()
-        next_run = _first_run(
-            body.schedule, body.timezone, now, body.start_at, body.end_at, body.dst
-        )
-        # The script goes first: content-addressed, so a crash after it leaves no job, only an
-        # object that the next identical create reuses.
-        sha256, script_key = self._scripts.put(body.script)
         job = Job(
             job_id=uuid.uuid4().hex,
             user_id=user_id,
@@ -170,8 +157,8 @@ class JobService:
             parameters=body.parameters,
             description=body.description,
             status=JobStatus.ACTIVE,
-            next_run_at=next_run.astimezone(cron.zone(body.timezone)),
-            script_sha256=sha256,
+            next_run_at=None,
+            script_sha256="",
             timeout_seconds=body.timeout_seconds,
             max_attempts=body.max_attempts,
             concurrency_policy=body.concurrency_policy,
@@ -184,6 +171,16 @@ class JobService:
             pause_after_failures=body.pause_after_failures,
             created_at=now,
             updated_at=now,
+        )
+        next_run = _first_run(job, now)  # a schedule with no run refuses before any write
+        # The script goes first: content-addressed, so a crash after it leaves no job, only an
+        # object that the next identical create reuses.
+        sha256, script_key = self._scripts.put(body.script)
+        job = job.model_copy(
+            update={
+                "next_run_at": next_run.astimezone(cron.zone(body.timezone)),
+                "script_sha256": sha256,
+            }
         )
         self._jobs.create(job, script_key)
         self._take_if_soon(job, now)
@@ -250,14 +247,7 @@ class JobService:
                 raise InvalidInput(str(exc), [{"field": "end_at", "problem": str(exc)}]) from None
             reschedule = {"schedule", "timezone", "start_at", "end_at", "dst"} & set(changes)
             if reschedule and job.status is JobStatus.ACTIVE:
-                following = _first_run(
-                    updated.schedule,
-                    updated.timezone,
-                    now,
-                    updated.start_at,
-                    updated.end_at,
-                    updated.dst,
-                )
+                following = _first_run(updated, now)
                 updated.next_run_at = following.astimezone(cron.zone(updated.timezone))
             elif job.next_run_at is not None:
                 updated.next_run_at = job.next_run_at.astimezone(cron.zone(updated.timezone))
@@ -288,9 +278,7 @@ class JobService:
                 return job
             now = self._clock()
             try:
-                following = cron.next_within(
-                    job.schedule, job.timezone, now, job.start_at, job.end_at, job.dst
-                )
+                following = job.next_run_after(now)
             except cron.CronError:
                 following = None
             if not self._jobs.resume(job, following, now):

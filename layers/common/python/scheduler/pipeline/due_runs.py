@@ -29,7 +29,7 @@ from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
 from scheduler.pipeline.ports import RunQueue
 from scheduler.runs.ports import RunStore
 from scheduler.runs.run_log import run_changed
-from scheduler.runs.run_models import Run, RunStatus, RunTrigger, new_run
+from scheduler.runs.run_models import Run, RunStatus, RunTrigger
 from scheduler.schedule import cron
 from scheduler.schedule.ports import ScheduleStore
 from scheduler.schedule.schedule_item import ScheduleItem
@@ -180,32 +180,13 @@ class DueRuns:
             return self._runs.get(item.job_id, item.run_key)
         if job is None or job.status is not JobStatus.ACTIVE:
             return None
-        run = new_run(
-            job_id=job.job_id,
-            user_id=job.user_id,
-            scheduled_second=item.scheduled_at,
-            trigger=RunTrigger.SCHEDULE,
-            max_attempts=job.max_attempts,
-            timeout_seconds=job.timeout_seconds,
-            now=now,
-            notifications=job.notifications,
-            pause_after_failures=job.pause_after_failures,
-        ).model_copy(update={"not_before": item.due_at})  # its jitter, if any
-        missed = self._catch_up_skip(job, item, now)
-        if missed is not None:
+        run = job.new_run(item.scheduled_at, RunTrigger.SCHEDULE, now)
+        run = run.model_copy(update={"not_before": item.due_at})  # its jitter, if any
+        skipped = self._catch_up_skip(job, item, now) or self._overlap_skip(job, run, now)
+        if skipped is not None:
             run = run.model_copy(
-                update={"status": RunStatus.SKIPPED, "finished_at": now, "error": missed}
+                update={"status": RunStatus.SKIPPED, "finished_at": now, "error": skipped}
             )
-        elif job.concurrency_policy is ConcurrencyPolicy.FORBID:
-            busy = self._runs.unfinished_before(job.job_id, run.key, now)
-            if busy is not None:
-                run = run.model_copy(
-                    update={
-                        "status": RunStatus.SKIPPED,
-                        "finished_at": now,
-                        "error": f"skipped: run {busy} was still unfinished (FORBID policy)",
-                    }
-                )
         script_key = keys.script_key(job.script_sha256)
         if self._create(run, script_key, job):
             run_changed("run created", run, status=run.status.value, trigger=run.trigger.value)
@@ -213,6 +194,15 @@ class DueRuns:
                 metrics.count(names.RUNS_SKIPPED)
             return run
         return self._runs.get(run.job_id, run.key)
+
+    def _overlap_skip(self, job: Job, run: Run, now: datetime) -> str | None:
+        """Why the run is skipped by a FORBID job's overlap policy; None if it may run."""
+        if job.concurrency_policy is not ConcurrencyPolicy.FORBID:
+            return None
+        busy = self._runs.unfinished_before(job.job_id, run.key, now)
+        if busy is None:
+            return None
+        return f"skipped: run {busy} was still unfinished (FORBID policy)"
 
     @staticmethod
     def _catch_up_skip(job: Job, item: ScheduleItem, now: datetime) -> str | None:
@@ -228,14 +218,7 @@ class DueRuns:
             return f"skipped: missed by {missed_by} s, beyond the catch-up window of {window} s"
         if policy is CatchUpPolicy.LATEST:
             try:
-                following = cron.next_within(
-                    job.schedule,
-                    job.timezone,
-                    from_epoch(item.scheduled_at),
-                    None,
-                    job.end_at,
-                    job.dst,
-                )
+                following = job.next_run_after(from_epoch(item.scheduled_at))
             except cron.CronError:
                 return None
             if following is not None and epoch(now) - epoch(following) > MISSED_AFTER_SECONDS:
@@ -280,9 +263,7 @@ class DueRuns:
             return None
         after = from_epoch(item.scheduled_at)
         try:  # None past the job's end_at: it has no next run (completed)
-            following = cron.next_within(
-                job.schedule, job.timezone, after, None, job.end_at, job.dst
-            )
+            following = job.next_run_after(after)
         except cron.CronError:
             following = None
         return self._jobs.advance(job, item, following)

@@ -24,7 +24,7 @@ from scheduler.pagination import PageTokens
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
 from scheduler.pipeline.ports import RunQueue
 from scheduler.runs.ports import RunObjects, RunStore
-from scheduler.runs.run_models import Run, RunPage, RunStatus, RunTrigger, new_run
+from scheduler.runs.run_models import Run, RunPage, RunStatus, RunTrigger
 from scheduler.schedule import cron
 from scheduler.schedule.ports import ScheduleStore
 from scheduler.schedule.schedule_item import ScheduleItem
@@ -160,17 +160,9 @@ class RunService:
     def _backfill_run(
         self, job: Job, second: int, now: datetime, request: BackfillRequest
     ) -> tuple[Run, ScheduleItem]:
-        run = new_run(
-            job_id=job.job_id,
-            user_id=job.user_id,
-            scheduled_second=second,
-            trigger=RunTrigger.BACKFILL,
-            max_attempts=job.max_attempts,
-            timeout_seconds=job.timeout_seconds,
-            now=now,
-            notifications=job.notifications,
-            pause_after_failures=job.pause_after_failures,
-        ).model_copy(update={"not_before": epoch(now), "reason": request.reason})
+        run = job.new_run(second, RunTrigger.BACKFILL, now).model_copy(
+            update={"not_before": epoch(now), "reason": request.reason}
+        )
         item = ScheduleItem(
             job_id=job.job_id,
             user_id=job.user_id,
@@ -196,17 +188,7 @@ class RunService:
     def _create_manual_run(
         self, job: Job, second: int, now: datetime, request: RunNowRequest
     ) -> tuple[Run, ScheduleItem] | None:
-        run = new_run(
-            job_id=job.job_id,
-            user_id=job.user_id,
-            scheduled_second=second,
-            trigger=RunTrigger.MANUAL,
-            max_attempts=job.max_attempts,
-            timeout_seconds=job.timeout_seconds,
-            now=now,
-            notifications=job.notifications,
-            pause_after_failures=job.pause_after_failures,
-        ).model_copy(
+        run = job.new_run(second, RunTrigger.MANUAL, now).model_copy(
             update={
                 "reason": request.reason,
                 "parameters_overridden": True if request.parameters is not None else None,
