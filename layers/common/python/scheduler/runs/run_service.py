@@ -3,6 +3,7 @@ pipeline."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
@@ -104,17 +105,9 @@ class RunService:
         if created is None:
             raise RuntimeError("could not allocate a run key")
         run, item = created
-        message = DispatchMessage(
-            pack_id=f"{run.key}-1",
-            user_id=user_id,
-            runs=[DueRun(job_id=run.job_id, key=run.key, attempt=1)],
-        )
-        if self._queue.send([message])[0]:
-            deadline = run.not_before + run.timeout_seconds + self._grace
-            queued_at = self._clock()
-            if self._runs.mark_queued(run, queued_at, deadline):
-                run = run.model_copy(update={"status": RunStatus.QUEUED, "queued_at": queued_at})
-            self._schedule.delete(item)
+        queued = self._send([(run, item)])
+        if run.key in queued:
+            run = run.model_copy(update={"status": RunStatus.QUEUED, "queued_at": queued[run.key]})
         return run
 
     def backfill(self, user_id: str, job_id: str, request: BackfillRequest) -> BackfillResult:
@@ -143,19 +136,33 @@ class RunService:
             answers.append(self._backfill_answer(job, second, "created" if made else "exists"))
             if made:
                 created.append((run, item))
-        for offset in range(0, len(created), 10):  # one owner: packs of ten, as the watcher's
-            pack = created[offset : offset + 10]
-            message = DispatchMessage(
-                pack_id=f"{pack[0][0].key}-backfill",
-                user_id=user_id,
-                runs=[DueRun(job_id=r.job_id, key=r.key, attempt=1) for r, _ in pack],
-            )
-            if self._queue.send([message])[0]:
-                for run, item in pack:
-                    deadline = run.not_before + run.timeout_seconds + self._grace
-                    self._runs.mark_queued(run, self._clock(), deadline)
-                    self._schedule.delete(item)
+        self._send(created)
         return BackfillResult(occurrences=answers)
+
+    def _send(self, created: Sequence[tuple[Run, ScheduleItem]]) -> dict[str, datetime]:
+        """Send new runs of one owner to the queue, in packs of ten as the watcher's, mark them
+        QUEUED and drop their fallback items; returns when each queued run was marked. A run
+        whose send fails keeps its item, which the watcher's next tick sends."""
+        assert self._queue is not None
+        assert self._schedule is not None
+        queued: dict[str, datetime] = {}
+        for offset in range(0, len(created), 10):
+            pack = created[offset : offset + 10]
+            first = pack[0][0]
+            message = DispatchMessage(
+                pack_id=f"{first.key}-{first.attempt}",
+                user_id=first.user_id,
+                runs=[DueRun(job_id=r.job_id, key=r.key, attempt=r.attempt) for r, _ in pack],
+            )
+            if not self._queue.send([message])[0]:
+                continue
+            for run, item in pack:
+                deadline = run.not_before + run.timeout_seconds + self._grace
+                at = self._clock()
+                if self._runs.mark_queued(run, at, deadline):
+                    queued[run.key] = at
+                self._schedule.delete(item)
+        return queued
 
     def _backfill_run(
         self, job: Job, second: int, now: datetime, request: BackfillRequest
