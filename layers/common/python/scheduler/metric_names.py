@@ -84,5 +84,3 @@ ALL: Final[frozenset[str]] = frozenset(
         RUN_TASK_THROTTLES,
     }
 )
-# The set the dashboard may name (tests/unit/test_dashboard.py).
-EMITTED_METRICS: Final = ALL
