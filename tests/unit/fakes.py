@@ -30,6 +30,7 @@ from scheduler import keys
 from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import ConcurrencyPolicy, Job, JobFilters, JobStatus, ListPage
 from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
+from scheduler.pipeline.watcher import Watcher, WatcherPolicy
 from scheduler.runs.run_models import (
     AttemptRecord,
     Run,
@@ -37,6 +38,7 @@ from scheduler.runs.run_models import (
     RunStatus,
     RunTrigger,
 )
+from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.runs.run_repository import UNFINISHED
 from scheduler.schedule import cron
 from scheduler.schedule.schedule_item import ScheduleItem
@@ -45,7 +47,7 @@ from scheduler.times import epoch, from_epoch, to_text
 if TYPE_CHECKING:
     from scheduler.jobs.ports import JobHealth, JobStore, ScriptStore
     from scheduler.pipeline.ports import DispatchBackend, RunQueue
-    from scheduler.runs.ports import RunObjects, RunStore
+    from scheduler.runs.ports import RunNotifier, RunObjects, RunStore
     from scheduler.schedule.ports import ScheduleStore
 
 
@@ -807,6 +809,47 @@ def add_job(jobs: FakeJobStore, **fields: Any) -> Job:
     job = make_job(**fields)
     jobs.create(job, keys.script_key(job.script_sha256))
     return job
+
+
+def watcher_over(
+    jobs: FakeJobStore,
+    schedule: FakeScheduleStore,
+    runs: FakeRunStore,
+    clock: FakeClock,
+    *,
+    queue: FakeRunQueue | None = None,
+    notifier: RunNotifier | None = None,
+    **policy: Any,
+) -> Watcher:
+    """A watcher over these stores, with the local stack's defaults (90 s look-ahead, 5 min
+    look-back, 30 min windows) and a dispatch grace of a day: no executor takes the queued runs
+    in these tests, so the deadline sweep stays off them. `policy` overrides any of it."""
+    outcomes = RunOutcomes(
+        runs,
+        FakeRunObjects(),
+        retry_base_seconds=30,
+        running_grace_seconds=60,
+        clock=clock,
+        notifier=notifier,
+        jobs=jobs,
+    )
+    settings: dict[str, Any] = {
+        "lookahead_seconds": 90,
+        "overlap_seconds": 300,
+        "max_window_seconds": 1800,
+        "pack_window_seconds": 5,
+        "max_runs_per_task": 10,
+        "dispatch_grace_seconds": 86400,
+    }
+    return Watcher(
+        jobs,
+        schedule,
+        runs,
+        queue or FakeRunQueue(),
+        outcomes,
+        WatcherPolicy(**settings | policy),
+        clock,
+    )
 
 
 if TYPE_CHECKING:  # mypy: the fakes are what the services take

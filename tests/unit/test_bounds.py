@@ -12,17 +12,15 @@ from pydantic import ValidationError
 from scheduler.errors import InvalidInput
 from scheduler.jobs.job_models import JobCreate, JobUpdate
 from scheduler.jobs.job_service import JobService
-from scheduler.pipeline.watcher import Watcher, WatcherPolicy
-from scheduler.runs.run_outcomes import RunOutcomes
+from scheduler.pipeline.watcher import Watcher
 from scheduler.schedule.cron import next_within
 from unit.fakes import (
     FakeClock,
     FakeJobStore,
-    FakeRunObjects,
-    FakeRunQueue,
     FakeRunStore,
     FakeScheduleStore,
     FakeScriptStore,
+    watcher_over,
 )
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -44,18 +42,7 @@ def setup() -> tuple[FakeClock, FakeJobStore, FakeRunStore, JobService, Watcher]
     clock = FakeClock(NOW)
     schedule = FakeScheduleStore()
     jobs, runs = FakeJobStore(schedule), FakeRunStore(schedule)
-    outcomes = RunOutcomes(
-        runs, FakeRunObjects(), retry_base_seconds=30, running_grace_seconds=60, clock=clock
-    )
-    policy = WatcherPolicy(
-        lookahead_seconds=90,
-        overlap_seconds=300,
-        max_window_seconds=1800,
-        pack_window_seconds=5,
-        max_runs_per_task=10,
-        dispatch_grace_seconds=86400,
-    )
-    watcher = Watcher(jobs, schedule, runs, FakeRunQueue(), outcomes, policy, clock)
+    watcher = watcher_over(jobs, schedule, runs, clock)
     return clock, jobs, runs, JobService(jobs, FakeScriptStore(), clock=clock), watcher
 
 

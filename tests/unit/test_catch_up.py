@@ -13,18 +13,15 @@ import pytest
 from scheduler import keys
 from scheduler.jobs.job_models import CatchUp, CatchUpPolicy, Job
 from scheduler.pipeline.due_runs import MISSED_AFTER_SECONDS
-from scheduler.pipeline.watcher import Watcher, WatcherPolicy
 from scheduler.runs.run_models import RunStatus
-from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.times import epoch
 from unit.fakes import (
     FakeClock,
     FakeJobStore,
-    FakeRunObjects,
-    FakeRunQueue,
     FakeRunStore,
     FakeScheduleStore,
     make_job,
+    watcher_over,
 )
 
 DOWN = datetime(2026, 11, 27, 9, 0, 30, tzinfo=UTC)  # the last tick before the outage
@@ -45,18 +42,7 @@ def outage(catch_up: CatchUp) -> tuple[list[Job], FakeRunStore, list[int]]:
         job = job.model_copy(update={"catch_up": catch_up})
         jobs.create(job, keys.script_key(job.script_sha256))
         created.append(job)
-    outcomes = RunOutcomes(
-        runs, FakeRunObjects(), retry_base_seconds=30, running_grace_seconds=60, clock=clock
-    )
-    policy = WatcherPolicy(
-        lookahead_seconds=90,
-        overlap_seconds=300,
-        max_window_seconds=MAX_WINDOW,
-        pack_window_seconds=5,
-        max_runs_per_task=10,
-        dispatch_grace_seconds=86400,  # no executor here: keep the sweep off the queued runs
-    )
-    watcher = Watcher(jobs, schedule, runs, FakeRunQueue(), outcomes, policy, clock)
+    watcher = watcher_over(jobs, schedule, runs, clock, max_window_seconds=MAX_WINDOW)
     schedule.advance_cursor(epoch(DOWN))
     clock.set(BACK)
     items = []

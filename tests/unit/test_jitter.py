@@ -9,18 +9,15 @@ from datetime import UTC, datetime, timedelta
 from scheduler import keys
 from scheduler.jobs.job_models import JobCreate, JobUpdate
 from scheduler.jobs.job_service import JobService
-from scheduler.pipeline.watcher import Watcher, WatcherPolicy
-from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.schedule.schedule_item import jitter_offset
 from scheduler.times import epoch
 from unit.fakes import (
     FakeClock,
     FakeJobStore,
-    FakeRunObjects,
-    FakeRunQueue,
     FakeRunStore,
     FakeScheduleStore,
     FakeScriptStore,
+    watcher_over,
 )
 
 NOW = datetime(2026, 12, 1, 9, 50, tzinfo=UTC)
@@ -48,18 +45,7 @@ def test_hourly_jobs_with_jitter_start_spread_over_it_keyed_by_their_second() ->
         )
         for i in range(50)
     ]
-    outcomes = RunOutcomes(
-        runs, FakeRunObjects(), retry_base_seconds=30, running_grace_seconds=60, clock=clock
-    )
-    policy = WatcherPolicy(
-        lookahead_seconds=90,
-        overlap_seconds=300,
-        max_window_seconds=1800,
-        pack_window_seconds=5,
-        max_runs_per_task=10,
-        dispatch_grace_seconds=86400,
-    )
-    watcher = Watcher(jobs, schedule, runs, FakeRunQueue(), outcomes, policy, clock)
+    watcher = watcher_over(jobs, schedule, runs, clock)
 
     # When the watcher ticks every minute through 10:00-10:15
     while clock() < TEN + timedelta(minutes=15):

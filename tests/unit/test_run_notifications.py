@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.pipeline.watcher import Watcher, WatcherPolicy
+from scheduler.pipeline.watcher import Watcher
 from scheduler.runs.run_models import (
     Notifications,
     Run,
@@ -25,10 +25,10 @@ from unit.fakes import (
     FakeClock,
     FakeJobStore,
     FakeRunObjects,
-    FakeRunQueue,
     FakeRunStore,
     FakeScheduleStore,
     make_job,
+    watcher_over,
 )
 
 NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
@@ -178,23 +178,9 @@ def pipeline(
 ) -> tuple[FakeJobStore, FakeRunStore, Watcher]:
     schedule = FakeScheduleStore()
     jobs, runs = FakeJobStore(schedule), FakeRunStore(schedule)
-    outcomes = RunOutcomes(
-        runs,
-        FakeRunObjects(),
-        retry_base_seconds=30,
-        running_grace_seconds=60,
-        clock=clock,
-        notifier=notifier,
+    watcher = watcher_over(
+        jobs, schedule, runs, clock, notifier=notifier, dispatch_grace_seconds=3600
     )
-    policy = WatcherPolicy(
-        lookahead_seconds=90,
-        overlap_seconds=300,
-        max_window_seconds=1800,
-        pack_window_seconds=5,
-        max_runs_per_task=10,
-        dispatch_grace_seconds=3600,
-    )
-    watcher = Watcher(jobs, schedule, runs, FakeRunQueue(), outcomes, policy, clock)
     return jobs, runs, watcher
 
 

@@ -12,17 +12,14 @@ from pydantic import ValidationError
 from scheduler.errors import InvalidInput
 from scheduler.jobs.job_models import JobCreate
 from scheduler.jobs.job_service import JobService
-from scheduler.pipeline.watcher import Watcher, WatcherPolicy
-from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.schedule.cron import next_occurrence, upcoming
 from unit.fakes import (
     FakeClock,
     FakeJobStore,
-    FakeRunObjects,
-    FakeRunQueue,
     FakeRunStore,
     FakeScheduleStore,
     FakeScriptStore,
+    watcher_over,
 )
 
 
@@ -73,18 +70,7 @@ def test_a_one_time_job_runs_once_then_has_no_next_run() -> None:
         ),
     )
     assert job.next_run_at == utc(2026, 12, 24, 17)
-    outcomes = RunOutcomes(
-        runs, FakeRunObjects(), retry_base_seconds=30, running_grace_seconds=60, clock=clock
-    )
-    policy = WatcherPolicy(
-        lookahead_seconds=90,
-        overlap_seconds=300,
-        max_window_seconds=1800,
-        pack_window_seconds=5,
-        max_runs_per_task=10,
-        dispatch_grace_seconds=86400,
-    )
-    watcher = Watcher(jobs, schedule, runs, FakeRunQueue(), outcomes, policy, clock)
+    watcher = watcher_over(jobs, schedule, runs, clock)
     for _ in range(20):
         watcher.tick()
         clock.advance(60)
