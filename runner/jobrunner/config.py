@@ -24,6 +24,17 @@ PIPE_GRACE_SECONDS: Final = 1.0
 # After SIGTERM/SIGINT, how long the runner waits for its runs to report, on top of the grace.
 STOP_REPORT_SECONDS: Final = 15.0
 
+# The claim (and the job's lock) is taken this long before the run's second: late enough that a
+# cancel up to then stops the run unstarted, early enough to add nothing to the start lag.
+CLAIM_AHEAD_SECONDS: Final = 1.0
+# While a script runs (or waits for the job's lock), how often its cancel object is polled: one
+# S3 GET a run per interval, none for a run shorter than it. Bounds how late a cancel lands.
+CANCEL_POLL_SECONDS: Final = 10.0
+# While a run waits for the job's previous run (BUFFER_ONE, REPLACE), how often the lock is read.
+LOCK_POLL_SECONDS: Final = 2.0
+# A lock names its holder and until when: the holder's timeout plus this, then it is stale.
+LOCK_MARGIN_SECONDS: Final = 120
+
 EXIT_OK: Final = 0
 EXIT_NO_MANIFEST: Final = 1
 EXIT_UNREPORTED: Final = 2
@@ -56,6 +67,7 @@ class Config:
     run_as: str = "nobody"
     require_user_switch: bool = False
     script_python: str | None = None
+    cancel_poll: float = CANCEL_POLL_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -68,4 +80,7 @@ class Config:
             run_as=env.get("RUNNER_RUN_AS", cls.run_as).strip(),
             require_user_switch=env.get("RUNNER_REQUIRE_USER_SWITCH", "") in {"1", "true"},
             script_python=env.get("RUNNER_SCRIPT_PYTHON") or None,
+            cancel_poll=float(
+                _env_int(env, "RUNNER_CANCEL_POLL_SECONDS", int(CANCEL_POLL_SECONDS), minimum=1)
+            ),
         )

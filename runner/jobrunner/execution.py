@@ -1,5 +1,6 @@
-"""One run, end to end: fetch the script, claim the attempt, wait for ``not_before``, run it,
-and deliver its report (always try to: even a bug of ours is reported FAILED)."""
+"""One run, end to end: fetch the script, wait for ``not_before``, claim the attempt, take the
+job's lock if its overlap policy says so, run the script (watching for a cancel), and deliver its
+report (always try to: even a bug of ours is reported FAILED)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import os
 import threading
 import time
 
-from jobrunner.config import MAX_SCRIPT_BYTES
+from jobrunner import overlap
+from jobrunner.cancel import CancelWatch
+from jobrunner.config import CLAIM_AHEAD_SECONDS, MAX_SCRIPT_BYTES
 from jobrunner.log import log
 from jobrunner.manifest import RunSpec
-from jobrunner.outcome import FAILED, Outcome
+from jobrunner.outcome import CANCELLED, FAILED, SKIPPED, Outcome
 from jobrunner.reporting import claim, deliver
 from jobrunner.sandbox import RunDirs
 from jobrunner.supervision import Runtime, run_script
@@ -28,7 +31,8 @@ def wait_until(instant: float, stop: threading.Event) -> None:
 
 
 def execute(spec: RunSpec, rt: Runtime) -> bool:
-    """Everything for one run. True when its finished report was delivered."""
+    """Everything for one run. True when its finished report was delivered (or it had none to
+    deliver: another task, or a cancel before it started, holds its claim)."""
     dirs: RunDirs | None = None
     try:
         if rt.sandbox.error is not None:
@@ -39,19 +43,34 @@ def execute(spec: RunSpec, rt: Runtime) -> bool:
             log("script_fetch_failed", "error", **spec.ids, error=str(exc))
             outcome = Outcome(status=FAILED, error=f"script download failed: {exc}")
             return deliver(spec, outcome, None)
-        if not claim(spec):
-            # Another task already started this attempt (the executor dispatched it twice,
-            # e.g. it died after RunTask): that task runs and reports it.
-            log("run_claimed_elsewhere", "warning", **spec.ids)
-            return True
         dirs = RunDirs.create(rt.sandbox)
         dirs.write_script(source, rt.sandbox)
         log("run_ready", **spec.ids, script_bytes=len(source), not_before=spec.not_before)
-        wait_until(spec.not_before, rt.stop)
-        if rt.stop.is_set():
-            outcome = Outcome(status=FAILED, error="runner stopped before the script started")
-            return deliver(spec, outcome, None)
-        outcome = run_script(spec, dirs, rt)
+        # Claim (and take the job's lock) just before the second, not at the task's start: a
+        # cancel written up to then stops the run before its script starts, at no cost.
+        wait_until(spec.not_before - CLAIM_AHEAD_SECONDS, rt.stop)
+        if not rt.stop.is_set() and not claim(spec):
+            # Another task already started this attempt (the executor dispatched it twice,
+            # e.g. it died after RunTask), or the run was cancelled before it started.
+            log("run_claimed_elsewhere", "warning", **spec.ids)
+            return True
+        with CancelWatch(spec, rt.config.cancel_poll) as cancel:
+            decision = overlap.acquire(spec, cancel.requested, rt.stop)
+            if decision.skip is None:
+                wait_until(spec.not_before, rt.stop)
+            if rt.stop.is_set():
+                if decision.skip is None:
+                    overlap.release(spec)
+                outcome = Outcome(status=FAILED, error="runner stopped before the script started")
+                return deliver(spec, outcome, None)
+            if decision.skip is not None:
+                status = CANCELLED if decision.cancelled else SKIPPED
+                error = cancel.reason if cancel.requested.is_set() else decision.skip
+                return deliver(spec, Outcome(status=status, error=error), None)
+            try:
+                outcome = run_script(spec, dirs, rt, cancel)
+            finally:
+                overlap.release(spec)
         return deliver(spec, outcome, dirs.output if os.path.exists(dirs.output) else None)
     except Exception as exc:  # a bug of ours: still try to tell the scheduler
         log("run_crashed", "error", **spec.ids, error=f"{type(exc).__name__}: {exc}")

@@ -20,6 +20,34 @@ def _field(raw: Mapping[str, Any], name: str, kind: type, default: Any = None) -
     return value
 
 
+OVERLAP_POLICIES: Final = frozenset({"ALLOW", "FORBID", "BUFFER_ONE", "REPLACE"})
+
+
+def _optional_url(raw: Mapping[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class OverlapUrls:
+    """Presigned URLs of a job's lock object (held by the run whose script is running) and of
+    its waiting slot (the one run allowed to wait for it), and of the run's "waiting" report."""
+
+    take: str  # conditional PUT (If-None-Match: *) of the lock
+    read: str  # GET of the lock
+    release: str  # DELETE of the lock
+    wait: str  # PUT of the waiting slot (conditional for BUFFER_ONE: one waits, at most)
+    read_wait: str
+    release_wait: str
+    waiting_report: str  # PUT reports/.../waiting.json: the run waits, and for whom
+
+    @classmethod
+    def parse(cls, raw: object) -> OverlapUrls:
+        if not isinstance(raw, dict):
+            raise ValueError("lock is not an object")
+        return cls(**{name: _field(raw, name, str) for name in cls.__dataclass_fields__})
+
+
 # Deliberately a second copy of scheduler.pipeline.dispatch_models.RunSpec and of what
 # scheduler.pipeline.manifests writes: the runner image holds the standard library only.
 # tests/unit/test_manifest_agreement.py keeps the two in agreement.
@@ -38,6 +66,11 @@ class RunSpec:
     output_url: str = field(repr=False)
     # Conditional PUT that makes this task the only one to start this attempt (optional).
     claim_url: str | None = field(default=None, repr=False)
+    # GET of the attempt's cancel object, polled while the script runs (optional).
+    cancel_url: str | None = field(default=None, repr=False)
+    # The job's overlap policy; for all but ALLOW, the URLs of the job's lock (see overlap.py).
+    overlap: str = "ALLOW"
+    lock: OverlapUrls | None = field(default=None, repr=False)
 
     @classmethod
     def parse(cls, raw: object) -> RunSpec:
@@ -56,8 +89,15 @@ class RunSpec:
             started_url=_field(raw, "started_url", str),
             finished_url=_field(raw, "finished_url", str),
             output_url=_field(raw, "output_url", str),
-            claim_url=raw.get("claim_url") if isinstance(raw.get("claim_url"), str) else None,
+            claim_url=_optional_url(raw, "claim_url"),
+            cancel_url=_optional_url(raw, "cancel_url"),
+            overlap=_field(raw, "overlap", str, "ALLOW"),
+            lock=OverlapUrls.parse(raw["lock"]) if raw.get("lock") is not None else None,
         )
+        if spec.overlap not in OVERLAP_POLICIES:
+            raise ValueError(f"unknown overlap policy {spec.overlap!r}")
+        if spec.overlap != "ALLOW" and spec.lock is None:
+            raise ValueError(f"overlap policy {spec.overlap} without the job's lock URLs")
         if spec.timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be positive")
         return spec

@@ -8,6 +8,8 @@ from typing import Final
 SUCCEEDED: Final = "SUCCEEDED"
 FAILED: Final = "FAILED"
 TIMED_OUT: Final = "TIMED_OUT"
+CANCELLED: Final = "CANCELLED"  # its cancel object appeared: never retried
+SKIPPED: Final = "SKIPPED"  # the job's overlap policy: never started
 
 
 @dataclass

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobrunner.cancel import CancelWatch
 from jobrunner.config import (
     HTTP_TIMEOUT_SECONDS,
     PIPE_GRACE_SECONDS,
@@ -24,7 +25,7 @@ from jobrunner.config import (
 )
 from jobrunner.log import log
 from jobrunner.manifest import RunSpec
-from jobrunner.outcome import FAILED, SUCCEEDED, TIMED_OUT, Outcome
+from jobrunner.outcome import CANCELLED, FAILED, SUCCEEDED, TIMED_OUT, Outcome
 from jobrunner.reporting import report_started
 from jobrunner.sandbox import RunDirs, Sandbox, child_environment, resource_limiter
 
@@ -90,6 +91,7 @@ class Supervision:
     kill_sent: bool = False
     timed_out: bool = False
     stopped: bool = False
+    cancelled: bool = False
     exited_at: float | None = None
     eof: bool = False
 
@@ -102,7 +104,13 @@ def _exited_unreaped(pid: int) -> bool:
         return True
 
 
-def _escalate(proc: subprocess.Popen[bytes], state: Supervision, rt: Runtime, now: float) -> None:
+def _escalate(
+    proc: subprocess.Popen[bytes],
+    state: Supervision,
+    rt: Runtime,
+    cancel: threading.Event,
+    now: float,
+) -> None:
     if state.exited_at is not None:
         return
     if state.term_sent_at is None:
@@ -110,7 +118,9 @@ def _escalate(proc: subprocess.Popen[bytes], state: Supervision, rt: Runtime, no
             state.timed_out = True
         elif rt.stop.is_set():
             state.stopped = True
-        if state.timed_out or state.stopped:
+        elif cancel.is_set():
+            state.cancelled = True
+        if state.timed_out or state.stopped or state.cancelled:
             signal_group(proc.pid, signal.SIGTERM)
             state.term_sent_at = now
     elif not state.kill_sent and now - state.term_sent_at >= rt.config.kill_grace:
@@ -137,9 +147,14 @@ def _drain(fd: int, selector: selectors.BaseSelector, sink: OutputSink, state: S
 
 
 def supervise(
-    proc: subprocess.Popen[bytes], sink: OutputSink, rt: Runtime, timeout: int
+    proc: subprocess.Popen[bytes],
+    sink: OutputSink,
+    rt: Runtime,
+    timeout: int,
+    cancel: threading.Event,
 ) -> Supervision:
-    """Drain the output pipe until the script is gone, enforcing timeout and stop requests."""
+    """Drain the output pipe until the script is gone, enforcing timeout, stop and cancel
+    requests (SIGTERM to its process group, SIGKILL after the grace)."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
@@ -148,7 +163,7 @@ def supervise(
         selector.register(fd, selectors.EVENT_READ)
         while True:
             now = time.monotonic()
-            _escalate(proc, state, rt, now)
+            _escalate(proc, state, rt, cancel, now)
             _drain(fd, selector, sink, state)
             if state.exited_at is None and _exited_unreaped(proc.pid):
                 state.exited_at = time.monotonic()
@@ -163,7 +178,7 @@ def supervise(
     return state
 
 
-def run_script(spec: RunSpec, dirs: RunDirs, rt: Runtime) -> Outcome:
+def run_script(spec: RunSpec, dirs: RunDirs, rt: Runtime, cancel: CancelWatch) -> Outcome:
     """Start the script now, report it started, and supervise it to its end."""
     sandbox = rt.sandbox
     started_at = time.time()
@@ -199,7 +214,7 @@ def run_script(spec: RunSpec, dirs: RunDirs, rt: Runtime) -> Outcome:
         )
         reporter.start()
         try:
-            state = supervise(proc, sink, rt, spec.timeout_seconds)
+            state = supervise(proc, sink, rt, spec.timeout_seconds, cancel.requested)
         finally:
             rt.groups.pop(proc.pid, None)
         finished_at = time.time()
@@ -216,7 +231,10 @@ def run_script(spec: RunSpec, dirs: RunDirs, rt: Runtime) -> Outcome:
         output_truncated=sink.truncated,
         tail=bytes(sink.tail),
     )
-    if state.timed_out:
+    if state.cancelled:
+        outcome.status = CANCELLED
+        outcome.error = f"{cancel.reason}: the script was sent SIGTERM"
+    elif state.timed_out:
         outcome.status = TIMED_OUT
         outcome.error = f"timed out after {spec.timeout_seconds} s"
     elif state.stopped or (

@@ -58,6 +58,27 @@ def http_put_if_absent(url: str, body: bytes) -> bool:
     return True
 
 
+def http_delete(url: str) -> None:
+    _check_scheme(url, ("https", "http"))
+    _with_retries(lambda: _request("DELETE", url, None, None, 1024 * 1024))
+
+
+def http_get_if_present(url: str, limit: int) -> bytes | None:
+    """One GET, no retries: the object, or None if it is not there (S3 answers 404, or 403
+    when the signer may not list the bucket). For polls: the next poll is the retry."""
+    _check_scheme(url, ("https", "http"))
+    try:
+        return _request("GET", url, None, None, limit)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (403, 404):
+            return None
+        raise TransferError(f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+        raise TransferError(f"{type(exc).__name__}") from None
+    except OSError as exc:
+        raise TransferError(f"{type(exc).__name__}") from None
+
+
 def _request(
     method: str,
     url: str,

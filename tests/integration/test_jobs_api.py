@@ -47,6 +47,7 @@ JOB_FIELDS = {
     "paused_reason",
     "created_at",
     "updated_at",
+    "last_run",
 }
 TABLES = ("JobsTable", "ScheduleTable", "RunsTable", "IdempotencyTable")
 SCRIPT = "import os\nprint(os.environ['JOB_PARAMETERS'])\n"

@@ -228,6 +228,86 @@ def test_run_now_queues_immediately_and_shows_in_history(stack, invoke) -> None:
         assert foreign["statusCode"] == 404
 
 
+def test_a_queued_run_cancelled_by_its_owner_is_never_dispatched(stack, invoke) -> None:
+    # Given a run started now, queued
+    job = _create_job(invoke, schedule="0 0 1 1 *")
+    path = {"job_id": job["job_id"]}
+    run = body_of(
+        invoke(
+            "RunJobFunction",
+            api_event("run_job", path=f"/jobs/{job['job_id']}/run", path_parameters=path),
+        )
+    )
+
+    def cancel(user: str = "alice") -> dict[str, Any]:
+        event = api_event(
+            "cancel_run",
+            user=user,
+            path=f"/jobs/{job['job_id']}/runs/{run['key']}/cancel",
+            path_parameters=path | {"key": run["key"]},
+            body={"reason": "wrong input"},
+        )
+        return invoke("CancelRunFunction", event)
+
+    # When someone else tries to cancel it, then it is not found for them
+    assert cancel("bob")["statusCode"] == 404
+
+    # When its owner cancels it
+    response = cancel()
+
+    # Then it is CANCELLED with the reason, and the runner's signals are in the bucket
+    assert response["statusCode"] == 200, response
+    assert body_of(response)["status"] == "CANCELLED"
+    (stored,) = runs_of(stack, job["job_id"])
+    assert (stored["status"], stored["error"]) == (
+        "CANCELLED",
+        "cancelled by its owner: wrong input",
+    )
+    s3 = boto3.client("s3")
+    bucket = stack.physical_names["ScriptsBucket"]
+    for prefix in ("claims", "cancels"):
+        s3.head_object(Bucket=bucket, Key=f"{prefix}/{job['job_id']}/{run['key']}/1.json")
+
+    # And the executor that receives its message starts nothing
+    _dispatch(stack, invoke)
+    assert (
+        boto3.client("ecs").list_tasks(cluster=stack.physical_names["RunnerCluster"])["taskArns"]
+        == []
+    )
+
+    # And cancelling it again answers it again; the job shows it as its last run
+    assert body_of(cancel())["status"] == "CANCELLED"
+    shown = body_of(
+        invoke(
+            "GetJobFunction",
+            api_event("get_job", path=f"/jobs/{job['job_id']}", path_parameters=path),
+        )
+    )
+    assert shown["last_run"]["key"] == run["key"]
+    assert shown["last_run"]["status"] == "CANCELLED"
+
+
+def test_a_run_that_ended_cannot_be_cancelled(stack, invoke) -> None:
+    # Given a run that ended SUCCEEDED
+    job = _create_job(invoke)
+    invoke("WatcherFunction", load_event("watcher"))
+    _dispatch(stack, invoke)
+    (run,) = runs_of(stack, job["job_id"])
+    _put_report(stack, run, "finished", {"status": "SUCCEEDED", "exit_code": 0})
+    _deliver_reports(stack, invoke)
+
+    # When its owner tries to cancel it, then the answer is 409, saying how it ended
+    event = api_event(
+        "cancel_run",
+        path=f"/jobs/{job['job_id']}/runs/{run['key']}/cancel",
+        path_parameters={"job_id": job["job_id"], "key": run["key"]},
+    )
+    response = invoke("CancelRunFunction", event)
+    assert response["statusCode"] == 409, response
+    assert "SUCCEEDED" in body_of(response)["error"]["message"]
+    assert runs_of(stack, job["job_id"])[0]["status"] == "SUCCEEDED"
+
+
 def test_a_watcher_that_dies_before_sending_loses_nothing(stack, invoke, monkeypatch) -> None:
     # Given a due job, and a tick that crashes after writing the run record, before the send
     job = _create_job(invoke)
@@ -265,7 +345,7 @@ def test_an_executor_that_dies_after_claiming_is_redone_after_the_claim_expires(
     runs = stores_of(stack, "ExecutorFunction", monkeypatch).runs
     (record,) = runs_of(stack, job["job_id"])
     run = runs.get(job["job_id"], record["key"])
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
     long_ago = datetime.now(UTC) - timedelta(hours=1)
     assert runs.claim(run, "dead-executor", long_ago, claim_seconds=60)
@@ -331,37 +411,67 @@ def test_a_missed_tick_is_caught_up_from_the_cursor(stack, invoke, monkeypatch) 
 
 
 def _wide_window() -> tuple[Any, Any]:
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
     now = datetime.now(UTC)
     return now - timedelta(hours=1), now + timedelta(hours=1)
 
 
-def test_a_job_that_forbids_overlap_skips_a_run_while_the_last_is_unfinished(
-    stack, invoke, monkeypatch
+def _manifest_of(stack, run_key: str) -> dict[str, Any]:
+    """The manifest entry the executor published for a run (its task's RUNS_MANIFEST_URL)."""
+    s3 = boto3.client("s3")
+    bucket = stack.physical_names["ScriptsBucket"]
+    for listed in s3.list_objects_v2(Bucket=bucket, Prefix="manifests/").get("Contents", []):
+        body = json.loads(s3.get_object(Bucket=bucket, Key=listed["Key"])["Body"].read())
+        for entry in body["runs"]:
+            if entry["run_key"] == run_key:
+                return dict(entry)
+    raise AssertionError(f"no manifest holds {run_key}")
+
+
+def _dispatch(stack, invoke) -> None:
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    event = _sqs_event(_receive(stack, "DispatchQueue"), arn)
+    assert invoke("ExecutorFunction", event) == {"batchItemFailures": []}
+
+
+@pytest.mark.parametrize("policy", ["FORBID", "BUFFER_ONE", "REPLACE"])
+def test_a_run_of_a_job_with_an_overlap_policy_carries_its_lock_to_the_runner(
+    stack, invoke, policy: str
 ) -> None:
-    # Given a FORBID job whose run of this minute is queued (unfinished)
-    job = _create_job(invoke, concurrency_policy="FORBID")
-    assert job["concurrency_policy"] == "FORBID"
+    # Given a job with an overlap policy, its run taken and dispatched
+    job = _create_job(invoke, concurrency_policy=policy)
     invoke("WatcherFunction", load_event("watcher"))
-    (first,) = runs_of(stack, job["job_id"])
-    assert first["status"] == "QUEUED"
-    _receive(stack, "DispatchQueue")
+    (run,) = runs_of(stack, job["job_id"])
+    _dispatch(stack, invoke)
 
-    # When its next occurrence falls due (the watcher ticks a minute later)
-    use_function_environment(stack, "WatcherFunction", monkeypatch)
-    later = datetime.now(UTC) + timedelta(seconds=60)
-    wiring.use_clock(lambda: later)
-    wiring.watcher().tick()
+    # Then the runner is told the policy, with presigned URLs of the job's lock and waiting
+    # slot (the decision is its own, at the run's second), and its cancel object
+    entry = _manifest_of(stack, run["key"])
+    assert entry["overlap"] == policy
+    assert f"/locks/{job['job_id']}.json?" in entry["lock"]["take"]
+    assert f"/locks/{job['job_id']}.waiting.json?" in entry["lock"]["wait"]
+    assert (
+        f"/reports/{job['job_id']}/{run['key']}/1/waiting.json?" in entry["lock"]["waiting_report"]
+    )
+    assert f"/cancels/{job['job_id']}/{run['key']}/1.json?" in entry["cancel_url"]
 
-    # Then that run is recorded as SKIPPED, nothing is sent, and the schedule goes on
-    runs = sorted(runs_of(stack, job["job_id"]), key=lambda r: r["key"])
-    assert [r["status"] for r in runs] == ["QUEUED", "SKIPPED"]
-    assert first["key"] in runs[1]["error"]
-    assert _receive(stack, "DispatchQueue") == []
-    schedule = stores_of(stack, "WatcherFunction", monkeypatch).schedule
-    upcoming = [i for i in schedule.due(*_wide_window()) if i.job_id == job["job_id"]]
-    assert [i.scheduled_at for i in upcoming] == [int(runs[1]["execution_time"]) + 60]
+
+def test_a_run_the_runner_skipped_for_its_overlap_policy_ends_skipped(stack, invoke) -> None:
+    # Given a FORBID job's dispatched run, whose runner found the previous run holding the lock
+    job = _create_job(invoke, concurrency_policy="FORBID")
+    invoke("WatcherFunction", load_event("watcher"))
+    _dispatch(stack, invoke)
+    (run,) = runs_of(stack, job["job_id"])
+    error = "skipped: run 1795000000-x was still running (FORBID)"
+    _put_report(stack, run, "finished", {"status": "SKIPPED", "error": error})
+
+    # When the report's notification is delivered
+    _deliver_reports(stack, invoke)
+
+    # Then the run is SKIPPED for good (attempts left or not), saying why
+    (run,) = runs_of(stack, job["job_id"])
+    assert (run["status"], run["attempt"], run["error"]) == ("SKIPPED", 1, error)
 
 
 def test_the_deadline_sweep_concludes_from_a_report_whose_notification_was_lost(
@@ -468,7 +578,7 @@ def test_run_now_takes_its_own_parameters_and_reason_and_refuses_bad_ones(stack,
 
 
 def test_a_backfill_queues_the_missing_occurrences_of_a_past_range(stack, invoke) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
     job = _create_job(invoke, schedule="*/15 * * * *")
     path = {"job_id": job["job_id"]}

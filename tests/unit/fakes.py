@@ -28,11 +28,12 @@ from pydantic import ValidationError
 
 from scheduler import keys
 from scheduler.errors import JobNameConflict
-from scheduler.jobs.job_models import ConcurrencyPolicy, Job, JobFilters, JobStatus, ListPage
+from scheduler.jobs.job_models import Job, JobFilters, JobStatus, ListPage
 from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
 from scheduler.runs.run_models import (
     AttemptRecord,
+    ConcurrencyPolicy,
     Run,
     RunReport,
     RunStatus,
@@ -441,17 +442,9 @@ class FakeRunStore:
         more = len(runs) > limit
         return page, ({"job_id": job_id, "key": page[-1].key} if more else None)
 
-    def unfinished_before(self, job_id: str, key: str, now: datetime) -> str | None:
-        # Like the repository, only the latest 10 earlier runs are looked at.
-        earlier = [run for run in self._newest_first(job_id) if run.key < key][:10]
+    def last_run(self, job_id: str, now: datetime) -> Run | None:
         return next(
-            (
-                run.key
-                for run in earlier
-                if not run.status.terminal
-                and (run.status is RunStatus.RUNNING or run.not_before <= epoch(now))
-            ),
-            None,
+            (run for run in self._newest_first(job_id) if run.execution_time <= epoch(now)), None
         )
 
     def overdue(self, now: datetime) -> list[tuple[str, str]]:
@@ -534,8 +527,22 @@ class FakeRunStore:
 
         return self._change(run, _claimed_by(claim_id), apply)
 
+    def mark_waiting(self, run: Run, now: datetime, deadline: int) -> bool:
+        waitable = (RunStatus.QUEUED, RunStatus.DISPATCHING, RunStatus.DISPATCHED)
+
+        def apply(row: StoredRun) -> None:
+            row.run = row.run.model_copy(update={"status": RunStatus.WAITING, "updated_at": now})
+            row.deadline = deadline
+
+        return self._change(run, lambda row: row.run.status in waitable, apply)
+
     def mark_running(self, run: Run, report: RunReport, now: datetime, deadline: int) -> bool:
-        startable = (RunStatus.QUEUED, RunStatus.DISPATCHING, RunStatus.DISPATCHED)
+        startable = (
+            RunStatus.QUEUED,
+            RunStatus.DISPATCHING,
+            RunStatus.DISPATCHED,
+            RunStatus.WAITING,
+        )
 
         def apply(row: StoredRun) -> None:
             row.run = row.run.model_copy(
@@ -576,6 +583,43 @@ class FakeRunStore:
             row.deadline = row.claim_id = row.claim_until = None
 
         return self._change(run, lambda row: row.run.status in UNFINISHED, apply)
+
+    def cancel(self, run: Run, reason: str, now: datetime) -> bool:
+        def apply(row: StoredRun) -> None:
+            row.run = row.run.model_copy(
+                update={
+                    "status": RunStatus.CANCELLED,
+                    "updated_at": now,
+                    "finished_at": now,
+                    "error": reason,
+                }
+            )
+            row.expires_at = epoch(now) + self._retention_seconds
+            row.deadline = row.claim_id = row.claim_until = None
+
+        return self._change(run, lambda row: not row.run.status.terminal, apply)
+
+    def record_cancelled(
+        self, run: Run, report: RunReport, output_key: str | None, now: datetime
+    ) -> bool:
+        def apply(row: StoredRun) -> None:
+            optional = {
+                "exit_code": report.exit_code,
+                "duration_ms": report.duration_ms,
+                "output_tail": report.output_tail,
+                "output_bytes": report.output_bytes,
+                "output_truncated": report.output_truncated,
+                "output_key": output_key,
+                "started_at": report.started_at,
+                "start_lag_ms": report.start_lag_ms,
+            }
+            changes = {name: value for name, value in optional.items() if value is not None}
+            row.run = row.run.model_copy(update=changes | {"updated_at": now})
+
+        def once(row: StoredRun) -> bool:
+            return row.run.status is RunStatus.CANCELLED and row.run.duration_ms is None
+
+        return self._change(run, once, apply)
 
     def retry(self, run: Run, failed: AttemptRecord, not_before: int, now: datetime) -> bool:
         def apply(row: StoredRun) -> None:
@@ -697,6 +741,19 @@ class FakeRunObjects:
     def link(self, key: str, seconds: int) -> str:
         self.links.append((key, seconds))
         return f"https://objects.test/{key}?expires_in={seconds}"
+
+    def request_cancel(self, job_id: str, run_key: str, attempt: int, reason: str) -> None:
+        body = json.dumps({"cancelled": True, "reason": reason})
+        self.objects.setdefault(keys.claim_key(job_id, run_key, attempt), body)
+        self.objects[keys.cancel_key(job_id, run_key, attempt)] = body
+
+    def cancel_requested(self, job_id: str, run_key: str, attempt: int) -> bool:
+        return keys.cancel_key(job_id, run_key, attempt) in self.objects
+
+    def release_lock(self, job_id: str, run_key: str, attempt: int) -> None:
+        body = self.objects.get(keys.lock_key(job_id))
+        if body is not None and json.loads(body).get("run_key") == run_key:
+            del self.objects[keys.lock_key(job_id)]
 
 
 # -- the dispatch queue and the dispatch backend -----------------------------------------------

@@ -11,6 +11,7 @@ from jobrunner import manifest as runner_manifest
 from scheduler import keys
 from scheduler.pipeline import manifests
 from scheduler.pipeline.dispatch_models import RunSpec
+from scheduler.runs.run_models import ConcurrencyPolicy
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -40,8 +41,9 @@ def test_every_run_the_scheduler_writes_is_one_the_runner_parses_whole() -> None
             timeout_seconds=300,
             parameters={"n": i},
             script_key=keys.script_key("ab" * 32),
+            overlap=overlap,
         )
-        for i in range(2)
+        for i, overlap in enumerate([ConcurrencyPolicy.ALLOW, ConcurrencyPolicy.BUFFER_ONE])
     ]
     s3 = RecordingS3()
 
@@ -62,6 +64,14 @@ def test_every_run_the_scheduler_writes_is_one_the_runner_parses_whole() -> None
         assert run.parameters == spec.parameters
         assert f"/get_object/{spec.script_key}?" in run.script_url
         assert keys.claim_key(spec.job_id, spec.run_key, spec.attempt) in str(run.claim_url)
-    entry_fields = set(json.loads(body)["runs"][0])
+        assert keys.cancel_key(spec.job_id, spec.run_key, spec.attempt) in str(run.cancel_url)
+        assert run.overlap == spec.overlap.value
+    allow, buffer_one = parsed.runs
+    assert allow.lock is None
+    assert buffer_one.lock is not None
+    assert f"/put_object/{keys.lock_key('job1')}?" in buffer_one.lock.take
+    assert f"/delete_object/{keys.waiting_slot_key('job1')}?" in buffer_one.lock.release_wait
+    entries = json.loads(body)["runs"]
     runner_fields = set(runner_manifest.RunSpec.__dataclass_fields__)
-    assert entry_fields == runner_fields
+    assert set(entries[1]) == runner_fields
+    assert set(entries[1]["lock"]) == set(runner_manifest.OverlapUrls.__dataclass_fields__)

@@ -43,6 +43,7 @@ class Store:
     puts: dict[str, bytes] = field(default_factory=dict)  # PUT path -> body
     put_types: dict[str, str] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)  # path -> 503s still to answer
+    deletes: list[str] = field(default_factory=list)  # DELETE paths, in order
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail_first(self, path: str) -> bool:
@@ -67,7 +68,8 @@ class FakeS3:
                 if store.fail_first(path):
                     self.send_error(503)
                     return
-                body = store.objects.get(path)
+                with store.lock:
+                    body = store.objects.get(path, store.puts.get(path))
                 if body is None:
                     self.send_error(404)
                     return
@@ -91,6 +93,14 @@ class FakeS3:
                     store.put_types[path] = self.headers.get("Content-Type", "")
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_DELETE(self) -> None:
+                path = self.path.split("?", 1)[0]
+                with store.lock:
+                    store.puts.pop(path, None)
+                    store.deletes.append(path)
+                self.send_response(204)
                 self.end_headers()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -530,3 +540,156 @@ def test_an_attempt_claimed_by_another_task_is_not_run_twice(s3: FakeS3) -> None
     assert s3.report("dup", "finished")["status"] == "SUCCEEDED"
     assert s3.store.puts == outputs_after_first
     assert b"run_claimed_elsewhere" in (second.stderr.read() if second.stderr else b"")
+
+
+# --------------------------------------------------------------------------- cancel and overlap
+
+
+def lock_urls(s3: FakeS3, job: str, name: str) -> dict[str, str]:
+    """The job's lock URLs as the executor presigns them (the fake checks no signature)."""
+    lock, slot = f"{s3.base}/locks/{job}.json", f"{s3.base}/locks/{job}.waiting.json"
+    return {
+        "take": f"{lock}?sig",
+        "read": f"{lock}?sig",
+        "release": f"{lock}?sig",
+        "wait": f"{slot}?sig",
+        "read_wait": f"{slot}?sig",
+        "release_wait": f"{slot}?sig",
+        "waiting_report": f"{s3.base}/reports/{name}/waiting.json?sig",
+    }
+
+
+def hold(s3: FakeS3, path: str, run_key: str, until: float) -> None:
+    s3.store.puts[path] = json.dumps({"run_key": run_key, "attempt": 1, "until": until}).encode()
+
+
+@dataclass
+class OverlapResult:
+    s3: FakeS3
+    returncode: int
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def overlap_pack() -> Iterator[OverlapResult]:
+    """One runner, the cases running side by side: a run cancelled while its script runs, one
+    cancelled before it started, and one case per overlap policy, against locks the test holds
+    and lets go of."""
+    s3 = FakeS3()
+    later = time.time() + 600
+
+    def run(name: str, source: str, overlap: str = "ALLOW", **extra: Any) -> dict[str, Any]:
+        entry = s3.run(
+            name,
+            source,
+            cancel_url=f"{s3.base}/cancels/{name}.json?sig",
+            claim_url=f"{s3.base}/claims/{name}.json?sig",
+            overlap=overlap,
+            **extra,
+        )
+        if overlap != "ALLOW":
+            entry["lock"] = lock_urls(s3, f"job-{name}", name)
+        return entry
+
+    slow = "import time\nprint('working', flush=True)\ntime.sleep(30)\n"
+    runs = [
+        run("cancelled", slow),
+        run("cancelled_unstarted", "print('must not run')\n"),
+        run("forbid", "print('must not run')\n", "FORBID"),
+        run("forbid_free", "print('ran alone')\n", "FORBID"),
+        run("buffered", "print('ran after the other')\n", "BUFFER_ONE"),
+        run("second_waiter", "print('must not run')\n", "BUFFER_ONE"),
+        run("replace", "print('replaced the others')\n", "REPLACE"),
+        run("stale", "print('ran past a dead lock')\n", "FORBID"),
+    ]
+    # The cancel reached the claim before this runner: it must never start the script
+    s3.store.puts["/claims/cancelled_unstarted.json"] = b'{"cancelled": true}'
+    # Live holders of the locks of forbid, buffered, second_waiter and replace; a dead one of
+    # stale; a waiter already in second_waiter's and replace's slots
+    for name in ("forbid", "buffered", "second_waiter", "replace"):
+        hold(s3, f"/locks/job-{name}.json", f"1-job-{name}", later)
+    hold(s3, "/locks/job-stale.json", "0-job-stale", time.time() - 1)
+    hold(s3, "/locks/job-second_waiter.waiting.json", "2-job-second_waiter", later)
+    hold(s3, "/locks/job-replace.waiting.json", "2-job-replace", later)
+
+    def meanwhile() -> None:
+        time.sleep(1.5)  # the slow script is running: cancel it
+        s3.store.puts["/cancels/cancelled.json"] = b'{"reason": "cancelled by its owner"}'
+        time.sleep(2.0)  # the previous runs end: their locks go
+        for name in ("buffered", "replace"):
+            s3.store.puts.pop(f"/locks/job-{name}.json", None)
+
+    helper = threading.Thread(target=meanwhile, daemon=True)
+    helper.start()
+    env = runner_env(
+        s3.manifest(runs), RUNNER_KILL_GRACE_SECONDS="1", RUNNER_CANCEL_POLL_SECONDS="1"
+    )
+    proc = start_runner(env)
+    _, stderr = proc.communicate(timeout=40)
+    helper.join()
+    yield OverlapResult(s3=s3, returncode=proc.returncode, stderr=stderr.decode())
+    s3.close()
+
+
+def test_a_cancelled_script_is_stopped_and_reported_cancelled(overlap_pack: OverlapResult) -> None:
+    finished = overlap_pack.s3.report("cancelled", "finished")
+    assert finished["status"] == "CANCELLED"
+    assert finished["exit_code"] == -signal.SIGTERM
+    assert finished["error"].startswith("cancelled by its owner")
+    assert "working" in finished["output_tail"]
+    assert finished["duration_ms"] < 6000  # cancelled at ~1.5 s, polled each 1 s
+    assert overlap_pack.returncode == 0, overlap_pack.stderr
+
+
+def test_a_run_cancelled_before_it_started_never_starts(overlap_pack: OverlapResult) -> None:
+    puts = overlap_pack.s3.store.puts
+    assert "/reports/cancelled_unstarted/started.json" not in puts
+    assert "/reports/cancelled_unstarted/finished.json" not in puts
+
+
+def test_forbid_skips_a_run_while_the_previous_one_holds_the_lock(
+    overlap_pack: OverlapResult,
+) -> None:
+    finished = overlap_pack.s3.report("forbid", "finished")
+    assert finished["status"] == "SKIPPED"
+    assert "1-job-forbid" in finished["error"]
+    assert "/reports/forbid/started.json" not in overlap_pack.s3.store.puts
+    # The holder's lock is left alone
+    assert "/locks/job-forbid.json" in overlap_pack.s3.store.puts
+
+
+def test_a_forbid_run_with_the_lock_free_runs_and_releases_it(overlap_pack: OverlapResult) -> None:
+    assert overlap_pack.s3.report("forbid_free", "finished")["status"] == "SUCCEEDED"
+    assert "/locks/job-forbid_free.json" in overlap_pack.s3.store.deletes
+    assert "/locks/job-forbid_free.json" not in overlap_pack.s3.store.puts
+
+
+def test_buffer_one_waits_for_the_previous_run_then_runs(overlap_pack: OverlapResult) -> None:
+    s3 = overlap_pack.s3
+    waiting = s3.report("buffered", "waiting")
+    assert waiting["waiting_for"] == "1-job-buffered"
+    assert waiting["replaces"] == []
+    finished = s3.report("buffered", "finished")
+    assert finished["status"] == "SUCCEEDED"
+    assert finished["start_lag_ms"] >= 3000  # it started once the lock went, at ~3.5 s
+    assert "/locks/job-buffered.waiting.json" not in s3.store.puts  # its slot is freed
+
+
+def test_buffer_one_skips_a_run_when_one_already_waits(overlap_pack: OverlapResult) -> None:
+    finished = overlap_pack.s3.report("second_waiter", "finished")
+    assert finished["status"] == "SKIPPED"
+    assert "2-job-second_waiter" in finished["error"]
+    assert "BUFFER_ONE" in finished["error"]
+
+
+def test_replace_names_the_runs_to_cancel_and_starts_once_the_lock_is_free(
+    overlap_pack: OverlapResult,
+) -> None:
+    s3 = overlap_pack.s3
+    waiting = s3.report("replace", "waiting")
+    assert waiting["replaces"] == ["1-job-replace", "2-job-replace"]
+    assert s3.report("replace", "finished")["status"] == "SUCCEEDED"
+
+
+def test_a_stale_lock_is_removed_and_the_run_goes_on(overlap_pack: OverlapResult) -> None:
+    assert overlap_pack.s3.report("stale", "finished")["status"] == "SUCCEEDED"

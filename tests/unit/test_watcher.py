@@ -15,9 +15,17 @@ from typing import Any
 import pytest
 
 from scheduler import keys
-from scheduler.jobs.job_models import CatchUp, CatchUpPolicy, ConcurrencyPolicy, Job, JobStatus
+from scheduler.jobs.job_models import CatchUp, CatchUpPolicy, Job, JobStatus
 from scheduler.pipeline.watcher import TickReport, Watcher, WatcherPolicy
-from scheduler.runs.run_models import AttemptRecord, Run, RunReport, RunStatus, RunTrigger, new_run
+from scheduler.runs.run_models import (
+    AttemptRecord,
+    ConcurrencyPolicy,
+    Run,
+    RunReport,
+    RunStatus,
+    RunTrigger,
+    new_run,
+)
 from scheduler.runs.run_outcomes import RunOutcomes, retry_delay
 from scheduler.runs.run_service import RunService
 from scheduler.schedule.schedule_item import ScheduleItem
@@ -278,36 +286,6 @@ def test_the_item_of_a_paused_or_deleted_job_is_dropped(
     assert queue.received == []
     assert schedule.items() == []
     assert (report.items, report.queued) == (1, 0)
-
-
-def test_forbid_skips_a_run_while_the_previous_one_is_unfinished(
-    watcher: Watcher,
-    jobs: FakeJobStore,
-    schedule: FakeScheduleStore,
-    runs: FakeRunStore,
-    queue: FakeRunQueue,
-) -> None:
-    # Given a FORBID job whose 11:00 run is still queued
-    job = hourly(jobs, concurrency_policy=ConcurrencyPolicy.FORBID)
-    earlier = existing_run(
-        runs, job, NOON - timedelta(hours=1), queued_until=epoch(NOON + timedelta(hours=2))
-    )
-
-    # When the 12:00 run falls due
-    report = watcher.tick()
-
-    # Then it is recorded as SKIPPED, naming the unfinished run, and not sent
-    skipped = runs.get(job.job_id, run_key(job, NOON))
-    assert skipped is not None
-    assert (skipped.status, skipped.finished_at) == (RunStatus.SKIPPED, TICK)
-    assert skipped.error is not None
-    assert earlier.key in skipped.error
-    assert queue.received == []
-    assert (report.queued, report.already_handled) == (0, 1)
-    # And the schedule moves on to 13:00
-    assert schedule.items() == [
-        ScheduleItem.occurrence(job.job_id, "alice", NOON + timedelta(hours=1))
-    ]
 
 
 @pytest.mark.parametrize(

@@ -65,3 +65,9 @@ class JobBusy(DomainError):
     """The job kept changing under a pause, resume or delete (the watcher moving it)."""
 
     code = "job_busy"
+
+
+class RunEnded(DomainError):
+    """The run has already ended (SUCCEEDED, FAILED, ...): there is nothing to cancel."""
+
+    code = "run_ended"

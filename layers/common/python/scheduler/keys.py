@@ -53,7 +53,7 @@ def name_pk(user_id: str, name: str) -> str:
 # -- S3 -----------------------------------------------------------------------------------------
 
 REPORT_PREFIX = "reports/"
-REPORT_KINDS = ("started", "finished")
+REPORT_KINDS = ("started", "finished", "waiting")
 
 
 def script_key(sha256: str) -> str:
@@ -82,6 +82,21 @@ def parse_report_key(key: str) -> tuple[str, str, int, str] | None:
 
 def claim_key(job_id: str, run_key: str, attempt: int) -> str:
     return f"claims/{job_id}/{run_key}/{attempt}.json"
+
+
+def cancel_key(job_id: str, run_key: str, attempt: int) -> str:
+    """A cancel request the runner polls for (through a presigned GET) while the script runs."""
+    return f"cancels/{job_id}/{run_key}/{attempt}.json"
+
+
+def lock_key(job_id: str) -> str:
+    """The job's lock: held by the run whose script runs, for overlap policies but ALLOW."""
+    return f"locks/{job_id}.json"
+
+
+def waiting_slot_key(job_id: str) -> str:
+    """The run waiting for the job's lock (BUFFER_ONE, REPLACE): one at a time."""
+    return f"locks/{job_id}.waiting.json"
 
 
 def output_key(job_id: str, run_key: str, attempt: int) -> str:

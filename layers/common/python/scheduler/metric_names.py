@@ -19,6 +19,10 @@ runner's finished report), task_events (a task stopped) and the watcher's deadli
   StartLag [Milliseconds]   script start minus its scheduled second, once per attempt
   LateRuns [Count]          1 for an attempt with StartLag > 2000 ms, else 0 (Sum = late runs)
 
+Cancels (scheduler/runs/run_cancels.py): cancel_run (the owner), run_reports (a REPLACE job's
+new run started):
+  RunsCancelled [Count]     an unfinished run was ended CANCELLED
+
 The watcher (functions/watcher, scheduler/pipeline/watcher.py and due_runs.py; due_runs also
 runs in create_job, update_job and resume_job for an occurrence due before the next tick):
   RunsSkipped [Count]       an occurrence recorded SKIPPED: the job forbids overlap and a run is
@@ -48,6 +52,7 @@ RUNS_RETRIED: Final = "RunsRetried"
 UNREPORTED_RUNS: Final = "UnreportedRuns"
 START_LAG: Final = "StartLag"
 LATE_RUNS: Final = "LateRuns"
+RUNS_CANCELLED: Final = "RunsCancelled"
 
 # -- watcher (and the API functions that take an occurrence early)
 RUNS_SKIPPED: Final = "RunsSkipped"
@@ -72,6 +77,7 @@ ALL: Final[frozenset[str]] = frozenset(
         UNREPORTED_RUNS,
         START_LAG,
         LATE_RUNS,
+        RUNS_CANCELLED,
         RUNS_SKIPPED,
         QUEUE_LEAD,
         TICK_DURATION,

@@ -35,6 +35,7 @@ from scheduler.pipeline.manifests import Manifests
 from scheduler.pipeline.ports import DispatchBackend
 from scheduler.pipeline.run_queue import SqsRunQueue
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
+from scheduler.runs.run_cancels import RunCancels
 from scheduler.runs.run_object_store import S3RunObjects
 from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.runs.run_repository import RunRepository
@@ -136,19 +137,25 @@ def job_change_service() -> JobService:
 def job_service() -> JobService:
     """get, pause and delete."""
     settings = JobApiSettings()  # type: ignore[call-arg]
+    stores = Stores(settings)
     return JobService(
-        Stores(settings).jobs, S3ScriptStore(client("s3"), settings.scripts_bucket), clock=now
+        stores.jobs,
+        S3ScriptStore(client("s3"), settings.scripts_bucket),
+        clock=now,
+        history=stores.runs,
     )
 
 
 @cache
 def list_jobs_service() -> JobService:
     settings = ListJobsSettings()  # type: ignore[call-arg]
+    stores = Stores(settings)
     return JobService(
-        Stores(settings).jobs,
+        stores.jobs,
         S3ScriptStore(client("s3"), settings.scripts_bucket),
         clock=now,
         page_tokens=PageTokens(settings.page_token_secret.get_secret_value().encode()),
+        history=stores.runs,
     )
 
 
@@ -173,6 +180,15 @@ def run_service() -> RunService:
 
 
 @cache
+def cancel_run_service() -> RunService:
+    settings = JobApiSettings()  # type: ignore[call-arg]
+    stores = Stores(settings)
+    objects = S3RunObjects(client("s3"), settings.scripts_bucket)
+    cancels = RunCancels(stores.runs, objects, now)
+    return RunService(stores.jobs, stores.runs, clock=now, objects=objects, cancels=cancels)
+
+
+@cache
 def run_now_service() -> RunService:
     settings = RunJobSettings()  # type: ignore[call-arg]
     stores = Stores(settings)
@@ -191,14 +207,16 @@ def run_now_service() -> RunService:
 
 def _run_outcomes(settings: RunStatusSettings, stores: Stores) -> RunOutcomes:
     topic = settings.notifications_topic_arn
+    objects = S3RunObjects(client("s3"), settings.scripts_bucket)
     return RunOutcomes(
         stores.runs,
-        S3RunObjects(client("s3"), settings.scripts_bucket),
+        objects,
         retry_base_seconds=settings.retry_base_seconds,
         running_grace_seconds=settings.running_grace_seconds,
         clock=now,
         notifier=SnsRunNotifier(client("sns"), topic) if topic else None,
         jobs=stores.jobs,
+        cancels=RunCancels(stores.runs, objects, now),
     )
 
 

@@ -18,6 +18,7 @@ from scheduler.errors import (
     JobBusy,
     JobNameConflict,
     JobNotFound,
+    RunEnded,
     RunNotFound,
     ServiceUnavailable,
     Unauthenticated,
@@ -56,6 +57,7 @@ ANSWERS: dict[type[DomainError], ErrorAnswer] = {
     ),
     JobNameConflict: ErrorAnswer(HTTPStatus.CONFLICT, "You already have a job with this name"),
     JobBusy: ErrorAnswer(HTTPStatus.CONFLICT, "The job kept changing meanwhile; retry"),
+    RunEnded: ErrorAnswer(HTTPStatus.CONFLICT, "The run has already ended; nothing to cancel"),
     IdempotencyKeyInProgress: ErrorAnswer(
         HTTPStatus.CONFLICT, "A request with this Idempotency-Key is still being processed"
     ),

@@ -85,7 +85,7 @@ get_router = Router()
     responses=responses(200, Job, JobNotFound),
 )
 def get_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
-    return wiring.job_service().get(caller(get_router), job_id)
+    return wiring.job_service().describe(caller(get_router), job_id)
 
 
 list_router = Router()

@@ -1,4 +1,4 @@
-"""Routes of the runs API: history, one run, and "run now"."""
+"""Routes of the runs API: history, one run, its output, cancel, run now and backfill."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from scheduler import wiring
 from scheduler.api.error_responses import responses
 from scheduler.api.job_routes import caller
-from scheduler.errors import JobNotFound, RunNotFound
+from scheduler.errors import JobBusy, JobNotFound, RunEnded, RunNotFound
 from scheduler.jobs.job_models import BackfillRequest, BackfillResult, RunNowRequest
-from scheduler.runs.run_models import Run, RunPage
+from scheduler.runs.run_models import CancelRequest, Run, RunPage
 
 list_runs_router = Router()
 
@@ -70,6 +70,28 @@ def get_run_output(
     if output.url is not None:
         return Response(status_code=307, headers={"Location": output.url}, body="")
     return Response(status_code=200, content_type="text/plain; charset=utf-8", body=output.text)
+
+
+cancel_run_router = Router()
+
+
+@cancel_run_router.post(
+    "/jobs/<job_id>/runs/<key>/cancel",
+    summary="Cancel a run",
+    description="Stops a run that has not ended. A run not yet started never starts; a running "
+    "script gets SIGTERM within 10 s (the runner polls for the cancel) and SIGKILL 5 s later; "
+    "other runs in the same task keep running. The run ends CANCELLED, with the reason in its "
+    "`error`, and is not retried. Cancelling a cancelled run answers it again (200); a run that "
+    "ended otherwise answers 409.",
+    tags=["runs"],
+    responses=responses(200, Run, JobNotFound, RunNotFound, RunEnded, JobBusy),
+)
+def cancel_run(
+    job_id: Annotated[str, Path(max_length=64)],
+    key: Annotated[str, Path(max_length=128)],
+    body: CancelRequest | None = None,
+) -> Run:
+    return wiring.cancel_run_service().cancel(caller(cancel_run_router), job_id, key, body)
 
 
 run_job_router = Router()

@@ -18,7 +18,14 @@ from pydantic import (
     model_validator,
 )
 
-from scheduler.runs.run_models import Notifications, Run, RunTrigger, new_run
+from scheduler.runs.run_models import (
+    ConcurrencyPolicy,
+    Notifications,
+    Run,
+    RunSummary,
+    RunTrigger,
+    new_run,
+)
 from scheduler.schedule import cron
 from scheduler.schedule.cron import DstPolicy
 
@@ -55,14 +62,6 @@ class CatchUp(BaseModel):
         le=7 * 86400,
         description="An occurrence missed by more than this is SKIPPED, whatever the policy.",
     )
-
-
-class ConcurrencyPolicy(StrEnum):
-    """What happens when a run falls due while the job's previous run is unfinished (as in
-    Kubernetes CronJob): ALLOW runs both; FORBID skips the new one (recorded as SKIPPED)."""
-
-    ALLOW = "ALLOW"
-    FORBID = "FORBID"
 
 
 def _check_cron(value: str) -> str:
@@ -147,7 +146,10 @@ MaxAttempts = Annotated[int, Field(ge=1, le=10, description="Attempts per run, r
 Concurrency = Annotated[
     ConcurrencyPolicy,
     Field(
-        description="ALLOW overlapping runs, or FORBID: skip a run while the last is unfinished."
+        description="What a run does at its second if the job's previous run is still running: "
+        "ALLOW runs both; FORBID skips it (SKIPPED); BUFFER_ONE waits for the previous one to "
+        "end (one run waits at most, a further one is SKIPPED); REPLACE cancels the previous "
+        "one (CANCELLED) and starts as soon as it has stopped."
     ),
 ]
 
@@ -285,6 +287,11 @@ class Job(BaseModel):
     )
     created_at: datetime
     updated_at: datetime
+    last_run: RunSummary | None = Field(
+        default=None,
+        description="The job's latest run whose second has come, as it stands (shown by "
+        "GET /jobs and GET /jobs/{job_id}).",
+    )
 
     def next_run_after(self, after: datetime) -> datetime | None:
         """The job's first occurrence after `after`, within its bounds and by its DST policy;
@@ -305,6 +312,7 @@ class Job(BaseModel):
             now=now,
             notifications=self.notifications,
             pause_after_failures=self.pause_after_failures,
+            overlap=self.concurrency_policy,
         )
 
 

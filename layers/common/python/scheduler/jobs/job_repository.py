@@ -13,16 +13,9 @@ from scheduler import times
 from scheduler.aws.client_errors import error_code, raise_if_throttled
 from scheduler.aws.dynamo import condition_failed, dump, load, transact
 from scheduler.errors import JobNameConflict
-from scheduler.jobs.job_models import (
-    CatchUp,
-    ConcurrencyPolicy,
-    Job,
-    JobFilters,
-    JobStatus,
-    ListPage,
-)
+from scheduler.jobs.job_models import CatchUp, Job, JobFilters, JobStatus, ListPage
 from scheduler.keys import job_pk, name_pk
-from scheduler.runs.run_models import Notifications
+from scheduler.runs.run_models import ConcurrencyPolicy, Notifications
 from scheduler.schedule import cron
 from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.schedule.schedule_repository import ScheduleRepository

@@ -30,6 +30,7 @@ from scheduler.errors import (
     JobBusy,
     JobNotFound,
 )
+from scheduler.fanout import fan_out
 from scheduler.jobs.job_models import (
     Job,
     JobCreate,
@@ -42,8 +43,9 @@ from scheduler.jobs.job_models import (
     SchedulePreviewRequest,
     check_bounds,
 )
-from scheduler.jobs.ports import EarlyDispatch, JobReader, JobStore, ScriptStore
+from scheduler.jobs.ports import EarlyDispatch, JobReader, JobStore, RunHistory, ScriptStore
 from scheduler.pagination import PageTokens
+from scheduler.runs.run_models import RunSummary
 from scheduler.schedule import cron
 from scheduler.times import Clock
 
@@ -98,7 +100,9 @@ class JobService:
         idempotency_store: BasePersistenceLayer | None = None,
         idempotency_ttl_seconds: int = 86400,
         early_dispatch: EarlyDispatch | None = None,
+        history: RunHistory | None = None,
     ) -> None:
+        self._history = history
         self._early = early_dispatch
         self._jobs = jobs
         self._scripts = scripts
@@ -189,6 +193,22 @@ class JobService:
     def get(self, user_id: str, job_id: str) -> Job:
         """The caller's job; someone else's is reported as missing, never revealed."""
         return owned_job(self._jobs, user_id, job_id)
+
+    def describe(self, user_id: str, job_id: str) -> Job:
+        """The caller's job with its last run (GET /jobs/{job_id})."""
+        return self._with_last_runs([self.get(user_id, job_id)])[0]
+
+    def _with_last_runs(self, jobs: list[Job]) -> list[Job]:
+        """Each job with its latest run: one query each, in parallel (a page is at most 100)."""
+        history = self._history
+        if history is None:
+            return jobs
+        now = self._clock()
+        last = fan_out(lambda job: history.last_run(job.job_id, now), jobs, _HISTORY_WORKERS)
+        return [
+            job.model_copy(update={"last_run": RunSummary.of(run) if run else None})
+            for job, run in zip(jobs, last, strict=True)
+        ]
 
     def preview(
         self, user_id: str, job_id: str, count: int, after: datetime | None
@@ -321,11 +341,13 @@ class JobService:
             if page.position
             else None
         )
-        return JobPage(items=page.jobs, next_token=token)
+        return JobPage(items=self._with_last_runs(page.jobs), next_token=token)
 
 
 # What an update may set to null: a job without a description, or without a bound.
 _CLEARABLE = frozenset({"description", "start_at", "end_at"})
+# Last runs read at once for a page of jobs.
+_HISTORY_WORKERS = 16
 # The watcher may move a job's next run between our read and our write: read again, a few times.
 _CHANGE_ATTEMPTS = 5
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from scheduler.jobs.job_models import Job, JobFilters, ListPage
+from scheduler.runs.run_models import Run
 from scheduler.schedule.schedule_item import ScheduleItem
 
 
@@ -38,6 +39,11 @@ class JobStore(JobReader, Protocol):
     def list_for_owner(
         self, user_id: str, filters: JobFilters, limit: int, start: dict[str, str] | None
     ) -> ListPage: ...
+
+
+class RunHistory(Protocol):
+    def last_run(self, job_id: str, now: datetime) -> Run | None:
+        """The job's latest run whose second has come."""
 
 
 class ScriptStore(Protocol):

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from scheduler.runs.run_models import ConcurrencyPolicy
+
 
 class DueRun(BaseModel):
     job_id: str
@@ -33,3 +35,4 @@ class RunSpec(BaseModel):
     timeout_seconds: int
     parameters: dict[str, Any]
     script_key: str
+    overlap: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW

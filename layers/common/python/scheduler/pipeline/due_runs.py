@@ -23,7 +23,7 @@ from aws_lambda_powertools import Logger
 from scheduler import keys, metrics
 from scheduler import metric_names as names
 from scheduler.fanout import Item, Result, fan_out
-from scheduler.jobs.job_models import CatchUpPolicy, ConcurrencyPolicy, Job, JobStatus
+from scheduler.jobs.job_models import CatchUpPolicy, Job, JobStatus
 from scheduler.jobs.ports import JobStore
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
 from scheduler.pipeline.ports import RunQueue
@@ -182,7 +182,8 @@ class DueRuns:
             return None
         run = job.new_run(item.scheduled_at, RunTrigger.SCHEDULE, now)
         run = run.model_copy(update={"not_before": item.due_at})  # its jitter, if any
-        skipped = self._catch_up_skip(job, item, now) or self._overlap_skip(job, run, now)
+        # (The overlap policy is applied by the runner, at the second: runner/jobrunner/overlap.py)
+        skipped = self._catch_up_skip(job, item, now)
         if skipped is not None:
             run = run.model_copy(
                 update={"status": RunStatus.SKIPPED, "finished_at": now, "error": skipped}
@@ -194,15 +195,6 @@ class DueRuns:
                 metrics.count(names.RUNS_SKIPPED)
             return run
         return self._runs.get(run.job_id, run.key)
-
-    def _overlap_skip(self, job: Job, run: Run, now: datetime) -> str | None:
-        """Why the run is skipped by a FORBID job's overlap policy; None if it may run."""
-        if job.concurrency_policy is not ConcurrencyPolicy.FORBID:
-            return None
-        busy = self._runs.unfinished_before(job.job_id, run.key, now)
-        if busy is None:
-            return None
-        return f"skipped: run {busy} was still unfinished (FORBID policy)"
 
     @staticmethod
     def _catch_up_skip(job: Job, item: ScheduleItem, now: datetime) -> str | None:

@@ -102,6 +102,7 @@ class Executor:
             timeout_seconds=run.timeout_seconds,
             parameters=parameters,
             script_key=script_key,
+            overlap=run.overlap,
         )
 
 

@@ -10,10 +10,11 @@ agreement.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scheduler import keys
 from scheduler.pipeline.dispatch_models import RunSpec
+from scheduler.runs.run_models import ConcurrencyPolicy
 from scheduler.times import Clock, epoch
 
 if TYPE_CHECKING:
@@ -31,6 +32,22 @@ class Manifests:
         self._ttl = url_seconds
         self._clock = clock
 
+    def _lock_urls(self, run: RunSpec, ttl: int) -> dict[str, str]:
+        """The job's lock and waiting slot, for the runner to apply the overlap policy."""
+        lock, slot = keys.lock_key(run.job_id), keys.waiting_slot_key(run.job_id)
+        one_waits = {"IfNoneMatch": "*"} if run.overlap is ConcurrencyPolicy.BUFFER_ONE else {}
+        return {
+            "take": self._url("put_object", lock, ttl, IfNoneMatch="*"),
+            "read": self._url("get_object", lock, ttl),
+            "release": self._url("delete_object", lock, ttl),
+            "wait": self._url("put_object", slot, ttl, **one_waits),
+            "read_wait": self._url("get_object", slot, ttl),
+            "release_wait": self._url("delete_object", slot, ttl),
+            "waiting_report": self._url(
+                "put_object", keys.report_key(run.job_id, run.run_key, run.attempt, "waiting"), ttl
+            ),
+        }
+
     def _url(self, method: str, key: str, ttl: int, **extra: str) -> str:
         params = {"Bucket": self._bucket, "Key": key, **extra}
         return str(self._s3.generate_presigned_url(method, Params=params, ExpiresIn=ttl))
@@ -39,39 +56,29 @@ class Manifests:
         entries = []
         for run in runs:
             ttl = self._ttl + run.timeout_seconds + max(0, run.not_before - epoch(self._clock()))
-            entries.append(
-                {
-                    "job_id": run.job_id,
-                    "run_key": run.run_key,
-                    "attempt": run.attempt,
-                    "scheduled_at": run.scheduled_at,
-                    "not_before": run.not_before,
-                    "timeout_seconds": run.timeout_seconds,
-                    "parameters": run.parameters,
-                    "script_url": self._url("get_object", run.script_key, ttl),
-                    "started_url": self._url(
-                        "put_object",
-                        keys.report_key(run.job_id, run.run_key, run.attempt, "started"),
-                        ttl,
-                    ),
-                    "finished_url": self._url(
-                        "put_object",
-                        keys.report_key(run.job_id, run.run_key, run.attempt, "finished"),
-                        ttl,
-                    ),
-                    "output_url": self._url(
-                        "put_object", keys.output_key(run.job_id, run.run_key, run.attempt), ttl
-                    ),
-                    # If-None-Match: * makes the first task to PUT it the only one to run this
-                    # attempt, should the executor ever dispatch it twice.
-                    "claim_url": self._url(
-                        "put_object",
-                        keys.claim_key(run.job_id, run.run_key, run.attempt),
-                        ttl,
-                        IfNoneMatch="*",
-                    ),
-                }
-            )
+            ids = (run.job_id, run.run_key, run.attempt)
+            entry: dict[str, Any] = {
+                "job_id": run.job_id,
+                "run_key": run.run_key,
+                "attempt": run.attempt,
+                "scheduled_at": run.scheduled_at,
+                "not_before": run.not_before,
+                "timeout_seconds": run.timeout_seconds,
+                "parameters": run.parameters,
+                "script_url": self._url("get_object", run.script_key, ttl),
+                "started_url": self._url("put_object", keys.report_key(*ids, "started"), ttl),
+                "finished_url": self._url("put_object", keys.report_key(*ids, "finished"), ttl),
+                "output_url": self._url("put_object", keys.output_key(*ids), ttl),
+                # If-None-Match: * makes the first task to PUT it the only one to run this
+                # attempt, should the executor ever dispatch it twice; a cancel before the
+                # script starts takes it first.
+                "claim_url": self._url("put_object", keys.claim_key(*ids), ttl, IfNoneMatch="*"),
+                "cancel_url": self._url("get_object", keys.cancel_key(*ids), ttl),
+                "overlap": run.overlap.value,
+            }
+            if run.overlap is not ConcurrencyPolicy.ALLOW:
+                entry["lock"] = self._lock_urls(run, ttl)
+            entries.append(entry)
         key = keys.manifest_key(pack_id)
         body = json.dumps({"version": MANIFEST_VERSION, "pack_id": pack_id, "runs": entries})
         self._s3.put_object(

@@ -23,8 +23,8 @@ class RunStore(Protocol):
         self, job_id: str, limit: int, start: dict[str, str] | None
     ) -> tuple[list[Run], dict[str, str] | None]: ...
 
-    def unfinished_before(self, job_id: str, key: str, now: datetime) -> str | None:
-        """An earlier run of the job that has started (or is due by `now`) and not finished."""
+    def last_run(self, job_id: str, now: datetime) -> Run | None:
+        """The job's latest run whose second has come (read eventually consistent)."""
 
     def overdue(self, now: datetime) -> list[tuple[str, str]]: ...
 
@@ -44,11 +44,21 @@ class RunStore(Protocol):
         self, run: Run, claim_id: str, task_id: str, now: datetime, deadline: int
     ) -> bool: ...
 
+    def mark_waiting(self, run: Run, now: datetime, deadline: int) -> bool: ...
+
     def mark_running(self, run: Run, report: RunReport, now: datetime, deadline: int) -> bool: ...
 
     def finish(
         self, run: Run, report: RunReport, output_key: str | None, now: datetime
     ) -> bool: ...
+
+    def cancel(self, run: Run, reason: str, now: datetime) -> bool:
+        """End the run as CANCELLED, whatever attempt it is at, if it has not ended."""
+
+    def record_cancelled(
+        self, run: Run, report: RunReport, output_key: str | None, now: datetime
+    ) -> bool:
+        """What the cancelled attempt's runner reported (exit code, output): the status stays."""
 
     def retry(self, run: Run, failed: AttemptRecord, not_before: int, now: datetime) -> bool: ...
 
@@ -61,6 +71,16 @@ class RunObjects(Protocol):
 
     def link(self, key: str, seconds: int) -> str:
         """A presigned GET of `key`, valid for `seconds`."""
+
+    def request_cancel(self, job_id: str, run_key: str, attempt: int, reason: str) -> None:
+        """Tell the runner to stop the attempt: its claim object taken first (a runner that has
+        not started the script yet then never does), and the cancel object it polls for."""
+
+    def cancel_requested(self, job_id: str, run_key: str, attempt: int) -> bool:
+        """Was the attempt's cancel object written?"""
+
+    def release_lock(self, job_id: str, run_key: str, attempt: int) -> None:
+        """Free the job's lock (overlap policies) if this attempt holds it: its task died."""
 
 
 class RunNotifier(Protocol):

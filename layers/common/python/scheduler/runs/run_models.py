@@ -1,9 +1,11 @@
 """Runs: one scheduled (or manual) occurrence of a job, retried under the same key.
 
 Status flow of one run: PENDING -> QUEUED -> DISPATCHING -> DISPATCHED -> RUNNING -> SUCCEEDED |
-FAILED | TIMED_OUT; or SKIPPED straight away, when the job forbids overlapping runs. A failed
-attempt with attempts left goes back to PENDING with attempt + 1 and `not_before` set by
-exponential backoff.
+FAILED | TIMED_OUT; SKIPPED (by the catch-up policy when taken, or by the overlap policy at its
+second); a run that must wait for the job's previous one (BUFFER_ONE, REPLACE) is WAITING
+between DISPATCHED and RUNNING. A failed attempt with attempts left goes back to PENDING with
+attempt + 1 and `not_before` set by exponential backoff. Any unfinished run can be CANCELLED (by
+its owner, or by a REPLACE job's next run): never retried.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ class RunStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     TIMED_OUT = "TIMED_OUT"
-    SKIPPED = "SKIPPED"  # FORBID policy: the previous run was still unfinished
+    SKIPPED = "SKIPPED"  # catch-up or overlap policy: recorded, not run (`error` says why)
+    CANCELLED = "CANCELLED"  # stopped on request: never retried
+    WAITING = "WAITING"  # its task waits for the job's previous run to end (BUFFER_ONE, REPLACE)
 
     @property
     def terminal(self) -> bool:
@@ -35,9 +39,28 @@ class RunStatus(StrEnum):
 
 
 TERMINAL = frozenset(
-    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SKIPPED}
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.TIMED_OUT,
+        RunStatus.SKIPPED,
+        RunStatus.CANCELLED,
+    }
 )
-IN_FLIGHT = frozenset({RunStatus.DISPATCHING, RunStatus.DISPATCHED, RunStatus.RUNNING})
+IN_FLIGHT = frozenset(
+    {RunStatus.DISPATCHING, RunStatus.DISPATCHED, RunStatus.WAITING, RunStatus.RUNNING}
+)
+
+
+class ConcurrencyPolicy(StrEnum):
+    """A job's overlap policy (Kubernetes' concurrencyPolicy, Temporal's overlap policy): what a
+    run does at its second while the job's previous run is still running. Decided by the runner
+    then (runner/jobrunner/overlap.py); each run keeps the policy it was created under."""
+
+    ALLOW = "ALLOW"
+    FORBID = "FORBID"
+    BUFFER_ONE = "BUFFER_ONE"
+    REPLACE = "REPLACE"
 
 
 class RunTrigger(StrEnum):
@@ -143,6 +166,27 @@ class Run(BaseModel):
     # The job's notifications when the run was created; stored with the run, not shown.
     notifications: Notifications | None = Field(default=None, exclude=True)
     pause_after_failures: int | None = Field(default=None, exclude=True)
+    overlap: ConcurrencyPolicy = Field(default=ConcurrencyPolicy.ALLOW, exclude=True)
+
+
+class RunSummary(BaseModel):
+    """A job's latest run, as shown on the job."""
+
+    key: str
+    status: RunStatus
+    trigger: RunTrigger
+    scheduled_at: datetime
+    finished_at: datetime | None = None
+
+    @classmethod
+    def of(cls, run: Run) -> RunSummary:
+        return cls(
+            key=run.key,
+            status=run.status,
+            trigger=run.trigger,
+            scheduled_at=run.scheduled_at,
+            finished_at=run.finished_at,
+        )
 
 
 def new_run(
@@ -156,6 +200,7 @@ def new_run(
     now: datetime,
     notifications: Notifications | None = None,
     pause_after_failures: int | None = None,
+    overlap: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW,
 ) -> Run:
     """A run as it is first written: PENDING, attempt 1, startable at its scheduled second.
     The one place a Run is born, for the watcher's scheduled runs and for run now alike."""
@@ -176,6 +221,17 @@ def new_run(
         updated_at=now,
         notifications=notifications,
         pause_after_failures=pause_after_failures,
+        overlap=overlap,
+    )
+
+
+class CancelRequest(BaseModel):
+    """Body of `POST /jobs/{job_id}/runs/{key}/cancel` (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(
+        default=None, max_length=256, description="Why, recorded on the run's `error`."
     )
 
 
@@ -202,6 +258,14 @@ class RunReport(BaseModel):
     # False when the whole output fits in output_tail and no output object was written.
     output_uploaded: bool | None = None
     error: str | None = None
+    # waiting.json: the run waits for the job's lock, held by `waiting_for` until at most
+    # `wait_until`; a REPLACE run names the runs to cancel.
+    waiting_for: str | None = None
+    wait_until: int | None = None
+    replaces: list[str] | None = None
 
     def as_fields(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"job_id", "run_key", "attempt"}, exclude_none=True)
+        return self.model_dump(
+            exclude={"job_id", "run_key", "attempt", "waiting_for", "wait_until", "replaces"},
+            exclude_none=True,
+        )

@@ -1,14 +1,16 @@
-"""The S3 objects a run leaves under the scripts bucket: the runner's reports (`reports/`) and
-its captured output (`outputs/`)."""
+"""The S3 objects a run leaves under the scripts bucket: the runner's reports (`reports/`), its
+captured output (`outputs/`), and the cancel channel (`claims/`, `cancels/`)."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
+from scheduler import keys
 from scheduler.aws.client_errors import error_code, raise_if_throttled
 from scheduler.runs.run_models import RunReport
 
@@ -39,3 +41,47 @@ class S3RunObjects:
     def link(self, key: str, seconds: int) -> str:
         params = {"Bucket": self._bucket, "Key": key}
         return str(self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds))
+
+    def request_cancel(self, job_id: str, run_key: str, attempt: int, reason: str) -> None:
+        body = json.dumps({"cancelled": True, "reason": reason}).encode()
+        try:  # the runner claims at the script's start: a claim taken here means "never start"
+            self._s3.put_object(
+                Bucket=self._bucket,
+                Key=keys.claim_key(job_id, run_key, attempt),
+                Body=body,
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            if error_code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise_if_throttled(exc)
+                raise
+        self._s3.put_object(
+            Bucket=self._bucket, Key=keys.cancel_key(job_id, run_key, attempt), Body=body
+        )
+
+    def cancel_requested(self, job_id: str, run_key: str, attempt: int) -> bool:
+        try:
+            self._s3.head_object(Bucket=self._bucket, Key=keys.cancel_key(job_id, run_key, attempt))
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise_if_throttled(exc)
+            raise
+        return True
+
+    def release_lock(self, job_id: str, run_key: str, attempt: int) -> None:
+        key = keys.lock_key(job_id)
+        try:
+            body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return
+            raise_if_throttled(exc)
+            raise
+        try:
+            holder = json.loads(body)
+        except ValueError:
+            holder = {}
+        if holder.get("run_key") == run_key and holder.get("attempt") == attempt:
+            self._s3.delete_object(Bucket=self._bucket, Key=key)
+            logger.info("job lock released for a dead task", job_id=job_id, run_key=run_key)

@@ -16,9 +16,11 @@ from scheduler import keys, metrics
 from scheduler import metric_names as names
 from scheduler.jobs.ports import JobHealth
 from scheduler.runs.ports import RunNotifier, RunObjects, RunStore
+from scheduler.runs.run_cancels import RunCancels
 from scheduler.runs.run_log import run_changed
 from scheduler.runs.run_models import (
     AttemptRecord,
+    ConcurrencyPolicy,
     Run,
     RunEvent,
     RunNotification,
@@ -32,11 +34,14 @@ logger = Logger(child=True)
 
 # The promise: a script starts within 2 s of its scheduled second.
 LATE_AFTER_MS = 2000
+# What an attempt can end as that is tried again (a cancel or a skip is final).
+RETRIED = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT})
 _FINAL_METRIC = {
     RunStatus.SUCCEEDED: names.RUNS_SUCCEEDED,
     RunStatus.FAILED: names.RUNS_FAILED,
     RunStatus.TIMED_OUT: names.RUNS_TIMED_OUT,
     RunStatus.SKIPPED: names.RUNS_SKIPPED,
+    RunStatus.CANCELLED: names.RUNS_CANCELLED,
 }
 
 
@@ -56,7 +61,9 @@ class RunOutcomes:
         clock: Clock,
         notifier: RunNotifier | None = None,
         jobs: JobHealth | None = None,
+        cancels: RunCancels | None = None,
     ) -> None:
+        self._cancels = cancels
         self._notifier = notifier
         self._jobs = jobs
         self._runs = runs
@@ -82,14 +89,34 @@ class RunOutcomes:
         job_id, run_key, attempt, kind = parsed
         run = self._runs.get(job_id, run_key)
         report = self._objects.report(key)
-        if run is None or report is None or run.attempt != attempt or run.status.terminal:
-            return  # an old attempt, a finished run, or a report we cannot trust: nothing to do
+        if run is None or report is None or run.attempt != attempt:
+            return  # an old attempt, or a report we cannot trust: nothing to do
+        if run.status.terminal:
+            if run.status is RunStatus.CANCELLED and kind == "finished":
+                # What the cancelled script did before it stopped: kept, the status stays.
+                self._runs.record_cancelled(run, report, _output_key(run, report), self._clock())
+            return
         if kind == "started":
             deadline = epoch(report.started_at or self._clock()) + run.timeout_seconds + self._grace
             if self._runs.mark_running(run, report, self._clock(), deadline):
                 self._record_start(run, report)
+        elif kind == "waiting":
+            self._on_waiting(run, report)
         else:
             self.conclude(run, report)
+
+    def _on_waiting(self, run: Run, report: RunReport) -> None:
+        """The run's task waits for the job's previous run (BUFFER_ONE, REPLACE): its deadline
+        moves past that wait; a REPLACE run has the runs it replaces cancelled."""
+        until = report.wait_until or epoch(self._clock())
+        deadline = until + run.timeout_seconds + self._grace
+        if self._runs.mark_waiting(run, self._clock(), deadline):
+            run_changed("run waiting", run, waiting_for=report.waiting_for)
+        if self._cancels is None:
+            return
+        for key in report.replaces or []:
+            reason = f"cancelled: replaced by run {run.key} (REPLACE)"
+            self._cancels.cancel_by_key(run.job_id, key, reason)
 
     # -- ECS task state changes ----------------------------------------------------------------
 
@@ -123,6 +150,21 @@ class RunOutcomes:
             keys.report_key(run.job_id, run.key, run.attempt, "finished")
         )
         metrics.count(names.UNREPORTED_RUNS, int(finished is None))
+        if run.overlap is not ConcurrencyPolicy.ALLOW:
+            # A task that died holding the job's lock would block the next runs until it
+            # went stale.
+            self._objects.release_lock(run.job_id, run.key, run.attempt)
+        if finished is None and self._objects.cancel_requested(run.job_id, run.key, run.attempt):
+            # Cancelled before it started (its claim taken), by a cancel that did not get to
+            # record it: it stays cancelled.
+            finished = RunReport(
+                job_id=run.job_id,
+                run_key=run.key,
+                attempt=run.attempt,
+                status=RunStatus.CANCELLED,
+                error="cancelled before the script started",
+                output_uploaded=False,
+            )
         if finished is None:
             run_changed("run unreported", run, error=error, exit_code=exit_code)
             finished = RunReport(
@@ -141,7 +183,7 @@ class RunOutcomes:
         """Record the end of the run's current attempt; returns the run's new status."""
         now = self._clock()
         status = report.status or RunStatus.FAILED
-        if status is not RunStatus.SUCCEEDED and run.attempt < run.max_attempts:
+        if status in RETRIED and run.attempt < run.max_attempts:
             not_before = epoch(now) + retry_delay(run.attempt, self._retry_base)
             failed = AttemptRecord(
                 attempt=run.attempt,

@@ -14,7 +14,9 @@ from scheduler.aws.client_errors import raise_if_throttled
 from scheduler.aws.dynamo import condition_failed, dump, load, transact
 from scheduler.runs.run_models import (
     IN_FLIGHT,
+    TERMINAL,
     AttemptRecord,
+    ConcurrencyPolicy,
     Notifications,
     Run,
     RunReport,
@@ -94,30 +96,20 @@ class RunRepository:
         last = response.get("LastEvaluatedKey")
         return runs, ({k: v["S"] for k, v in last.items()} if last else None)
 
-    def unfinished_before(self, job_id: str, key: str, now: datetime) -> str | None:
-        """The key of a run of the job, earlier than `key`, that has started (or was due by
-        `now`) and not finished, if any. A run taken early and not yet due does not count: it
-        cannot be known now whether it will still run at `key`'s second. Reads the job's latest
-        runs only: an older one still unfinished would be past its deadline and concluded by
-        the watcher's sweep."""
+    def last_run(self, job_id: str, now: datetime) -> Run | None:
+        """The job's latest run whose second has come: one key-range query, newest first (a
+        run's key starts with its second; all of a job's keys end with its id)."""
         response = self._call(
             self._db.query,
             TableName=self._table,
-            KeyConditionExpression="job_id = :job AND #k < :key",
-            ExpressionAttributeNames={"#k": "key", "#st": "status"},
-            ExpressionAttributeValues=dump({":job": job_id, ":key": key}),
-            ProjectionExpression="#k, #st, not_before",
+            KeyConditionExpression="job_id = :job AND #k <= :upto",
+            ExpressionAttributeNames={"#k": "key"},
+            ExpressionAttributeValues=dump({":job": job_id, ":upto": keys.run_key(now, job_id)}),
             ScanIndexForward=False,
-            ConsistentRead=True,
-            Limit=10,
+            Limit=1,
         )
-        for raw in response.get("Items", []):
-            item = load(raw)
-            status = RunStatus(item["status"])
-            started = status is RunStatus.RUNNING or int(item["not_before"]) <= times.epoch(now)
-            if not status.terminal and started:
-                return str(item["key"])
-        return None
+        items = response.get("Items", [])
+        return to_run(load(items[0])) if items else None
 
     def overdue(self, now: datetime) -> list[tuple[str, str]]:
         """(job_id, key) of in-flight runs past their deadline: lost messages or dead tasks."""
@@ -244,17 +236,35 @@ class RunRepository:
             },
         )
 
+    def mark_waiting(self, run: Run, now: datetime, deadline: int) -> bool:
+        """The run's task waits for the job's previous run: its deadline covers that wait."""
+        return self._update(
+            run,
+            "SET #st = :waiting, updated_at = :now, deadline = :deadline, inflight_shard = :shard",
+            "attempt = :attempt AND #st IN (:queued, :dispatching, :dispatched)",
+            {
+                ":waiting": RunStatus.WAITING.value,
+                ":queued": RunStatus.QUEUED.value,
+                ":dispatching": RunStatus.DISPATCHING.value,
+                ":dispatched": RunStatus.DISPATCHED.value,
+                ":now": times.to_text(now),
+                ":deadline": deadline,
+                ":shard": self._inflight_shard(run.job_id),
+            },
+        )
+
     def mark_running(self, run: Run, report: RunReport, now: datetime, deadline: int) -> bool:
         return self._update(
             run,
             "SET #st = :running, started_at = :started, start_lag_ms = :lag, updated_at = :now, "
             "deadline = :deadline, inflight_shard = :shard",
-            "attempt = :attempt AND #st IN (:queued, :dispatching, :dispatched)",
+            "attempt = :attempt AND #st IN (:queued, :dispatching, :dispatched, :waiting)",
             {
                 ":running": RunStatus.RUNNING.value,
                 ":queued": RunStatus.QUEUED.value,
                 ":dispatching": RunStatus.DISPATCHING.value,
                 ":dispatched": RunStatus.DISPATCHED.value,
+                ":waiting": RunStatus.WAITING.value,
                 ":started": times.to_text(report.started_at or now),
                 ":lag": report.start_lag_ms or 0,
                 ":now": times.to_text(now),
@@ -303,6 +313,50 @@ class RunRepository:
             f"attempt = :attempt AND #st IN ({unfinished})",
             values | statuses,
             names,
+        )
+
+    def cancel(self, run: Run, reason: str, now: datetime) -> bool:
+        """End the run as CANCELLED if it has not ended (any attempt: its claim on the attempt it
+        was read at is the caller's, see RunService.cancel). It leaves the in-flight index."""
+        terminal, statuses = _one_of(TERMINAL)
+        values = {
+            ":cancelled": RunStatus.CANCELLED.value,
+            ":now": times.to_text(now),
+            ":reason": reason,
+            ":expires": int(now.timestamp()) + self._retention_seconds,
+        } | statuses
+        return self._update(
+            run,
+            "SET #st = :cancelled, updated_at = :now, finished_at = :now, #err = :reason, "
+            "expires_at = :expires REMOVE inflight_shard, deadline, claim_id, claim_until",
+            f"attempt = :attempt AND NOT (#st IN ({terminal}))",
+            values,
+            {"#err": "error"},
+        )
+
+    def record_cancelled(
+        self, run: Run, report: RunReport, output_key: str | None, now: datetime
+    ) -> bool:
+        """The cancelled attempt's own report: its exit code, timings and output; once."""
+        fields = {
+            "exit_code": report.exit_code,
+            "duration_ms": report.duration_ms,
+            "output_tail": report.output_tail,
+            "output_bytes": report.output_bytes,
+            "output_truncated": report.output_truncated,
+            "output_key": output_key,
+            "started_at": times.to_text(report.started_at) if report.started_at else None,
+            "start_lag_ms": report.start_lag_ms,
+        }
+        present = {name: value for name, value in fields.items() if value is not None}
+        sets = ["updated_at = :now"] + [f"#{name} = :{name}" for name in present]
+        return self._update(
+            run,
+            f"SET {', '.join(sets)}",
+            "attempt = :attempt AND #st = :cancelled AND attribute_not_exists(duration_ms)",
+            {":now": times.to_text(now), ":cancelled": RunStatus.CANCELLED.value}
+            | {f":{name}": value for name, value in present.items()},
+            {f"#{name}": name for name in present},
         )
 
     def retry(self, run: Run, failed: AttemptRecord, not_before: int, now: datetime) -> bool:
@@ -401,6 +455,8 @@ def run_item(run: Run) -> dict[str, Any]:
         item["notifications_json"] = run.notifications.model_dump_json(exclude_defaults=True)
     if run.pause_after_failures is not None:
         item["pause_after_failures"] = run.pause_after_failures
+    if run.overlap is not ConcurrencyPolicy.ALLOW:
+        item["overlap"] = run.overlap.value
     for name in _TIME_FIELDS:
         value = getattr(run, name)
         if value is not None:
@@ -416,6 +472,8 @@ def to_run(item: dict[str, Any]) -> Run:
         fields["notifications"] = Notifications.model_validate_json(item["notifications_json"])
     if "pause_after_failures" in item:
         fields["pause_after_failures"] = int(item["pause_after_failures"])
+    if "overlap" in item:
+        fields["overlap"] = ConcurrencyPolicy(item["overlap"])
     for name in _TIME_FIELDS:
         if name in fields:
             fields[name] = times.from_text(fields[name])

@@ -1,5 +1,5 @@
-"""The runs API: a job's run history, one run, its output, and "run now" through the normal
-pipeline."""
+"""The runs API: a job's run history, one run, its output, cancel, and "run now" and backfill
+through the normal pipeline."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 
 from scheduler import keys
-from scheduler.errors import InvalidInput, RunNotFound
+from scheduler.errors import InvalidInput, RunEnded, RunNotFound
 from scheduler.jobs.job_models import (
     MAX_BACKFILL,
     BackfillOccurrence,
     BackfillRequest,
     BackfillResult,
-    ConcurrencyPolicy,
     Job,
     RunNowRequest,
 )
@@ -25,7 +24,15 @@ from scheduler.pagination import PageTokens
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
 from scheduler.pipeline.ports import RunQueue
 from scheduler.runs.ports import RunObjects, RunStore
-from scheduler.runs.run_models import Run, RunPage, RunStatus, RunTrigger
+from scheduler.runs.run_cancels import RunCancels
+from scheduler.runs.run_models import (
+    CancelRequest,
+    ConcurrencyPolicy,
+    Run,
+    RunPage,
+    RunStatus,
+    RunTrigger,
+)
 from scheduler.schedule import cron
 from scheduler.schedule.ports import ScheduleStore
 from scheduler.schedule.schedule_item import ScheduleItem
@@ -51,7 +58,9 @@ class RunService:
         queue: RunQueue | None = None,
         dispatch_grace_seconds: int = 300,
         objects: RunObjects | None = None,
+        cancels: RunCancels | None = None,
     ) -> None:
+        self._cancels = cancels
         self._jobs = jobs
         self._runs = runs
         self._clock = clock
@@ -86,6 +95,25 @@ class RunService:
         if run.output_key and self._objects is not None:
             return RunOutput(url=self._objects.link(run.output_key, OUTPUT_LINK_SECONDS))
         return RunOutput(text=run.output_tail or "")
+
+    def cancel(
+        self, user_id: str, job_id: str, key: str, request: CancelRequest | None = None
+    ) -> Run:
+        """Stop a run that has not ended: queued, waiting or running (its script gets SIGTERM,
+        then SIGKILL). It ends CANCELLED and is not retried. Cancelling a cancelled run answers
+        it again; a run that ended otherwise cannot be cancelled."""
+        if self._cancels is None:
+            raise RuntimeError("RunService.cancel needs the cancels")
+        run = self.get(user_id, job_id, key)
+        reason = "cancelled by its owner"
+        if request is not None and request.reason:
+            reason = f"{reason}: {request.reason}"
+        if run.status.terminal and run.status is not RunStatus.CANCELLED:
+            raise RunEnded(f"run {key!r} has already ended: {run.status.value}")
+        run = self._cancels.cancel(run, reason)
+        if run.status is not RunStatus.CANCELLED:
+            raise RunEnded(f"run {key!r} ended {run.status.value} before it could be cancelled")
+        return run
 
     def run_now(self, user_id: str, job_id: str, request: RunNowRequest | None = None) -> Run:
         """Start the job now, through the same queue, executor and runner as scheduled runs,
@@ -224,9 +252,6 @@ def _next_second(clock: datetime) -> datetime:
 
 def _backfill_seconds(job: Job, request: BackfillRequest, now: datetime) -> list[int]:
     """The seconds of the job's occurrences in the request's range, checked."""
-    if job.concurrency_policy is ConcurrencyPolicy.FORBID:
-        problem = "the job forbids overlapping runs; a backfill would start them together"
-        raise InvalidInput(problem, [{"field": "job", "problem": problem}])
     if request.end >= now:
         problem = "`to` must be in the past (the schedule runs what is to come)"
         raise InvalidInput(problem, [{"field": "to", "problem": problem}])
@@ -235,5 +260,12 @@ def _backfill_seconds(job: Job, request: BackfillRequest, now: datetime) -> list
     seconds = [epoch(at) for at, _ in found if at <= request.end]
     if len(seconds) > MAX_BACKFILL:
         problem = f"the range holds over {MAX_BACKFILL} occurrences; backfill it in parts"
+        raise InvalidInput(problem, [{"field": "to", "problem": problem}])
+    if len(seconds) > 1 and job.concurrency_policy is not ConcurrencyPolicy.ALLOW:
+        policy = job.concurrency_policy.value
+        problem = (
+            f"a backfill starts its runs together, and the job's overlap policy ({policy}) "
+            "would let one of them run; backfill one occurrence at a time"
+        )
         raise InvalidInput(problem, [{"field": "to", "problem": problem}])
     return seconds
