@@ -92,15 +92,28 @@ def local_overrides(
     return overrides
 
 
+# An outage drill: while this file exists in the state directory, the timer does not invoke
+# the watcher, as when EventBridge or Lambda is down (`touch .local/watcher.paused`).
+WATCHER_PAUSED = "watcher.paused"
+
+
 def watcher_timer(
-    stack: Stack, invoke: Invoke, interval_seconds: float, second: int | None = None
+    stack: Stack,
+    invoke: Invoke,
+    interval_seconds: float,
+    second: int | None = None,
+    state_dir: Path | None = None,
 ) -> Loop | MinuteTimer:
     """The EventBridge schedule: rate(1 minute) fires once a minute at some second of it (a
     60 s interval ticks at `second`, random if None, on the wall clock so it never drifts);
-    any other interval (tests) simply ticks every `interval_seconds`."""
+    any other interval (tests) simply ticks every `interval_seconds`. Skips its ticks while
+    `<state_dir>/watcher.paused` exists."""
     ((function, _),) = stack.events_of("Schedule").items()
+    paused = state_dir / WATCHER_PAUSED if state_dir is not None else None
 
     def tick() -> None:
+        if paused is not None and paused.exists():
+            return
         invoke(function, scheduled_event())
 
     if interval_seconds == 60:

@@ -164,6 +164,7 @@ def _pipeline(runtime: Runtime) -> list[Service]:
             invoke,
             runtime.config.watcher_interval_seconds,
             runtime.config.watcher_second,
+            runtime.config.state_dir,
         ),
     ]
 

@@ -20,7 +20,7 @@ SCHEDULED_WAIT = 90.0  # the next minute boundary (<= 60 s) plus slack
 RUN_WAIT = 15.0
 FAR_FUTURE = "0 0 1 1 *"  # once a year: only "run now" runs these jobs
 MAX_START_LAG_MS = 2000
-TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT"}
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "SKIPPED", "CANCELLED"}
 
 ENV_SCRIPT = """\
 import json, os
