@@ -23,6 +23,7 @@ BENCHES = {
     "scheduling_ecs": "scheduling:run_ecs",
     "scheduling_local": "scheduling:run_local",
     "on_time": "on_time:run",
+    "outage": "outage:run",
     "cost_model": "cost_model:run",
 }
 

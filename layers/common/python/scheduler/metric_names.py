@@ -20,13 +20,14 @@ runner's finished report), task_events (a task stopped) and the watcher's deadli
   LateRuns [Count]          1 for an attempt with StartLag > 2000 ms, else 0 (Sum = late runs)
 
 Cancels (scheduler/runs/run_cancels.py): cancel_run (the owner), run_reports (a REPLACE job's
-new run started):
+new run waiting for the lock):
   RunsCancelled [Count]     an unfinished run was ended CANCELLED
 
 The watcher (functions/watcher, scheduler/pipeline/watcher.py and due_runs.py; due_runs also
 runs in create_job, update_job and resume_job for an occurrence due before the next tick):
-  RunsSkipped [Count]       an occurrence recorded SKIPPED: the job forbids overlap and a run is
-                            live, or its catch-up policy passes over a missed occurrence
+  RunsSkipped [Count]       an occurrence recorded SKIPPED: its catch-up policy passes over a
+                            missed occurrence (also counted by run outcomes for a run its
+                            runner skipped by the job's overlap policy)
   QueueLead [Seconds]       scheduled second minus the time the run was sent to the queue
   TickDuration [Milliseconds]  one tick, from start to cursor moved
   TickItems [Count]         schedule items the tick took (successors included)
