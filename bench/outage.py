@@ -18,7 +18,6 @@ occurrence with no run; twice = an occurrence with two runs or a run with more t
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -114,19 +113,27 @@ def expected(policy: str, second: int, taken: int) -> str:
     return "SUCCEEDED"
 
 
-def ticks_from(log: Path) -> list[dict[str, Any]]:
-    """The watcher's `tick` log lines (powertools JSON)."""
-    found = []
-    for line in log.read_text(errors="replace").splitlines():
-        if '"tick"' not in line:
-            continue
-        try:
-            record = json.loads(line[line.index("{") :])
-        except ValueError:
-            continue
-        if record.get("message") == "tick":
-            found.append(record)
-    return found
+def outage_seconds(outage_start: datetime, resumed: float) -> list[int]:
+    """The occurrences the outage touched: from its start to the first one after the resume."""
+    until = int(resumed) - int(resumed) % 60 + 60
+    return list(range(int(outage_start.timestamp()), until + 1, 60))
+
+
+def ticks_of(results: dict[str, list[dict[str, Any]]], seconds: list[int]) -> list[dict[str, Any]]:
+    """The catch-up ticks, from the runs they created: a tick creates its runs with its own
+    `now` as their `created_at`, so runs that share it were made by one tick."""
+    ticks: dict[str, dict[str, Any]] = {}
+    for runs in results.values():
+        for run in runs:
+            if not seconds[0] <= run["execution_time"] < seconds[-1]:
+                continue  # taken early by the create, or on time after the catch-up
+            tick = ticks.setdefault(
+                run["created_at"], {"at": run["created_at"], "runs": 0, "first": 1 << 62, "last": 0}
+            )
+            tick["runs"] += 1
+            tick["first"] = min(tick["first"], run["execution_time"])
+            tick["last"] = max(tick["last"], run["execution_time"])
+    return sorted(ticks.values(), key=lambda t: str(t["at"]))
 
 
 def run(mode: Mode) -> None:
@@ -151,9 +158,9 @@ def run(mode: Mode) -> None:
             resumed = time.time()
             results = settle(client, jobs, outage_start, resumed)
             caught_up = time.time() - resumed
-            ticks = [t for t in ticks_from(stack.state_dir / "devstack.log") if t["items"]]
         finally:
             stop_stack(stack)
+    ticks = ticks_of(results, outage_seconds(outage_start, resumed))
     report(mode, jobs, results, ticks, outage_start, resumed, caught_up, hours)
 
 
@@ -161,13 +168,13 @@ def settle(
     client: Client, jobs: dict[str, list[str]], outage_start: datetime, resumed: float
 ) -> dict[str, list[dict[str, Any]]]:
     """Every job's runs, once every occurrence up to the resume has an ended run."""
-    first, last = int(outage_start.timestamp()), int(resumed) - int(resumed) % 60
+    seconds = set(outage_seconds(outage_start, resumed))
     deadline = time.monotonic() + 1800
     while True:
         results = {job_id: client.runs(job_id) for ids in jobs.values() for job_id in ids}
         done = all(
             {r["execution_time"] for r in runs if r["status"] in ("SUCCEEDED", "SKIPPED")}
-            >= set(range(first, last, 60))
+            >= seconds
             for runs in results.values()
         )
         if done or time.monotonic() > deadline:
@@ -185,8 +192,7 @@ def report(
     caught_up: float,
     hours: float,
 ) -> None:
-    first = int(outage_start.timestamp())
-    seconds = list(range(first, int(resumed) - int(resumed) % 60, 60))  # the outage's minutes
+    seconds = outage_seconds(outage_start, resumed)
     rows, totals = [], {"lost": 0, "twice": 0, "wrong": 0, "ran": 0, "skipped": 0}
     for policy, ids in jobs.items():
         counts = {"lost": 0, "twice": 0, "wrong": 0, "ran": 0, "skipped": 0}
@@ -218,10 +224,10 @@ def report(
             totals[name] += counts[name]
     tick_rows = [
         [
-            times.to_text(datetime.fromtimestamp(t["window_start"], UTC))[11:16],
-            times.to_text(datetime.fromtimestamp(t["window_end"], UTC))[11:16],
-            t["items"],
-            t["queued"],
+            t["at"][11:19],
+            times.to_text(datetime.fromtimestamp(t["first"], UTC))[11:16],
+            times.to_text(datetime.fromtimestamp(t["last"], UTC))[11:16],
+            t["runs"],
         ]
         for t in ticks[:12]
     ]
@@ -237,7 +243,7 @@ def report(
     markdown = "\n\n".join(
         [
             "## Watcher outage: catch-up (bench/outage.py)",
-            f"{data['jobs']} every-minute jobs, the watcher down for {hours:g} h "
+            f"{data['jobs']} every-minute jobs, the watcher down for {hours * 60:.0f} min "
             f"({len(seconds)} minutes each), then ticking every {TICK_SECONDS} s; "
             f"every occurrence accounted for after {fmt(caught_up, 0)} s.",
             table(
@@ -253,10 +259,10 @@ def report(
                 ],
                 rows,
             ),
-            "Catch-up ticks (the first 12): each covers at most 30 min of schedule "
-            "(`max_window_seconds`), so its work is bounded by jobs x 30 occurrences, "
-            "however long the outage.",
-            table(["window from", "to", "items taken", "runs queued"], tick_rows),
+            "Catch-up ticks (the first 12, from the runs each created): each covers at most "
+            "30 min of schedule (`max_window_seconds`), so its work is bounded by jobs x 30 "
+            "occurrences however long the outage; the cursor takes the next tick on from there.",
+            table(["tick at", "occurrences from", "to", "runs created"], tick_rows),
         ]
     )
     write_result(mode, "outage", data, markdown)
