@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: install run token test lint typecheck unit integration e2e validate build docs-check clean runner-image
+.PHONY: install run token test lint typecheck unit integration e2e validate build docs-check clean runner-image \
+	runner-image-local
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,8 +58,16 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -n 2 tests/integration
 
-e2e: $(STAMP)
+# The container e2e tests run scripts inside the runner image: build it first (cached).
+e2e: $(STAMP) runner-image-local
 	$(BIN)/pytest tests/e2e
+
+## Docker (installed and started when missing) and the runner image on a local Debian bookworm
+## base (debootstrap; no registry needed), both cached under ~/.cache/scheduler-images; prints
+## the image's tag. Only the container tests and `python -m devstack run --dispatch docker` use it.
+runner-image-local: export PYTHONPATH := layers/common/python:local
+runner-image-local: $(STAMP)
+	@$(BIN)/python -m devstack image
 
 ## Render /docs in headless Chromium with no network (installs Debian's chromium if missing).
 docs-check: $(STAMP)

@@ -1,8 +1,10 @@
-"""python -m devstack run | token <user>
+"""python -m devstack run | token <user> | image
 
 `run` starts the local stack (moto, the template's resources, the API on 127.0.0.1:3000) until
 Ctrl-C. `token` prints a bearer token that the local stack's authorizer accepts, as its last
 line. Both read DEVSTACK_API_PORT, DEVSTACK_MOTO_PORT and DEVSTACK_STATE_DIR as defaults.
+`image` makes Docker available and builds the runner image on a local Debian base (cached),
+printing its tag as the last line: what `--dispatch docker` runs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devstack import auth, stack
+from devstack import auth, images, stack
 
 
 def _env_int(name: str, default: int) -> int:
@@ -129,11 +131,23 @@ def _parser() -> argparse.ArgumentParser:
         help="lifetime in seconds (default %(default)s; negative for an expired token)",
     )
     token.add_argument("--audience", default=auth.AUDIENCE)
+
+    commands.add_parser(
+        "image",
+        help="install and start Docker if missing, build the runner image (cached); print its tag",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
+    if arguments.command == "image":
+        try:
+            print(images.ensure_runner_image())
+        except images.DockerUnavailable as error:
+            print(f"devstack: {error}", file=sys.stderr)
+            return 1
+        return 0
     state_dir: Path = arguments.state_dir.resolve()
     if arguments.command == "run":
         config = stack.Config(
