@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devstack import auth, images, stack
+from devstack import auth, images, pipeline, stack
 
 
 def _env_int(name: str, default: int) -> int:
@@ -113,6 +113,20 @@ def _parser() -> argparse.ArgumentParser:
         "DEVSTACK_AWS_ENDPOINT)",
     )
     run.add_argument(
+        "--dispatch",
+        choices=pipeline.DISPATCH_BACKENDS,
+        default=os.environ.get("DEVSTACK_DISPATCH") or "local",
+        help="how runner tasks start: local, a subprocess (default, no Docker); docker, a "
+        "container of the runner image shaped like the task definition (env DEVSTACK_DISPATCH)",
+    )
+    run.add_argument(
+        "--runner-image",
+        default=os.environ.get("DEVSTACK_RUNNER_IMAGE") or None,
+        metavar="IMAGE",
+        help="with --dispatch docker: the image to run (default: the runner image built "
+        "locally, as `python -m devstack image`; env DEVSTACK_RUNNER_IMAGE)",
+    )
+    run.add_argument(
         "--function-env",
         action="append",
         default=[],
@@ -161,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             retry_base_seconds=arguments.retry_base_seconds,
             aws_endpoint=arguments.aws_endpoint,
             function_env=tuple(arguments.function_env),
+            dispatch=arguments.dispatch,
+            runner_image=arguments.runner_image,
         )
         return stack.run(config)
     keys = auth.KeyPair.load_or_create(state_dir)
