@@ -7,7 +7,9 @@
   stays up: every run that was due still ends SUCCEEDED, none is missing, none was dispatched
   twice for the same attempt.
 
-The module starts its own moto server and runs the stack attached to it (`--aws-endpoint`), so
+Both run twice: with runner subprocesses (`local`) and with each runner in a container of the
+runner image (`docker`, the runner's pid 1 killed from outside the container). The module starts
+its own moto server per backend and runs the stack attached to it (`--aws-endpoint`), so
 a restarted stack finds the tables, queues, bucket and runs it left behind. The recovery delays
 are shortened, keeping their order (executor claim < dispatch queue visibility < dispatch
 grace), so that recovery takes seconds instead of minutes: see FUNCTION_ENV and
@@ -33,7 +35,7 @@ import boto3
 import pytest
 import requests
 
-from devstack import launcher
+from devstack import docker_backend, launcher
 from e2e.api_client import (
     FAR_FUTURE,
     HTTP_TIMEOUT,
@@ -48,6 +50,7 @@ from e2e.conftest import (
     PIPELINE_PACE,
     STARTUP_TIMEOUT,
     LocalStack,
+    docker_arguments,
     free_port,
     stop_stack,
 )
@@ -72,7 +75,7 @@ FUNCTION_ENV = {
 # wait behind it; 10 s < 30 s here.
 DISPATCH_QUEUE = "local-DispatchQueue.fifo"
 DISPATCH_VISIBILITY_SECONDS = 10
-RUNNER = "runner/entrypoint.py"
+RUNNER = "entrypoint.py"  # runner/entrypoint.py locally, /app/entrypoint.py in the image
 SCRIPT_SECONDS = 8  # long enough to be caught running, short enough to rerun quickly
 TIMEOUT_SECONDS = 12
 SCRIPT = f"""\
@@ -122,8 +125,16 @@ class Moto:
         return found
 
 
+@pytest.fixture(scope="module", params=["local", "docker"])
+def backend(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """How the stack starts its runner tasks: the `python -m devstack run` arguments."""
+    if request.param == "docker":
+        return docker_arguments(request.getfixturevalue("runner_image"))
+    return ()
+
+
 @pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+def moto(backend: tuple[str, ...], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     port = free_port()
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     with log_path.open("wb") as log:
@@ -165,6 +176,7 @@ class FaultyStack:
     moto: Moto
     state_dir: Path
     api_port: int
+    backend: tuple[str, ...] = ()  # the dispatch arguments
     stack: LocalStack | None = None
     job_ids: set[str] = field(default_factory=set)
 
@@ -188,6 +200,7 @@ class FaultyStack:
                 self.moto.endpoint,
                 *PIPELINE_PACE,
                 *overrides,
+                *self.backend,
                 log=log,
                 new_session=True,  # its own process group, killed as one
             )
@@ -230,8 +243,10 @@ def _state_pid(state_dir: Path) -> int | None:
 
 
 @pytest.fixture(scope="module")
-def faulty(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyStack]:
-    faulty = FaultyStack(moto, tmp_path_factory.mktemp("faults"), free_port())
+def faulty(
+    moto: Moto, backend: tuple[str, ...], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FaultyStack]:
+    faulty = FaultyStack(moto, tmp_path_factory.mktemp("faults"), free_port(), backend)
     faulty.start()
     sqs = moto.client("sqs")
     url = sqs.get_queue_url(QueueName=DISPATCH_QUEUE)["QueueUrl"]
@@ -244,6 +259,8 @@ def faulty(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fau
             assert code == 0, f"the local stack exited with {code}:\n{faulty.stack.log()[-4000:]}"
     finally:
         kill_tasks(faulty.job_ids)  # whatever a failed test left running
+        if backend:
+            docker_backend.remove_containers(faulty.state_dir / "tasks")
 
 
 # -- the task processes of the local backend --------------------------------------------------
