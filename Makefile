@@ -79,9 +79,11 @@ clean:
 
 ## Build and push the runner image for a real deployment (needs Docker and the AWS CLI):
 ## make runner-image ECR_REPO=123456789012.dkr.ecr.eu-west-1.amazonaws.com/scheduler-runner
+## (ARCH=x86_64 for a stack deployed with Architecture=x86_64)
+ARCH ?= arm64
 runner-image:
 	@test -n "$(ECR_REPO)" || (echo "usage: make runner-image ECR_REPO=<registry>/<repository>"; exit 2)
-	docker build --platform linux/arm64 -t $(ECR_REPO):latest runner
+	docker build --platform linux/$(subst x86_64,amd64,$(ARCH)) -t $(ECR_REPO):latest runner
 	aws ecr get-login-password | docker login --username AWS --password-stdin $(firstword $(subst /, ,$(ECR_REPO)))
 	docker push $(ECR_REPO):latest
 
