@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 
 .PHONY: install run token test lint typecheck unit integration e2e validate build docs-check clean runner-image \
-	runner-image-local
+	runner-image-local sam-local-build sam-local-image
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,19 @@ e2e: $(STAMP) runner-image-local
 runner-image-local: export PYTHONPATH := layers/common/python:local
 runner-image-local: $(STAMP)
 	@$(BIN)/python -m devstack image
+
+## sam local against `make run` (README, "sam local"): the functions and the layer built for
+## this machine's architecture into .aws-sam/local-build, and the --invoke-image base (Docker
+## installed and started if missing; a local Debian base; cached), whose tag it prints last.
+SAM_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
+sam-local-build: $(STAMP)
+	LAYER_ARCH=$(subst arm64,aarch64,$(SAM_ARCH)) $(SAM) build --config-env local \
+		--parameter-overrides Architecture=$(SAM_ARCH) --build-dir .aws-sam/local-build \
+		--cache-dir .aws-sam/local-cache
+
+sam-local-image: export PYTHONPATH := layers/common/python:local
+sam-local-image: $(STAMP)
+	@$(BIN)/python -m devstack image --lambda-base
 
 ## Render /docs in headless Chromium with no network (installs Debian's chromium if missing).
 docs-check: $(STAMP)

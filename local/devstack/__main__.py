@@ -146,9 +146,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--audience", default=auth.AUDIENCE)
 
-    commands.add_parser(
+    image = commands.add_parser(
         "image",
         help="install and start Docker if missing, build the runner image (cached); print its tag",
+    )
+    image.add_argument(
+        "--lambda-base",
+        action="store_true",
+        help="build the base for `sam local --invoke-image` instead (the Lambda runtime "
+        "interface on the same Debian base)",
     )
     return parser
 
@@ -157,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     if arguments.command == "image":
         try:
-            print(images.ensure_runner_image())
+            lambda_base = arguments.lambda_base
+            build = images.ensure_lambda_base_image if lambda_base else images.ensure_runner_image
+            print(build())
         except images.DockerUnavailable as error:
             print(f"devstack: {error}", file=sys.stderr)
             return 1

@@ -319,3 +319,73 @@ def ensure_runner_image() -> str:
         if not image_exists(tag):
             build_runner_image(base, tag)
     return tag
+
+
+# -- the base for `sam local --invoke-image`: the Lambda runtime interface on the Debian base --
+
+LAMBDA_BASE_DIR = ROOT / "local" / "lambda-base"
+LAMBDA_BASE_REPOSITORY = "scheduler-lambda-base"
+_PIP_PLATFORMS = {"amd64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
+
+
+def lambda_base_tag(base: str) -> str:
+    """A hash of the Debian base's tag, the architecture and local/lambda-base/'s files."""
+    parts = [base.encode(), _architecture().encode()]
+    for path in sorted(LAMBDA_BASE_DIR.iterdir()):
+        if path.is_file():
+            parts += [path.name.encode(), path.read_bytes()]
+    return f"{LAMBDA_BASE_REPOSITORY}:{_digest(*parts)}"
+
+
+def build_lambda_base_image(base: str, tag: str) -> None:
+    """local/lambda-base/Dockerfile on the Debian base, with the runtime interface client's
+    pinned wheels installed into the build context on the host (pip in `docker build` would
+    need the network)."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="lambda-base-") as scratch:
+        context = Path(scratch)
+        for name in ("Dockerfile", "bootstrap"):
+            shutil.copy2(LAMBDA_BASE_DIR / name, context / name)
+        _checked(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-compile",
+                "--target",
+                str(context / "runtime"),
+                "--only-binary=:all:",
+                "--platform",
+                _PIP_PLATFORMS.get(_architecture(), f"manylinux2014_{platform.machine()}"),
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                "-r",
+                str(LAMBDA_BASE_DIR / "requirements.txt"),
+            ],
+            "pip install of the runtime interface client",
+        )
+        _checked(
+            [docker(), "build", "--build-arg", f"BASE_IMAGE={base}", "-t", tag, str(context)],
+            "docker build of local/lambda-base/Dockerfile",
+            env=os.environ | {"DOCKER_BUILDKIT": "0"},
+        )
+    _say(f"built {tag} in {time.monotonic() - started:.1f} s")
+
+
+def ensure_lambda_base_image() -> str:
+    """Docker running, the Debian base and the base for `sam local --invoke-image` built (each
+    only when its inputs changed); returns the latter's tag (REPOSITORY:TAG, one colon, as
+    --invoke-image wants)."""
+    ensure_engine()
+    base = ensure_base_image()
+    tag = lambda_base_tag(base)
+    if image_exists(tag):
+        return tag
+    with _locked("lambda-base"):
+        if not image_exists(tag):
+            build_lambda_base_image(base, tag)
+    return tag

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from devstack import auth, images, pipeline, resources
+from devstack import auth, images, pipeline, resources, sam_local
 from devstack.gateway import ApiGateway
 from devstack.lambda_runtime import Handler, context_for, load_handler
 from devstack.moto_server import AttachedAws, MotoServer, port_in_use
@@ -305,6 +305,25 @@ def _write_state(config: Config, moto: MotoServer | AttachedAws) -> Path:
     return path
 
 
+def _create_resources(config: Config, stack: Stack, endpoint: str, supervisor: Supervisor) -> None:
+    """The template's resources in moto, the functions' environment in this process, and for
+    sam local the `--env-vars` file and (where Docker's bridge exists) the relay by which SAM's
+    containers reach moto (sam_local.py; never fatal: the stack runs without)."""
+    resources.create_all(stack)
+    os.environ.update(function_environment(stack))
+    bridge = sam_local.bridge_address()
+    relay = sam_local.relay_for(endpoint, bridge)
+    if relay is not None:
+        try:
+            supervisor.start(relay)
+        except OSError as error:
+            print(f"devstack: no relay for sam local: {error}", file=sys.stderr)
+            bridge = None
+    sam_local.write_env_file(
+        config.state_dir, stack, sam_local.container_endpoint(endpoint, bridge)
+    )
+
+
 def _parameters(config: Config) -> dict[str, str]:
     """The template parameters the local stack sets."""
     parameters = {
@@ -371,8 +390,7 @@ def run(config: Config) -> int:
                 task_start_delay=config.task_start_delay,
                 dispatch=config.dispatch,
             )
-            resources.create_all(stack)
-            os.environ.update(function_environment(stack))
+            _create_resources(config, stack, moto.endpoint, supervisor)
             runtime = Runtime(config, stack, Functions(stack), keys, moto.endpoint)
             for factory in SERVICES:
                 built = factory(runtime)
