@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 
 .PHONY: install run token test lint typecheck unit integration e2e validate build docs-check clean runner-image \
-	runner-image-local sam-local-build sam-local-image
+	runner-image-local sam-local-build sam-local-image deploy
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -99,6 +99,16 @@ runner-image:
 	docker build --platform linux/$(subst x86_64,amd64,$(ARCH)) -t $(ECR_REPO):latest runner
 	aws ecr get-login-password | docker login --username AWS --password-stdin $(firstword $(subst /, ,$(ECR_REPO)))
 	docker push $(ECR_REPO):latest
+
+## Deploy in one command (README, "Deploying"): build the runner image for ARCH, refuse it
+## unless it holds the runner, push it, then sam build + sam deploy of the samconfig.toml
+## environment with the pushed digest as RunnerImageUri. DRY_RUN=1 prints the commands only.
+## make deploy ECR_REPO=<account>.dkr.ecr.<region>.amazonaws.com/<repo> [CONFIG_ENV=dev] [ARCH=x86_64]
+deploy: export PYTHONPATH := layers/common/python:local
+deploy: $(STAMP)
+	@test -n "$(ECR_REPO)" || (echo "usage: make deploy ECR_REPO=<registry>/<repository> [CONFIG_ENV=dev] [DRY_RUN=1]"; exit 2)
+	$(BIN)/python -m devstack deploy --ecr-repo $(ECR_REPO) --config-env $(or $(CONFIG_ENV),default) \
+		--architecture $(ARCH) $(if $(DRY_RUN),--dry-run)
 
 # ---------------------------------------------------------------- benchmarks (issue 4)
 # Figures, not tests: never part of `make test`. Results: bench/results/ (quick: bench/results/quick/).

@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devstack import auth, images, pipeline, stack
+from devstack import auth, deploy, images, pipeline, stack
 
 
 def _env_int(name: str, default: int) -> int:
@@ -156,11 +156,25 @@ def _parser() -> argparse.ArgumentParser:
         help="build the base for `sam local --invoke-image` instead (the Lambda runtime "
         "interface on the same Debian base)",
     )
+
+    deploy = commands.add_parser(
+        "deploy", help="build, check and push the runner image, then sam build and sam deploy"
+    )
+    deploy.add_argument(
+        "--ecr-repo", required=True, help="<account>.dkr.ecr.<region>.amazonaws.com/<repo>"
+    )
+    deploy.add_argument("--config-env", default="default", help="samconfig.toml environment")
+    deploy.add_argument("--architecture", choices=["arm64", "x86_64"], default="arm64")
+    deploy.add_argument("--dry-run", action="store_true", help="print the commands, run none")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
+    if arguments.command == "deploy":
+        return deploy.main(
+            arguments.ecr_repo, arguments.config_env, arguments.architecture, arguments.dry_run
+        )
     if arguments.command == "image":
         try:
             lambda_base = arguments.lambda_base
