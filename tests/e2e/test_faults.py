@@ -18,6 +18,7 @@ DISPATCH_VISIBILITY_SECONDS.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -222,7 +223,7 @@ class FaultyStack:
 
     def kill(self) -> list[int]:
         """SIGKILL the stack's process group, then every runner and script of our jobs (they
-        run in sessions of their own); returns the task processes killed."""
+        run in sessions of their own, or containers); returns the task processes found."""
         process = self.current.process
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
@@ -296,20 +297,21 @@ def task_processes(job_ids: set[str], *, scripts: bool = True) -> list[int]:
 
 
 def kill_tasks(job_ids: set[str]) -> list[int]:
-    """SIGKILL them until none is left (a runner being forked as the stack died shows up late)."""
-    killed: list[int] = []
+    """SIGKILL them until none is left (a runner being forked as the stack died shows up late);
+    returns every task process found. (In a container, the runner is pid 1 of its namespace:
+    its end takes its scripts with it, so some are gone before their own signal.)"""
+    found: list[int] = []
     for _ in range(5):
         pids = task_processes(job_ids)
         if not pids:
             break
         for pid in pids:
-            try:
+            if pid not in found:
+                found.append(pid)
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except ProcessLookupError:
-                pass
         time.sleep(0.2)
-    return killed
+    return found
 
 
 def task_log_events(state_dir: Path) -> list[tuple[str, dict[str, Any]]]:
