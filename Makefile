@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: install run token test lint typecheck unit integration e2e validate build docs-check clean runner-image
+.PHONY: install run token test lint typecheck unit integration e2e validate build docs-check clean runner-image \
+	runner-image-local sam-local-build sam-local-image deploy
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,8 +58,29 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -n 2 tests/integration
 
-e2e: $(STAMP)
+# The container e2e tests run scripts inside the runner image: build it first (cached).
+e2e: $(STAMP) runner-image-local
 	$(BIN)/pytest tests/e2e
+
+## Docker (installed and started when missing) and the runner image on a local Debian bookworm
+## base (debootstrap; no registry needed), both cached under ~/.cache/scheduler-images; prints
+## the image's tag. Only the container tests and `python -m devstack run --dispatch docker` use it.
+runner-image-local: export PYTHONPATH := layers/common/python:local
+runner-image-local: $(STAMP)
+	@$(BIN)/python -m devstack image
+
+## sam local against `make run` (README, "sam local"): the functions and the layer built for
+## this machine's architecture into .aws-sam/local-build, and the --invoke-image base (Docker
+## installed and started if missing; a local Debian base; cached), whose tag it prints last.
+SAM_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
+sam-local-build: $(STAMP)
+	LAYER_ARCH=$(subst arm64,aarch64,$(SAM_ARCH)) $(SAM) build --config-env local \
+		--parameter-overrides Architecture=$(SAM_ARCH) --build-dir .aws-sam/local-build \
+		--cache-dir .aws-sam/local-cache
+
+sam-local-image: export PYTHONPATH := layers/common/python:local
+sam-local-image: $(STAMP)
+	@$(BIN)/python -m devstack image --lambda-base
 
 ## Render /docs in headless Chromium with no network (installs Debian's chromium if missing).
 docs-check: $(STAMP)
@@ -70,11 +92,23 @@ clean:
 
 ## Build and push the runner image for a real deployment (needs Docker and the AWS CLI):
 ## make runner-image ECR_REPO=123456789012.dkr.ecr.eu-west-1.amazonaws.com/scheduler-runner
+## (ARCH=x86_64 for a stack deployed with Architecture=x86_64)
+ARCH ?= arm64
 runner-image:
 	@test -n "$(ECR_REPO)" || (echo "usage: make runner-image ECR_REPO=<registry>/<repository>"; exit 2)
-	docker build --platform linux/arm64 -t $(ECR_REPO):latest runner
+	docker build --platform linux/$(subst x86_64,amd64,$(ARCH)) -t $(ECR_REPO):latest runner
 	aws ecr get-login-password | docker login --username AWS --password-stdin $(firstword $(subst /, ,$(ECR_REPO)))
 	docker push $(ECR_REPO):latest
+
+## Deploy in one command (README, "Deploying"): build the runner image for ARCH, refuse it
+## unless it holds the runner, push it, then sam build + sam deploy of the samconfig.toml
+## environment with the pushed digest as RunnerImageUri. DRY_RUN=1 prints the commands only.
+## make deploy ECR_REPO=<account>.dkr.ecr.<region>.amazonaws.com/<repo> [CONFIG_ENV=dev] [ARCH=x86_64]
+deploy: export PYTHONPATH := layers/common/python:local
+deploy: $(STAMP)
+	@test -n "$(ECR_REPO)" || (echo "usage: make deploy ECR_REPO=<registry>/<repository> [CONFIG_ENV=dev] [DRY_RUN=1]"; exit 2)
+	$(BIN)/python -m devstack deploy --ecr-repo $(ECR_REPO) --config-env $(or $(CONFIG_ENV),default) \
+		--architecture $(ARCH) $(if $(DRY_RUN),--dry-run)
 
 # ---------------------------------------------------------------- benchmarks (issue 4)
 # Figures, not tests: never part of `make test`. Results: bench/results/ (quick: bench/results/quick/).

@@ -1,8 +1,10 @@
-"""python -m devstack run | token <user>
+"""python -m devstack run | token <user> | image
 
 `run` starts the local stack (moto, the template's resources, the API on 127.0.0.1:3000) until
 Ctrl-C. `token` prints a bearer token that the local stack's authorizer accepts, as its last
 line. Both read DEVSTACK_API_PORT, DEVSTACK_MOTO_PORT and DEVSTACK_STATE_DIR as defaults.
+`image` makes Docker available and builds the runner image on a local Debian base (cached),
+printing its tag as the last line: what `--dispatch docker` runs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devstack import auth, stack
+from devstack import auth, deploy, images, pipeline, stack
 
 
 def _env_int(name: str, default: int) -> int:
@@ -111,6 +113,20 @@ def _parser() -> argparse.ArgumentParser:
         "DEVSTACK_AWS_ENDPOINT)",
     )
     run.add_argument(
+        "--dispatch",
+        choices=pipeline.DISPATCH_BACKENDS,
+        default=os.environ.get("DEVSTACK_DISPATCH") or "local",
+        help="how runner tasks start: local, a subprocess (default, no Docker); docker, a "
+        "container of the runner image shaped like the task definition (env DEVSTACK_DISPATCH)",
+    )
+    run.add_argument(
+        "--runner-image",
+        default=os.environ.get("DEVSTACK_RUNNER_IMAGE") or None,
+        metavar="IMAGE",
+        help="with --dispatch docker: the image to run (default: the runner image built "
+        "locally, as `python -m devstack image`; env DEVSTACK_RUNNER_IMAGE)",
+    )
+    run.add_argument(
         "--function-env",
         action="append",
         default=[],
@@ -129,11 +145,45 @@ def _parser() -> argparse.ArgumentParser:
         help="lifetime in seconds (default %(default)s; negative for an expired token)",
     )
     token.add_argument("--audience", default=auth.AUDIENCE)
+
+    image = commands.add_parser(
+        "image",
+        help="install and start Docker if missing, build the runner image (cached); print its tag",
+    )
+    image.add_argument(
+        "--lambda-base",
+        action="store_true",
+        help="build the base for `sam local --invoke-image` instead (the Lambda runtime "
+        "interface on the same Debian base)",
+    )
+
+    deploy = commands.add_parser(
+        "deploy", help="build, check and push the runner image, then sam build and sam deploy"
+    )
+    deploy.add_argument(
+        "--ecr-repo", required=True, help="<account>.dkr.ecr.<region>.amazonaws.com/<repo>"
+    )
+    deploy.add_argument("--config-env", default="default", help="samconfig.toml environment")
+    deploy.add_argument("--architecture", choices=["arm64", "x86_64"], default="arm64")
+    deploy.add_argument("--dry-run", action="store_true", help="print the commands, run none")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
+    if arguments.command == "deploy":
+        return deploy.main(
+            arguments.ecr_repo, arguments.config_env, arguments.architecture, arguments.dry_run
+        )
+    if arguments.command == "image":
+        try:
+            lambda_base = arguments.lambda_base
+            build = images.ensure_lambda_base_image if lambda_base else images.ensure_runner_image
+            print(build())
+        except images.DockerUnavailable as error:
+            print(f"devstack: {error}", file=sys.stderr)
+            return 1
+        return 0
     state_dir: Path = arguments.state_dir.resolve()
     if arguments.command == "run":
         config = stack.Config(
@@ -147,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             retry_base_seconds=arguments.retry_base_seconds,
             aws_endpoint=arguments.aws_endpoint,
             function_env=tuple(arguments.function_env),
+            dispatch=arguments.dispatch,
+            runner_image=arguments.runner_image,
         )
         return stack.run(config)
     keys = auth.KeyPair.load_or_create(state_dir)

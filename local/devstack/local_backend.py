@@ -1,9 +1,10 @@
-"""The local stack's dispatch backend, in place of Fargate: the runner entrypoint in a subprocess,
-reporting its end as an ECS "Task State Change" event, the shape EventBridge delivers in AWS.
+"""The local stack's dispatch backends, in place of Fargate: the runner entrypoint in a
+subprocess (`local`, here) or in a container (`docker`, docker_backend.py), each reporting its
+end as an ECS "Task State Change" event, the shape EventBridge delivers in AWS.
 
-The executor's wiring knows only the "ecs" backend; the local stack registers this one under
-"local" (DISPATCH_BACKEND=local) before any function runs, so no local-only code ships in the
-Lambda layer.
+The executor's wiring knows only the "ecs" backend; the local stack registers these under
+"local" and "docker" (DISPATCH_BACKEND) before any function runs, so no local-only code ships in
+the Lambda layer.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 from aws_lambda_powertools import Logger
@@ -69,16 +70,18 @@ def _build(manifests: Manifests) -> LocalBackend:
     )
 
 
-class LocalBackend:
-    """The local stack's stand-in for Fargate: the runner entrypoint in a subprocess, whose end
-    is reported as an ECS "Task State Change" event on a queue the local stack feeds to the
-    task events function, just as EventBridge would."""
+class TaskBackend:
+    """What the local backends share: a task per pack, started on a thread of its own (after
+    the emulated Fargate start), whose end is reported as an ECS "Task State Change" event on a
+    queue the local stack feeds to the task events function, just as EventBridge would.
+    Subclasses say how the task's runner executes (`_execute`)."""
+
+    task_prefix = "local"
 
     def __init__(
         self,
         manifests: Manifests,
         *,
-        runner: Path,
         events: SQSClient,
         events_queue_url: str,
         work_dir: Path,
@@ -86,21 +89,16 @@ class LocalBackend:
     ) -> None:
         self._start_delay = start_delay
         self._manifests = manifests
-        self._runner = runner
         self._events = events
         self._events_url = events_queue_url
         self._work_dir = work_dir
 
     def dispatch(self, pack_id: str, runs: list[RunSpec]) -> str:
         url = self._manifests.publish(pack_id, runs)
-        task_id = f"local-{uuid.uuid4().hex}"
+        task_id = f"{self.task_prefix}-{uuid.uuid4().hex}"
         self._work_dir.mkdir(parents=True, exist_ok=True)
-        environment = {
-            "RUNS_MANIFEST_URL": url,
-            "RUN_REFS": run_refs(runs),
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-        }
+        # What the ECS backend passes in the container overrides, and nothing else of ours.
+        environment = {"RUNS_MANIFEST_URL": url, "RUN_REFS": run_refs(runs)}
         delay = random.uniform(*self._start_delay)
         task = threading.Thread(
             target=self._run_task, args=(task_id, environment, runs, delay), daemon=True
@@ -119,31 +117,61 @@ class LocalBackend:
             started = {"event": "task_started", "at": time.time(), "start_delay_s": delay}
             log.write(json.dumps(started).encode() + b"\n")
             log.flush()
-            try:
-                process = subprocess.Popen(  # the runner is our own code; scripts run below it
-                    [sys.executable, str(self._runner)],
-                    env=environment,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,
-                )
-            except OSError as error:  # as a task that fails to start: stopped, no exit code
-                self._send(task_stopped_event(task_id, run_refs(runs), None, str(error)))
-                return
-        self._report_end(task_id, process, runs)
+            exit_code, reason = self._execute(task_id, environment, log)
+        self._send(task_stopped_event(task_id, run_refs(runs), exit_code, reason))
 
-    def _report_end(
-        self, task_id: str, process: subprocess.Popen[bytes], runs: list[RunSpec]
-    ) -> None:
-        code = process.wait()
-        self._send(task_stopped_event(task_id, run_refs(runs), code, "Essential container exited"))
+    def _execute(
+        self, task_id: str, environment: dict[str, str], log: BinaryIO
+    ) -> tuple[int | None, str]:
+        """Run the task's runner to its end, its output to `log`: (its exit code, or None when
+        it did not start; the stopped reason)."""
+        raise NotImplementedError
 
     def _send(self, event: dict[str, Any]) -> None:
         try:
             self._events.send_message(QueueUrl=self._events_url, MessageBody=json.dumps(event))
         except Exception:  # the local stack is shutting down
             logger.exception("could not report the end of a local task", event=event["id"])
+
+
+class LocalBackend(TaskBackend):
+    """The local stack's stand-in for Fargate: the runner entrypoint in a subprocess, in a
+    session of its own, with only the overrides' variables, PATH and LANG."""
+
+    def __init__(
+        self,
+        manifests: Manifests,
+        *,
+        runner: Path,
+        events: SQSClient,
+        events_queue_url: str,
+        work_dir: Path,
+        start_delay: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
+        super().__init__(
+            manifests,
+            events=events,
+            events_queue_url=events_queue_url,
+            work_dir=work_dir,
+            start_delay=start_delay,
+        )
+        self._runner = runner
+
+    def _execute(
+        self, task_id: str, environment: dict[str, str], log: BinaryIO
+    ) -> tuple[int | None, str]:
+        try:
+            process = subprocess.Popen(  # the runner is our own code; scripts run below it
+                [sys.executable, str(self._runner)],
+                env=environment | {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        except OSError as error:  # as a task that fails to start: stopped, no exit code
+            return None, str(error)
+        return process.wait(), "Essential container exited"
 
 
 def task_stopped_event(

@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from devstack import local_backend
+from devstack import docker_backend, local_backend
 from devstack.template import ROOT, Stack
 
 TASK_EVENTS_QUEUE = "local-task-events"
@@ -59,26 +59,34 @@ class Loop:
             self._stop.wait(self._pause)
 
 
+DISPATCH_BACKENDS = ("local", "docker")
+
+
 def local_overrides(
     stack: Stack,
     state_dir: Path,
     retry_base_seconds: int,
     function_env: Mapping[str, str] | None = None,
     task_start_delay: tuple[float, float] = (0.0, 0.0),
+    dispatch: str = "local",
 ) -> dict[str, dict[str, str]]:
     """What the local stack changes in the template's function environments; `function_env`
-    (`--function-env`) is set in every function's, last. The executor dispatches through the
-    local backend (a runner subprocess per pack) instead of ECS, which starts a task at once
-    unless `task_start_delay` emulates Fargate's start; the dispatch lead is sized for its
-    longest delay, as TASK_START_SECONDS is for Fargate in AWS."""
+    (`--function-env`) is set in every function's, last. The executor dispatches through a
+    local backend instead of ECS: `local`, a runner subprocess per pack, or `docker`, a
+    container of the runner image per pack, shaped like the template's task definition. A task
+    starts at once unless `task_start_delay` emulates Fargate's start; the dispatch lead is
+    sized for its longest delay, as TASK_START_SECONDS is for Fargate in AWS."""
+    if dispatch not in DISPATCH_BACKENDS:
+        raise ValueError(f"dispatch backend {dispatch!r}: use one of {DISPATCH_BACKENDS}")
     local_backend.register()
+    docker_backend.register()
     low, high = task_start_delay
     executor = next(
         name for name in stack.events_of("SQS") if "Dispatch" in name or "Executor" in name
     )
     overrides = {
         executor: {
-            "DISPATCH_BACKEND": local_backend.BACKEND_NAME,
+            "DISPATCH_BACKEND": dispatch,
             "RUNNER_PATH": str(RUNNER),
             "TASK_EVENTS_QUEUE_URL": task_events_queue(),
             "LOCAL_WORK_DIR": str(state_dir / "tasks"),

@@ -56,14 +56,10 @@ def create_all(stack: Stack, endpoint_url: str | None = None) -> None:
             cpu=str(props["Cpu"]),
             memory=str(props["Memory"]),
             containerDefinitions=[
-                {
-                    "name": container["Name"],
-                    "image": container["Image"],
-                    "essential": container.get("Essential", True),
-                    "memory": int(props["Memory"]),
-                }
+                _container_definition(container, int(props["Memory"]))
                 for container in props["ContainerDefinitions"]
             ],
+            volumes=[{"name": volume["Name"]} for volume in props.get("Volumes", [])],
         )
 
     s3 = session.client("s3", endpoint_url=endpoint_url)
@@ -113,6 +109,33 @@ def create_all(stack: Stack, endpoint_url: str | None = None) -> None:
                 Bucket=name,
                 PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"],
             )
+
+
+def _container_definition(container: dict[str, Any], memory: int) -> Any:
+    """A container definition of the template in the API's terms (what the docker backend
+    reads back: its shape)."""
+    definition: dict[str, Any] = {
+        "name": container["Name"],
+        "image": container["Image"],
+        "essential": container.get("Essential", True),
+        "memory": memory,
+        "readonlyRootFilesystem": bool(container.get("ReadonlyRootFilesystem", False)),
+        "mountPoints": [
+            {
+                "sourceVolume": mount["SourceVolume"],
+                "containerPath": mount["ContainerPath"],
+                "readOnly": bool(mount.get("ReadOnly", False)),
+            }
+            for mount in container.get("MountPoints", [])
+        ],
+        "environment": [
+            {"name": variable["Name"], "value": str(variable["Value"])}
+            for variable in container.get("Environment", [])
+        ],
+    }
+    if "StopTimeout" in container:
+        definition["stopTimeout"] = int(container["StopTimeout"])
+    return definition
 
 
 def _create_queues(stack: Stack, sqs: Any) -> None:

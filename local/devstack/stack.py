@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from devstack import auth, pipeline, resources
+from devstack import auth, images, pipeline, resources, sam_local
 from devstack.gateway import ApiGateway
 from devstack.lambda_runtime import Handler, context_for, load_handler
 from devstack.moto_server import AttachedAws, MotoServer, port_in_use
@@ -74,6 +74,10 @@ class Config:
     aws_endpoint: str | None = None
     # Set in every function's environment after the template's (e.g. DISPATCH_GRACE_SECONDS).
     function_env: tuple[tuple[str, str], ...] = ()
+    # How runner tasks start: "local" (a subprocess, no Docker) or "docker" (a container of
+    # `runner_image`, the template's RunnerImageUri; built locally when None).
+    dispatch: str = "local"
+    runner_image: str | None = None
 
     @property
     def issuer(self) -> str:
@@ -296,9 +300,56 @@ def _write_state(config: Config, moto: MotoServer | AttachedAws) -> Path:
         "api_url": config.api_url,
         "aws_endpoint": moto.endpoint,
         "issuer": config.issuer,
+        "dispatch": config.dispatch,
     }
     path.write_text(json.dumps(state, indent=2) + "\n")
     return path
+
+
+def _create_resources(config: Config, stack: Stack, endpoint: str, supervisor: Supervisor) -> None:
+    """The template's resources in moto, the functions' environment in this process, and for
+    sam local the `--env-vars` file and (where Docker's bridge exists) the relay by which SAM's
+    containers reach moto (sam_local.py; never fatal: the stack runs without)."""
+    resources.create_all(stack)
+    os.environ.update(function_environment(stack))
+    bridge = sam_local.bridge_address()
+    relay = sam_local.relay_for(endpoint, bridge)
+    if relay is not None:
+        try:
+            supervisor.start(relay)
+        except OSError as error:
+            print(f"devstack: no relay for sam local: {error}", file=sys.stderr)
+            bridge = None
+    sam_local.write_env_file(
+        config.state_dir, stack, sam_local.container_endpoint(endpoint, bridge)
+    )
+
+
+def _parameters(config: Config) -> dict[str, str]:
+    """The template parameters the local stack sets."""
+    parameters = {
+        "JwtIssuer": config.issuer,
+        "JwtAudience": auth.AUDIENCE,
+        "ScheduleShards": str(config.schedule_shards),
+    }
+    if config.dispatch == "docker":
+        parameters["RunnerImageUri"] = _runner_image(config)
+    return parameters
+
+
+def _runner_image(config: Config) -> str:
+    """The image the docker backend runs: the one given, else the runner image built locally
+    (Docker installed and started if missing; cached). RuntimeError if Docker is not there."""
+    try:
+        images.ensure_engine()
+        if config.runner_image is None:
+            _say("devstack: building the runner image (cached; the first time ~1 min) ...")
+            return images.ensure_runner_image()
+    except images.DockerUnavailable as error:
+        raise RuntimeError(f"--dispatch docker needs Docker: {error}") from error
+    if not images.image_exists(config.runner_image):
+        raise RuntimeError(f"no image {config.runner_image!r} in the Docker engine")
+    return config.runner_image
 
 
 def run(config: Config) -> int:
@@ -330,13 +381,7 @@ def run(config: Config) -> int:
             supervisor.start(moto)
             os.environ.update(aws_environment(moto.endpoint))
             stack = local_stack(
-                config.prefix,
-                {
-                    "JwtIssuer": config.issuer,
-                    "JwtAudience": auth.AUDIENCE,
-                    "ScheduleShards": str(config.schedule_shards),
-                },
-                {"PageTokenSecret": page_token_secret},
+                config.prefix, _parameters(config), {"PageTokenSecret": page_token_secret}
             )
             stack.overrides = pipeline.local_overrides(
                 stack,
@@ -344,9 +389,9 @@ def run(config: Config) -> int:
                 config.retry_base_seconds,
                 dict(config.function_env),
                 task_start_delay=config.task_start_delay,
+                dispatch=config.dispatch,
             )
-            resources.create_all(stack)
-            os.environ.update(function_environment(stack))
+            _create_resources(config, stack, moto.endpoint, supervisor)
             runtime = Runtime(config, stack, Functions(stack), keys, moto.endpoint)
             for factory in SERVICES:
                 built = factory(runtime)

@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 
 
+NO_VALUE: Any = object()  # Ref AWS::NoValue: the property or list item is left out
+
+
 class _CfnLoader(yaml.SafeLoader):
     """YAML with CloudFormation's short-form intrinsics (!Ref, !Sub, !GetAtt ...)."""
 
@@ -91,14 +94,36 @@ class Stack:
                     str(v) for v in (parts if isinstance(parts, list) else [parts])
                 )
             if key == "Fn::If":
-                return self.resolve(arg[1])  # conditions: the local stack takes the first branch
+                return self.resolve(arg[1] if self.condition(arg[0]) else arg[2])
         if isinstance(value, dict):
-            return {k: self.resolve(v) for k, v in value.items()}
+            resolved = {k: self.resolve(v) for k, v in value.items()}
+            return {k: v for k, v in resolved.items() if v is not NO_VALUE}
         if isinstance(value, list):
-            return [self.resolve(v) for v in value]
+            return [item for item in (self.resolve(v) for v in value) if item is not NO_VALUE]
         return value
 
-    def _ref(self, name: str) -> str:
+    def condition(self, name: str) -> bool:
+        """A condition of the template, evaluated against the parameters."""
+        return self._evaluate(self.document.get("Conditions", {})[name])
+
+    def _evaluate(self, expression: Any) -> bool:
+        ((function, arguments),) = expression.items()
+        if function == "Condition":
+            return self.condition(arguments)
+        if function == "Fn::Equals":
+            left, right = (self.resolve(argument) for argument in arguments)
+            return str(left) == str(right)
+        if function == "Fn::Not":
+            return not self._evaluate(arguments[0])
+        if function == "Fn::And":
+            return all(self._evaluate(argument) for argument in arguments)
+        if function == "Fn::Or":
+            return any(self._evaluate(argument) for argument in arguments)
+        raise KeyError(f"condition function {function} has no local evaluation")
+
+    def _ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
         if name in self.parameters:
             return self.parameters[name]
         if name in self.physical_names:
@@ -142,7 +167,7 @@ class Stack:
             if "." in name and not name.startswith("AWS::"):
                 resource, attribute = name.split(".", 1)
                 return self._get_att(resource, attribute)
-            return self._ref(name)
+            return str(self._ref(name))
 
         resolved = re.sub(r"\$\{([^}]+)\}", replace, text)
         # Secrets Manager dynamic references resolve to the local stack's own secrets.
@@ -172,7 +197,7 @@ class Stack:
         merged.update(globals_env.get("Variables", {}))
         own = self.functions[function]["Properties"].get("Environment", {})
         merged.update(own.get("Variables", {}))
-        resolved = {key: str(self.resolve(value)) for key, value in merged.items()}
+        resolved = {key: str(value) for key, value in self.resolve(merged).items()}
         return resolved | self.overrides.get(function, {})
 
     def routes(self) -> list[Route]:

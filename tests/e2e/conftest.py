@@ -1,4 +1,6 @@
-"""One local stack (`python -m devstack run`) per test session, driven over real HTTP."""
+"""One local stack (`python -m devstack run`) per test session, driven over real HTTP; a second
+one with the docker dispatch backend (scripts run inside the runner image) for the tests that
+take `backend_stack` or `docker_stack`."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from devstack import auth, launcher
+from devstack import auth, docker_backend, images, launcher
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 60.0
@@ -92,12 +94,16 @@ class LocalStack:
         return {"Authorization": f"Bearer {self.token(user)}", **extra}
 
 
-def start_stack(state_dir: Path, pace: tuple[str, ...] = PIPELINE_PACE) -> LocalStack:
+def start_stack(
+    state_dir: Path, pace: tuple[str, ...] = PIPELINE_PACE, *arguments: str
+) -> LocalStack:
     api_port, moto_port = free_port(), free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "devstack.log"
     with log_path.open("wb") as log:
-        process = launcher.spawn(state_dir, api_port, "--moto-port", str(moto_port), *pace, log=log)
+        process = launcher.spawn(
+            state_dir, api_port, "--moto-port", str(moto_port), *pace, *arguments, log=log
+        )
     stack = LocalStack(f"http://127.0.0.1:{api_port}", api_port, state_dir, process, log_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
@@ -144,3 +150,42 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 @pytest.fixture
 def api(local_stack: LocalStack) -> str:
     return local_stack.url
+
+
+@pytest.fixture(scope="session")
+def runner_image() -> str:
+    """The runner image built from runner/Dockerfile on a local Debian base (cached; Docker
+    installed and started if missing, as `make runner-image-local` does): the tests skip only
+    when Docker cannot be made available here."""
+    try:
+        return images.ensure_runner_image()
+    except images.DockerUnavailable as error:
+        pytest.skip(f"Docker cannot be made available here, so no container test: {error}")
+
+
+def docker_arguments(image: str) -> tuple[str, ...]:
+    """What makes `python -m devstack run` start each pack in a container of `image`."""
+    return ("--dispatch", "docker", "--runner-image", image)
+
+
+@pytest.fixture(scope="session")
+def docker_stack(
+    runner_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    """A second local stack whose runner tasks are containers of the runner image."""
+    state_dir = tmp_path_factory.mktemp("devstack-docker")
+    stack = start_stack(state_dir, PIPELINE_PACE, *docker_arguments(runner_image))
+    try:
+        yield stack
+        code = stop_stack(stack, signal.SIGINT)
+        assert code == 0, f"the docker stack exited with {code}:\n{stack.log()}"
+    finally:
+        docker_backend.remove_containers(state_dir / "tasks")
+
+
+@pytest.fixture(params=["local", "docker"])
+def backend_stack(request: pytest.FixtureRequest) -> LocalStack:
+    """The test runs twice: on the stack whose runners are subprocesses, and on the one whose
+    runners are containers of the runner image."""
+    stack: LocalStack = request.getfixturevalue(f"{request.param}_stack")
+    return stack

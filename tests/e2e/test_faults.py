@@ -7,7 +7,9 @@
   stays up: every run that was due still ends SUCCEEDED, none is missing, none was dispatched
   twice for the same attempt.
 
-The module starts its own moto server and runs the stack attached to it (`--aws-endpoint`), so
+Both run twice: with runner subprocesses (`local`) and with each runner in a container of the
+runner image (`docker`, the runner's pid 1 killed from outside the container). The module starts
+its own moto server per backend and runs the stack attached to it (`--aws-endpoint`), so
 a restarted stack finds the tables, queues, bucket and runs it left behind. The recovery delays
 are shortened, keeping their order (executor claim < dispatch queue visibility < dispatch
 grace), so that recovery takes seconds instead of minutes: see FUNCTION_ENV and
@@ -16,6 +18,7 @@ DISPATCH_VISIBILITY_SECONDS.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -33,7 +36,7 @@ import boto3
 import pytest
 import requests
 
-from devstack import launcher
+from devstack import docker_backend, launcher
 from e2e.api_client import (
     FAR_FUTURE,
     HTTP_TIMEOUT,
@@ -48,6 +51,7 @@ from e2e.conftest import (
     PIPELINE_PACE,
     STARTUP_TIMEOUT,
     LocalStack,
+    docker_arguments,
     free_port,
     stop_stack,
 )
@@ -72,7 +76,7 @@ FUNCTION_ENV = {
 # wait behind it; 10 s < 30 s here.
 DISPATCH_QUEUE = "local-DispatchQueue.fifo"
 DISPATCH_VISIBILITY_SECONDS = 10
-RUNNER = "runner/entrypoint.py"
+RUNNER = "entrypoint.py"  # runner/entrypoint.py locally, /app/entrypoint.py in the image
 SCRIPT_SECONDS = 8  # long enough to be caught running, short enough to rerun quickly
 TIMEOUT_SECONDS = 12
 SCRIPT = f"""\
@@ -122,8 +126,16 @@ class Moto:
         return found
 
 
+@pytest.fixture(scope="module", params=["local", "docker"])
+def backend(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """How the stack starts its runner tasks: the `python -m devstack run` arguments."""
+    if request.param == "docker":
+        return docker_arguments(request.getfixturevalue("runner_image"))
+    return ()
+
+
 @pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+def moto(backend: tuple[str, ...], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     port = free_port()
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     with log_path.open("wb") as log:
@@ -165,6 +177,7 @@ class FaultyStack:
     moto: Moto
     state_dir: Path
     api_port: int
+    backend: tuple[str, ...] = ()  # the dispatch arguments
     stack: LocalStack | None = None
     job_ids: set[str] = field(default_factory=set)
 
@@ -188,6 +201,7 @@ class FaultyStack:
                 self.moto.endpoint,
                 *PIPELINE_PACE,
                 *overrides,
+                *self.backend,
                 log=log,
                 new_session=True,  # its own process group, killed as one
             )
@@ -209,7 +223,7 @@ class FaultyStack:
 
     def kill(self) -> list[int]:
         """SIGKILL the stack's process group, then every runner and script of our jobs (they
-        run in sessions of their own); returns the task processes killed."""
+        run in sessions of their own, or containers); returns the task processes found."""
         process = self.current.process
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
@@ -230,8 +244,10 @@ def _state_pid(state_dir: Path) -> int | None:
 
 
 @pytest.fixture(scope="module")
-def faulty(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyStack]:
-    faulty = FaultyStack(moto, tmp_path_factory.mktemp("faults"), free_port())
+def faulty(
+    moto: Moto, backend: tuple[str, ...], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FaultyStack]:
+    faulty = FaultyStack(moto, tmp_path_factory.mktemp("faults"), free_port(), backend)
     faulty.start()
     sqs = moto.client("sqs")
     url = sqs.get_queue_url(QueueName=DISPATCH_QUEUE)["QueueUrl"]
@@ -244,6 +260,8 @@ def faulty(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fau
             assert code == 0, f"the local stack exited with {code}:\n{faulty.stack.log()[-4000:]}"
     finally:
         kill_tasks(faulty.job_ids)  # whatever a failed test left running
+        if backend:
+            docker_backend.remove_containers(faulty.state_dir / "tasks")
 
 
 # -- the task processes of the local backend --------------------------------------------------
@@ -279,20 +297,21 @@ def task_processes(job_ids: set[str], *, scripts: bool = True) -> list[int]:
 
 
 def kill_tasks(job_ids: set[str]) -> list[int]:
-    """SIGKILL them until none is left (a runner being forked as the stack died shows up late)."""
-    killed: list[int] = []
+    """SIGKILL them until none is left (a runner being forked as the stack died shows up late);
+    returns every task process found. (In a container, the runner is pid 1 of its namespace:
+    its end takes its scripts with it, so some are gone before their own signal.)"""
+    found: list[int] = []
     for _ in range(5):
         pids = task_processes(job_ids)
         if not pids:
             break
         for pid in pids:
-            try:
+            if pid not in found:
+                found.append(pid)
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except ProcessLookupError:
-                pass
         time.sleep(0.2)
-    return killed
+    return found
 
 
 def task_log_events(state_dir: Path) -> list[tuple[str, dict[str, Any]]]:

@@ -2,11 +2,14 @@
 API run on time (watcher -> queue -> executor -> runner), "run now", retries, timeouts, large
 output, the script's environment, and ownership of runs.
 
-The stack runs with `--watcher-interval 2 --retry-base-seconds 1` (see conftest.py).
+The stack runs with `--watcher-interval 2 --retry-base-seconds 1` (see conftest.py). The tests
+that take `backend_stack` run twice: with runner subprocesses (`local`) and with scripts
+executing inside containers of the runner image (`docker`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import UTC, datetime
@@ -62,9 +65,9 @@ def _schedule_first(every_minute_job: dict[str, Any]) -> None:
 # -- 1. run now -------------------------------------------------------------------------------
 
 
-def test_run_now_runs_within_seconds(local_stack: LocalStack) -> None:
-    job = create_job(local_stack, parameters={"greeting": "hello"})
-    response = run_now(local_stack, job["job_id"])
+def test_run_now_runs_within_seconds(backend_stack: LocalStack) -> None:
+    job = create_job(backend_stack, parameters={"greeting": "hello"})
+    response = run_now(backend_stack, job["job_id"])
     assert response.status_code == 202, response.text
     accepted = response.json()
     location = response.headers["Location"]
@@ -75,7 +78,7 @@ def test_run_now_runs_within_seconds(local_stack: LocalStack) -> None:
     assert accepted["trigger"] == "MANUAL"
     assert accepted["status"] in {"PENDING", "QUEUED"}
 
-    run = wait_for_end(local_stack, job["job_id"], key, timeout=10)
+    run = wait_for_end(backend_stack, job["job_id"], key, timeout=10)
     assert run["status"] == "SUCCEEDED", run
     assert run["exit_code"] == 0
     assert run["attempt"] == 1
@@ -93,7 +96,7 @@ def test_run_now_runs_within_seconds(local_stack: LocalStack) -> None:
     }
     assert epoch(printed["scheduled_at"]) == run["execution_time"]
 
-    listed = list_runs(local_stack, job["job_id"])
+    listed = list_runs(backend_stack, job["job_id"])
     assert listed.status_code == 200, listed.text
     assert [item["key"] for item in listed.json()["items"]] == [key]
     assert listed.json()["items"][0]["status"] == "SUCCEEDED"
@@ -102,12 +105,12 @@ def test_run_now_runs_within_seconds(local_stack: LocalStack) -> None:
 # -- 3. retries -------------------------------------------------------------------------------
 
 
-def test_failing_script_is_retried_then_failed(local_stack: LocalStack) -> None:
+def test_failing_script_is_retried_then_failed(backend_stack: LocalStack) -> None:
     script = "import os, sys\nprint('attempt', os.environ['ATTEMPT'])\nsys.exit(1)\n"
-    job = create_job(local_stack, script=script, max_attempts=2)
-    key = start_run(local_stack, job["job_id"])
+    job = create_job(backend_stack, script=script, max_attempts=2)
+    key = start_run(backend_stack, job["job_id"])
 
-    run = wait_for_end(local_stack, job["job_id"], key)
+    run = wait_for_end(backend_stack, job["job_id"], key)
     assert run["status"] == "FAILED", run
     assert run["exit_code"] == 1
     assert run["attempt"] == 2
@@ -123,12 +126,12 @@ def test_failing_script_is_retried_then_failed(local_stack: LocalStack) -> None:
 # -- 4. timeouts ------------------------------------------------------------------------------
 
 
-def test_script_over_its_timeout_is_timed_out(local_stack: LocalStack) -> None:
+def test_script_over_its_timeout_is_timed_out(backend_stack: LocalStack) -> None:
     script = "import time\nprint('sleeping', flush=True)\ntime.sleep(30)\nprint('woke up')\n"
-    job = create_job(local_stack, script=script, timeout_seconds=1, max_attempts=1)
-    key = start_run(local_stack, job["job_id"])
+    job = create_job(backend_stack, script=script, timeout_seconds=1, max_attempts=1)
+    key = start_run(backend_stack, job["job_id"])
 
-    run = wait_for_end(local_stack, job["job_id"], key)
+    run = wait_for_end(backend_stack, job["job_id"], key)
     assert run["status"] == "TIMED_OUT", run
     assert run["attempt"] == 1
     assert run["attempts"] == []
@@ -141,14 +144,14 @@ def test_script_over_its_timeout_is_timed_out(local_stack: LocalStack) -> None:
 # -- 5. large output --------------------------------------------------------------------------
 
 
-def test_ten_megabytes_of_output_are_capped(local_stack: LocalStack) -> None:
+def test_ten_megabytes_of_output_are_capped(backend_stack: LocalStack) -> None:
     script = (
         "import sys\nfor _ in range(10):\n    sys.stdout.write('x' * 1024 * 1024)\nprint('END')\n"
     )
-    job = create_job(local_stack, script=script, max_attempts=1)
-    key = start_run(local_stack, job["job_id"])
+    job = create_job(backend_stack, script=script, max_attempts=1)
+    key = start_run(backend_stack, job["job_id"])
 
-    run = wait_for_end(local_stack, job["job_id"], key)
+    run = wait_for_end(backend_stack, job["job_id"], key)
     assert run["status"] == "SUCCEEDED", run
     assert run["exit_code"] == 0
     assert run["output_truncated"] is True
@@ -158,8 +161,8 @@ def test_ten_megabytes_of_output_are_capped(local_stack: LocalStack) -> None:
 
     # The full (capped) output is one link away
     answer = requests.get(
-        f"{local_stack.url}/jobs/{job['job_id']}/runs/{key}/output",
-        headers=local_stack.headers("alice"),
+        f"{backend_stack.url}/jobs/{job['job_id']}/runs/{key}/output",
+        headers=backend_stack.headers("alice"),
         allow_redirects=False,
         timeout=HTTP_TIMEOUT,
     )
@@ -178,7 +181,7 @@ names = sorted(os.environ)
 suspicious = [n for n in names if n.startswith("AWS_") or "RUNS_MANIFEST" in n or "SECRET" in n]
 ancestors = {}
 pid = os.getppid()
-while pid > 1:
+while pid > 0:  # up to the container's pid 1, or the machine's init
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
             handle.read()
@@ -200,8 +203,8 @@ def credentials_seen(stack: LocalStack) -> dict[str, Any]:
     return output_json(run)
 
 
-def test_script_environment_holds_no_credentials(local_stack: LocalStack) -> None:
-    seen = credentials_seen(local_stack)
+def test_script_environment_holds_no_credentials(backend_stack: LocalStack) -> None:
+    seen = credentials_seen(backend_stack)
     assert seen["suspicious"] == [], seen
     assert not any(name.startswith("ECS_CONTAINER_METADATA") for name in seen["names"]), seen
     assert {"JOB_PARAMETERS", "JOB_ID", "RUN_KEY", "SCHEDULED_AT", "ATTEMPT"} <= set(seen["names"])
@@ -212,8 +215,8 @@ def test_script_environment_holds_no_credentials(local_stack: LocalStack) -> Non
     reason="run as an ordinary user, the local runner starts scripts as that user, who can read "
     "/proc/<runner>/environ (runner/README.md, Isolation)",
 )
-def test_script_cannot_read_the_runners_environment(local_stack: LocalStack) -> None:
-    seen = credentials_seen(local_stack)
+def test_script_cannot_read_the_runners_environment(backend_stack: LocalStack) -> None:
+    seen = credentials_seen(backend_stack)
     assert seen["uid"] != 0, seen
     # The runner's environment (where the manifest URL was) is not readable by the script,
     # nor is any other ancestor's (the local stack's holds its fake AWS settings).
@@ -245,6 +248,96 @@ def test_other_users_get_404_for_runs(local_stack: LocalStack) -> None:
     mine = list_runs(local_stack, job["job_id"], user="alice")
     assert mine.status_code == 200, mine.text
     assert [run["key"] for run in mine.json()["items"]] == [key]
+
+
+# -- 8. the container: shaped like the task definition (docker backend only) ------------------
+
+SHAPE_SCRIPT = """\
+import json, os
+
+def read(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode(errors="replace").strip()
+    except OSError as error:
+        return type(error).__name__
+
+mounts = {}
+with open("/proc/self/mounts") as handle:
+    for line in handle:
+        _, point, kind, options = line.split()[:4]
+        mounts[point] = {"type": kind, "options": options.split(",")}
+print(json.dumps({
+    "root": mounts.get("/"),
+    "tmp": mounts.get("/tmp"),
+    "memory": read("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    "memory_v2": read("/sys/fs/cgroup/memory.max"),
+    "cpu": [read(f"/sys/fs/cgroup/cpu/cpu.cfs_{name}_us") for name in ("quota", "period")],
+    "cpu_v2": read("/sys/fs/cgroup/cpu.max"),
+    "pid1": read("/proc/1/cmdline").split("\\x00"),
+    "uid": os.getuid(),
+    "tmpdir": os.environ["TMPDIR"],
+}))
+"""
+MEMORY_BYTES = 1024 * 1024 * 1024  # the template's RunnerMemory, 1024 MiB
+OVERRIDES = {"RUNS_MANIFEST_URL", "RUN_REFS"}  # what the ECS backend passes
+# The base's (PATH, LANG) and runner/Dockerfile's ENV.
+IMAGE_ENV = {"PATH", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "RUNNER_RUN_AS"}
+IMAGE_ENV |= {"RUNNER_REQUIRE_USER_SWITCH"}
+
+
+def container_log_line(stack: LocalStack, task_id: str) -> dict[str, Any]:
+    """The docker backend's `container_started` line in the task's log."""
+    log = stack.state_dir / "tasks" / f"{task_id}.log"
+    for line in log.read_text().splitlines():
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("event") == "container_started":
+            return dict(event)
+    raise AssertionError(f"no container_started line in {log}")
+
+
+def test_scripts_run_in_a_container_shaped_like_the_task_definition(
+    docker_stack: LocalStack, runner_image: str
+) -> None:
+    job = create_job(docker_stack, script=SHAPE_SCRIPT, max_attempts=1)
+    key = start_run(docker_stack, job["job_id"])
+    run = wait_for_end(docker_stack, job["job_id"], key)
+    assert run["status"] == "SUCCEEDED", run
+    assert run["task_id"].startswith("docker-"), run
+    seen = output_json(run)
+
+    # Read-only root file system; the scratch volume is a writable tmpfs at /tmp, where the
+    # script's own directory is.
+    assert "ro" in seen["root"]["options"], seen
+    assert seen["tmp"]["type"] == "tmpfs", seen
+    assert "rw" in seen["tmp"]["options"], seen
+    assert seen["tmpdir"].startswith("/tmp/"), seen
+    # The task's memory and CPU (512 units: half a CPU), cgroup v1 or v2.
+    assert str(MEMORY_BYTES) in {seen["memory"], seen["memory_v2"]}, seen
+    assert seen["cpu"] == ["50000", "100000"] or seen["cpu_v2"] == "50000 100000", seen
+    # The runner is the container's entrypoint (pid 1); the script runs as nobody under it.
+    assert seen["pid1"][:2] == ["python3", "/app/entrypoint.py"], seen
+    assert seen["uid"] == 65534, seen
+
+    # As the engine reports the container: the image built here, the host network (moto on
+    # loopback), and only the image's variables plus the overrides: no credentials.
+    shape = container_log_line(docker_stack, run["task_id"])
+    assert shape["image"] == runner_image, shape
+    assert shape["network_mode"] == "host", shape
+    assert shape["read_only_root"] is True, shape
+    assert shape["tmpfs"] == ["/tmp"], shape
+    assert shape["nano_cpus"] == 500_000_000, shape
+    assert shape["memory_bytes"] == MEMORY_BYTES, shape
+    assert set(shape["env_names"]) == IMAGE_ENV | OVERRIDES, shape
+
+
+def test_a_container_killed_by_its_memory_limit_fails_its_run(docker_stack: LocalStack) -> None:
+    script = "hog = b'x' * (1536 * 1024 * 1024)\nprint('allocated')\n"  # under its RLIMIT_AS
+    job = create_job(docker_stack, script=script, max_attempts=1)
+    key = start_run(docker_stack, job["job_id"])
+    run = wait_for_end(docker_stack, job["job_id"], key, timeout=30)
+    assert run["status"] == "FAILED", run
+    assert run["exit_code"] == -9, run  # the kernel's OOM killer: SIGKILL
 
 
 # -- 2. a job created through the API runs at the next minute (last: its wait overlaps) -----

@@ -1,0 +1,189 @@
+"""`sam local invoke` against the resources of a running local stack (issue 11): get_job and
+create_job, with the shared layer, run by SAM in containers of a Lambda base built here
+(`--invoke-image`; no registry is reachable), with the `--env-vars` file the local stack writes
+(`.local/sam-env.json`: its tables, bucket and secret, and the endpoint at which SAM's
+containers reach its moto). What one function wrote, the local stack's API reads, and back.
+
+The commands are the README's ("sam local"). Skipped only when Docker cannot be made available.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from devstack import images, launcher
+from e2e.api_client import HTTP_TIMEOUT, create_job, unique
+from e2e.conftest import ROOT, LocalStack, start_stack, stop_stack
+
+pytestmark = pytest.mark.e2e
+
+SAM = Path(sys.executable).parent / "sam"
+EVENTS = ROOT / "events"
+# The functions are built for this machine, as `make sam-local-build` does.
+ARCHITECTURE = "arm64" if platform.machine() in {"aarch64", "arm64"} else "x86_64"
+LAYER_ARCH = "aarch64" if ARCHITECTURE == "arm64" else "x86_64"
+SAM_TIMEOUT = 300
+
+
+def sam_environment() -> dict[str, str]:
+    """sam's own environment: fake credentials (passed into the functions), no telemetry."""
+    return launcher.environment() | {
+        "PATH": f"{SAM.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "SAM_CLI_TELEMETRY": "0",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "LAYER_ARCH": LAYER_ARCH,
+    }
+
+
+@pytest.fixture(scope="module")
+def invoke_image() -> str:
+    try:
+        return images.ensure_lambda_base_image()
+    except images.DockerUnavailable as error:
+        pytest.skip(f"Docker cannot be made available here, so no sam local: {error}")
+
+
+@pytest.fixture(scope="module")
+def built_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`sam build` of the functions and the layer for this machine's architecture."""
+    build = tmp_path_factory.mktemp("sam")
+    result = subprocess.run(
+        [
+            str(SAM),
+            "build",
+            "--config-env",
+            "local",
+            "--parameter-overrides",
+            f"Architecture={ARCHITECTURE}",
+            "--build-dir",
+            str(build / "build"),
+            "--cache-dir",
+            str(build / "cache"),
+        ],
+        cwd=ROOT,
+        env=sam_environment(),
+        capture_output=True,
+        text=True,
+        timeout=SAM_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return build / "build" / "template.yaml"
+
+
+@pytest.fixture(scope="module")
+def sam_stack(invoke_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A local stack started once Docker runs (so its relay for SAM's containers is up)."""
+    stack = start_stack(tmp_path_factory.mktemp("devstack-sam"))
+    yield stack
+    assert stop_stack(stack, signal.SIGINT) == 0, stack.log()
+
+
+def sam_invoke(
+    stack: LocalStack, template: Path, image: str, function: str, event: dict[str, Any]
+) -> dict[str, Any]:
+    """`sam local invoke FUNCTION` with this event; the function's answer."""
+    event_path = stack.state_dir / f"event-{function}.json"
+    event_path.write_text(json.dumps(event))
+    result = subprocess.run(
+        [
+            str(SAM),
+            "local",
+            "invoke",
+            function,
+            "--template",
+            str(template),
+            "--invoke-image",
+            image,
+            "--skip-pull-image",
+            "--env-vars",
+            str(stack.state_dir / "sam-env.json"),
+            "--parameter-overrides",
+            f"Architecture={ARCHITECTURE}",
+            "--event",
+            str(event_path),
+        ],
+        cwd=ROOT,
+        env=sam_environment(),
+        capture_output=True,
+        text=True,
+        timeout=SAM_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.stderr[-4000:]
+    answer: dict[str, Any] = json.loads(lines[-1])
+    return answer
+
+
+def event(name: str, user: str, **changes: Any) -> dict[str, Any]:
+    """events/<name>.json as `user` (the verified `sub`), with top-level fields replaced."""
+    loaded: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    loaded["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = user
+    return loaded | changes
+
+
+def get_job_event(user: str, job: dict[str, Any]) -> dict[str, Any]:
+    path = f"/jobs/{job['job_id']}"
+    request = event("get_job", user, pathParameters={"job_id": job["job_id"]}, rawPath=path)
+    request["requestContext"]["http"]["path"] = path
+    return request
+
+
+def test_the_env_vars_file_points_the_functions_at_the_local_stack(sam_stack: LocalStack) -> None:
+    variables = json.loads((sam_stack.state_dir / "sam-env.json").read_text())
+    get_job = variables["GetJobFunction"]
+    assert get_job["JOBS_TABLE"] == "local-JobsTable", get_job
+    moto_port = sam_stack.state()["aws_endpoint"].rsplit(":", 1)[1]
+    assert get_job["AWS_ENDPOINT_URL"].endswith(f":{moto_port}"), get_job
+    assert set(variables) >= {"GetJobFunction", "CreateJobFunction", "ListJobsFunction"}
+
+
+def test_get_job_in_sam_local_reads_the_local_stacks_job(
+    sam_stack: LocalStack, built_template: Path, invoke_image: str
+) -> None:
+    user = unique("sam-reader")
+    job = create_job(sam_stack, user=user, name=unique("made-over-http"))
+
+    answer = sam_invoke(
+        sam_stack, built_template, invoke_image, "GetJobFunction", get_job_event(user, job)
+    )
+    assert answer["statusCode"] == 200, answer
+    got = json.loads(answer["body"])
+    assert (got["job_id"], got["name"], got["user_id"]) == (job["job_id"], job["name"], user)
+
+
+def test_create_job_in_sam_local_is_seen_by_the_local_stack(
+    sam_stack: LocalStack, built_template: Path, invoke_image: str
+) -> None:
+    user = unique("sam-writer")
+    body = json.loads(event("create_job", user)["body"]) | {"name": unique("made-in-sam")}
+    request = event("create_job", user, body=json.dumps(body))
+    request["headers"]["idempotency-key"] = unique("sam")
+
+    answer = sam_invoke(sam_stack, built_template, invoke_image, "CreateJobFunction", request)
+    assert answer["statusCode"] == 201, answer
+    created = json.loads(answer["body"])
+    assert created["name"] == body["name"], created
+
+    seen = requests.get(
+        f"{sam_stack.url}/jobs/{created['job_id']}",
+        headers=sam_stack.headers(user),
+        timeout=HTTP_TIMEOUT,
+    )
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["script_sha256"] == created["script_sha256"]
