@@ -113,6 +113,21 @@ def test_cancel_stops_a_running_script_and_its_pack_mates_keep_running(
     assert cancel(local_stack, job["job_id"], keys[0]).status_code == 409
 
 
+def test_allow_runs_a_run_beside_the_previous_one(local_stack: LocalStack) -> None:
+    # Given an ALLOW job (the default) whose run is running
+    job = create_job(local_stack, script=slow(6))
+    assert job["concurrency_policy"] == "ALLOW"
+    first = start_run(local_stack, job["job_id"])
+    wait_for_status(local_stack, job["job_id"], first, "RUNNING")
+
+    # When another run of it comes to its second, then both run, side by side
+    second = start_run(local_stack, job["job_id"])
+    one = wait_for_end(local_stack, job["job_id"], first, timeout=30)
+    two = wait_for_end(local_stack, job["job_id"], second, timeout=30)
+    assert (one["status"], two["status"]) == ("SUCCEEDED", "SUCCEEDED")
+    assert at(two["started_at"]) < at(one["finished_at"])
+
+
 def test_forbid_skips_a_run_while_the_previous_one_runs(local_stack: LocalStack) -> None:
     # Given a FORBID job whose run is running
     job = create_job(local_stack, concurrency_policy="FORBID", script=slow(8))
