@@ -20,7 +20,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -409,6 +409,7 @@ class StoredRun:
     claim_until: int | None = None
     deadline: int | None = None  # set while the run is in the in-flight index
     expires_at: int | None = None  # the table's TTL, set when the run finishes
+    notes: set[str] = field(default_factory=set)  # what was done once for it (note_once)
 
 
 class FakeRunStore:
@@ -620,6 +621,14 @@ class FakeRunStore:
             return row.run.status is RunStatus.CANCELLED and row.run.duration_ms is None
 
         return self._change(run, once, apply)
+
+    def note_once(self, run: Run, note: str) -> bool:
+        with self._schedule.transaction():
+            row = self._rows.get((run.job_id, run.key))
+            if row is None or note in row.notes:
+                return False
+            row.notes.add(note)
+            return True
 
     def retry(self, run: Run, failed: AttemptRecord, not_before: int, now: datetime) -> bool:
         def apply(row: StoredRun) -> None:

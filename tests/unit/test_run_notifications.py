@@ -53,11 +53,18 @@ def notifier() -> RecordingNotifier:
 
 
 @pytest.fixture
-def outcomes(runs: FakeRunStore, notifier: RecordingNotifier) -> RunOutcomes:
+def objects() -> FakeRunObjects:
+    return FakeRunObjects()
+
+
+@pytest.fixture
+def outcomes(
+    runs: FakeRunStore, objects: FakeRunObjects, notifier: RecordingNotifier
+) -> RunOutcomes:
     clock = FakeClock(NOON + timedelta(seconds=30))
     return RunOutcomes(
         runs,
-        FakeRunObjects(),
+        objects,
         retry_base_seconds=30,
         running_grace_seconds=60,
         clock=clock,
@@ -160,6 +167,24 @@ def test_a_late_start_is_told_once_not_per_retry(
     # Then the owner heard of the late start once
     (told,) = notifier.sent
     assert (told.event_type, told.attempt, told.start_lag_ms) == (RunEvent.RUN_LATE, 1, 12_000)
+
+
+def test_a_late_start_recorded_by_two_handlers_at_once_is_told_once(
+    runs: FakeRunStore, objects: FakeRunObjects, outcomes: RunOutcomes, notifier: RecordingNotifier
+) -> None:
+    # Given a late run, read while DISPATCHED by the handler of its task's stop
+    stale = dispatched(runs, Notifications(late_after_seconds=10), max_attempts=1)
+
+    # When its started report is handled meanwhile, and then the stop's handler concludes it
+    # from its stale read (the run's finished report had landed)
+    started = RunReport(
+        job_id=stale.job_id, run_key=stale.key, attempt=1, start_lag_ms=12_000, started_at=NOON
+    )
+    outcomes.on_report(objects.put_report(started, "started"))
+    outcomes.conclude(stale, ended(stale, RunStatus.SUCCEEDED, lag_ms=12_000))
+
+    # Then the owner heard of the late start once
+    assert [n.event_type for n in notifier.sent] == [RunEvent.RUN_LATE]
 
 
 def test_a_job_that_asked_for_nothing_is_told_nothing(

@@ -62,6 +62,9 @@ class RunStore(Protocol):
 
     def retry(self, run: Run, failed: AttemptRecord, not_before: int, now: datetime) -> bool: ...
 
+    def note_once(self, run: Run, note: str) -> bool:
+        """Record that `note` was done for the run; False if it had been already."""
+
 
 class RunObjects(Protocol):
     """The S3 objects a run's attempts leave: the runner's reports and the captured output."""

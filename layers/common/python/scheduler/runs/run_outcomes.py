@@ -253,7 +253,10 @@ class RunOutcomes:
         metrics.count(names.LATE_RUNS, int(lag > LATE_AFTER_MS))
         run_changed("run started", run, start_lag_ms=lag)
         threshold = run.notifications.late_after_seconds if run.notifications else None
-        if threshold is not None and run.attempt == 1 and lag > threshold * 1000:
+        late = threshold is not None and run.attempt == 1 and lag > threshold * 1000
+        # The start can be recorded twice at once (its started report, and its task's stop or
+        # its finished report, handled concurrently): the owner is told once.
+        if late and self._runs.note_once(run, RunEvent.RUN_LATE.value):
             self._notify(RunEvent.RUN_LATE, run, report.model_copy(update={"status": None}))
 
     def _notify(self, event: RunEvent, run: Run, report: RunReport) -> None:

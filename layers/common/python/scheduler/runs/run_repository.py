@@ -359,6 +359,24 @@ class RunRepository:
             {f"#{name}": name for name in present},
         )
 
+    def note_once(self, run: Run, note: str) -> bool:
+        """Record that `note` was done for the run (e.g. its owner told it started late); False
+        if it had been: what two concurrent handlers of the same run would both do, one does."""
+        try:
+            self._call(
+                self._db.update_item,
+                TableName=self._table,
+                Key=dump({"job_id": run.job_id, "key": run.key}),
+                UpdateExpression="ADD notes :note",
+                ConditionExpression="NOT contains(notes, :one)",
+                ExpressionAttributeValues={":note": {"SS": [note]}, ":one": {"S": note}},
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
     def retry(self, run: Run, failed: AttemptRecord, not_before: int, now: datetime) -> bool:
         """Close the failed attempt and schedule the next one: the run back to PENDING with
         attempt + 1, and a schedule item at `not_before` for the watcher — one transaction."""
