@@ -65,3 +65,9 @@ class JobBusy(DomainError):
     """The job kept changing under a pause, resume or delete (the watcher moving it)."""
 
     code = "job_busy"
+
+
+class UnsupportedMediaType(DomainError):
+    """A request body that is not sent as JSON (`Content-Type: application/json`, UTF-8)."""
+
+    code = "unsupported_media_type"

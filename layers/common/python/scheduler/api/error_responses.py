@@ -21,6 +21,7 @@ from scheduler.errors import (
     RunNotFound,
     ServiceUnavailable,
     Unauthenticated,
+    UnsupportedMediaType,
 )
 
 
@@ -62,6 +63,10 @@ ANSWERS: dict[type[DomainError], ErrorAnswer] = {
     IdempotencyKeyReused: ErrorAnswer(
         HTTPStatus.UNPROCESSABLE_ENTITY,
         "This Idempotency-Key was already used with a different request body",
+    ),
+    UnsupportedMediaType: ErrorAnswer(
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        "A request body must be JSON sent with `Content-Type: application/json` (UTF-8)",
     ),
     ServiceUnavailable: ErrorAnswer(
         HTTPStatus.SERVICE_UNAVAILABLE, "The service is busy; retry shortly"

@@ -20,6 +20,7 @@ from scheduler.errors import (
     JobNameConflict,
     JobNotFound,
     Unauthenticated,
+    UnsupportedMediaType,
 )
 from scheduler.jobs.job_models import (
     Job,
@@ -51,7 +52,14 @@ create_router = Router()
     "/jobs",
     summary="Create a job",
     tags=["jobs"],
-    responses=responses(201, Job, JobNameConflict, IdempotencyKeyInProgress, IdempotencyKeyReused),
+    responses=responses(
+        201,
+        Job,
+        JobNameConflict,
+        IdempotencyKeyInProgress,
+        IdempotencyKeyReused,
+        UnsupportedMediaType,
+    ),
 )
 def create_job(
     body: JobCreate,
@@ -148,7 +156,7 @@ update_router = Router()
     "now: the next run moves to the new schedule's next occurrence. A new script is used from "
     "the next run on; runs already queued keep the script they were created with.",
     tags=["jobs"],
-    responses=responses(200, Job, JobNotFound, JobBusy),
+    responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )
 def update_job(job_id: Annotated[str, Path(max_length=64)], body: JobUpdate) -> Job:
     return wiring.job_change_service().update(caller(update_router), job_id, body)
@@ -163,7 +171,7 @@ pause_router = Router()
     description="No new runs are scheduled until it is resumed; a run already queued still "
     "runs. Pausing a paused job changes nothing.",
     tags=["jobs"],
-    responses=responses(200, Job, JobNotFound, JobBusy),
+    responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )
 def pause_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
     return wiring.job_service().pause(caller(pause_router), job_id)
@@ -178,7 +186,7 @@ resume_router = Router()
     description="Schedules the job from now on; occurrences missed while paused are not made "
     "up (use run now for that). Resuming an active job changes nothing.",
     tags=["jobs"],
-    responses=responses(200, Job, JobNotFound, JobBusy),
+    responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )
 def resume_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
     return wiring.job_change_service().resume(caller(resume_router), job_id)
@@ -227,7 +235,7 @@ def preview_job(
     description="Its next occurrences in UTC and in its time zone, each marked when daylight "
     "saving moved (shifted) or doubled (repeated) its wall time.",
     tags=["jobs"],
-    responses=responses(200, SchedulePreview),
+    responses=responses(200, SchedulePreview, UnsupportedMediaType),
 )
 def preview_schedule(body: SchedulePreviewRequest) -> SchedulePreview:
     caller(preview_router)  # signed-in callers only, as every route but the docs

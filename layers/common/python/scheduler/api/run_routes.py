@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from scheduler import wiring
 from scheduler.api.error_responses import responses
 from scheduler.api.job_routes import caller
-from scheduler.errors import JobNotFound, RunNotFound
+from scheduler.errors import JobNotFound, RunNotFound, UnsupportedMediaType
 from scheduler.jobs.job_models import BackfillRequest, BackfillResult, RunNowRequest
 from scheduler.runs.run_models import Run, RunPage
 
@@ -82,7 +82,7 @@ run_job_router = Router()
     "scheduled runs, optionally with its own parameters and a reason (both recorded on the run). "
     "Answers 202 with the run; follow it at its Location.",
     tags=["runs"],
-    responses=responses(202, Run, JobNotFound),
+    responses=responses(202, Run, JobNotFound, UnsupportedMediaType),
 )
 def run_job(
     job_id: Annotated[str, Path(max_length=64)], body: RunNowRequest | None = None
@@ -107,7 +107,7 @@ backfill_router = Router()
     "occurrence that already has a run is left alone, so a backfill fills gaps and can be "
     "repeated. `dry_run` lists what would run. Refused for a job that forbids overlap.",
     tags=["runs"],
-    responses=responses(200, BackfillResult, JobNotFound),
+    responses=responses(200, BackfillResult, JobNotFound, UnsupportedMediaType),
 )
 def backfill_job(
     job_id: Annotated[str, Path(max_length=64)], body: BackfillRequest

@@ -1,0 +1,150 @@
+"""Inputs that used to answer 500 (issue 10, item 8): each is a 4xx that says what is wrong, and
+writes nothing. Handlers invoked in-process against moto, as in test_jobs_api.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import boto3
+import pytest
+
+from devstack.template import Stack
+from integration.conftest import Invoke, api_event, body_of
+from scheduler.api.request_body import MAX_JSON_DEPTH
+
+SCRIPT = "print('hello')\n"
+JOB: dict[str, Any] = {"name": "hostile", "schedule": "30 2 * * *", "script": SCRIPT}
+TABLES = ("JobsTable", "ScheduleTable", "RunsTable", "IdempotencyTable")
+
+
+def assert_error(response: dict[str, Any], status: int, code: str) -> dict[str, Any]:
+    assert response["statusCode"] == status, response["body"]
+    assert response["headers"]["Content-Type"] == "application/json"
+    error: dict[str, Any] = body_of(response)["error"]
+    assert error["code"] == code, error
+    assert error["message"]
+    return error
+
+
+def assert_nothing_written(stack: Stack) -> None:
+    for table in TABLES:
+        name = stack.physical_names[table]
+        assert boto3.resource("dynamodb").Table(name).scan()["Items"] == [], table
+    listing = boto3.client("s3").list_objects_v2(Bucket=stack.physical_names["ScriptsBucket"])
+    assert listing.get("KeyCount", 0) == 0
+
+
+def create_event(*, headers: dict[str, str] | None = None, **body: Any) -> dict[str, Any]:
+    """events/create_job.json, its Idempotency-Key kept (so that table is checked too)."""
+    event = api_event("create_job", body=body or JOB)
+    event["headers"].update(headers or {})
+    return event
+
+
+def nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return {"a": value} if depth else value
+
+
+# ------------------------------------------------------------------------------ the body
+
+
+def test_a_body_that_is_not_utf8_is_a_400_naming_the_body(invoke: Invoke, stack: Stack) -> None:
+    # Given a body API Gateway passes base64-encoded (it is not UTF-8 text)
+    event = create_event()
+    raw = json.dumps(JOB).encode().replace(b"hello", b"h\xffllo")
+    event["body"], event["isBase64Encoded"] = base64.b64encode(raw).decode(), True
+    # When it is posted
+    error = assert_error(invoke("CreateJobFunction", event), 400, "invalid_input")
+    # Then the answer says the body is not UTF-8
+    assert error["details"] == [{"field": "body", "problem": "the body is not valid UTF-8 text"}]
+    assert "UTF-8" in error["message"]
+    assert_nothing_written(stack)
+
+
+def test_json_nested_beyond_the_recursion_limit_is_a_400(invoke: Invoke, stack: Stack) -> None:
+    event = create_event()
+    event["body"] = "[" * 100_000 + "]" * 100_000
+    error = assert_error(invoke("CreateJobFunction", event), 400, "validation_error")
+    assert f"nested deeper than {MAX_JSON_DEPTH} levels" in error["message"]
+    assert_nothing_written(stack)
+
+
+def test_parameters_nested_beyond_the_limit_are_a_400_and_at_the_limit_are_fine(
+    invoke: Invoke, stack: Stack
+) -> None:
+    # The body is one level, parameters another: MAX_JSON_DEPTH - 1 levels inside them fit
+    too_deep = create_event(**{**JOB, "parameters": nested(MAX_JSON_DEPTH)})
+    error = assert_error(invoke("CreateJobFunction", too_deep), 400, "validation_error")
+    assert "nested deeper" in error["message"]
+    assert_nothing_written(stack)
+
+    deep_enough = create_event(**{**JOB, "parameters": nested(MAX_JSON_DEPTH - 1)})
+    assert invoke("CreateJobFunction", deep_enough)["statusCode"] == 201
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "application/json; charset=latin-1",
+        None,
+    ],
+)
+def test_a_body_not_sent_as_json_is_a_415_naming_the_content_type(
+    invoke: Invoke, stack: Stack, content_type: str | None
+) -> None:
+    # Given a valid JSON body sent with another (or no) content type
+    event = create_event()
+    if content_type is None:
+        del event["headers"]["content-type"]
+    else:
+        event["headers"]["content-type"] = content_type
+    # When it is posted
+    error = assert_error(invoke("CreateJobFunction", event), 415, "unsupported_media_type")
+    # Then the answer says what to send, and what came
+    assert "Content-Type: application/json" in error["message"]
+    assert (content_type or "no Content-Type").split(";")[0] in error["message"]
+    assert error["details"][0]["field"] == "content-type"
+    assert_nothing_written(stack)
+
+
+def test_json_with_a_charset_parameter_is_accepted(invoke: Invoke) -> None:
+    event = create_event(headers={"content-type": "application/json; charset=UTF-8"})
+    assert invoke("CreateJobFunction", event)["statusCode"] == 201, "utf-8 is JSON's charset"
+
+
+def test_every_body_route_refuses_a_text_body(invoke: Invoke) -> None:
+    job = body_of(invoke("CreateJobFunction", create_event()))["job_id"]
+    routes = {
+        "UpdateJobFunction": ("update_job", f"/jobs/{job}", {"description": "x"}),
+        "RunJobFunction": ("run_job", f"/jobs/{job}/run", {"reason": "x"}),
+        "BackfillJobFunction": (
+            "backfill_job",
+            f"/jobs/{job}/backfill",
+            {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
+        ),
+        "PreviewScheduleFunction": (
+            "preview_schedule",
+            "/schedules/preview",
+            {"schedule": "@daily"},
+        ),
+    }
+    for function, (name, path, body) in routes.items():
+        event = api_event(name, body=body, path=path, path_parameters={"job_id": job})
+        event["headers"]["content-type"] = "text/plain"
+        assert_error(invoke(function, event), 415, "unsupported_media_type")
+
+
+def test_run_now_without_a_body_needs_no_content_type(invoke: Invoke) -> None:
+    job = body_of(invoke("CreateJobFunction", create_event()))["job_id"]
+    event = api_event("run_job", path=f"/jobs/{job}/run", path_parameters={"job_id": job})
+    assert "content-type" not in event["headers"]
+    assert invoke("RunJobFunction", event)["statusCode"] == 202
