@@ -148,3 +148,18 @@ def test_run_now_without_a_body_needs_no_content_type(invoke: Invoke) -> None:
     event = api_event("run_job", path=f"/jobs/{job}/run", path_parameters={"job_id": job})
     assert "content-type" not in event["headers"]
     assert invoke("RunJobFunction", event)["statusCode"] == 202
+
+
+# ------------------------------------------------------------------------------ list queries
+
+
+@pytest.mark.parametrize("gap", ["2026-11-27T00:00:00Z", "2026-11-26T00:00:00Z"])
+def test_created_after_not_before_created_before_is_a_400(invoke: Invoke, gap: str) -> None:
+    # DynamoDB refuses a key range whose low end is above its high end (moto does not)
+    query = {"created_after": "2026-11-27T00:00:00Z", "created_before": gap}
+    error = assert_error(
+        invoke("ListJobsFunction", api_event("list_jobs", query=query)), 400, "invalid_input"
+    )
+    assert error["details"] == [
+        {"field": "created_before", "problem": "must be later than created_after"}
+    ]

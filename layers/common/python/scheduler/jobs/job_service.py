@@ -313,6 +313,7 @@ class JobService:
     ) -> JobPage:
         if self._tokens is None:
             raise RuntimeError("JobService.list needs page tokens")
+        _check_ranges(filters)
         scope = _filters_digest(filters)
         start = self._tokens.decode(next_token, owner=user_id, scope=scope) if next_token else None
         page = self._jobs.list_for_owner(user_id, filters, limit, start)
@@ -328,6 +329,20 @@ class JobService:
 _CLEARABLE = frozenset({"description", "start_at", "end_at"})
 # The watcher may move a job's next run between our read and our write: read again, a few times.
 _CHANGE_ATTEMPTS = 5
+
+
+_RANGES = (("created_after", "created_before"), ("next_run_after", "next_run_before"))
+
+
+def _check_ranges(filters: JobFilters) -> None:
+    """An empty time range is a mistake (DynamoDB would refuse the created_* one outright)."""
+    for after, before in _RANGES:
+        low, high = getattr(filters, after), getattr(filters, before)
+        if low is not None and high is not None and low >= high:
+            problem = f"must be later than {after}"
+            raise InvalidInput(
+                f"{before} must be later than {after}", [{"field": before, "problem": problem}]
+            )
 
 
 def _filters_digest(filters: JobFilters) -> str:
