@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -12,6 +13,7 @@ import pytest
 
 from devstack.template import Stack
 from integration.conftest import Invoke, api_event, body_of
+from scheduler import wiring
 from scheduler.api.request_body import MAX_JSON_DEPTH
 
 SCRIPT = "print('hello')\n"
@@ -163,3 +165,22 @@ def test_created_after_not_before_created_before_is_a_400(invoke: Invoke, gap: s
     assert error["details"] == [
         {"field": "created_before", "problem": "must be later than created_after"}
     ]
+
+
+# ------------------------------------------------------------------------------ run now
+
+
+def test_run_now_many_times_in_one_second_starts_a_run_each_time(
+    invoke: Invoke, stack: Stack
+) -> None:
+    # Given a clock that stays within one second (the sixth call used to be a 500)
+    job = body_of(invoke("CreateJobFunction", create_event()))["job_id"]
+    wiring.use_clock(lambda: datetime(2026, 11, 27, 17, 0, 0, 500000, tzinfo=UTC))
+    event = api_event("run_job", path=f"/jobs/{job}/run", path_parameters={"job_id": job})
+    # When run now is called eight times
+    answers = [invoke("RunJobFunction", event) for _ in range(8)]
+    # Then each is a 202 with a run of its own, all due at that second
+    assert [answer["statusCode"] for answer in answers] == [202] * 8
+    runs = [body_of(answer) for answer in answers]
+    assert len({run["key"] for run in runs}) == 8
+    assert {run["not_before"] for run in runs} == {1795798801}

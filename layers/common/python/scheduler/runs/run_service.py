@@ -3,6 +3,7 @@ pipeline."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -32,6 +33,7 @@ from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import Clock, epoch, from_epoch
 
 OUTPUT_LINK_SECONDS = 300
+_MANUAL_KEY_DRAWS = 3
 
 
 class RunOutput(BaseModel):
@@ -97,13 +99,14 @@ class RunService:
             raise RuntimeError("RunService.run_now needs the queue and the schedule")
         job = owned_job(self._jobs, user_id, job_id)
         now = _next_second(self._clock())
-        created = None
-        for offset in range(5):  # one run per job per second: a double click gets the next one
-            created = self._create_manual_run(job, epoch(now) + offset, now, request)
+        # Manual runs are keyed by their second and a random token, so any number of them can
+        # start in the same second; a token drawn twice (1 in 2^32) just draws again.
+        for _ in range(_MANUAL_KEY_DRAWS):
+            created = self._create_manual_run(job, epoch(now), now, request)
             if created is not None:
                 break
-        if created is None:
-            raise RuntimeError("could not allocate a run key")
+        else:
+            raise RuntimeError(f"no free manual run key in {_MANUAL_KEY_DRAWS} draws")
         run, item = created
         queued = self._send([(run, item)])
         if run.key in queued:
@@ -195,8 +198,10 @@ class RunService:
     def _create_manual_run(
         self, job: Job, second: int, now: datetime, request: RunNowRequest
     ) -> tuple[Run, ScheduleItem] | None:
+        key = keys.manual_run_key(from_epoch(second), job.job_id, secrets.token_hex(4))
         run = job.new_run(second, RunTrigger.MANUAL, now).model_copy(
             update={
+                "key": key,
                 "reason": request.reason,
                 "parameters_overridden": True if request.parameters is not None else None,
             }
