@@ -184,3 +184,32 @@ def test_run_now_many_times_in_one_second_starts_a_run_each_time(
     runs = [body_of(answer) for answer in answers]
     assert len({run["key"] for run in runs}) == 8
     assert {run["not_before"] for run in runs} == {1795798801}
+
+
+# ---------------------------------------------------------------------- pause, change, resume
+
+
+def job_call(invoke: Invoke, function: str, name: str, job: str, **fields: Any) -> dict[str, Any]:
+    suffix = {"pause_job": "/pause", "resume_job": "/resume", "update_job": ""}[name]
+    event = api_event(
+        name,
+        path=f"/jobs/{job}{suffix}",
+        path_parameters={"job_id": job},
+        body=fields or None,
+    )
+    answer: dict[str, Any] = invoke(function, event)
+    return answer
+
+
+def test_a_paused_job_cannot_be_given_a_schedule_that_never_fires(invoke: Invoke) -> None:
+    # Given a paused job
+    job = body_of(invoke("CreateJobFunction", create_event()))["job_id"]
+    assert job_call(invoke, "PauseJobFunction", "pause_job", job)["statusCode"] == 200
+    # When it is changed to February 30th, it is refused as create refuses it
+    answer = job_call(invoke, "UpdateJobFunction", "update_job", job, schedule="0 0 30 2 *")
+    error = assert_error(answer, 400, "invalid_input")
+    assert error["details"][0]["field"] == "schedule"
+    # And resuming it gives an active job with a next run
+    resumed = body_of(job_call(invoke, "ResumeJobFunction", "resume_job", job))
+    assert (resumed["status"], resumed["schedule"]) == ("ACTIVE", JOB["schedule"])
+    assert resumed["next_run_at"] is not None

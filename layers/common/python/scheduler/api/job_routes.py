@@ -154,7 +154,8 @@ update_router = Router()
     summary="Change a job",
     description="Send only the fields to change. A new schedule or time zone takes effect from "
     "now: the next run moves to the new schedule's next occurrence. A new script is used from "
-    "the next run on; runs already queued keep the script they were created with.",
+    "the next run on; runs already queued keep the script they were created with. A schedule "
+    "with no run from now on is refused (400), whether the job is active or paused.",
     tags=["jobs"],
     responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )
@@ -184,7 +185,8 @@ resume_router = Router()
     "/jobs/<job_id>/resume",
     summary="Resume a paused job",
     description="Schedules the job from now on; occurrences missed while paused are not made "
-    "up (use run now for that). Resuming an active job changes nothing.",
+    "up (use run now for that). Resuming an active job changes nothing. A job with no run left "
+    "(its end_at passed while paused) is refused (400): change it first.",
     tags=["jobs"],
     responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )

@@ -67,15 +67,18 @@ def schedule_preview(
     return SchedulePreview(schedule=schedule, timezone=timezone, occurrences=occurrences)
 
 
-def _first_run(job: Job, now: datetime) -> datetime:
-    """A new or changed job's next run; InvalidInput if its schedule has none in its bounds."""
+def _first_run(job: Job, now: datetime, context: str = "") -> datetime:
+    """A new, changed or resumed job's next run; InvalidInput if its schedule has none in its
+    bounds (`context` prefixes the message)."""
     try:
         following = job.next_run_after(now)
     except cron.CronError as exc:
-        raise InvalidInput(str(exc), [{"field": "schedule", "problem": str(exc)}]) from None
+        raise InvalidInput(
+            f"{context}{exc}", [{"field": "schedule", "problem": str(exc)}]
+        ) from None
     if following is None:
         problem = "the schedule has no occurrence between now (or start_at) and end_at"
-        raise InvalidInput(problem, [{"field": "end_at", "problem": problem}])
+        raise InvalidInput(f"{context}{problem}", [{"field": "end_at", "problem": problem}])
     return following
 
 
@@ -246,8 +249,9 @@ class JobService:
             except ValueError as exc:
                 raise InvalidInput(str(exc), [{"field": "end_at", "problem": str(exc)}]) from None
             reschedule = {"schedule", "timezone", "start_at", "end_at", "dst"} & set(changes)
-            if reschedule and job.status is JobStatus.ACTIVE:
-                following = _first_run(updated, now)
+            # Checked paused or not, as on create: a paused job resumes onto this schedule.
+            following = _first_run(updated, now) if reschedule else None
+            if following is not None and job.status is JobStatus.ACTIVE:
                 updated.next_run_at = following.astimezone(cron.zone(updated.timezone))
             elif job.next_run_at is not None:
                 updated.next_run_at = job.next_run_at.astimezone(cron.zone(updated.timezone))
@@ -271,16 +275,15 @@ class JobService:
         return self._change(user_id, job_id, change)
 
     def resume(self, user_id: str, job_id: str) -> Job:
-        """Schedule the job again from now on (runs missed while paused are not made up)."""
+        """Schedule the job again from now on (runs missed while paused are not made up).
+        A job with no occurrence left (its end_at passed while it was paused) is refused: an
+        active job that never runs would only hide it."""
 
         def change(job: Job) -> Job | None:
             if job.status is JobStatus.ACTIVE:
                 return job
             now = self._clock()
-            try:
-                following = job.next_run_after(now)
-            except cron.CronError:
-                following = None
+            following = _first_run(job, now, "cannot resume: ")
             if not self._jobs.resume(job, following, now):
                 return None
             resumed = self.get(user_id, job_id)
