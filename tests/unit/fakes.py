@@ -604,6 +604,21 @@ class FakeRunStore:
 
         return self._change(run, lambda row: row.run.status in UNFINISHED, apply)
 
+    def skip(self, run: Run, reason: str, now: datetime) -> bool:
+        def apply(row: StoredRun) -> None:
+            row.run = row.run.model_copy(
+                update={
+                    "status": RunStatus.SKIPPED,
+                    "updated_at": now,
+                    "finished_at": now,
+                    "error": reason,
+                }
+            )
+            row.expires_at = epoch(now) + self._retention_seconds
+            row.deadline = row.claim_id = row.claim_until = None
+
+        return self._change(run, lambda row: row.run.status is run.status, apply)
+
     # -- for tests ---------------------------------------------------------------------------
 
     def stored(self, job_id: str, key: str) -> StoredRun | None:

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from scheduler import keys
-from scheduler.errors import InvalidInput, InvalidPageToken, JobNotFound, RunNotFound
+from scheduler.errors import InvalidInput, InvalidPageToken, JobNotFound, JobPaused, RunNotFound
 from scheduler.jobs.job_models import BackfillRequest, Job, RunNowRequest
 from scheduler.pagination import PageTokens
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
@@ -406,6 +406,33 @@ def test_a_run_now_in_the_second_of_an_occurrence_does_not_take_its_place(
     at_noon = [run for run in runs.all() if run.execution_time == manual.execution_time]
     assert sorted(run.trigger for run in at_noon) == [RunTrigger.MANUAL, RunTrigger.SCHEDULE]
     assert {run.status for run in at_noon} == {RunStatus.QUEUED}
+
+
+def test_run_now_and_backfill_of_a_paused_job_are_refused_and_write_nothing(
+    service: RunService,
+    jobs: FakeJobStore,
+    runs: FakeRunStore,
+    schedule: FakeScheduleStore,
+    queue: FakeRunQueue,
+    job: Job,
+) -> None:
+    # Given alice's job, paused
+    assert jobs.pause(job, START)
+    items = schedule.items()
+
+    # When she runs it now, or backfills it, both are refused: a paused job starts no run
+    with pytest.raises(JobPaused, match="resume"):
+        service.run_now("alice", job.job_id)
+    backfill = BackfillRequest.model_validate(
+        {"from": "2026-11-27T00:00:00Z", "to": "2026-11-27T03:00:00Z"}
+    )
+    with pytest.raises(JobPaused):
+        service.backfill("alice", job.job_id, backfill)
+
+    # And nothing was written or sent
+    assert runs.all() == []
+    assert queue.received == []
+    assert schedule.items() == items
 
 
 def test_run_now_with_its_own_parameters_and_a_reason_records_both(

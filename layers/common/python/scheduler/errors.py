@@ -71,3 +71,9 @@ class UnsupportedMediaType(DomainError):
     """A request body that is not sent as JSON (`Content-Type: application/json`, UTF-8)."""
 
     code = "unsupported_media_type"
+
+
+class JobPaused(DomainError):
+    """Run now or backfill of a paused job: a paused job starts no run."""
+
+    code = "job_paused"

@@ -21,8 +21,9 @@ runner's finished report), task_events (a task stopped) and the watcher's deadli
 
 The watcher (functions/watcher, scheduler/pipeline/watcher.py and due_runs.py; due_runs also
 runs in create_job, update_job and resume_job for an occurrence due before the next tick):
-  RunsSkipped [Count]       an occurrence recorded SKIPPED: the job forbids overlap and a run is
-                            live, or its catch-up policy passes over a missed occurrence
+  RunsSkipped [Count]       a run recorded SKIPPED: the job forbids overlap and a run is live,
+                            its catch-up policy passes over a missed occurrence, or the job was
+                            paused or deleted before the run started (also from the executor)
   QueueLead [Seconds]       scheduled second minus the time the run was sent to the queue
   TickDuration [Milliseconds]  one tick, from start to cursor moved
   TickItems [Count]         schedule items the tick took (successors included)

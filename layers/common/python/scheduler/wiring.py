@@ -266,9 +266,11 @@ def executor() -> Executor:
     else:
         known = ", ".join(sorted({"ecs", *_backends}))
         raise ValueError(f"DISPATCH_BACKEND={settings.dispatch_backend!r}: use one of {known}")
+    stores = Stores(settings)
     return Executor(
-        Stores(settings).runs,
+        stores.runs,
         backend,
+        stores.jobs,
         claim_seconds=settings.claim_seconds,
         dispatch_grace_seconds=settings.dispatch_grace_seconds,
         clock=now,

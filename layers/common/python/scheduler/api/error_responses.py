@@ -18,6 +18,7 @@ from scheduler.errors import (
     JobBusy,
     JobNameConflict,
     JobNotFound,
+    JobPaused,
     RunNotFound,
     ServiceUnavailable,
     Unauthenticated,
@@ -57,6 +58,7 @@ ANSWERS: dict[type[DomainError], ErrorAnswer] = {
     ),
     JobNameConflict: ErrorAnswer(HTTPStatus.CONFLICT, "You already have a job with this name"),
     JobBusy: ErrorAnswer(HTTPStatus.CONFLICT, "The job kept changing meanwhile; retry"),
+    JobPaused: ErrorAnswer(HTTPStatus.CONFLICT, "The job is paused: it starts no run; resume it"),
     IdempotencyKeyInProgress: ErrorAnswer(
         HTTPStatus.CONFLICT, "A request with this Idempotency-Key is still being processed"
     ),

@@ -169,8 +169,11 @@ pause_router = Router()
 @pause_router.post(
     "/jobs/<job_id>/pause",
     summary="Pause a job",
-    description="No new runs are scheduled until it is resumed; a run already queued still "
-    "runs. Pausing a paused job changes nothing.",
+    description="No run starts until it is resumed, as Kubernetes' `suspend`: no new runs are "
+    "scheduled, and runs that have not reached their task (pending retries, queued scheduled, "
+    "manual or backfill runs) end SKIPPED when they would have started. A run already in its "
+    "task (DISPATCHED, RUNNING) runs to its end. Run now and backfill are refused (409) while "
+    "paused. Pausing a paused job changes nothing.",
     tags=["jobs"],
     responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )
@@ -200,8 +203,8 @@ delete_router = Router()
 @delete_router.delete(
     "/jobs/<job_id>",
     summary="Delete a job",
-    description="Deletes the job and its schedule, and frees its name. A run already queued "
-    "still runs.",
+    description="Deletes the job and its schedule, and frees its name. As on pause, runs that "
+    "have not reached their task end SKIPPED; a run already in its task runs to its end.",
     tags=["jobs"],
     responses=responses(204, None, JobNotFound, JobBusy, description="Deleted"),
 )

@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from scheduler import wiring
 from scheduler.api.error_responses import responses
 from scheduler.api.job_routes import caller
-from scheduler.errors import JobNotFound, RunNotFound, UnsupportedMediaType
+from scheduler.errors import JobNotFound, JobPaused, RunNotFound, UnsupportedMediaType
 from scheduler.jobs.job_models import BackfillRequest, BackfillResult, RunNowRequest
 from scheduler.runs.run_models import Run, RunPage
 
@@ -80,9 +80,10 @@ run_job_router = Router()
     summary="Run the job now",
     description="Starts a run within seconds, through the same queue, executor and runner as "
     "scheduled runs, optionally with its own parameters and a reason (both recorded on the run). "
-    "Answers 202 with the run; follow it at its Location.",
+    "Answers 202 with the run; follow it at its Location. A paused job is refused (409): it "
+    "starts no run until it is resumed.",
     tags=["runs"],
-    responses=responses(202, Run, JobNotFound, UnsupportedMediaType),
+    responses=responses(202, Run, JobNotFound, JobPaused, UnsupportedMediaType),
 )
 def run_job(
     job_id: Annotated[str, Path(max_length=64)], body: RunNowRequest | None = None
@@ -105,9 +106,10 @@ backfill_router = Router()
     description="Runs the job's occurrences between `from` and `to` (in the past, at most 100) "
     "now, through the normal pipeline, each a BACKFILL run keyed by its own second. An "
     "occurrence that already has a run is left alone, so a backfill fills gaps and can be "
-    "repeated. `dry_run` lists what would run. Refused for a job that forbids overlap.",
+    "repeated. `dry_run` lists what would run. Refused for a job that forbids overlap (400) "
+    "and for a paused job (409).",
     tags=["runs"],
-    responses=responses(200, BackfillResult, JobNotFound, UnsupportedMediaType),
+    responses=responses(200, BackfillResult, JobNotFound, JobPaused, UnsupportedMediaType),
 )
 def backfill_job(
     job_id: Annotated[str, Path(max_length=64)], body: BackfillRequest

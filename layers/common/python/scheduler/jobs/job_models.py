@@ -308,6 +308,18 @@ class Job(BaseModel):
         )
 
 
+def why_no_run_starts(job: Job | None) -> str | None:
+    """Why a run of this job must not start now (it is paused, or gone), as the run's SKIPPED
+    error; None when it may. A paused job starts nothing, as Kubernetes' `suspend`: its pending
+    retries and its queued runs (scheduled, manual or backfill) are skipped when they would
+    have started; a run already handed to its task runs to its end."""
+    if job is None:
+        return "skipped: the job was deleted before this run started"
+    if job.status is not JobStatus.ACTIVE:
+        return "skipped: the job was paused before this run started"
+    return None
+
+
 class JobPage(BaseModel):
     items: list[Job]
     next_token: str | None = Field(

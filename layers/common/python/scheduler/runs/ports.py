@@ -52,6 +52,11 @@ class RunStore(Protocol):
 
     def retry(self, run: Run, failed: AttemptRecord, not_before: int, now: datetime) -> bool: ...
 
+    def skip(self, run: Run, reason: str, now: datetime) -> bool:
+        """End a run that has not started as SKIPPED, if it is still at run's attempt and
+        status."""
+        ...
+
 
 class RunObjects(Protocol):
     """The S3 objects a run's attempts leave: the runner's reports and the captured output."""

@@ -1,7 +1,9 @@
 """Runs: one scheduled (or manual) occurrence of a job, retried under the same key.
 
 Status flow of one run: PENDING -> QUEUED -> DISPATCHING -> DISPATCHED -> RUNNING -> SUCCEEDED |
-FAILED | TIMED_OUT; or SKIPPED straight away, when the job forbids overlapping runs. A failed
+FAILED | TIMED_OUT; or SKIPPED: straight away when the job forbids overlapping runs or its
+catch-up policy passes over a missed occurrence, and before it starts when its job was paused
+or deleted (jobs.job_models.why_no_run_starts). A failed
 attempt with attempts left goes back to PENDING with attempt + 1 and `not_before` set by
 exponential backoff.
 """
@@ -27,7 +29,7 @@ class RunStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     TIMED_OUT = "TIMED_OUT"
-    SKIPPED = "SKIPPED"  # FORBID policy: the previous run was still unfinished
+    SKIPPED = "SKIPPED"  # not run: FORBID, catch-up, or its job paused/deleted (see `error`)
 
     @property
     def terminal(self) -> bool:

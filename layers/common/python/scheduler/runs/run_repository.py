@@ -305,6 +305,24 @@ class RunRepository:
             names,
         )
 
+    def skip(self, run: Run, reason: str, now: datetime) -> bool:
+        """End a run that has not started as SKIPPED (its job was paused or deleted), if it is
+        still at `run`'s attempt and status; it leaves the in-flight index."""
+        return self._update(
+            run,
+            "SET #st = :skipped, updated_at = :now, finished_at = :now, #err = :reason, "
+            "expires_at = :expires REMOVE inflight_shard, deadline, claim_id, claim_until",
+            "attempt = :attempt AND #st = :status",
+            {
+                ":skipped": RunStatus.SKIPPED.value,
+                ":status": run.status.value,
+                ":now": times.to_text(now),
+                ":reason": reason,
+                ":expires": int(now.timestamp()) + self._retention_seconds,
+            },
+            {"#err": "error"},
+        )
+
     def retry(self, run: Run, failed: AttemptRecord, not_before: int, now: datetime) -> bool:
         """Close the failed attempt and schedule the next one: the run back to PENDING with
         attempt + 1, and a schedule item at `not_before` for the watcher — one transaction."""

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 
 from scheduler import keys
-from scheduler.errors import InvalidInput, RunNotFound
+from scheduler.errors import InvalidInput, JobPaused, RunNotFound
 from scheduler.jobs.job_models import (
     MAX_BACKFILL,
     BackfillOccurrence,
@@ -18,6 +18,7 @@ from scheduler.jobs.job_models import (
     BackfillResult,
     ConcurrencyPolicy,
     Job,
+    JobStatus,
     RunNowRequest,
 )
 from scheduler.jobs.job_service import owned_job
@@ -97,7 +98,7 @@ class RunService:
         request = request or RunNowRequest()
         if self._queue is None or self._schedule is None:
             raise RuntimeError("RunService.run_now needs the queue and the schedule")
-        job = owned_job(self._jobs, user_id, job_id)
+        job = _running_job(self._jobs, user_id, job_id)
         now = _next_second(self._clock())
         # Manual runs are keyed by their second and a random token, so any number of them can
         # start in the same second; a token drawn twice (1 in 2^32) just draws again.
@@ -120,7 +121,7 @@ class RunService:
         Each run is marked BACKFILL, with the request's reason."""
         if self._queue is None or self._schedule is None:
             raise RuntimeError("RunService.backfill needs the queue and the schedule")
-        job = owned_job(self._jobs, user_id, job_id)
+        job = _running_job(self._jobs, user_id, job_id)
         now = _next_second(self._clock())
         seconds = _backfill_seconds(job, request, now)
         if request.dry_run:
@@ -219,6 +220,15 @@ class RunService:
         if self._runs.create_with_schedule_item(run, script_key, parameters, item):
             return run, item
         return None
+
+
+def _running_job(jobs: JobReader, user_id: str, job_id: str) -> Job:
+    """The caller's job, if it is not paused: a paused job starts no run (its runs that were
+    already queued are skipped), so run now and backfill are refused rather than skipped."""
+    job = owned_job(jobs, user_id, job_id)
+    if job.status is not JobStatus.ACTIVE:
+        raise JobPaused(f"job {job_id!r} is paused: resume it to run it")
+    return job
 
 
 def _next_second(clock: datetime) -> datetime:
