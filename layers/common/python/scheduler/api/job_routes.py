@@ -33,6 +33,18 @@ from scheduler.jobs.job_models import (
     SchedulePreviewRequest,
 )
 
+# What an id in a path can be: the ids this API hands out (job ids are 32 hex digits, run keys
+# `<10 digits>-<job id>` or, for a manual run, `...-m<8 hex digits>`); anything else is a 400.
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+JobId = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=ID_PATTERN, description="The job's `job_id`."),
+]
+RunKey = Annotated[
+    str,
+    Path(min_length=1, max_length=128, pattern=ID_PATTERN, description="The run's `key`."),
+]
+
 
 def caller(router: Router) -> str:
     """The caller's identity: the `sub` claim the JWT authorizer verified."""
@@ -92,11 +104,13 @@ get_router = Router()
     tags=["jobs"],
     responses=responses(200, Job, JobNotFound),
 )
-def get_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
+def get_job(job_id: JobId) -> Job:
     return wiring.job_service().get(caller(get_router), job_id)
 
 
 list_router = Router()
+_AFTER = "ISO 8601 with an offset; exclusive."
+_BEFORE = "ISO 8601 with an offset; exclusive; must be later than {} (else 400)."
 LIST_PARAMETERS = frozenset(
     {
         "status",
@@ -120,10 +134,14 @@ LIST_PARAMETERS = frozenset(
 def list_jobs(
     status: Annotated[JobStatus | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=128, description="Name prefix")] = None,
-    created_after: Annotated[AwareDatetime | None, Query()] = None,
-    created_before: Annotated[AwareDatetime | None, Query()] = None,
-    next_run_after: Annotated[AwareDatetime | None, Query()] = None,
-    next_run_before: Annotated[AwareDatetime | None, Query()] = None,
+    created_after: Annotated[AwareDatetime | None, Query(description=_AFTER)] = None,
+    created_before: Annotated[
+        AwareDatetime | None, Query(description=_BEFORE.format("created_after"))
+    ] = None,
+    next_run_after: Annotated[AwareDatetime | None, Query(description=_AFTER)] = None,
+    next_run_before: Annotated[
+        AwareDatetime | None, Query(description=_BEFORE.format("next_run_after"))
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> JobPage:
@@ -159,7 +177,7 @@ update_router = Router()
     tags=["jobs"],
     responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )
-def update_job(job_id: Annotated[str, Path(max_length=64)], body: JobUpdate) -> Job:
+def update_job(job_id: JobId, body: JobUpdate) -> Job:
     return wiring.job_change_service().update(caller(update_router), job_id, body)
 
 
@@ -177,7 +195,7 @@ pause_router = Router()
     tags=["jobs"],
     responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )
-def pause_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
+def pause_job(job_id: JobId) -> Job:
     return wiring.job_service().pause(caller(pause_router), job_id)
 
 
@@ -193,7 +211,7 @@ resume_router = Router()
     tags=["jobs"],
     responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )
-def resume_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
+def resume_job(job_id: JobId) -> Job:
     return wiring.job_change_service().resume(caller(resume_router), job_id)
 
 
@@ -208,7 +226,7 @@ delete_router = Router()
     tags=["jobs"],
     responses=responses(204, None, JobNotFound, JobBusy, description="Deleted"),
 )
-def delete_job(job_id: Annotated[str, Path(max_length=64)]) -> Response[None]:
+def delete_job(job_id: JobId) -> Response[None]:
     wiring.job_service().delete(caller(delete_router), job_id)
     return Response(status_code=204)
 
@@ -227,7 +245,7 @@ preview_router = Router()
     responses=responses(200, SchedulePreview, JobNotFound),
 )
 def preview_job(
-    job_id: Annotated[str, Path(max_length=64)],
+    job_id: JobId,
     count: Annotated[int, Query(ge=1, le=100)] = 10,
     after: Annotated[AwareDatetime | None, Query()] = None,
 ) -> SchedulePreview:

@@ -18,8 +18,10 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
 
 from scheduler.api.error_responses import ErrorBody, ErrorResponse, answer_for
+from scheduler.api.openapi_corrections import correct
 from scheduler.api.request_body import body_problem, parse_json_body
 from scheduler.errors import DomainError
 
@@ -64,8 +66,18 @@ def internal_error() -> Response[str]:
     )
 
 
+class ApiResolver(APIGatewayHttpResolver):
+    """powertools' resolver, whose OpenAPI document (/openapi.json and /docs) says what this
+    API answers (scheduler.api.openapi_corrections)."""
+
+    def get_openapi_schema(self, **kwargs: Any) -> OpenAPI:
+        generated = super().get_openapi_schema(**kwargs)
+        document = generated.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return OpenAPI.model_validate(correct(document))
+
+
 def make_resolver() -> APIGatewayHttpResolver:
-    app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=parse_json_body)
+    app = ApiResolver(enable_validation=True, json_body_deserializer=parse_json_body)
 
     def _require_json_body(
         app: APIGatewayHttpResolver, next_middleware: NextMiddleware

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from scheduler import wiring
 from scheduler.api.error_responses import responses
-from scheduler.api.job_routes import caller
+from scheduler.api.job_routes import JobId, RunKey, caller
 from scheduler.errors import JobNotFound, JobPaused, RunNotFound, UnsupportedMediaType
 from scheduler.jobs.job_models import BackfillRequest, BackfillResult, RunNowRequest
 from scheduler.runs.run_models import Run, RunPage
@@ -25,7 +25,7 @@ list_runs_router = Router()
     responses=responses(200, RunPage, JobNotFound),
 )
 def list_runs(
-    job_id: Annotated[str, Path(max_length=64)],
+    job_id: JobId,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> RunPage:
@@ -41,9 +41,7 @@ get_run_router = Router()
     tags=["runs"],
     responses=responses(200, Run, JobNotFound, RunNotFound),
 )
-def get_run(
-    job_id: Annotated[str, Path(max_length=64)], key: Annotated[str, Path(max_length=128)]
-) -> Run:
+def get_run(job_id: JobId, key: RunKey) -> Run:
     return wiring.run_service().get(caller(get_run_router), job_id, key)
 
 
@@ -63,9 +61,7 @@ run_output_router = Router()
         307: {"description": "Redirect to the output object"},
     },
 )
-def get_run_output(
-    job_id: Annotated[str, Path(max_length=64)], key: Annotated[str, Path(max_length=128)]
-) -> Response[str]:
+def get_run_output(job_id: JobId, key: RunKey) -> Response[str]:
     output = wiring.run_service().output(caller(run_output_router), job_id, key)
     if output.url is not None:
         return Response(status_code=307, headers={"Location": output.url}, body="")
@@ -85,9 +81,7 @@ run_job_router = Router()
     tags=["runs"],
     responses=responses(202, Run, JobNotFound, JobPaused, UnsupportedMediaType),
 )
-def run_job(
-    job_id: Annotated[str, Path(max_length=64)], body: RunNowRequest | None = None
-) -> Response[Run]:
+def run_job(job_id: JobId, body: RunNowRequest | None = None) -> Response[Run]:
     run = wiring.run_now_service().run_now(caller(run_job_router), job_id, body)
     return Response(
         status_code=202,
@@ -111,7 +105,5 @@ backfill_router = Router()
     tags=["runs"],
     responses=responses(200, BackfillResult, JobNotFound, JobPaused, UnsupportedMediaType),
 )
-def backfill_job(
-    job_id: Annotated[str, Path(max_length=64)], body: BackfillRequest
-) -> BackfillResult:
+def backfill_job(job_id: JobId, body: BackfillRequest) -> BackfillResult:
     return wiring.run_now_service().backfill(caller(backfill_router), job_id, body)
