@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 import boto3
+from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from botocore.config import Config
 
@@ -148,8 +149,29 @@ def list_jobs_service() -> JobService:
         Stores(settings).jobs,
         S3ScriptStore(client("s3"), settings.scripts_bucket),
         clock=now,
-        page_tokens=PageTokens(settings.page_token_secret.get_secret_value().encode()),
+        page_tokens=_page_tokens(settings),
     )
+
+
+def _page_tokens(settings: ListJobsSettings) -> PageTokens:
+    """Page tokens signed with the key in Secrets Manager: fetched at cold start (a missing or
+    short key fails there), then from powertools' cache, fetched again after its max age."""
+    provider = parameters.SecretsProvider(boto3_client=client("secretsmanager"))
+
+    def key() -> bytes:
+        value = provider.get(
+            settings.page_token_secret_id, max_age=settings.page_token_secret_max_age
+        )
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        if len(text) < MIN_PAGE_TOKEN_KEY:
+            raise ValueError(f"the page token key must be at least {MIN_PAGE_TOKEN_KEY} long")
+        return text.encode()
+
+    key()
+    return PageTokens(key)
+
+
+MIN_PAGE_TOKEN_KEY = 16
 
 
 # -- the runs API -------------------------------------------------------------------------------
@@ -159,8 +181,7 @@ def list_jobs_service() -> JobService:
 def list_runs_service() -> RunService:
     settings = ListJobsSettings()  # type: ignore[call-arg]
     stores = Stores(settings)
-    tokens = PageTokens(settings.page_token_secret.get_secret_value().encode())
-    return RunService(stores.jobs, stores.runs, clock=now, page_tokens=tokens)
+    return RunService(stores.jobs, stores.runs, clock=now, page_tokens=_page_tokens(settings))
 
 
 @cache
