@@ -161,7 +161,8 @@ def reply_from_result(result: Any) -> _Reply:
     else:
         body = str(raw).encode()
     headers = {str(k).lower(): str(v) for k, v in (result.get("headers") or {}).items()}
-    headers.setdefault("content-type", "application/json")
+    if body:  # an empty answer (a 204) says no content type rather than an empty JSON one
+        headers.setdefault("content-type", "application/json")
     return _Reply(int(result["statusCode"]), body, headers, list(result.get("cookies") or []))
 
 

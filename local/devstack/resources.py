@@ -40,6 +40,8 @@ def create_all(stack: Stack, endpoint_url: str | None = None) -> None:
 
     _create_queues(stack, session.client("sqs", endpoint_url=endpoint_url))
 
+    _create_secrets(stack, session.client("secretsmanager", endpoint_url=endpoint_url))
+
     sns = session.client("sns", endpoint_url=endpoint_url)
     for logical in stack.of_type("AWS::SNS::Topic"):
         sns.create_topic(Name=stack.physical_names[logical])  # idempotent
@@ -136,6 +138,16 @@ def _container_definition(container: dict[str, Any], memory: int) -> Any:
     if "StopTimeout" in container:
         definition["stopTimeout"] = int(container["StopTimeout"])
     return definition
+
+
+def _create_secrets(stack: Stack, secrets: Any) -> None:
+    """The template generates its secrets' values; the local stack gives each its own."""
+    for logical in stack.of_type("AWS::SecretsManager::Secret"):
+        name, value = stack.physical_names[logical], stack.secrets[logical]
+        try:
+            secrets.create_secret(Name=name, SecretString=value)
+        except secrets.exceptions.ResourceExistsException:
+            secrets.put_secret_value(SecretId=name, SecretString=value)
 
 
 def _create_queues(stack: Stack, sqs: Any) -> None:

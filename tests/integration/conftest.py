@@ -91,6 +91,8 @@ def api_event(
         event["body"] = json.dumps(body)
     if raw_body is not None:
         event["body"] = raw_body
+    if event.get("body"):  # as a client sends JSON (a test may change or remove it)
+        event["headers"].setdefault("content-type", "application/json")
     if path is not None:
         event["rawPath"] = path
         event["requestContext"]["http"]["path"] = path

@@ -612,3 +612,26 @@ def test_a_backfill_queues_the_missing_occurrences_of_a_past_range(stack, invoke
     future = backfill({"from": window["from"], "to": (end + timedelta(hours=1)).isoformat()})
     assert future["statusCode"] == 400
     assert {d["field"] for d in body_of(future)["error"]["details"]} == {"to"}
+
+
+def test_a_run_queued_before_its_job_was_paused_is_skipped_not_started(stack, invoke) -> None:
+    # Given a run now, queued, and then its job paused (and a run now of the paused job refused)
+    job = _create_job(invoke, schedule="0 0 1 1 *")
+    path = {"path": f"/jobs/{job['job_id']}/run", "path_parameters": {"job_id": job["job_id"]}}
+    assert invoke("RunJobFunction", api_event("run_job", **path))["statusCode"] == 202
+    pause = {"path": f"/jobs/{job['job_id']}/pause", "path_parameters": {"job_id": job["job_id"]}}
+    assert invoke("PauseJobFunction", api_event("pause_job", **pause))["statusCode"] == 200
+    refused = invoke("RunJobFunction", api_event("run_job", **path))
+    assert (refused["statusCode"], body_of(refused)["error"]["code"]) == (409, "job_paused")
+
+    # When the executor receives the queued run
+    messages = _receive(stack, "DispatchQueue")
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    assert invoke("ExecutorFunction", _sqs_event(messages, arn)) == {"batchItemFailures": []}
+
+    # Then no task starts, and the run is SKIPPED, saying why
+    tasks = boto3.client("ecs").list_tasks(cluster=stack.physical_names["RunnerCluster"])
+    assert tasks["taskArns"] == []
+    (run,) = runs_of(stack, job["job_id"])
+    assert run["status"] == "SKIPPED"
+    assert run["error"] == "skipped: the job was paused before this run started"

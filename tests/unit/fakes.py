@@ -445,7 +445,8 @@ class FakeRunStore:
 
     def last_run(self, job_id: str, now: datetime) -> Run | None:
         return next(
-            (run for run in self._newest_first(job_id) if run.execution_time <= epoch(now)), None
+            (run for run in self._newest_first(job_id) if run.execution_time <= epoch(now) + 1),
+            None,
         )
 
     def overdue(self, now: datetime) -> list[tuple[str, str]]:
@@ -656,6 +657,21 @@ class FakeRunStore:
             )
 
         return self._change(run, lambda row: row.run.status in UNFINISHED, apply)
+
+    def skip(self, run: Run, reason: str, now: datetime) -> bool:
+        def apply(row: StoredRun) -> None:
+            row.run = row.run.model_copy(
+                update={
+                    "status": RunStatus.SKIPPED,
+                    "updated_at": now,
+                    "finished_at": now,
+                    "error": reason,
+                }
+            )
+            row.expires_at = epoch(now) + self._retention_seconds
+            row.deadline = row.claim_id = row.claim_until = None
+
+        return self._change(run, lambda row: row.run.status is run.status, apply)
 
     # -- for tests ---------------------------------------------------------------------------
 

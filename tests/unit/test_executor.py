@@ -14,7 +14,14 @@ from scheduler.pipeline.executor import Executor, RunBusy
 from scheduler.pipeline.ports import DispatchFailed
 from scheduler.runs.run_models import AttemptRecord, Run, RunReport, RunStatus, RunTrigger, new_run
 from scheduler.times import epoch
-from unit.fakes import FakeClock, FakeDispatchBackend, FakeRunStore, FakeScheduleStore
+from unit.fakes import (
+    FakeClock,
+    FakeDispatchBackend,
+    FakeJobStore,
+    FakeRunStore,
+    FakeScheduleStore,
+    add_job,
+)
 
 NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
 NOW = datetime(2026, 11, 27, 11, 59, 10, tzinfo=UTC)  # queued by the 11:59 tick
@@ -39,9 +46,25 @@ def backend() -> FakeDispatchBackend:
 
 
 @pytest.fixture
-def executor(runs: FakeRunStore, backend: FakeDispatchBackend, clock: FakeClock) -> Executor:
+def jobs() -> FakeJobStore:
+    """alice's active jobs job-a and job-b."""
+    store = FakeJobStore(FakeScheduleStore())
+    for job_id in ("job-a", "job-b"):
+        add_job(store, now=NOW, name=job_id, job_id=job_id)
+    return store
+
+
+@pytest.fixture
+def executor(
+    runs: FakeRunStore, backend: FakeDispatchBackend, jobs: FakeJobStore, clock: FakeClock
+) -> Executor:
     return Executor(
-        runs, backend, claim_seconds=CLAIM_SECONDS, dispatch_grace_seconds=GRACE, clock=clock
+        runs,
+        backend,
+        jobs,
+        claim_seconds=CLAIM_SECONDS,
+        dispatch_grace_seconds=GRACE,
+        clock=clock,
     )
 
 
@@ -238,3 +261,42 @@ def test_an_expired_claim_is_taken_over(
     assert stored.run.status is RunStatus.DISPATCHED
     assert stored.claim_id not in (None, "dead-executor")
     assert len(backend.dispatched) == 1
+
+
+@pytest.mark.parametrize("stop", ["pause", "delete"])
+def test_a_queued_run_of_a_paused_or_deleted_job_is_skipped_not_dispatched(
+    executor: Executor,
+    runs: FakeRunStore,
+    jobs: FakeJobStore,
+    backend: FakeDispatchBackend,
+    stop: str,
+) -> None:
+    # Given a pack of two queued runs, and job-a paused (or deleted) since they were queued
+    stopped, running = queued_run(runs, "job-a"), queued_run(runs, "job-b")
+    job = jobs.get("job-a")
+    assert job is not None
+    assert jobs.pause(job, NOW) if stop == "pause" else jobs.delete(job)
+
+    # When the executor handles the message
+    dispatched = executor.handle(message_for(stopped, running))
+
+    # Then only job-b's run is in the task; job-a's ended SKIPPED, saying why, out of flight
+    assert dispatched == [running.key]
+    assert [[spec.run_key for spec in specs] for _, specs in backend.dispatched] == [[running.key]]
+    skipped = runs.stored("job-a", stopped.key)
+    assert skipped is not None
+    assert skipped.run.status is RunStatus.SKIPPED
+    assert skipped.run.error == f"skipped: the job was {stop}d before this run started"
+    assert (skipped.deadline, skipped.claim_id) == (None, None)
+
+
+def test_a_message_whose_runs_are_all_of_a_paused_job_starts_no_task(
+    executor: Executor, runs: FakeRunStore, jobs: FakeJobStore, backend: FakeDispatchBackend
+) -> None:
+    run = queued_run(runs, "job-a")
+    job = jobs.get("job-a")
+    assert job is not None
+    assert jobs.pause(job, NOW)
+    assert executor.handle(message_for(run)) == []
+    assert backend.dispatched == []
+    assert status_of(runs, run) is RunStatus.SKIPPED

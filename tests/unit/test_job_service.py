@@ -246,6 +246,64 @@ def test_updating_a_paused_job_keeps_it_paused_without_a_schedule_item(
     assert schedule.items() == [occurrence(job, datetime(2026, 7, 1, 18, 0, tzinfo=UTC))]
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (JobUpdate(schedule="0 0 30 2 *"), "schedule"),  # February 30th: never
+        (JobUpdate(end_at=datetime(2026, 6, 1, tzinfo=UTC)), "end_at"),  # already past
+    ],
+    ids=["never-fires", "end-in-the-past"],
+)
+def test_a_paused_job_is_refused_a_schedule_that_never_runs_as_create_is(
+    service: JobService, jobs: FakeJobStore, change: JobUpdate, field: str
+) -> None:
+    # Given a paused job
+    job = service.create("alice", job_body())
+    paused = service.pause("alice", job.job_id)
+
+    # When it is changed to a schedule with no run from now on
+    with pytest.raises(InvalidInput) as raised:
+        service.update("alice", job.job_id, change)
+
+    # Then that is refused, naming the field, and the job is as it was
+    assert [detail["field"] for detail in raised.value.details] == [field]
+    assert jobs.get(job.job_id) == paused
+
+
+def test_resume_refuses_a_job_with_no_run_left_and_leaves_it_paused(
+    service: JobService, jobs: FakeJobStore, schedule: FakeScheduleStore, clock: FakeClock
+) -> None:
+    # Given a paused job whose end_at passes while it is paused
+    job = service.create("alice", job_body(end_at=datetime(2026, 7, 3, tzinfo=UTC)))
+    paused = service.pause("alice", job.job_id)
+    clock.set(datetime(2026, 7, 4, tzinfo=UTC))
+
+    # When it is resumed
+    with pytest.raises(InvalidInput, match="cannot resume") as raised:
+        service.resume("alice", job.job_id)
+
+    # Then it is refused (an active job that never runs would hide it), and stays paused
+    assert raised.value.details[0]["field"] == "end_at"
+    assert jobs.get(job.job_id) == paused
+    assert schedule.items() == []
+
+
+def test_resume_refuses_a_stored_schedule_that_never_fires(
+    jobs: FakeJobStore, scripts: FakeScriptStore, schedule: FakeScheduleStore, clock: FakeClock
+) -> None:
+    # Given a paused job stored with a schedule that never fires (accepted before it was checked)
+    service = JobService(jobs, scripts, clock=clock, page_tokens=PageTokens(SECRET))
+    job = add_job(jobs, now=START, schedule="0 0 30 2 *", status=JobStatus.PAUSED)
+
+    # When it is resumed, it is refused naming the schedule, and stays paused
+    with pytest.raises(InvalidInput, match="cannot resume") as raised:
+        service.resume(job.user_id, job.job_id)
+    assert raised.value.details[0]["field"] == "schedule"
+    stored = jobs.get(job.job_id)
+    assert stored is not None
+    assert stored.status is JobStatus.PAUSED
+
+
 def test_null_fields_are_refused_but_a_null_description_clears_it(
     service: JobService, jobs: FakeJobStore
 ) -> None:
@@ -463,6 +521,23 @@ def test_list_filters(service: JobService, clock: FakeClock) -> None:
     assert [job.name for job in paused.items] == ["backup"]
     created = service.list("alice", JobFilters(created_after=START), 10, None)
     assert [job.name for job in created.items] == ["backup", "report-b"]
+
+
+@pytest.mark.parametrize(
+    ("after", "before"),
+    [("created_after", "created_before"), ("next_run_after", "next_run_before")],
+)
+@pytest.mark.parametrize("gap", [0, -60])
+def test_an_empty_time_range_is_invalid_input_naming_its_end(
+    service: JobService, after: str, before: str, gap: int
+) -> None:
+    # Given a range whose end is not after its start (DynamoDB refuses such a key range)
+    filters = JobFilters(**{after: START, before: START + timedelta(seconds=gap)})
+    # When alice lists with it
+    with pytest.raises(InvalidInput) as raised:
+        service.list("alice", filters, 10, None)
+    # Then the answer names the range's end
+    assert raised.value.details == [{"field": before, "problem": f"must be later than {after}"}]
 
 
 def test_a_page_token_only_works_for_its_owner_and_its_filters(

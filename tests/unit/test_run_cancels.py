@@ -168,7 +168,9 @@ def test_a_cancelled_queued_run_is_not_dispatched(
 
     # When the executor takes the message
     backend = FakeDispatchBackend()
-    executor = Executor(runs, backend, claim_seconds=60, dispatch_grace_seconds=300, clock=clock)
+    executor = Executor(
+        runs, backend, jobs, claim_seconds=60, dispatch_grace_seconds=300, clock=clock
+    )
     message = DispatchMessage(
         pack_id="p", user_id="alice", runs=[DueRun(job_id=job.job_id, key=run.key, attempt=1)]
     )

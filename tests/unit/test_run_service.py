@@ -3,13 +3,14 @@ through the normal queue (with the watcher as the safety net when the queue refu
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 
 from scheduler import keys
-from scheduler.errors import InvalidInput, InvalidPageToken, JobNotFound, RunNotFound
+from scheduler.errors import InvalidInput, InvalidPageToken, JobNotFound, JobPaused, RunNotFound
 from scheduler.jobs.job_models import BackfillRequest, Job, RunNowRequest
 from scheduler.pagination import PageTokens
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
@@ -237,7 +238,7 @@ def test_run_now_queues_a_manual_run_at_the_next_whole_second(
 
     # Then a MANUAL run for 11:30:01 exists, attempt 1, with the job's script and parameters
     second = epoch(datetime(2026, 11, 27, 11, 30, 1, tzinfo=UTC))
-    assert run.key == keys.run_key(datetime(2026, 11, 27, 11, 30, 1, tzinfo=UTC), job.job_id)
+    assert re.fullmatch(rf"{second:010d}-{job.job_id}-m[0-9a-f]{{8}}", run.key)
     assert (run.trigger, run.execution_time, run.not_before, run.attempt) == (
         RunTrigger.MANUAL,
         second,
@@ -275,20 +276,21 @@ def test_run_now_on_a_whole_second_runs_at_that_second(
     assert run.execution_time == epoch(datetime(2026, 11, 27, 11, 45, tzinfo=UTC))
 
 
-def test_a_second_run_now_in_the_same_second_gets_the_next_second(
+def test_many_run_nows_in_the_same_second_each_run_at_that_second(
     service: RunService, runs: FakeRunStore, queue: FakeRunQueue, job: Job
 ) -> None:
     # Given a run now at 11:30:00.25 (run at 11:30:01)
     first = service.run_now("alice", job.job_id)
 
-    # When she clicks again within the same second
-    second = service.run_now("alice", job.job_id)
+    # When she clicks nine more times within the same second (the sixth used to be a 500)
+    more = [service.run_now("alice", job.job_id) for _ in range(9)]
 
-    # Then that is a second run, one second later, queued too
-    assert second.execution_time == first.execution_time + 1
-    assert second.key != first.key
-    assert [key for key, _ in queue.accepted_runs()] == [first.key, second.key]
-    assert len(runs.all()) == 2
+    # Then each is a run of its own, all at that second (none pushed into a later one), queued
+    assert {run.execution_time for run in more} == {first.execution_time}
+    assert {run.not_before for run in more} == {first.execution_time}
+    assert len({run.key for run in [first, *more]}) == 10
+    assert [key for key, _ in queue.accepted_runs()] == [run.key for run in [first, *more]]
+    assert len(runs.all()) == 10
 
 
 def test_when_the_queue_refuses_the_run_stays_pending_for_the_watcher(
@@ -360,15 +362,77 @@ def test_run_now_does_not_take_the_second_of_a_run_the_watcher_already_created(
     scheduled = past_run(runs, job, 12)
     clock.set(datetime(2026, 11, 27, 11, 59, 59, 500000, tzinfo=UTC))
 
-    # When alice runs the job now, at 11:59:59.5
+    # When alice runs the job now, at 11:59:59.5 (its second is 12:00:00)
     run = service.run_now("alice", job.job_id)
 
-    # Then the manual run is a run of its own, at 12:00:01
-    assert run.execution_time == scheduled.execution_time + 1
+    # Then the manual run is a run of its own, at 12:00:00 beside the scheduled one
+    assert run.execution_time == scheduled.execution_time
+    assert run.key != scheduled.key
     assert run.trigger is RunTrigger.MANUAL
     kept = runs.get(job.job_id, scheduled.key)
     assert kept is not None
     assert kept.trigger is RunTrigger.SCHEDULE
+
+
+def test_a_run_now_in_the_second_of_an_occurrence_does_not_take_its_place(
+    service: RunService,
+    jobs: FakeJobStore,
+    runs: FakeRunStore,
+    schedule: FakeScheduleStore,
+    queue: FakeRunQueue,
+    objects: FakeRunObjects,
+    clock: FakeClock,
+    job: Job,
+) -> None:
+    # Given a run now at 11:59:59.5, which runs at 12:00:00, the hourly job's next occurrence
+    clock.set(datetime(2026, 11, 27, 11, 59, 59, 500000, tzinfo=UTC))
+    manual = service.run_now("alice", job.job_id)
+
+    # When the watcher takes the 12:00 occurrence
+    policy = WatcherPolicy(
+        lookahead_seconds=60,
+        overlap_seconds=300,
+        max_window_seconds=1800,
+        pack_window_seconds=5,
+        max_runs_per_task=10,
+        dispatch_grace_seconds=GRACE,
+    )
+    outcomes = RunOutcomes(
+        runs, objects, retry_base_seconds=30, running_grace_seconds=60, clock=clock
+    )
+    Watcher(jobs, schedule, runs, queue, outcomes, policy, clock).tick()
+
+    # Then the occurrence has its own SCHEDULE run beside the manual one: both queued
+    at_noon = [run for run in runs.all() if run.execution_time == manual.execution_time]
+    assert sorted(run.trigger for run in at_noon) == [RunTrigger.MANUAL, RunTrigger.SCHEDULE]
+    assert {run.status for run in at_noon} == {RunStatus.QUEUED}
+
+
+def test_run_now_and_backfill_of_a_paused_job_are_refused_and_write_nothing(
+    service: RunService,
+    jobs: FakeJobStore,
+    runs: FakeRunStore,
+    schedule: FakeScheduleStore,
+    queue: FakeRunQueue,
+    job: Job,
+) -> None:
+    # Given alice's job, paused
+    assert jobs.pause(job, START)
+    items = schedule.items()
+
+    # When she runs it now, or backfills it, both are refused: a paused job starts no run
+    with pytest.raises(JobPaused, match="resume"):
+        service.run_now("alice", job.job_id)
+    backfill = BackfillRequest.model_validate(
+        {"from": "2026-11-27T00:00:00Z", "to": "2026-11-27T03:00:00Z"}
+    )
+    with pytest.raises(JobPaused):
+        service.backfill("alice", job.job_id, backfill)
+
+    # And nothing was written or sent
+    assert runs.all() == []
+    assert queue.received == []
+    assert schedule.items() == items
 
 
 def test_run_now_with_its_own_parameters_and_a_reason_records_both(

@@ -568,6 +568,52 @@ def test_a_due_retry_is_sent_as_its_next_attempt_and_its_item_dropped(
     assert [i.trigger for i in schedule.items(job.job_id)] == [RunTrigger.SCHEDULE]
 
 
+@pytest.mark.parametrize("stop", ["pause", "delete"])
+def test_a_retry_of_a_paused_or_deleted_job_is_skipped_when_due_not_sent(
+    watcher: Watcher,
+    jobs: FakeJobStore,
+    schedule: FakeScheduleStore,
+    runs: FakeRunStore,
+    queue: FakeRunQueue,
+    stop: str,
+) -> None:
+    # Given a run whose first attempt failed, retrying at 11:59:20, and its job then paused
+    job = add_job(jobs, now=CREATED, schedule=YEARLY)
+    run = existing_run(runs, job, DAY.replace(hour=11), queued_until=epoch(NOON))
+    failed = AttemptRecord(attempt=1, status=RunStatus.FAILED, exit_code=1)
+    assert runs.retry(run, failed, epoch(TICK) + 20, TICK)
+    assert jobs.pause(job, TICK) if stop == "pause" else jobs.delete(job)
+
+    # When the watcher ticks
+    watcher.tick()
+
+    # Then nothing is sent: attempt 2 ends SKIPPED, saying why, and its item is gone
+    assert queue.accepted_runs() == []
+    skipped = runs.get(job.job_id, run.key)
+    assert skipped is not None
+    assert (skipped.status, skipped.attempt) == (RunStatus.SKIPPED, 2)
+    assert skipped.error == f"skipped: the job was {stop}d before this run started"
+    assert [i for i in schedule.items(job.job_id) if i.trigger is RunTrigger.RETRY] == []
+
+
+def test_a_retry_of_a_job_resumed_before_it_is_due_is_sent(
+    watcher: Watcher, jobs: FakeJobStore, runs: FakeRunStore, queue: FakeRunQueue
+) -> None:
+    # Given a pending retry whose job was paused, then resumed before the retry fell due
+    job = add_job(jobs, now=CREATED, schedule=YEARLY)
+    run = existing_run(runs, job, DAY.replace(hour=11), queued_until=epoch(NOON))
+    failed = AttemptRecord(attempt=1, status=RunStatus.FAILED, exit_code=1)
+    assert runs.retry(run, failed, epoch(TICK) + 20, TICK)
+    assert jobs.pause(job, TICK)
+    paused = jobs.get(job.job_id)
+    assert paused is not None
+    assert jobs.resume(paused, job.next_run_at, TICK)
+
+    # When the watcher ticks, attempt 2 is sent
+    watcher.tick()
+    assert queue.accepted_runs() == [(run.key, 2)]
+
+
 def test_the_sweep_concludes_overdue_runs_as_failed_attempts(
     watcher: Watcher,
     jobs: FakeJobStore,

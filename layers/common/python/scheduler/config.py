@@ -5,7 +5,7 @@ Each is built on first use (cold start) and fails fast with every missing variab
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.pipeline.due_runs import dispatch_lead_seconds
@@ -63,7 +63,10 @@ class CreateJobSettings(DispatchSettings):
 class ListJobsSettings(JobApiSettings):
     """list_jobs and list_runs."""
 
-    page_token_secret: SecretStr = Field(min_length=16)
+    # The Secrets Manager secret (ARN or name) holding the page tokens' HMAC key: read at cold
+    # start and cached, re-read after this many seconds (a rotation reaches warm containers).
+    page_token_secret_id: str = Field(min_length=1)
+    page_token_secret_max_age: int = Field(default=300, ge=0, le=86400)
 
 
 class RunJobSettings(JobApiSettings):

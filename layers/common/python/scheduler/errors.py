@@ -71,3 +71,15 @@ class RunEnded(DomainError):
     """The run has already ended (SUCCEEDED, FAILED, ...): there is nothing to cancel."""
 
     code = "run_ended"
+
+
+class UnsupportedMediaType(DomainError):
+    """A request body that is not sent as JSON (`Content-Type: application/json`, UTF-8)."""
+
+    code = "unsupported_media_type"
+
+
+class JobPaused(DomainError):
+    """Run now or backfill of a paused job: a paused job starts no run."""
+
+    code = "job_paused"

@@ -36,6 +36,13 @@ def run_key(instant: datetime, job_id: str) -> str:
     return f"{epoch_text(instant)}-{job_id}"
 
 
+def manual_run_key(instant: datetime, job_id: str, token: str) -> str:
+    """A manual run's key: `<execution_time>-<job_id>-m<token>`. Any number of manual runs can
+    share a second, and none takes the key of the scheduled occurrence of that second; it still
+    sorts in time order, after that occurrence's key."""
+    return f"{run_key(instant, job_id)}-m{token}"
+
+
 def inflight_shard(job_id: str, shards: int) -> str:
     """Partition key of the runs table's in-flight index (the deadline sweep queries each)."""
     return f"{shard_of(job_id, shards):02d}"

@@ -25,9 +25,10 @@ new run waiting for the lock):
 
 The watcher (functions/watcher, scheduler/pipeline/watcher.py and due_runs.py; due_runs also
 runs in create_job, update_job and resume_job for an occurrence due before the next tick):
-  RunsSkipped [Count]       an occurrence recorded SKIPPED: its catch-up policy passes over a
-                            missed occurrence (also counted by run outcomes for a run its
-                            runner skipped by the job's overlap policy)
+  RunsSkipped [Count]       a run recorded SKIPPED: its catch-up policy passes over a missed
+                            occurrence, or the job was paused or deleted before the run
+                            started (also from the executor; and from run outcomes for a run
+                            its runner skipped by the job's overlap policy)
   QueueLead [Seconds]       scheduled second minus the time the run was sent to the queue
   TickDuration [Milliseconds]  one tick, from start to cursor moved
   TickItems [Count]         schedule items the tick took (successors included)

@@ -6,14 +6,22 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from typing import Any
 
 from scheduler.errors import InvalidPageToken
 
 
 class PageTokens:
-    def __init__(self, secret: bytes) -> None:
-        self._secret = secret
+    """`key` is the HMAC key, or a function that returns the current one (read from Secrets
+    Manager and cached, so that a rotated key is picked up without a redeploy)."""
+
+    def __init__(self, key: bytes | Callable[[], bytes]) -> None:
+        self._key = key
+
+    @property
+    def _secret(self) -> bytes:
+        return self._key() if callable(self._key) else self._key
 
     def encode(self, position: dict[str, Any], *, owner: str, scope: str) -> str:
         payload = json.dumps({"p": position, "o": owner, "s": scope}, separators=(",", ":"))

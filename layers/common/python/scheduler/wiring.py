@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 import boto3
+from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from botocore.config import Config
 
@@ -154,9 +155,30 @@ def list_jobs_service() -> JobService:
         stores.jobs,
         S3ScriptStore(client("s3"), settings.scripts_bucket),
         clock=now,
-        page_tokens=PageTokens(settings.page_token_secret.get_secret_value().encode()),
+        page_tokens=_page_tokens(settings),
         history=stores.runs,
     )
+
+
+def _page_tokens(settings: ListJobsSettings) -> PageTokens:
+    """Page tokens signed with the key in Secrets Manager: fetched at cold start (a missing or
+    short key fails there), then from powertools' cache, fetched again after its max age."""
+    provider = parameters.SecretsProvider(boto3_client=client("secretsmanager"))
+
+    def key() -> bytes:
+        value = provider.get(
+            settings.page_token_secret_id, max_age=settings.page_token_secret_max_age
+        )
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        if len(text) < MIN_PAGE_TOKEN_KEY:
+            raise ValueError(f"the page token key must be at least {MIN_PAGE_TOKEN_KEY} long")
+        return text.encode()
+
+    key()
+    return PageTokens(key)
+
+
+MIN_PAGE_TOKEN_KEY = 16
 
 
 # -- the runs API -------------------------------------------------------------------------------
@@ -166,8 +188,7 @@ def list_jobs_service() -> JobService:
 def list_runs_service() -> RunService:
     settings = ListJobsSettings()  # type: ignore[call-arg]
     stores = Stores(settings)
-    tokens = PageTokens(settings.page_token_secret.get_secret_value().encode())
-    return RunService(stores.jobs, stores.runs, clock=now, page_tokens=tokens)
+    return RunService(stores.jobs, stores.runs, clock=now, page_tokens=_page_tokens(settings))
 
 
 @cache
@@ -284,9 +305,11 @@ def executor() -> Executor:
     else:
         known = ", ".join(sorted({"ecs", *_backends}))
         raise ValueError(f"DISPATCH_BACKEND={settings.dispatch_backend!r}: use one of {known}")
+    stores = Stores(settings)
     return Executor(
-        Stores(settings).runs,
+        stores.runs,
         backend,
+        stores.jobs,
         claim_seconds=settings.claim_seconds,
         dispatch_grace_seconds=settings.dispatch_grace_seconds,
         clock=now,

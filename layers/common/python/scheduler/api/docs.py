@@ -11,6 +11,16 @@ from scheduler.api.resolver import make_resolver
 TITLE = "Job scheduler API"
 VERSION = "1.0.0"
 SECURITY = {"bearer": HTTPBearer(scheme="bearer", bearerFormat="JWT")}
+DESCRIPTION = (
+    "Every route but this document needs a bearer token; a job belongs to the token's `sub`. "
+    "A request body is JSON, sent as `Content-Type: application/json` (UTF-8; else 415), with "
+    "objects and arrays nested at most 32 levels (else 400). Every error has the shape of "
+    "`ErrorResponse`, except API Gateway's own answers (`GatewayMessage`: a refused token, a "
+    "body over 10 MB). Beyond what the schemas state, a 400 also answers a schedule that does "
+    "not parse or never fires, an unknown time zone, a script that does not compile, parameters "
+    "over 16 KiB as JSON, a range whose end is not after its start, an unknown query parameter "
+    "and a page token this API did not issue."
+)
 
 
 def make_docs_resolver() -> APIGatewayHttpResolver:
@@ -36,21 +46,29 @@ def make_docs_resolver() -> APIGatewayHttpResolver:
         path="/docs",
         title=TITLE,
         version=VERSION,
+        description=DESCRIPTION,
         security_schemes=SECURITY,  # type: ignore[arg-type]
         security=[{"bearer": []}],
     )
 
     @app.get("/openapi.json", include_in_schema=False)
-    def openapi_document() -> Response[str]:
-        return Response(
-            status_code=200,
-            content_type="application/json",
-            body=app.get_openapi_json_schema(
-                title=TITLE,
-                version=VERSION,
-                security_schemes=SECURITY,  # type: ignore[arg-type]
-                security=[{"bearer": []}],
-            ),
-        )
+    def openapi_route() -> Response[str]:
+        return Response(status_code=200, content_type="application/json", body=document(app))
 
     return app
+
+
+def document(app: APIGatewayHttpResolver) -> str:
+    """The OpenAPI document of `app` (a docs resolver), as /openapi.json serves it."""
+    return app.get_openapi_json_schema(
+        title=TITLE,
+        version=VERSION,
+        description=DESCRIPTION,
+        security_schemes=SECURITY,  # type: ignore[arg-type]
+        security=[{"bearer": []}],
+    )
+
+
+def openapi_document() -> str:
+    """The API's OpenAPI document, as /openapi.json serves it."""
+    return document(make_docs_resolver())

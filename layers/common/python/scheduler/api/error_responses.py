@@ -18,10 +18,12 @@ from scheduler.errors import (
     JobBusy,
     JobNameConflict,
     JobNotFound,
+    JobPaused,
     RunEnded,
     RunNotFound,
     ServiceUnavailable,
     Unauthenticated,
+    UnsupportedMediaType,
 )
 
 
@@ -58,12 +60,17 @@ ANSWERS: dict[type[DomainError], ErrorAnswer] = {
     JobNameConflict: ErrorAnswer(HTTPStatus.CONFLICT, "You already have a job with this name"),
     JobBusy: ErrorAnswer(HTTPStatus.CONFLICT, "The job kept changing meanwhile; retry"),
     RunEnded: ErrorAnswer(HTTPStatus.CONFLICT, "The run has already ended; nothing to cancel"),
+    JobPaused: ErrorAnswer(HTTPStatus.CONFLICT, "The job is paused: it starts no run; resume it"),
     IdempotencyKeyInProgress: ErrorAnswer(
         HTTPStatus.CONFLICT, "A request with this Idempotency-Key is still being processed"
     ),
     IdempotencyKeyReused: ErrorAnswer(
         HTTPStatus.UNPROCESSABLE_ENTITY,
         "This Idempotency-Key was already used with a different request body",
+    ),
+    UnsupportedMediaType: ErrorAnswer(
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        "A request body must be JSON sent with `Content-Type: application/json` (UTF-8)",
     ),
     ServiceUnavailable: ErrorAnswer(
         HTTPStatus.SERVICE_UNAVAILABLE, "The service is busy; retry shortly"

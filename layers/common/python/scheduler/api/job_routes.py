@@ -20,6 +20,7 @@ from scheduler.errors import (
     JobNameConflict,
     JobNotFound,
     Unauthenticated,
+    UnsupportedMediaType,
 )
 from scheduler.jobs.job_models import (
     Job,
@@ -31,6 +32,18 @@ from scheduler.jobs.job_models import (
     SchedulePreview,
     SchedulePreviewRequest,
 )
+
+# What an id in a path can be: the ids this API hands out (job ids are 32 hex digits, run keys
+# `<10 digits>-<job id>` or, for a manual run, `...-m<8 hex digits>`); anything else is a 400.
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+JobId = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=ID_PATTERN, description="The job's `job_id`."),
+]
+RunKey = Annotated[
+    str,
+    Path(min_length=1, max_length=128, pattern=ID_PATTERN, description="The run's `key`."),
+]
 
 
 def caller(router: Router) -> str:
@@ -51,7 +64,14 @@ create_router = Router()
     "/jobs",
     summary="Create a job",
     tags=["jobs"],
-    responses=responses(201, Job, JobNameConflict, IdempotencyKeyInProgress, IdempotencyKeyReused),
+    responses=responses(
+        201,
+        Job,
+        JobNameConflict,
+        IdempotencyKeyInProgress,
+        IdempotencyKeyReused,
+        UnsupportedMediaType,
+    ),
 )
 def create_job(
     body: JobCreate,
@@ -84,11 +104,13 @@ get_router = Router()
     tags=["jobs"],
     responses=responses(200, Job, JobNotFound),
 )
-def get_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
+def get_job(job_id: JobId) -> Job:
     return wiring.job_service().describe(caller(get_router), job_id)
 
 
 list_router = Router()
+_AFTER = "ISO 8601 with an offset; exclusive."
+_BEFORE = "ISO 8601 with an offset; exclusive; must be later than {} (else 400)."
 LIST_PARAMETERS = frozenset(
     {
         "status",
@@ -112,10 +134,14 @@ LIST_PARAMETERS = frozenset(
 def list_jobs(
     status: Annotated[JobStatus | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=128, description="Name prefix")] = None,
-    created_after: Annotated[AwareDatetime | None, Query()] = None,
-    created_before: Annotated[AwareDatetime | None, Query()] = None,
-    next_run_after: Annotated[AwareDatetime | None, Query()] = None,
-    next_run_before: Annotated[AwareDatetime | None, Query()] = None,
+    created_after: Annotated[AwareDatetime | None, Query(description=_AFTER)] = None,
+    created_before: Annotated[
+        AwareDatetime | None, Query(description=_BEFORE.format("created_after"))
+    ] = None,
+    next_run_after: Annotated[AwareDatetime | None, Query(description=_AFTER)] = None,
+    next_run_before: Annotated[
+        AwareDatetime | None, Query(description=_BEFORE.format("next_run_after"))
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> JobPage:
@@ -146,11 +172,12 @@ update_router = Router()
     summary="Change a job",
     description="Send only the fields to change. A new schedule or time zone takes effect from "
     "now: the next run moves to the new schedule's next occurrence. A new script is used from "
-    "the next run on; runs already queued keep the script they were created with.",
+    "the next run on; runs already queued keep the script they were created with. A schedule "
+    "with no run from now on is refused (400), whether the job is active or paused.",
     tags=["jobs"],
-    responses=responses(200, Job, JobNotFound, JobBusy),
+    responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )
-def update_job(job_id: Annotated[str, Path(max_length=64)], body: JobUpdate) -> Job:
+def update_job(job_id: JobId, body: JobUpdate) -> Job:
     return wiring.job_change_service().update(caller(update_router), job_id, body)
 
 
@@ -160,12 +187,15 @@ pause_router = Router()
 @pause_router.post(
     "/jobs/<job_id>/pause",
     summary="Pause a job",
-    description="No new runs are scheduled until it is resumed; a run already queued still "
-    "runs. Pausing a paused job changes nothing.",
+    description="No run starts until it is resumed, as Kubernetes' `suspend`: no new runs are "
+    "scheduled, and runs that have not reached their task (pending retries, queued scheduled, "
+    "manual or backfill runs) end SKIPPED when they would have started. A run already in its "
+    "task (DISPATCHED, RUNNING) runs to its end. Run now and backfill are refused (409) while "
+    "paused. Pausing a paused job changes nothing.",
     tags=["jobs"],
-    responses=responses(200, Job, JobNotFound, JobBusy),
+    responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )
-def pause_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
+def pause_job(job_id: JobId) -> Job:
     return wiring.job_service().pause(caller(pause_router), job_id)
 
 
@@ -176,11 +206,12 @@ resume_router = Router()
     "/jobs/<job_id>/resume",
     summary="Resume a paused job",
     description="Schedules the job from now on; occurrences missed while paused are not made "
-    "up (use run now for that). Resuming an active job changes nothing.",
+    "up (use run now for that). Resuming an active job changes nothing. A job with no run left "
+    "(its end_at passed while paused) is refused (400): change it first.",
     tags=["jobs"],
-    responses=responses(200, Job, JobNotFound, JobBusy),
+    responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )
-def resume_job(job_id: Annotated[str, Path(max_length=64)]) -> Job:
+def resume_job(job_id: JobId) -> Job:
     return wiring.job_change_service().resume(caller(resume_router), job_id)
 
 
@@ -190,12 +221,12 @@ delete_router = Router()
 @delete_router.delete(
     "/jobs/<job_id>",
     summary="Delete a job",
-    description="Deletes the job and its schedule, and frees its name. A run already queued "
-    "still runs.",
+    description="Deletes the job and its schedule, and frees its name. As on pause, runs that "
+    "have not reached their task end SKIPPED; a run already in its task runs to its end.",
     tags=["jobs"],
     responses=responses(204, None, JobNotFound, JobBusy, description="Deleted"),
 )
-def delete_job(job_id: Annotated[str, Path(max_length=64)]) -> Response[None]:
+def delete_job(job_id: JobId) -> Response[None]:
     wiring.job_service().delete(caller(delete_router), job_id)
     return Response(status_code=204)
 
@@ -214,7 +245,7 @@ preview_router = Router()
     responses=responses(200, SchedulePreview, JobNotFound),
 )
 def preview_job(
-    job_id: Annotated[str, Path(max_length=64)],
+    job_id: JobId,
     count: Annotated[int, Query(ge=1, le=100)] = 10,
     after: Annotated[AwareDatetime | None, Query()] = None,
 ) -> SchedulePreview:
@@ -227,7 +258,7 @@ def preview_job(
     description="Its next occurrences in UTC and in its time zone, each marked when daylight "
     "saving moved (shifted) or doubled (repeated) its wall time.",
     tags=["jobs"],
-    responses=responses(200, SchedulePreview),
+    responses=responses(200, SchedulePreview, UnsupportedMediaType),
 )
 def preview_schedule(body: SchedulePreviewRequest) -> SchedulePreview:
     caller(preview_router)  # signed-in callers only, as every route but the docs

@@ -6,12 +6,19 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from scheduler import wiring
 from scheduler.api.error_responses import responses
-from scheduler.api.job_routes import caller
-from scheduler.errors import JobBusy, JobNotFound, RunEnded, RunNotFound
+from scheduler.api.job_routes import JobId, RunKey, caller
+from scheduler.errors import (
+    JobBusy,
+    JobNotFound,
+    JobPaused,
+    RunEnded,
+    RunNotFound,
+    UnsupportedMediaType,
+)
 from scheduler.jobs.job_models import BackfillRequest, BackfillResult, RunNowRequest
 from scheduler.runs.run_models import CancelRequest, Run, RunPage
 
@@ -25,7 +32,7 @@ list_runs_router = Router()
     responses=responses(200, RunPage, JobNotFound),
 )
 def list_runs(
-    job_id: Annotated[str, Path(max_length=64)],
+    job_id: JobId,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> RunPage:
@@ -41,9 +48,7 @@ get_run_router = Router()
     tags=["runs"],
     responses=responses(200, Run, JobNotFound, RunNotFound),
 )
-def get_run(
-    job_id: Annotated[str, Path(max_length=64)], key: Annotated[str, Path(max_length=128)]
-) -> Run:
+def get_run(job_id: JobId, key: RunKey) -> Run:
     return wiring.run_service().get(caller(get_run_router), job_id, key)
 
 
@@ -63,9 +68,7 @@ run_output_router = Router()
         307: {"description": "Redirect to the output object"},
     },
 )
-def get_run_output(
-    job_id: Annotated[str, Path(max_length=64)], key: Annotated[str, Path(max_length=128)]
-) -> Response[str]:
+def get_run_output(job_id: JobId, key: RunKey) -> Response[str]:
     output = wiring.run_service().output(caller(run_output_router), job_id, key)
     if output.url is not None:
         return Response(status_code=307, headers={"Location": output.url}, body="")
@@ -84,13 +87,11 @@ cancel_run_router = Router()
     "`error`, and is not retried. Cancelling a cancelled run answers it again (200); a run that "
     "ended otherwise answers 409.",
     tags=["runs"],
-    responses=responses(200, Run, JobNotFound, RunNotFound, RunEnded, JobBusy),
+    responses=responses(
+        200, Run, JobNotFound, RunNotFound, RunEnded, JobBusy, UnsupportedMediaType
+    ),
 )
-def cancel_run(
-    job_id: Annotated[str, Path(max_length=64)],
-    key: Annotated[str, Path(max_length=128)],
-    body: CancelRequest | None = None,
-) -> Run:
+def cancel_run(job_id: JobId, key: RunKey, body: CancelRequest | None = None) -> Run:
     return wiring.cancel_run_service().cancel(caller(cancel_run_router), job_id, key, body)
 
 
@@ -102,13 +103,12 @@ run_job_router = Router()
     summary="Run the job now",
     description="Starts a run within seconds, through the same queue, executor and runner as "
     "scheduled runs, optionally with its own parameters and a reason (both recorded on the run). "
-    "Answers 202 with the run; follow it at its Location.",
+    "Answers 202 with the run; follow it at its Location. A paused job is refused (409): it "
+    "starts no run until it is resumed.",
     tags=["runs"],
-    responses=responses(202, Run, JobNotFound),
+    responses=responses(202, Run, JobNotFound, JobPaused, UnsupportedMediaType),
 )
-def run_job(
-    job_id: Annotated[str, Path(max_length=64)], body: RunNowRequest | None = None
-) -> Response[Run]:
+def run_job(job_id: JobId, body: RunNowRequest | None = None) -> Response[Run]:
     run = wiring.run_now_service().run_now(caller(run_job_router), job_id, body)
     return Response(
         status_code=202,
@@ -127,11 +127,10 @@ backfill_router = Router()
     description="Runs the job's occurrences between `from` and `to` (in the past, at most 100) "
     "now, through the normal pipeline, each a BACKFILL run keyed by its own second. An "
     "occurrence that already has a run is left alone, so a backfill fills gaps and can be "
-    "repeated. `dry_run` lists what would run. Refused for a job that forbids overlap.",
+    "repeated. `dry_run` lists what would run. Refused for a job that forbids overlap (400) "
+    "and for a paused job (409).",
     tags=["runs"],
-    responses=responses(200, BackfillResult, JobNotFound),
+    responses=responses(200, BackfillResult, JobNotFound, JobPaused, UnsupportedMediaType),
 )
-def backfill_job(
-    job_id: Annotated[str, Path(max_length=64)], body: BackfillRequest
-) -> BackfillResult:
+def backfill_job(job_id: JobId, body: BackfillRequest) -> BackfillResult:
     return wiring.run_now_service().backfill(caller(backfill_router), job_id, body)

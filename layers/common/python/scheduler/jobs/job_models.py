@@ -235,26 +235,41 @@ class JobCreate(BaseModel):
         return self
 
 
+def _may_be_left_out_not_null(schema: dict[str, Any]) -> None:
+    """The OpenAPI schema of a PATCH field that may be left out but not sent as null (the
+    service refuses null for it): its `null` option and null default dropped."""
+    options = [option for option in schema.pop("anyOf", []) if option != {"type": "null"}]
+    if len(options) == 1:
+        schema.update(options[0])
+    elif options:
+        schema["anyOf"] = options
+    schema.pop("default", None)
+
+
+UNSET_NOT_NULL: Any = Field(default=None, json_schema_extra=_may_be_left_out_not_null)
+
+
 class JobUpdate(BaseModel):
-    """Body of `PATCH /jobs/{job_id}`: the fields to change; the others stay as they are."""
+    """Body of `PATCH /jobs/{job_id}`: the fields to change; the others stay as they are. Only
+    description, start_at and end_at can be cleared with null."""
 
     model_config = ConfigDict(extra="forbid")
 
-    schedule: Schedule | None = None
-    timezone: TimeZone | None = None
-    parameters: Parameters | None = None
-    script: Script | None = None
+    schedule: Schedule | None = UNSET_NOT_NULL
+    timezone: TimeZone | None = UNSET_NOT_NULL
+    parameters: Parameters | None = UNSET_NOT_NULL
+    script: Script | None = UNSET_NOT_NULL
     description: Description | None = None
-    timeout_seconds: TimeoutSeconds | None = None
-    max_attempts: MaxAttempts | None = None
-    concurrency_policy: Concurrency | None = None
-    notifications: JobNotifications | None = None
-    catch_up: CatchUp | None = None
+    timeout_seconds: TimeoutSeconds | None = UNSET_NOT_NULL
+    max_attempts: MaxAttempts | None = UNSET_NOT_NULL
+    concurrency_policy: Concurrency | None = UNSET_NOT_NULL
+    notifications: JobNotifications | None = UNSET_NOT_NULL
+    catch_up: CatchUp | None = UNSET_NOT_NULL
     start_at: StartAt = None
     end_at: EndAt = None
-    jitter_seconds: Jitter | None = None
-    dst: JobDst | None = None
-    pause_after_failures: PauseAfterFailures = None
+    jitter_seconds: Jitter | None = UNSET_NOT_NULL
+    dst: JobDst | None = UNSET_NOT_NULL
+    pause_after_failures: PauseAfterFailures = UNSET_NOT_NULL
 
 
 class Job(BaseModel):
@@ -314,6 +329,18 @@ class Job(BaseModel):
             pause_after_failures=self.pause_after_failures,
             overlap=self.concurrency_policy,
         )
+
+
+def why_no_run_starts(job: Job | None) -> str | None:
+    """Why a run of this job must not start now (it is paused, or gone), as the run's SKIPPED
+    error; None when it may. A paused job starts nothing, as Kubernetes' `suspend`: its pending
+    retries and its queued runs (scheduled, manual or backfill) are skipped when they would
+    have started; a run already handed to its task runs to its end."""
+    if job is None:
+        return "skipped: the job was deleted before this run started"
+    if job.status is not JobStatus.ACTIVE:
+        return "skipped: the job was paused before this run started"
+    return None
 
 
 class JobPage(BaseModel):

@@ -69,15 +69,18 @@ def schedule_preview(
     return SchedulePreview(schedule=schedule, timezone=timezone, occurrences=occurrences)
 
 
-def _first_run(job: Job, now: datetime) -> datetime:
-    """A new or changed job's next run; InvalidInput if its schedule has none in its bounds."""
+def _first_run(job: Job, now: datetime, context: str = "") -> datetime:
+    """A new, changed or resumed job's next run; InvalidInput if its schedule has none in its
+    bounds (`context` prefixes the message)."""
     try:
         following = job.next_run_after(now)
     except cron.CronError as exc:
-        raise InvalidInput(str(exc), [{"field": "schedule", "problem": str(exc)}]) from None
+        raise InvalidInput(
+            f"{context}{exc}", [{"field": "schedule", "problem": str(exc)}]
+        ) from None
     if following is None:
         problem = "the schedule has no occurrence between now (or start_at) and end_at"
-        raise InvalidInput(problem, [{"field": "end_at", "problem": problem}])
+        raise InvalidInput(f"{context}{problem}", [{"field": "end_at", "problem": problem}])
     return following
 
 
@@ -266,8 +269,9 @@ class JobService:
             except ValueError as exc:
                 raise InvalidInput(str(exc), [{"field": "end_at", "problem": str(exc)}]) from None
             reschedule = {"schedule", "timezone", "start_at", "end_at", "dst"} & set(changes)
-            if reschedule and job.status is JobStatus.ACTIVE:
-                following = _first_run(updated, now)
+            # Checked paused or not, as on create: a paused job resumes onto this schedule.
+            following = _first_run(updated, now) if reschedule else None
+            if following is not None and job.status is JobStatus.ACTIVE:
                 updated.next_run_at = following.astimezone(cron.zone(updated.timezone))
             elif job.next_run_at is not None:
                 updated.next_run_at = job.next_run_at.astimezone(cron.zone(updated.timezone))
@@ -291,16 +295,15 @@ class JobService:
         return self._change(user_id, job_id, change)
 
     def resume(self, user_id: str, job_id: str) -> Job:
-        """Schedule the job again from now on (runs missed while paused are not made up)."""
+        """Schedule the job again from now on (runs missed while paused are not made up).
+        A job with no occurrence left (its end_at passed while it was paused) is refused: an
+        active job that never runs would only hide it."""
 
         def change(job: Job) -> Job | None:
             if job.status is JobStatus.ACTIVE:
                 return job
             now = self._clock()
-            try:
-                following = job.next_run_after(now)
-            except cron.CronError:
-                following = None
+            following = _first_run(job, now, "cannot resume: ")
             if not self._jobs.resume(job, following, now):
                 return None
             resumed = self.get(user_id, job_id)
@@ -333,6 +336,7 @@ class JobService:
     ) -> JobPage:
         if self._tokens is None:
             raise RuntimeError("JobService.list needs page tokens")
+        _check_ranges(filters)
         scope = _filters_digest(filters)
         start = self._tokens.decode(next_token, owner=user_id, scope=scope) if next_token else None
         page = self._jobs.list_for_owner(user_id, filters, limit, start)
@@ -350,6 +354,20 @@ _CLEARABLE = frozenset({"description", "start_at", "end_at"})
 _HISTORY_WORKERS = 16
 # The watcher may move a job's next run between our read and our write: read again, a few times.
 _CHANGE_ATTEMPTS = 5
+
+
+_RANGES = (("created_after", "created_before"), ("next_run_after", "next_run_before"))
+
+
+def _check_ranges(filters: JobFilters) -> None:
+    """An empty time range is a mistake (DynamoDB would refuse the created_* one outright)."""
+    for after, before in _RANGES:
+        low, high = getattr(filters, after), getattr(filters, before)
+        if low is not None and high is not None and low >= high:
+            problem = f"must be later than {after}"
+            raise InvalidInput(
+                f"{before} must be later than {after}", [{"field": before, "problem": problem}]
+            )
 
 
 def _filters_digest(filters: JobFilters) -> str:

@@ -23,7 +23,12 @@ from aws_lambda_powertools import Logger
 from scheduler import keys, metrics
 from scheduler import metric_names as names
 from scheduler.fanout import Item, Result, fan_out
-from scheduler.jobs.job_models import CatchUpPolicy, Job, JobStatus
+from scheduler.jobs.job_models import (
+    CatchUpPolicy,
+    Job,
+    JobStatus,
+    why_no_run_starts,
+)
 from scheduler.jobs.ports import JobStore
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
 from scheduler.pipeline.ports import RunQueue
@@ -177,6 +182,14 @@ class DueRuns:
         """The run this item stands for, created if it is the first time we see it."""
         if item.trigger is not RunTrigger.SCHEDULE:
             assert item.run_key is not None
+            existing = self._runs.get(item.job_id, item.run_key)
+            stopped = why_no_run_starts(job)
+            if existing is None or existing.status is not RunStatus.PENDING or stopped is None:
+                return existing
+            # A retry (or a manual run whose send failed) of a paused or deleted job
+            if self._runs.skip(existing, stopped, now):
+                metrics.count(names.RUNS_SKIPPED)
+                run_changed("run skipped", existing, error=stopped)
             return self._runs.get(item.job_id, item.run_key)
         if job is None or job.status is not JobStatus.ACTIVE:
             return None

@@ -1,4 +1,5 @@
-"""The executor: claim each run of a dispatch message, then start one task for those it won."""
+"""The executor: claim each run of a dispatch message, then start one task for those it won
+whose job still runs (a run of a paused or deleted job is SKIPPED instead)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from aws_lambda_powertools import Logger
 from scheduler import metric_names as names
 from scheduler import metrics
 from scheduler.fanout import fan_out
+from scheduler.jobs.job_models import why_no_run_starts
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun, RunSpec
-from scheduler.pipeline.ports import DispatchBackend, DispatchThrottled
+from scheduler.pipeline.ports import DispatchBackend, DispatchThrottled, JobLookup
 from scheduler.runs.ports import RunStore
 from scheduler.runs.run_log import run_changed
 from scheduler.runs.run_models import Run, RunStatus
@@ -29,6 +31,7 @@ class Executor:
         self,
         runs: RunStore,
         backend: DispatchBackend,
+        jobs: JobLookup,
         *,
         claim_seconds: int,
         dispatch_grace_seconds: int,
@@ -36,6 +39,7 @@ class Executor:
     ) -> None:
         self._runs = runs
         self._backend = backend
+        self._jobs = jobs
         self._claim_seconds = claim_seconds
         self._grace = dispatch_grace_seconds
         self._clock = clock
@@ -49,6 +53,7 @@ class Executor:
         if _BUSY in taken:
             self._release(claimed, claim_id, now)
             raise RunBusy(f"a run of pack {message.pack_id} is being dispatched elsewhere")
+        claimed = self._skip_stopped(claimed, now)
         if not claimed:
             return []
         specs = fan_out(self._spec, claimed, _WORKERS)
@@ -87,6 +92,22 @@ class Executor:
         if current is not None and current.status is RunStatus.DISPATCHING:
             return _BUSY
         return None
+
+    def _skip_stopped(self, claimed: list[Run], now: datetime) -> list[Run]:
+        """The claimed runs whose job is still active; the others (their job was paused or
+        deleted after they were queued) end SKIPPED. One batch read of the message's jobs."""
+        jobs = self._jobs.get_many({run.job_id for run in claimed})
+        kept = []
+        for run in claimed:
+            stopped = why_no_run_starts(jobs.get(run.job_id))
+            if stopped is None:
+                kept.append(run)
+                continue
+            ours = run.model_copy(update={"status": RunStatus.DISPATCHING})  # our live claim
+            if self._runs.skip(ours, stopped, now):
+                metrics.count(names.RUNS_SKIPPED)
+                run_changed("run skipped", run, error=stopped)
+        return kept
 
     def _release(self, claimed: list[Run], claim_id: str, now: datetime) -> None:
         fan_out(lambda run: self._runs.release(run, claim_id, now), claimed, _WORKERS)

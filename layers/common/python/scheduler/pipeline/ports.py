@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from scheduler.jobs.job_models import Job
 from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
 
 
@@ -23,3 +24,8 @@ class RunQueue(Protocol):
 class DispatchBackend(Protocol):
     def dispatch(self, pack_id: str, runs: list[RunSpec]) -> str:
         """Start one task running `runs`; return its id. Raises if no task was started."""
+
+
+class JobLookup(Protocol):
+    def get_many(self, job_ids: set[str]) -> dict[str, Job]:
+        """The jobs that exist among `job_ids` (one batch read)."""

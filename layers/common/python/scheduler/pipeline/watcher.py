@@ -16,7 +16,6 @@ from scheduler.jobs.ports import JobStore
 from scheduler.pipeline.due_runs import DispatchPolicy, DueRuns
 from scheduler.pipeline.ports import RunQueue
 from scheduler.runs.ports import RunStore
-from scheduler.runs.run_models import RunTrigger
 from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.schedule.ports import ScheduleStore
 from scheduler.schedule.schedule_item import ScheduleItem
@@ -80,7 +79,7 @@ class Watcher:
         items = list(self._schedule.due(start, end))
         self._check_runs([i for i in items if i.check and i.due_at <= epoch(now)])
         items = [i for i in items if not i.check]
-        jobs = self._jobs.get_many({i.job_id for i in items if i.trigger is RunTrigger.SCHEDULE})
+        jobs = self._jobs.get_many({i.job_id for i in items})  # a retry's job may be paused
         taken = self._due_runs.take(items, jobs, now, end)
         report.items, report.queued = taken.items, taken.queued
         report.already_handled, report.late_seconds = taken.already_handled, taken.late_seconds

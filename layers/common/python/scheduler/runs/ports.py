@@ -65,6 +65,11 @@ class RunStore(Protocol):
     def note_once(self, run: Run, note: str) -> bool:
         """Record that `note` was done for the run; False if it had been already."""
 
+    def skip(self, run: Run, reason: str, now: datetime) -> bool:
+        """End a run that has not started as SKIPPED, if it is still at run's attempt and
+        status."""
+        ...
+
 
 class RunObjects(Protocol):
     """The S3 objects a run's attempts leave: the runner's reports and the captured output."""

@@ -1,11 +1,12 @@
 """Runs: one scheduled (or manual) occurrence of a job, retried under the same key.
 
 Status flow of one run: PENDING -> QUEUED -> DISPATCHING -> DISPATCHED -> RUNNING -> SUCCEEDED |
-FAILED | TIMED_OUT; SKIPPED (by the catch-up policy when taken, or by the overlap policy at its
-second); a run that must wait for the job's previous one (BUFFER_ONE, REPLACE) is WAITING
-between DISPATCHED and RUNNING. A failed attempt with attempts left goes back to PENDING with
-attempt + 1 and `not_before` set by exponential backoff. Any unfinished run can be CANCELLED (by
-its owner, or by a REPLACE job's next run): never retried.
+FAILED | TIMED_OUT; SKIPPED (by the catch-up policy when taken, by the overlap policy at its
+second, or before it starts when its job was paused or deleted: jobs.job_models.
+why_no_run_starts); a run that must wait for the job's previous one (BUFFER_ONE, REPLACE) is
+WAITING between DISPATCHED and RUNNING. A failed attempt with attempts left goes back to PENDING
+with attempt + 1 and `not_before` set by exponential backoff. Any unfinished run can be
+CANCELLED (by its owner, or by a REPLACE job's next run): never retried.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class RunStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     TIMED_OUT = "TIMED_OUT"
-    SKIPPED = "SKIPPED"  # catch-up or overlap policy: recorded, not run (`error` says why)
+    SKIPPED = "SKIPPED"  # not run: catch-up, overlap, or its job paused/deleted (`error`)
     CANCELLED = "CANCELLED"  # stopped on request: never retried
     WAITING = "WAITING"  # its task waits for the job's previous run to end (BUFFER_ONE, REPLACE)
 

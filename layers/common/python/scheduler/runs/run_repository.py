@@ -4,7 +4,7 @@ redelivered message, an overlapping tick or a late report can never move a run b
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -97,14 +97,18 @@ class RunRepository:
         return runs, ({k: v["S"] for k, v in last.items()} if last else None)
 
     def last_run(self, job_id: str, now: datetime) -> Run | None:
-        """The job's latest run whose second has come: one key-range query, newest first (a
-        run's key starts with its second; all of a job's keys end with its id)."""
+        """The job's latest run whose second has come (or is the next: a run now's): one
+        key-range query, newest first (a run's key starts with its second)."""
         response = self._call(
             self._db.query,
             TableName=self._table,
-            KeyConditionExpression="job_id = :job AND #k <= :upto",
+            # Every key of a second S starts "S-": all are below the text of S + 1, and a run
+            # now, keyed by the next whole second, counts.
+            KeyConditionExpression="job_id = :job AND #k < :before",
             ExpressionAttributeNames={"#k": "key"},
-            ExpressionAttributeValues=dump({":job": job_id, ":upto": keys.run_key(now, job_id)}),
+            ExpressionAttributeValues=dump(
+                {":job": job_id, ":before": keys.epoch_text(now + timedelta(seconds=2))}
+            ),
             ScanIndexForward=False,
             Limit=1,
         )
@@ -376,6 +380,24 @@ class RunRepository:
                 return False
             raise
         return True
+
+    def skip(self, run: Run, reason: str, now: datetime) -> bool:
+        """End a run that has not started as SKIPPED (its job was paused or deleted), if it is
+        still at `run`'s attempt and status; it leaves the in-flight index."""
+        return self._update(
+            run,
+            "SET #st = :skipped, updated_at = :now, finished_at = :now, #err = :reason, "
+            "expires_at = :expires REMOVE inflight_shard, deadline, claim_id, claim_until",
+            "attempt = :attempt AND #st = :status",
+            {
+                ":skipped": RunStatus.SKIPPED.value,
+                ":status": run.status.value,
+                ":now": times.to_text(now),
+                ":reason": reason,
+                ":expires": int(now.timestamp()) + self._retention_seconds,
+            },
+            {"#err": "error"},
+        )
 
     def retry(self, run: Run, failed: AttemptRecord, not_before: int, now: datetime) -> bool:
         """Close the failed attempt and schedule the next one: the run back to PENDING with

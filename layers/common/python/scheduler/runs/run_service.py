@@ -3,19 +3,21 @@ through the normal pipeline."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
 from scheduler import keys
-from scheduler.errors import InvalidInput, RunEnded, RunNotFound
+from scheduler.errors import InvalidInput, JobPaused, RunEnded, RunNotFound
 from scheduler.jobs.job_models import (
     MAX_BACKFILL,
     BackfillOccurrence,
     BackfillRequest,
     BackfillResult,
     Job,
+    JobStatus,
     RunNowRequest,
 )
 from scheduler.jobs.job_service import owned_job
@@ -39,6 +41,7 @@ from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import Clock, epoch, from_epoch
 
 OUTPUT_LINK_SECONDS = 300
+_MANUAL_KEY_DRAWS = 3
 
 
 class RunOutput(BaseModel):
@@ -123,15 +126,16 @@ class RunService:
         request = request or RunNowRequest()
         if self._queue is None or self._schedule is None:
             raise RuntimeError("RunService.run_now needs the queue and the schedule")
-        job = owned_job(self._jobs, user_id, job_id)
+        job = _running_job(self._jobs, user_id, job_id)
         now = _next_second(self._clock())
-        created = None
-        for offset in range(5):  # one run per job per second: a double click gets the next one
-            created = self._create_manual_run(job, epoch(now) + offset, now, request)
+        # Manual runs are keyed by their second and a random token, so any number of them can
+        # start in the same second; a token drawn twice (1 in 2^32) just draws again.
+        for _ in range(_MANUAL_KEY_DRAWS):
+            created = self._create_manual_run(job, epoch(now), now, request)
             if created is not None:
                 break
-        if created is None:
-            raise RuntimeError("could not allocate a run key")
+        else:
+            raise RuntimeError(f"no free manual run key in {_MANUAL_KEY_DRAWS} draws")
         run, item = created
         queued = self._send([(run, item)])
         if run.key in queued:
@@ -145,7 +149,7 @@ class RunService:
         Each run is marked BACKFILL, with the request's reason."""
         if self._queue is None or self._schedule is None:
             raise RuntimeError("RunService.backfill needs the queue and the schedule")
-        job = owned_job(self._jobs, user_id, job_id)
+        job = _running_job(self._jobs, user_id, job_id)
         now = _next_second(self._clock())
         seconds = _backfill_seconds(job, request, now)
         if request.dry_run:
@@ -223,8 +227,10 @@ class RunService:
     def _create_manual_run(
         self, job: Job, second: int, now: datetime, request: RunNowRequest
     ) -> tuple[Run, ScheduleItem] | None:
+        key = keys.manual_run_key(from_epoch(second), job.job_id, secrets.token_hex(4))
         run = job.new_run(second, RunTrigger.MANUAL, now).model_copy(
             update={
+                "key": key,
                 "reason": request.reason,
                 "parameters_overridden": True if request.parameters is not None else None,
             }
@@ -242,6 +248,15 @@ class RunService:
         if self._runs.create_with_schedule_item(run, script_key, parameters, item):
             return run, item
         return None
+
+
+def _running_job(jobs: JobReader, user_id: str, job_id: str) -> Job:
+    """The caller's job, if it is not paused: a paused job starts no run (its runs that were
+    already queued are skipped), so run now and backfill are refused rather than skipped."""
+    job = owned_job(jobs, user_id, job_id)
+    if job.status is not JobStatus.ACTIVE:
+        raise JobPaused(f"job {job_id!r} is paused: resume it to run it")
+    return job
 
 
 def _next_second(clock: datetime) -> datetime:
