@@ -127,7 +127,7 @@ $(LAMBDA_VENV)/.installed: layers/common/requirements.txt
 		$$(grep -E '^boto3==' requirements-dev.txt)
 	touch $@
 
-## Every benchmark (~22 min; on_time runs at the production pace for 12 of them): make bench
+## Every benchmark (~45 min: on_time runs at the production pace for 12, outage 15-35): make bench
 bench: export PYTHONPATH := layers/common/python:local:.
 bench: $(BENCH_STAMP) $(LAMBDA_VENV)/.installed
 	$(BIN)/python -m bench
