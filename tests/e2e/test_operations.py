@@ -25,7 +25,6 @@ from e2e.api_client import (
     HTTP_TIMEOUT,
     create_job,
     get_run,
-    list_runs,
     start_run,
     wait_for,
     wait_for_end,
@@ -125,7 +124,8 @@ def emitted_metrics(stack: LocalStack) -> set[str]:
 def test_every_metric_on_the_dashboard_is_emitted(slow_stack: LocalStack) -> None:
     stack = slow_stack
     # Given runs that succeed, fail after a retry, time out, start late (all of them: tasks
-    # start 3 s late here), and one skipped because an earlier run of its job is running
+    # start 3 s late here), one skipped because an earlier run of its job is running, and that
+    # one cancelled
     succeeding = create_job(stack, schedule=FAR_FUTURE, script="print('ok')\n")
     failing = create_job(stack, schedule=FAR_FUTURE, script=FAILING, max_attempts=2)
     slow = create_job(
@@ -150,22 +150,18 @@ def test_every_metric_on_the_dashboard_is_emitted(slow_stack: LocalStack) -> Non
         30,
         stack,
     )
-    # (its next occurrence, taken at once by the update, finds that run running)
-    moved = requests.patch(
-        f"{stack.url}/jobs/{forbidding['job_id']}",
-        json={"schedule": "* * * * *"},
+    # (another of its runs, at its second, finds that run running: its runner skips it)
+    skipped_key = start_run(stack, forbidding["job_id"])
+    for job_id, key in runs.items():
+        wait_for_end(stack, job_id, key, timeout=60)
+    assert wait_for_end(stack, forbidding["job_id"], skipped_key)["status"] == "SKIPPED"
+    # And the running one is cancelled by its owner
+    cancelled = requests.post(
+        f"{stack.url}/jobs/{forbidding['job_id']}/runs/{blocker}/cancel",
         headers=stack.headers("alice"),
         timeout=HTTP_TIMEOUT,
     )
-    assert moved.status_code == 200, moved.text
-    for job_id, key in runs.items():
-        wait_for_end(stack, job_id, key, timeout=60)
-
-    def skipped() -> dict[str, Any] | None:
-        items = list_runs(stack, forbidding["job_id"]).json()["items"]
-        return next((r for r in items if r["status"] == "SKIPPED"), None)
-
-    wait_for("a SKIPPED run", skipped, 30, stack)
+    assert cancelled.status_code == 200, cancelled.text
     statuses = {get_run(stack, j, k)["status"] for j, k in runs.items()}
     assert statuses == {"SUCCEEDED", "FAILED", "TIMED_OUT"}
 
