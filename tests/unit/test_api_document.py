@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from devstack import template
 from scheduler.api import docs
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def openapi_document() -> dict[str, Any]:
@@ -28,3 +34,18 @@ def test_the_document_has_every_route_the_api_serves_with_a_token() -> None:
 
     # Then it documents each of them, and nothing else
     assert documented == served
+
+
+def test_the_cli_models_are_generated_from_this_document() -> None:
+    # The CLI's cli/openapi.json is the document the API serves, and its api_models.py is what
+    # datamodel-code-generator makes of it: a change to the API fails here until
+    # `make cli-models` regenerates them (and the CLI is checked against the new models).
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "cli" / "generate_models.py"), "--check"],
+        env=os.environ | {"PYTHONPATH": str(ROOT / "layers" / "common" / "python")},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
