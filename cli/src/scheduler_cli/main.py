@@ -191,8 +191,9 @@ def complete_jobs(ctx: click.Context, _: click.Parameter, incomplete: str) -> li
     type=click.FloatRange(min=0.1),
     default=30.0,
     show_default=True,
+    metavar="SECONDS",
     envvar="SCHEDULER_TIMEOUT",
-    help="Seconds to wait for each HTTP answer.",
+    help="How long to wait for each HTTP answer. Env: SCHEDULER_TIMEOUT.",
 )
 @click.version_option(__version__, "-V", "--version", prog_name="scheduler")
 @click.pass_context
@@ -202,9 +203,10 @@ def cli(
     """Create and run scheduled Python jobs through the scheduler's HTTP API.
 
     \b
-    Start:  scheduler login http://127.0.0.1:3000 --token-command 'make -s token | tail -1'
-            scheduler jobs create --name hello --schedule '*/5 * * * *' --script hello.py
-            scheduler run hello --watch
+    Start (in a clone, with `make run` going):
+      scheduler login http://127.0.0.1:3000 --token-command "make -s -C $PWD token"
+      scheduler jobs create --name hello --schedule '*/5 * * * *' --script hello.py
+      scheduler run hello --watch
 
     A JOB is a job's id or its name. A KEY is a run's key, or `latest`. The token of a
     profile comes from a command, an environment variable, a file or `login`; SCHEDULER_TOKEN
@@ -226,7 +228,7 @@ def cli(
 @click.option(
     "--token-command",
     metavar="CMD",
-    help="Shell command printing a token (its last line), run for each command.",
+    help="Shell command printing a token (its last line is taken), run by each command.",
 )
 @click.option("--token-env", metavar="VAR", help="Environment variable holding the token.")
 @click.option(
@@ -252,7 +254,7 @@ def login(
     (GET /jobs?limit=1) before anything is saved.
 
     \b
-    scheduler login http://127.0.0.1:3000 --token-command 'make -s token USER=alice | tail -1'
+    scheduler login http://127.0.0.1:3000 --token-command "make -s -C $PWD token USER=alice"
     scheduler login https://api.example.com --profile prod --token-env PROD_TOKEN
     """
     given = [s for s in (token_command, token_env, token_file) if s] + ([1] if token_stdin else [])
@@ -379,15 +381,19 @@ def job_options(for_update: bool) -> Callable[[F], F]:
             "params",
             multiple=True,
             metavar="KEY=VALUE",
-            help="A parameter (VALUE as JSON if it parses, else text); repeatable. The "
-            "parameters given replace the job's.",
+            help="A parameter (VALUE as JSON if it parses, else text); repeatable."
+            + (" The parameters given replace the job's." if for_update else ""),
         ),
         click.option(
             "--params-file", metavar="PATH", help="YAML/JSON object of parameters (--param on top)."
         ),
-        click.option("--description"),
-        click.option("--timeout-seconds", type=int, help="1-3600 (default 300)."),
-        click.option("--max-attempts", type=int, help="1-10, retries included (default 3)."),
+        click.option("--description", help="At most 1024 characters."),
+        click.option(
+            "--timeout-seconds", type=int, metavar="SECONDS", help="1-3600 (default 300)."
+        ),
+        click.option(
+            "--max-attempts", type=int, metavar="N", help="1-10, retries included (default 3)."
+        ),
         click.option(
             "--concurrency-policy",
             type=choices(ConcurrencyPolicy),
@@ -531,7 +537,7 @@ def jobs_create(job_file: str | None, idempotency_key: str | None, **options: An
 @click.option("--created-before", metavar="ISO8601")
 @click.option("--next-run-after", metavar="ISO8601")
 @click.option("--next-run-before", metavar="ISO8601")
-@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True, metavar="N")
 @click.option("--next-token", help="Page on from here (printed after a page with more).")
 @click.option("--all", "every", is_flag=True, help="Every page.")
 @json_option
@@ -632,7 +638,7 @@ def runs() -> None:
 
 @runs.command("list")
 @click.argument("job", shell_complete=complete_jobs)
-@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True, metavar="N")
 @click.option("--next-token", help="Page on from here (printed after a page with more).")
 @click.option("--all", "every", is_flag=True, help="Every page.")
 @json_option
@@ -669,6 +675,7 @@ def watch_options(command: F) -> F:
         type=click.FloatRange(min=0.1),
         default=1.0,
         show_default=True,
+        metavar="SECONDS",
         help="With --watch: seconds between looks.",
     )(command)
     return click.option(
@@ -837,7 +844,7 @@ def backfill(job: str, start: str, end: str, dry_run: bool, reason: str | None) 
 @click.option("--timezone", "--tz", "timezone", help="With --schedule (default UTC).")
 @click.option("--dst-gap", type=choices(Gap), help="With --schedule.")
 @click.option("--dst-repeat", type=choices(Repeat), help="With --schedule.")
-@click.option("--count", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--count", type=click.IntRange(1, 100), default=10, show_default=True, metavar="N")
 @click.option("--after", metavar="ISO8601", help="From this instant (default: now).")
 @json_option
 def preview(
