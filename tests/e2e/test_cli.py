@@ -191,6 +191,28 @@ def test_a_failed_run_and_a_cancelled_one_exit_1(cli: Cli, script: Callable[[str
         cli("jobs", "delete", name)
 
 
+def test_an_output_longer_than_the_tail_is_read_whole_from_its_link(
+    cli: Cli, script: Callable[[str], str]
+) -> None:
+    # Given a job printing ~12 KiB: more than the run's 4 KiB tail, so it is stored in S3
+    name = unique("cli-long")
+    long_script = script("for i in range(300):\n    print(f'line {i:04d} ' + 'x' * 30)\n")
+    cli("jobs", "create", "--name", name, "--schedule", FAR_FUTURE, "--script", long_script)
+    expected = "".join(f"line {i:04d} {'x' * 30}\n" for i in range(300))
+
+    # When it is run and watched, and its output asked for again
+    watched = cli("run", name, "--watch", "--interval", "0.3", "--wait-timeout", WATCH_TIMEOUT)
+    run = cli.json("runs", "get", name, "latest")
+
+    # Then both print all of it: the API answered 307 to a presigned link, which was followed
+    assert run["output_key"] is not None
+    assert run["output_bytes"] == len(expected)
+    assert watched.stdout == expected
+    assert cli("runs", "output", name, "latest").stdout == expected
+
+    cli("jobs", "delete", name)
+
+
 def test_exit_codes_against_the_stack(
     cli: Cli, local_stack: LocalStack, script: Callable[[str], str]
 ) -> None:
