@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 
 .PHONY: install run token test lint typecheck unit integration e2e validate build docs-check clean runner-image \
-	runner-image-local sam-local-build sam-local-image deploy
+	runner-image-local sam-local-build sam-local-image deploy cli-models
 
-$(STAMP): requirements-dev.txt layers/common/requirements.txt
+$(STAMP): requirements-dev.txt layers/common/requirements.txt cli/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
@@ -35,6 +35,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	PYTHONPATH=layers/common/python $(BIN)/mypy --strict cli/generate_models.py
 	$(BIN)/mypy --strict runner/entrypoint.py runner/jobrunner
 	# Every handler is a module named `app`: each is checked on its own.
 	for handler in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$handler || exit 1; done
@@ -53,7 +54,7 @@ build: $(STAMP)
 	$(SAM) build
 
 unit: $(STAMP)
-	$(BIN)/pytest -n 2 tests/unit
+	$(BIN)/pytest -n 2 tests/unit cli/tests
 
 integration: $(STAMP)
 	$(BIN)/pytest -n 2 tests/integration
@@ -86,6 +87,11 @@ sam-local-image: $(STAMP)
 docs-check: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(BIN)/pytest tests/e2e/test_docs_browser.py
+
+## Regenerate the CLI's models from the API's OpenAPI document (after a change to the API).
+cli-models: export PYTHONPATH := layers/common/python
+cli-models: $(STAMP)
+	$(BIN)/python cli/generate_models.py
 
 clean:
 	rm -rf $(VENV) .aws-sam .local

@@ -37,6 +37,7 @@ def make_docs_resolver() -> APIGatewayHttpResolver:
         run_routes.list_runs_router,
         run_routes.get_run_router,
         run_routes.run_output_router,
+        run_routes.cancel_run_router,
         run_routes.run_job_router,
         run_routes.backfill_router,
     ):
