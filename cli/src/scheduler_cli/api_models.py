@@ -145,58 +145,6 @@ class JobStatus(StrEnum):
     PAUSED = "PAUSED"
 
 
-class Schedule(RootModel[str]):
-    root: Annotated[
-        str,
-        Field(
-            examples=["30 9 * * MON-FRI"],
-            max_length=256,
-            min_length=1,
-            title="Schedule",
-        ),
-    ]
-    """
-    5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday), @hourly/@daily/@weekly/@monthly/@yearly, at(YYYY-MM-DDTHH:MM[:SS]) for one time in the job's zone, or rate(N minutes|hours|days), aligned to the epoch.
-    """
-
-
-class Timezone(RootModel[str]):
-    root: Annotated[
-        str, Field(examples=["Europe/London"], max_length=64, title="Timezone")
-    ]
-    """
-    IANA time zone name.
-    """
-
-
-class Script(RootModel[str]):
-    root: Annotated[str, Field(min_length=1, title="Script")]
-    """
-    Python source of the script (at most 256 KiB).
-    """
-
-
-class TimeoutSeconds(RootModel[int]):
-    root: Annotated[int, Field(ge=1, le=3600, title="Timeout Seconds")]
-    """
-    A run is stopped and TIMED_OUT after this.
-    """
-
-
-class MaxAttempts(RootModel[int]):
-    root: Annotated[int, Field(ge=1, le=10, title="Max Attempts")]
-    """
-    Attempts per run, retries included.
-    """
-
-
-class JitterSeconds(RootModel[int]):
-    root: Annotated[int, Field(ge=0, le=3600, title="Jitter Seconds")]
-    """
-    Start each run up to this many seconds after its scheduled second: the same offset for the same occurrence every time, different across jobs, so jobs that all say `0 * * * *` do not all start at once.
-    """
-
-
 class LateAfterSeconds(RootModel[int]):
     root: Annotated[int, Field(ge=1, le=3600, title="Late After Seconds")]
     """
@@ -324,13 +272,12 @@ class SchedulePreview(BaseModel):
     occurrences: Annotated[list[Occurrence], Field(title="Occurrences")]
 
 
-class ValidationError(BaseModel):
-    loc: Annotated[list[str | int], Field(title="Location")]
-    type: Annotated[str, Field(title="Error Type")]
+class GatewayMessage(BaseModel):
+    """
+    An answer of API Gateway itself (e.g. its JWT authorizer's 401), which cannot be customised: {"message": "Unauthorized"}.
+    """
 
-
-class ResponseValidationError(BaseModel):
-    detail: Annotated[list[ValidationError] | None, Field(title="Detail")] = None
+    message: Annotated[str, Field(title="Message")]
 
 
 class AttemptRecord(BaseModel):
@@ -375,10 +322,6 @@ class DstPolicy(BaseModel):
     )
     gap: Gap | None = None
     repeat: Repeat | None = None
-
-
-class HTTPValidationError(BaseModel):
-    detail: Annotated[list[ValidationError] | None, Field(title="Detail")] = None
 
 
 class JobCreate(BaseModel):
@@ -486,23 +429,58 @@ class JobCreate(BaseModel):
 
 class JobUpdate(BaseModel):
     """
-    Body of `PATCH /jobs/{job_id}`: the fields to change; the others stay as they are.
+    Body of `PATCH /jobs/{job_id}`: the fields to change; the others stay as they are. Only
+    description, start_at and end_at can be cleared with null.
     """
 
     model_config = ConfigDict(
         extra="forbid",
     )
-    schedule: Annotated[Schedule | None, Field(title="Schedule")] = None
-    timezone: Annotated[Timezone | None, Field(title="Timezone")] = None
+    schedule: Annotated[
+        str | None,
+        Field(
+            examples=["30 9 * * MON-FRI"],
+            max_length=256,
+            min_length=1,
+            title="Schedule",
+        ),
+    ] = None
+    """
+    5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday), @hourly/@daily/@weekly/@monthly/@yearly, at(YYYY-MM-DDTHH:MM[:SS]) for one time in the job's zone, or rate(N minutes|hours|days), aligned to the epoch.
+    """
+    timezone: Annotated[
+        str | None, Field(examples=["Europe/London"], max_length=64, title="Timezone")
+    ] = None
+    """
+    IANA time zone name.
+    """
     parameters: Annotated[dict[str, Any] | None, Field(title="Parameters")] = None
-    script: Annotated[Script | None, Field(title="Script")] = None
+    """
+    JSON object passed to the script as JOB_PARAMETERS (at most 16 KiB).
+    """
+    script: Annotated[str | None, Field(min_length=1, title="Script")] = None
+    """
+    Python source of the script (at most 256 KiB).
+    """
     description: Annotated[Description | None, Field(title="Description")] = None
     timeout_seconds: Annotated[
-        TimeoutSeconds | None, Field(title="Timeout Seconds")
+        int | None, Field(ge=1, le=3600, title="Timeout Seconds")
     ] = None
-    max_attempts: Annotated[MaxAttempts | None, Field(title="Max Attempts")] = None
+    """
+    A run is stopped and TIMED_OUT after this.
+    """
+    max_attempts: Annotated[int | None, Field(ge=1, le=10, title="Max Attempts")] = None
+    """
+    Attempts per run, retries included.
+    """
     concurrency_policy: ConcurrencyPolicy | None = None
+    """
+    What a run does at its second if the job's previous run is still running: ALLOW runs both; FORBID skips it (SKIPPED); BUFFER_ONE waits for the previous one to end (one run waits at most, a further one is SKIPPED); REPLACE cancels the previous one (CANCELLED) and starts as soon as it has stopped.
+    """
     notifications: Notifications | None = None
+    """
+    What the owner is told about runs (SNS); all off by default.
+    """
     catch_up: CatchUp | None = None
     start_at: Annotated[AwareDatetime | None, Field(title="Start At")] = None
     """
@@ -512,12 +490,18 @@ class JobUpdate(BaseModel):
     """
     No run after this instant; then the job has no next run (completed).
     """
-    jitter_seconds: Annotated[JitterSeconds | None, Field(title="Jitter Seconds")] = (
-        None
-    )
+    jitter_seconds: Annotated[
+        int | None, Field(ge=0, le=3600, title="Jitter Seconds")
+    ] = None
+    """
+    Start each run up to this many seconds after its scheduled second: the same offset for the same occurrence every time, different across jobs, so jobs that all say `0 * * * *` do not all start at once.
+    """
     dst: DstPolicy | None = None
+    """
+    What daylight saving does to runs: `gap` for a wall time the clock jumps over (SHIFT, NEXT_VALID, SKIP), `repeat` for one it passes twice (FIRST, LAST, BOTH); unset: SHIFT and FIRST (BOTH for schedules with hour `*`).
+    """
     pause_after_failures: Annotated[
-        PauseAfterFailures | None, Field(title="Pause After Failures")
+        int | None, Field(ge=1, le=100, title="Pause After Failures")
     ] = None
     """
     Pause the job after this many runs in a row ended FAILED or TIMED_OUT (retries used up); resume clears the count. Unset: never.

@@ -21,7 +21,7 @@ GATEWAY_MESSAGE = {
     "required": ["message"],
 }
 _REF = "#/components/schemas/"
-_POWERTOOLS_VALIDATION = ("HTTPValidationError", "ValidationError")
+_POWERTOOLS_VALIDATION = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
 
 
 def correct(document: dict[str, Any]) -> dict[str, Any]:
