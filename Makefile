@@ -61,7 +61,7 @@ integration: $(STAMP)
 
 # The container e2e tests run scripts inside the runner image: build it first (cached).
 e2e: $(STAMP) runner-image-local
-	$(BIN)/pytest tests/e2e
+	$(BIN)/pytest --durations=15 tests/e2e
 
 ## Docker (installed and started when missing) and the runner image on a local Debian bookworm
 ## base (debootstrap; no registry needed), both cached under ~/.cache/scheduler-images; prints
