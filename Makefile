@@ -60,8 +60,17 @@ integration: $(STAMP)
 	$(BIN)/pytest -n 2 tests/integration
 
 # The container e2e tests run scripts inside the runner image: build it first (cached).
+# The modules that bring their own stack and mostly wait on the wall clock (the production
+# pace, the outage drill) run in a second pytest beside the rest; their report follows.
+E2E_WAITING := tests/e2e/test_on_time.py tests/e2e/test_catch_up.py
 e2e: $(STAMP) runner-image-local
-	$(BIN)/pytest --durations=15 tests/e2e
+	mkdir -p .local
+	$(BIN)/pytest -p no:cacheprovider --durations=5 $(E2E_WAITING) > .local/e2e-waiting.log 2>&1 & \
+	waiting=$$!; \
+	$(BIN)/pytest --durations=15 $(addprefix --ignore=,$(E2E_WAITING)) tests/e2e; shared=$$?; \
+	wait $$waiting; waited=$$?; \
+	echo "--- $(E2E_WAITING), run beside:"; cat .local/e2e-waiting.log; \
+	test $$shared -eq 0 -a $$waited -eq 0
 
 ## Docker (installed and started when missing) and the runner image on a local Debian bookworm
 ## base (debootstrap; no registry needed), both cached under ~/.cache/scheduler-images; prints

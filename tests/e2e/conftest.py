@@ -189,3 +189,4 @@ def backend_stack(request: pytest.FixtureRequest) -> LocalStack:
     runners are containers of the runner image."""
     stack: LocalStack = request.getfixturevalue(f"{request.param}_stack")
     return stack
+

@@ -1,7 +1,7 @@
-"""Overlap policies, cancel, and catch-up after a watcher outage, end to end on the shared local
-stack over real HTTP: the runner applies the overlap policy at each run's second through the
-job's lock in S3 (moto), and stops a cancelled script through its cancel object, at the
-production poll interval (10 s) and kill grace (5 s)."""
+"""Overlap policies and cancel, end to end on the shared local stack over real HTTP: the runner
+applies the overlap policy at each run's second through the job's lock in S3 (moto), and stops a
+cancelled script through its cancel object, at the production poll interval (10 s) and kill
+grace (5 s)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from e2e.api_client import (
     HTTP_TIMEOUT,
     create_job,
     get_run,
-    list_runs,
     start_run,
     wait_for,
     wait_for_end,
@@ -196,68 +195,3 @@ def test_replace_cancels_the_running_run_and_starts_the_new_one(local_stack: Loc
     old_end = at(old["started_at"]) + timedelta(milliseconds=old["duration_ms"])
     assert at(started["started_at"]) >= old_end - timedelta(seconds=1)
     cancel(local_stack, job["job_id"], second)  # do not leave a 2-minute script behind
-
-
-def test_catch_up_after_a_watcher_outage_runs_or_skips_every_missed_occurrence(
-    local_stack: LocalStack,
-) -> None:
-    # Given three every-minute jobs, one per catch-up policy
-    policies = {
-        "ALL": {"policy": "ALL"},
-        "LATEST": {"policy": "LATEST"},
-        "NONE": {"policy": "NONE"},
-    }
-    jobs = {
-        name: create_job(local_stack, schedule="* * * * *", script="print('ran')", catch_up=up)
-        for name, up in policies.items()
-    }
-
-    # When the watcher is down (EventBridge stops invoking it) until at least two of their
-    # occurrences have been missed by over a minute beyond what it had already taken
-    paused = local_stack.state_dir / "watcher.paused"
-    paused.touch()
-    began = time.time()
-    lead = 80  # what the watcher (and create) take ahead: tick + delay + dispatch
-    first_missed = (int(began + lead) // 60 + 1) * 60
-    resume_at = first_missed + 60 + 61
-    try:
-        time.sleep(resume_at - time.time())
-    finally:
-        paused.unlink()
-
-    # Then, once the watcher ticks again, every occurrence since before the outage has a run:
-    # run (late) or SKIPPED with why, none twice, none missing
-    last = first_missed + 60
-
-    def settled(job_id: str) -> dict[str, Any] | None:
-        runs = list_runs(local_stack, job_id).json()["items"]
-        runs = [r for r in runs if r["execution_time"] <= last]
-        done = all(r["status"] in ("SUCCEEDED", "SKIPPED") for r in runs)
-        return {"runs": runs} if done and max(r["execution_time"] for r in runs) == last else None
-
-    found = {
-        name: wait_for(f"{name} caught up", lambda j=job: settled(j["job_id"]), 60, local_stack)[
-            "runs"
-        ]
-        for name, job in jobs.items()
-    }
-    for name, runs in found.items():
-        seconds = sorted(r["execution_time"] for r in runs)
-        assert len(seconds) == len(set(seconds)), name  # none twice
-        assert seconds == list(range(seconds[0], seconds[-1] + 1, 60)), name  # none missing
-        missed = {r["execution_time"]: r for r in runs if first_missed <= r["execution_time"]}
-        statuses = [missed[s]["status"] for s in sorted(missed)]
-        if name == "ALL":
-            assert statuses == ["SUCCEEDED", "SUCCEEDED"], runs
-        elif name == "LATEST":
-            assert statuses == ["SKIPPED", "SUCCEEDED"], runs
-            assert "LATEST" in missed[first_missed]["error"]
-        else:
-            assert statuses == ["SKIPPED", "SKIPPED"], runs
-            assert all("NONE" in r["error"] for r in missed.values())
-    for job in jobs.values():  # every minute, for the rest of the session: stop them
-        requests.post(
-            f"{local_stack.url}/jobs/{job['job_id']}/pause",
-            headers=local_stack.headers("alice"),
-            timeout=HTTP_TIMEOUT,
-        )
