@@ -189,4 +189,3 @@ def backend_stack(request: pytest.FixtureRequest) -> LocalStack:
     runners are containers of the runner image."""
     stack: LocalStack = request.getfixturevalue(f"{request.param}_stack")
     return stack
-
