@@ -30,7 +30,7 @@ from jobrunner.execution import execute
 from jobrunner.log import log
 from jobrunner.manifest import RunSpec, parse_manifest
 from jobrunner.reporting import report_invalid
-from jobrunner.sandbox import Sandbox, choose_sandbox
+from jobrunner.sandbox import Limits, Sandbox, choose_sandbox, make_scratch_private
 from jobrunner.supervision import Runtime
 from jobrunner.transfer import TransferError, http_get
 
@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         log("manifest_unreadable", "error", error=str(exc))
         return EXIT_NO_MANIFEST
     del manifest_url
+    if config.private_scratch and os.geteuid() == 0:
+        make_scratch_private()
     rt.sandbox = choose_sandbox(config)
+    rt.limits = Limits.for_pack(config, len(manifest.runs))
     log(
         "runner_started",
         pack_id=manifest.pack_id,
@@ -84,12 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         invalid_runs=len(manifest.invalid),
         interpreter=rt.sandbox.interpreter,
         run_as_uid=rt.sandbox.uid if rt.sandbox.uid is not None else os.geteuid(),
+        run_uids=rt.sandbox.uid_base is not None,
+        limits=rt.limits.describe(),
         sandbox_error=rt.sandbox.error,
     )
     results: dict[int, bool] = {}
 
     def target(index: int, spec: RunSpec) -> None:
-        results[index] = execute(spec, rt)
+        results[index] = execute(spec, rt, index)
 
     threads = [
         threading.Thread(target=target, args=(index, spec), name=f"run-{index}", daemon=True)
