@@ -28,11 +28,11 @@ from jobrunner.config import (
 )
 from jobrunner.execution import execute
 from jobrunner.log import log
-from jobrunner.manifest import RunSpec, parse_manifest
+from jobrunner.manifest import Manifest, RunSpec, parse_manifest
 from jobrunner.reporting import report_invalid
 from jobrunner.sandbox import Limits, Sandbox, choose_sandbox, make_scratch_private
 from jobrunner.supervision import Runtime
-from jobrunner.transfer import TransferError, http_get
+from jobrunner.transfer import TransferError, http_delete, http_get
 
 
 def _install_signal_handlers(rt: Runtime) -> None:
@@ -61,6 +61,16 @@ def _wait_for(threads: list[threading.Thread], rt: Runtime) -> None:
                 break
 
 
+def _consume(manifest: Manifest) -> None:
+    """Delete the manifest now that it is read: its URL, in the task's overrides, dies with it."""
+    if manifest.consume_url is None:
+        return
+    try:
+        http_delete(manifest.consume_url)
+    except TransferError as exc:
+        log("manifest_not_consumed", "warning", pack_id=manifest.pack_id, error=str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     del argv  # no arguments: everything comes from the environment
     manifest_url = os.environ.pop(MANIFEST_ENV, None)  # never inherited, never logged
@@ -76,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         log("manifest_unreadable", "error", error=str(exc))
         return EXIT_NO_MANIFEST
     del manifest_url
+    _consume(manifest)
     if config.private_scratch and os.geteuid() == 0:
         make_scratch_private()
     rt.sandbox = choose_sandbox(config)

@@ -99,6 +99,7 @@ class FakeS3:
                 path = self.path.split("?", 1)[0]
                 with store.lock:
                     store.puts.pop(path, None)
+                    store.objects.pop(path, None)
                     store.deletes.append(path)
                 self.send_response(204)
                 self.end_headers()
@@ -407,6 +408,26 @@ def test_missing_script_is_reported_failed(pack: PackResult) -> None:
 
 
 # --------------------------------------------------------------------------- runner lifecycle
+
+
+def test_the_manifest_is_consumed_once_read(s3: FakeS3) -> None:
+    # Given a manifest that carries a presigned DELETE of itself, as the executor writes it
+    url = s3.manifest([s3.run("once", "print('ran')\n")], "/manifests/once.json")
+    document = json.loads(s3.store.objects["/manifests/once.json"])
+    document["consume_url"] = f"{s3.base}/manifests/once.json?X-Amz-Signature=del"
+    s3.store.objects["/manifests/once.json"] = json.dumps(document).encode()
+
+    # When the runner has read it
+    proc = start_runner(runner_env(url))
+    assert proc.wait(timeout=30) == 0
+
+    # Then it is gone: the URL in the task's overrides leads nowhere, and the run still ran
+    assert s3.store.deletes == ["/manifests/once.json"]
+    second = start_runner(runner_env(url))
+    _, stderr = second.communicate(timeout=10)
+    assert second.returncode == 1
+    assert b"manifest_unreadable" in stderr
+    assert s3.report("once", "finished")["status"] == "SUCCEEDED"
 
 
 def test_unreadable_manifest_exits_non_zero(s3: FakeS3) -> None:
