@@ -725,7 +725,11 @@ TASK_MEMORY_MB = 64 + LIMIT_RUNS * 200
 SHARE = 200 * 1024 * 1024
 FILE_LIMIT = 8 * 1024 * 1024
 
-WHO = "import os\nprint(f'uid={os.getuid()}', flush=True)\n"
+WHO = (
+    "import os\n"
+    "nnp = [l.split()[1] for l in open('/proc/self/status') if l.startswith('NoNewPrivs')][0]\n"
+    "print(f'uid={os.getuid()} nnp={nnp}', flush=True)\n"
+)
 
 FORK_BOMB = (
     WHO
@@ -894,6 +898,8 @@ def test_each_run_has_a_uid_of_its_own_and_its_share_of_the_task(limits_pack: Li
     names = ["forkbomb", "write5g", "write5g_counting", "allocate", "allocate_children", "daemon"]
     uids = {_field(limits_pack.s3.report(name, "finished"), "uid") for name in names}
     assert len(uids) == LIMIT_RUNS
+    # no setuid binary can hand a script another uid (or root) back
+    assert {_field(limits_pack.s3.report(name, "finished"), "nnp") for name in names} == {1}
     assert all(uid >= 100_000 for uid in uids)
 
 
