@@ -361,7 +361,7 @@ def test_script_environment_is_scrubbed(pack: PackResult) -> None:
     assert not [name for name in env if name.startswith(("AWS_", "ECS_"))]
     assert "RUNS_MANIFEST_URL" not in env
     assert SECRET not in json.dumps(env)
-    if os.geteuid() == 0:  # the runner drops scripts to nobody: its environ is closed to them
+    if os.geteuid() == 0:  # scripts run as a uid of their own: the runner's environ is closed
         assert seen["uid"] != 0
         assert 0 not in seen["groups"]
         assert seen["parent_environ"].startswith("unreadable")
