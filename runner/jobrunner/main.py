@@ -11,12 +11,14 @@ delivered; 143 (or 130) the runner was stopped by SIGTERM (SIGINT), after report
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
 from types import FrameType
 
+from jobrunner import reaper
 from jobrunner.config import (
     EXIT_NO_MANIFEST,
     EXIT_OK,
@@ -71,6 +73,16 @@ def _consume(manifest: Manifest) -> None:
         log("manifest_not_consumed", "warning", pack_id=manifest.pack_id, error=str(exc))
 
 
+def _sweep(rt: Runtime, runs: int) -> None:
+    """Whatever is left of any run (a run thread that crashed, or was given up on after a stop):
+    every process of each run's uid, killed before the runner exits."""
+    for index in range(runs):
+        user = rt.sandbox.user_for(index)
+        if user.own and user.uid is not None:
+            with contextlib.suppress(OSError, ValueError):
+                reaper.kill_user(user.uid)
+
+
 def main(argv: list[str] | None = None) -> int:
     del argv  # no arguments: everything comes from the environment
     manifest_url = os.environ.pop(MANIFEST_ENV, None)  # never inherited, never logged
@@ -115,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         thread.start()
     invalid_reported = [report_invalid(item["entry"], item["error"]) for item in manifest.invalid]
     _wait_for(threads, rt)
+    _sweep(rt, len(manifest.runs))
     reported = sum(results.values()) + sum(invalid_reported)
     expected = len(manifest.runs) + len(manifest.invalid)
     log("runner_finished", pack_id=manifest.pack_id, reported=reported, runs=expected)

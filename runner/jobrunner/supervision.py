@@ -122,8 +122,8 @@ def _end_of_run(proc: subprocess.Popen[bytes], user: RunUser) -> None:
     signal_group(proc.pid, signal.SIGKILL)
     if user.own and user.uid is not None:
         leftovers = reaper.kill_user(user.uid, keep=proc.pid)
-        if leftovers > 1:  # the script's own process, a zombie, is not counted: others were
-            log("run_leftovers_killed", pid=proc.pid, processes=leftovers)
+        if leftovers:  # the script's own process, a zombie by now, is not counted
+            log("run_leftovers_killed", pid=proc.pid, uid=user.uid, processes=leftovers)
 
 
 def _watch_memory(
