@@ -34,6 +34,12 @@ CANCEL_POLL_SECONDS: Final = 10.0
 LOCK_POLL_SECONDS: Final = 2.0
 # A lock names its holder and until when: the holder's timeout plus this, then it is stale.
 LOCK_MARGIN_SECONDS: Final = 120
+# Memory kept for the runner itself when the task's memory is shared out among the runs.
+RUNNER_RESERVE_MB: Final = 64
+# How often the memory of each run (all processes of its uid) is sampled.
+MEMORY_POLL_SECONDS: Final = 0.25
+# Per-run uids below this are refused (system and ordinary users live there).
+MIN_RUN_UID: Final = 100_000
 
 EXIT_OK: Final = 0
 EXIT_NO_MANIFEST: Final = 1
@@ -60,9 +66,14 @@ class Config:
     """Runner settings, from ``RUNNER_*`` environment variables (none of them secret)."""
 
     output_cap: int = 1024 * 1024
-    memory_limit_mb: int = 2048
+    memory_limit_mb: int = 2048  # per run, at most; less when the task's memory is shared out
+    task_memory_mb: int = 0  # the task's memory (the task definition's); 0 = unknown
+    file_size_limit_mb: int = 1024  # largest file a script may write (RLIMIT_FSIZE), at most
     nofile_limit: int = 1024
-    nproc_limit: int = 512
+    nproc_limit: int = 512  # processes (and threads) of the whole pack, shared out among runs
+    uid_base: int = 2_000_000_000  # each run its own uid: uid_base + its index in the pack
+    uid_count: int = 64  # how many per-run uids there are; 0 = all runs share ``run_as``
+    private_scratch: bool = False  # /tmp made root-only (0711): scripts write in their own dirs
     kill_grace: float = 5.0
     run_as: str = "nobody"
     require_user_switch: bool = False
@@ -74,8 +85,15 @@ class Config:
         return cls(
             output_cap=_env_int(env, "RUNNER_OUTPUT_CAP_BYTES", cls.output_cap),
             memory_limit_mb=_env_int(env, "RUNNER_MEMORY_LIMIT_MB", cls.memory_limit_mb),
+            task_memory_mb=_env_int(env, "RUNNER_TASK_MEMORY_MB", cls.task_memory_mb),
+            file_size_limit_mb=_env_int(
+                env, "RUNNER_FILE_SIZE_LIMIT_MB", cls.file_size_limit_mb, minimum=1
+            ),
             nofile_limit=_env_int(env, "RUNNER_NOFILE_LIMIT", cls.nofile_limit, minimum=16),
             nproc_limit=_env_int(env, "RUNNER_NPROC_LIMIT", cls.nproc_limit),
+            uid_base=_env_int(env, "RUNNER_UID_BASE", cls.uid_base, minimum=MIN_RUN_UID),
+            uid_count=_env_int(env, "RUNNER_UID_COUNT", cls.uid_count),
+            private_scratch=env.get("RUNNER_PRIVATE_SCRATCH", "") in {"1", "true"},
             kill_grace=float(_env_int(env, "RUNNER_KILL_GRACE_SECONDS", int(cls.kill_grace))),
             run_as=env.get("RUNNER_RUN_AS", cls.run_as).strip(),
             require_user_switch=env.get("RUNNER_REQUIRE_USER_SWITCH", "") in {"1", "true"},

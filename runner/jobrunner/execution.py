@@ -30,10 +30,12 @@ def wait_until(instant: float, stop: threading.Event) -> None:
         stop.wait(min(remaining, 0.25))
 
 
-def execute(spec: RunSpec, rt: Runtime) -> bool:
-    """Everything for one run. True when its finished report was delivered (or it had none to
-    deliver: another task, or a cancel before it started, holds its claim)."""
+def execute(spec: RunSpec, rt: Runtime, index: int = 0) -> bool:
+    """Everything for one run (the ``index``-th of its pack, which picks its uid). True when its
+    finished report was delivered (or it had none to deliver: another task, or a cancel before
+    it started, holds its claim)."""
     dirs: RunDirs | None = None
+    user = rt.sandbox.user_for(index)
     try:
         if rt.sandbox.error is not None:
             return deliver(spec, Outcome(status=FAILED, error=rt.sandbox.error), None)
@@ -43,8 +45,8 @@ def execute(spec: RunSpec, rt: Runtime) -> bool:
             log("script_fetch_failed", "error", **spec.ids, error=str(exc))
             outcome = Outcome(status=FAILED, error=f"script download failed: {exc}")
             return deliver(spec, outcome, None)
-        dirs = RunDirs.create(rt.sandbox)
-        dirs.write_script(source, rt.sandbox)
+        dirs = RunDirs.create(user)
+        dirs.write_script(source, user)
         log("run_ready", **spec.ids, script_bytes=len(source), not_before=spec.not_before)
         # Claim (and take the job's lock) just before the second, not at the task's start: a
         # cancel written up to then stops the run before its script starts, at no cost.
@@ -68,7 +70,7 @@ def execute(spec: RunSpec, rt: Runtime) -> bool:
                 error = cancel.reason if cancel.requested.is_set() else decision.skip
                 return deliver(spec, Outcome(status=status, error=error), None)
             try:
-                outcome = run_script(spec, dirs, rt, cancel)
+                outcome = run_script(spec, dirs, rt, cancel, user)
             finally:
                 overlap.release(spec)
         return deliver(spec, outcome, dirs.output if os.path.exists(dirs.output) else None)

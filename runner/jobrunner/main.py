@@ -11,12 +11,14 @@ delivered; 143 (or 130) the runner was stopped by SIGTERM (SIGINT), after report
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
 from types import FrameType
 
+from jobrunner import reaper
 from jobrunner.config import (
     EXIT_NO_MANIFEST,
     EXIT_OK,
@@ -28,11 +30,11 @@ from jobrunner.config import (
 )
 from jobrunner.execution import execute
 from jobrunner.log import log
-from jobrunner.manifest import RunSpec, parse_manifest
+from jobrunner.manifest import Manifest, RunSpec, parse_manifest
 from jobrunner.reporting import report_invalid
-from jobrunner.sandbox import Sandbox, choose_sandbox
+from jobrunner.sandbox import Limits, Sandbox, choose_sandbox, make_scratch_private
 from jobrunner.supervision import Runtime
-from jobrunner.transfer import TransferError, http_get
+from jobrunner.transfer import TransferError, http_delete, http_get
 
 
 def _install_signal_handlers(rt: Runtime) -> None:
@@ -61,6 +63,26 @@ def _wait_for(threads: list[threading.Thread], rt: Runtime) -> None:
                 break
 
 
+def _consume(manifest: Manifest) -> None:
+    """Delete the manifest now that it is read: its URL, in the task's overrides, dies with it."""
+    if manifest.consume_url is None:
+        return
+    try:
+        http_delete(manifest.consume_url)
+    except TransferError as exc:
+        log("manifest_not_consumed", "warning", pack_id=manifest.pack_id, error=str(exc))
+
+
+def _sweep(rt: Runtime, runs: int) -> None:
+    """Whatever is left of any run (a run thread that crashed, or was given up on after a stop):
+    every process of each run's uid, killed before the runner exits."""
+    for index in range(runs):
+        user = rt.sandbox.user_for(index)
+        if user.own and user.uid is not None:
+            with contextlib.suppress(OSError, ValueError):
+                reaper.kill_user(user.uid)
+
+
 def main(argv: list[str] | None = None) -> int:
     del argv  # no arguments: everything comes from the environment
     manifest_url = os.environ.pop(MANIFEST_ENV, None)  # never inherited, never logged
@@ -76,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         log("manifest_unreadable", "error", error=str(exc))
         return EXIT_NO_MANIFEST
     del manifest_url
+    _consume(manifest)
+    if config.private_scratch and os.geteuid() == 0:
+        make_scratch_private()
     rt.sandbox = choose_sandbox(config)
+    rt.limits = Limits.for_pack(config, len(manifest.runs))
     log(
         "runner_started",
         pack_id=manifest.pack_id,
@@ -84,12 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         invalid_runs=len(manifest.invalid),
         interpreter=rt.sandbox.interpreter,
         run_as_uid=rt.sandbox.uid if rt.sandbox.uid is not None else os.geteuid(),
+        run_uids=rt.sandbox.uid_base is not None,
+        limits=rt.limits.describe(),
         sandbox_error=rt.sandbox.error,
     )
     results: dict[int, bool] = {}
 
     def target(index: int, spec: RunSpec) -> None:
-        results[index] = execute(spec, rt)
+        results[index] = execute(spec, rt, index)
 
     threads = [
         threading.Thread(target=target, args=(index, spec), name=f"run-{index}", daemon=True)
@@ -99,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         thread.start()
     invalid_reported = [report_invalid(item["entry"], item["error"]) for item in manifest.invalid]
     _wait_for(threads, rt)
+    _sweep(rt, len(manifest.runs))
     reported = sum(results.values()) + sum(invalid_reported)
     expected = len(manifest.runs) + len(manifest.invalid)
     log("runner_finished", pack_id=manifest.pack_id, reported=reported, runs=expected)

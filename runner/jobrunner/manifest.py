@@ -112,6 +112,9 @@ class Manifest:
     pack_id: str
     runs: list[RunSpec]
     invalid: list[dict[str, Any]]
+    # Presigned DELETE of the manifest itself: called once it is read, so that the GET URL in
+    # the task's overrides (visible in DescribeTasks and the task's events) leads nowhere.
+    consume_url: str | None = field(default=None, repr=False)
 
 
 def parse_manifest(body: bytes) -> Manifest:
@@ -129,4 +132,10 @@ def parse_manifest(body: bytes) -> Manifest:
             runs.append(RunSpec.parse(entry))
         except ValueError as exc:
             invalid.append({"entry": entry if isinstance(entry, dict) else {}, "error": str(exc)})
-    return Manifest(pack_id=str(document.get("pack_id", "")), runs=runs, invalid=invalid)
+    consume_url = document.get("consume_url")
+    return Manifest(
+        pack_id=str(document.get("pack_id", "")),
+        runs=runs,
+        invalid=invalid,
+        consume_url=consume_url if isinstance(consume_url, str) else None,
+    )

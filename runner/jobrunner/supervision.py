@@ -13,9 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobrunner import reaper
 from jobrunner.cancel import CancelWatch
 from jobrunner.config import (
     HTTP_TIMEOUT_SECONDS,
+    MEMORY_POLL_SECONDS,
     PIPE_GRACE_SECONDS,
     POLL_SECONDS,
     READ_CHUNK,
@@ -27,7 +29,14 @@ from jobrunner.log import log
 from jobrunner.manifest import RunSpec
 from jobrunner.outcome import CANCELLED, FAILED, SUCCEEDED, TIMED_OUT, Outcome
 from jobrunner.reporting import report_started
-from jobrunner.sandbox import RunDirs, Sandbox, child_environment, resource_limiter
+from jobrunner.sandbox import (
+    Limits,
+    RunDirs,
+    RunUser,
+    Sandbox,
+    child_environment,
+    resource_limiter,
+)
 
 
 @dataclass
@@ -36,6 +45,7 @@ class Runtime:
 
     config: Config
     sandbox: Sandbox
+    limits: Limits | None = None  # set once the pack's size is known
     stop: threading.Event = field(default_factory=threading.Event)
     stop_signal: int | None = None
     stop_at: float | None = None  # monotonic time of the stop request
@@ -94,6 +104,8 @@ class Supervision:
     cancelled: bool = False
     exited_at: float | None = None
     eof: bool = False
+    memory_exceeded: int | None = None  # bytes the run was found using, over its share
+    next_memory_check: float = 0.0
 
 
 def _exited_unreaped(pid: int) -> bool:
@@ -102,6 +114,39 @@ def _exited_unreaped(pid: int) -> bool:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
+
+
+def _end_of_run(proc: subprocess.Popen[bytes], user: RunUser) -> None:
+    """The run is over: kill what is left of it. Its process group always; with a uid of its
+    own, every process of that uid too (also those that left the group with setsid)."""
+    signal_group(proc.pid, signal.SIGKILL)
+    if user.own and user.uid is not None:
+        leftovers = reaper.kill_user(user.uid, keep=proc.pid)
+        if leftovers:  # the script's own process, a zombie by now, is not counted
+            log("run_leftovers_killed", pid=proc.pid, uid=user.uid, processes=leftovers)
+
+
+def _watch_memory(
+    proc: subprocess.Popen[bytes], state: Supervision, rt: Runtime, user: RunUser, now: float
+) -> None:
+    """The run's share of the task's memory holds for all its processes together: sampled over
+    its uid, and the run killed (every process of it) when the sum is over the share."""
+    limits = rt.limits
+    if (
+        not user.own
+        or user.uid is None
+        or limits is None
+        or limits.memory_bytes is None
+        or state.exited_at is not None
+        or state.memory_exceeded is not None
+        or now < state.next_memory_check
+    ):
+        return
+    state.next_memory_check = now + MEMORY_POLL_SECONDS
+    used = reaper.memory_bytes(user.uid)
+    if used > limits.memory_bytes:
+        state.memory_exceeded = used
+        reaper.kill_user(user.uid, keep=proc.pid)
 
 
 def _escalate(
@@ -152,22 +197,25 @@ def supervise(
     rt: Runtime,
     timeout: int,
     cancel: threading.Event,
+    user: RunUser | None = None,
 ) -> Supervision:
     """Drain the output pipe until the script is gone, enforcing timeout, stop and cancel
     requests (SIGTERM to its process group, SIGKILL after the grace)."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
+    user = user or RunUser()
     state = Supervision(deadline=time.monotonic() + timeout)
     with selectors.DefaultSelector() as selector:
         selector.register(fd, selectors.EVENT_READ)
         while True:
             now = time.monotonic()
             _escalate(proc, state, rt, cancel, now)
+            _watch_memory(proc, state, rt, user, now)
             _drain(fd, selector, sink, state)
             if state.exited_at is None and _exited_unreaped(proc.pid):
                 state.exited_at = time.monotonic()
-                signal_group(proc.pid, signal.SIGKILL)  # leftovers of the script's group
+                _end_of_run(proc, user)  # leftovers: its group, and its uid's processes
             if state.exited_at is not None and (
                 state.eof or time.monotonic() - state.exited_at >= PIPE_GRACE_SECONDS
             ):
@@ -175,12 +223,17 @@ def supervise(
     rt.groups.pop(proc.pid, None)  # before reaping: the pid may then be reused
     proc.wait()
     proc.stdout.close()
+    if user.own and user.uid is not None:
+        reaper.kill_user(user.uid)  # anything started after the first sweep
     return state
 
 
-def run_script(spec: RunSpec, dirs: RunDirs, rt: Runtime, cancel: CancelWatch) -> Outcome:
+def run_script(
+    spec: RunSpec, dirs: RunDirs, rt: Runtime, cancel: CancelWatch, user: RunUser
+) -> Outcome:
     """Start the script now, report it started, and supervise it to its end."""
     sandbox = rt.sandbox
+    limits = rt.limits or Limits.for_pack(rt.config, 1)
     started_at = time.time()
     started_mono = time.monotonic()
     lag_ms = round((started_at - spec.not_before) * 1000)
@@ -190,7 +243,7 @@ def run_script(spec: RunSpec, dirs: RunDirs, rt: Runtime, cancel: CancelWatch) -
             proc = subprocess.Popen(
                 [sandbox.interpreter, "script.py"],
                 cwd=dirs.work,
-                env=child_environment(spec, dirs.work),
+                env=child_environment(spec, dirs),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -199,8 +252,8 @@ def run_script(spec: RunSpec, dirs: RunDirs, rt: Runtime, cancel: CancelWatch) -
                 umask=0o077,
                 # Safe with threads here: the function only calls get/setrlimit (no locks, no
                 # imports, no logging), and CPython re-initialises its own state after fork.
-                preexec_fn=resource_limiter(rt.config, sandbox.uid is not None),  # noqa: PLW1509
-                **sandbox.popen_user_args(),
+                preexec_fn=resource_limiter(limits, user),  # noqa: PLW1509
+                **user.popen_args(),
             )
         except (OSError, subprocess.SubprocessError) as exc:
             log("run_start_failed", "error", **spec.ids, error=str(exc))
@@ -214,7 +267,7 @@ def run_script(spec: RunSpec, dirs: RunDirs, rt: Runtime, cancel: CancelWatch) -
         )
         reporter.start()
         try:
-            state = supervise(proc, sink, rt, spec.timeout_seconds, cancel.requested)
+            state = supervise(proc, sink, rt, spec.timeout_seconds, cancel.requested, user)
         finally:
             rt.groups.pop(proc.pid, None)
         finished_at = time.time()
@@ -231,7 +284,14 @@ def run_script(spec: RunSpec, dirs: RunDirs, rt: Runtime, cancel: CancelWatch) -
         output_truncated=sink.truncated,
         tail=bytes(sink.tail),
     )
-    if state.cancelled:
+    if state.memory_exceeded is not None:
+        outcome.status = FAILED
+        share = (limits.memory_bytes or 0) // (1024 * 1024)
+        outcome.error = (
+            f"memory limit: the run's processes used {state.memory_exceeded // (1024 * 1024)} MiB,"
+            f" over its share of {share} MiB; every process of the run was killed"
+        )
+    elif state.cancelled:
         outcome.status = CANCELLED
         outcome.error = f"{cancel.reason}: the script was sent SIGTERM"
     elif state.timed_out:

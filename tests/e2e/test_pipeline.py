@@ -283,7 +283,8 @@ MEMORY_BYTES = 1024 * 1024 * 1024  # the template's RunnerMemory, 1024 MiB
 OVERRIDES = {"RUNS_MANIFEST_URL", "RUN_REFS"}  # what the ECS backend passes
 # The base's (PATH, LANG) and runner/Dockerfile's ENV.
 IMAGE_ENV = {"PATH", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "RUNNER_RUN_AS"}
-IMAGE_ENV |= {"RUNNER_REQUIRE_USER_SWITCH"}
+IMAGE_ENV |= {"RUNNER_REQUIRE_USER_SWITCH", "RUNNER_PRIVATE_SCRATCH"}
+TASK_ENV = {"RUNNER_TASK_MEMORY_MB"}  # the task definition's container environment
 
 
 def container_log_line(stack: LocalStack, task_id: str) -> dict[str, Any]:
@@ -315,9 +316,10 @@ def test_scripts_run_in_a_container_shaped_like_the_task_definition(
     # The task's memory and CPU (512 units: half a CPU), cgroup v1 or v2.
     assert str(MEMORY_BYTES) in {seen["memory"], seen["memory_v2"]}, seen
     assert seen["cpu"] == ["50000", "100000"] or seen["cpu_v2"] == "50000 100000", seen
-    # The runner is the container's entrypoint (pid 1); the script runs as nobody under it.
+    # The runner is the container's entrypoint (pid 1); the script runs under it as a uid of
+    # its own (RUNNER_UID_BASE + its index in the pack), not root, not nobody.
     assert seen["pid1"][:2] == ["python3", "/app/entrypoint.py"], seen
-    assert seen["uid"] == 65534, seen
+    assert seen["uid"] == 2_000_000_000, seen
 
     # As the engine reports the container: the image built here, the host network (moto on
     # loopback), and only the image's variables plus the overrides: no credentials.
@@ -328,16 +330,29 @@ def test_scripts_run_in_a_container_shaped_like_the_task_definition(
     assert shape["tmpfs"] == ["/tmp"], shape
     assert shape["nano_cpus"] == 500_000_000, shape
     assert shape["memory_bytes"] == MEMORY_BYTES, shape
-    assert set(shape["env_names"]) == IMAGE_ENV | OVERRIDES, shape
+    assert set(shape["env_names"]) == IMAGE_ENV | TASK_ENV | OVERRIDES, shape
 
 
-def test_a_container_killed_by_its_memory_limit_fails_its_run(docker_stack: LocalStack) -> None:
-    script = "hog = b'x' * (1536 * 1024 * 1024)\nprint('allocated')\n"  # under its RLIMIT_AS
+def test_a_container_run_is_held_to_its_share_of_the_tasks_memory(
+    docker_stack: LocalStack,
+) -> None:
+    # The task definition's RUNNER_TASK_MEMORY_MB (RunnerMemory, 1024) shared out among the
+    # pack's runs: one run gets 1024 - 64 (the runner's reserve) = 960 MiB of address space, so
+    # the allocation fails in the script instead of the kernel killing the container.
+    script = (
+        "import resource\n"
+        "print('as', resource.getrlimit(resource.RLIMIT_AS)[0], flush=True)\n"
+        "hog = b'x' * (1536 * 1024 * 1024)\n"
+        "print('allocated')\n"
+    )
     job = create_job(docker_stack, script=script, max_attempts=1)
     key = start_run(docker_stack, job["job_id"])
     run = wait_for_end(docker_stack, job["job_id"], key, timeout=30)
     assert run["status"] == "FAILED", run
-    assert run["exit_code"] == -9, run  # the kernel's OOM killer: SIGKILL
+    assert run["exit_code"] == 1, run
+    assert f"as {960 * 1024 * 1024}" in run["output_tail"], run
+    assert "MemoryError" in run["output_tail"], run
+    assert "allocated" not in run["output_tail"], run
 
 
 # -- 2. a job created through the API runs at the next minute (last: its wait overlaps) -----

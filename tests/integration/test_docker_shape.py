@@ -20,7 +20,9 @@ def test_the_container_is_shaped_like_the_registered_task_definition(stack: Stac
     assert spec.read_only is True
     assert spec.scratch == ("/tmp",)  # the task's ephemeral volume
     assert spec.stop_timeout == 30
-    assert spec.environment == {}  # only the overrides' variables reach the runner
+    # The task's memory, for the runner to share out among its runs; no secret, no URL (the
+    # overrides carry the manifest's).
+    assert spec.environment == {"RUNNER_TASK_MEMORY_MB": "1024"}
 
     options = spec.run_options()
     assert "--network=host" in options

@@ -75,3 +75,34 @@ def test_every_run_the_scheduler_writes_is_one_the_runner_parses_whole() -> None
     runner_fields = set(runner_manifest.RunSpec.__dataclass_fields__)
     assert set(entries[1]) == runner_fields
     assert set(entries[1]["lock"]) == set(runner_manifest.OverlapUrls.__dataclass_fields__)
+
+
+def test_the_manifest_url_is_short_lived_and_the_manifest_deletes_itself() -> None:
+    # Given manifests whose own URL (the one in the RunTask overrides) lives 150 s, while the
+    # runs' URLs live 900 s plus the run's wait and timeout
+    s3 = RecordingS3()
+    store = manifests.Manifests(  # type: ignore[arg-type]
+        s3, "bucket", 900, clock=lambda: NOW, manifest_url_seconds=150
+    )
+    spec = RunSpec(
+        job_id="job",
+        run_key="1795000000-job",
+        attempt=1,
+        scheduled_at=1795000000,
+        not_before=1795000000,
+        timeout_seconds=300,
+        parameters={},
+        script_key=keys.script_key("ab" * 32),
+        overlap=ConcurrencyPolicy.ALLOW,
+    )
+
+    # When a pack is published
+    url = store.publish("pack-2", [spec])
+
+    # Then the URL handed to the task expires with the task's start, and the manifest carries
+    # the DELETE of itself that the runner calls once it has read it
+    key = keys.manifest_key("pack-2")
+    assert url == f"https://s3.test/get_object/{key}?expires=150"
+    parsed = runner_manifest.parse_manifest(s3.objects[key])
+    assert parsed.consume_url == f"https://s3.test/delete_object/{key}?expires=150"
+    assert parsed.runs[0].script_url.endswith("?expires=1200")

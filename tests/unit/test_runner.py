@@ -99,6 +99,7 @@ class FakeS3:
                 path = self.path.split("?", 1)[0]
                 with store.lock:
                     store.puts.pop(path, None)
+                    store.objects.pop(path, None)
                     store.deletes.append(path)
                 self.send_response(204)
                 self.end_headers()
@@ -360,7 +361,7 @@ def test_script_environment_is_scrubbed(pack: PackResult) -> None:
     assert not [name for name in env if name.startswith(("AWS_", "ECS_"))]
     assert "RUNS_MANIFEST_URL" not in env
     assert SECRET not in json.dumps(env)
-    if os.geteuid() == 0:  # the runner drops scripts to nobody: its environ is closed to them
+    if os.geteuid() == 0:  # scripts run as a uid of their own: the runner's environ is closed
         assert seen["uid"] != 0
         assert 0 not in seen["groups"]
         assert seen["parent_environ"].startswith("unreadable")
@@ -407,6 +408,26 @@ def test_missing_script_is_reported_failed(pack: PackResult) -> None:
 
 
 # --------------------------------------------------------------------------- runner lifecycle
+
+
+def test_the_manifest_is_consumed_once_read(s3: FakeS3) -> None:
+    # Given a manifest that carries a presigned DELETE of itself, as the executor writes it
+    url = s3.manifest([s3.run("once", "print('ran')\n")], "/manifests/once.json")
+    document = json.loads(s3.store.objects["/manifests/once.json"])
+    document["consume_url"] = f"{s3.base}/manifests/once.json?X-Amz-Signature=del"
+    s3.store.objects["/manifests/once.json"] = json.dumps(document).encode()
+
+    # When the runner has read it
+    proc = start_runner(runner_env(url))
+    assert proc.wait(timeout=30) == 0
+
+    # Then it is gone: the URL in the task's overrides leads nowhere, and the run still ran
+    assert s3.store.deletes == ["/manifests/once.json"]
+    second = start_runner(runner_env(url))
+    _, stderr = second.communicate(timeout=10)
+    assert second.returncode == 1
+    assert b"manifest_unreadable" in stderr
+    assert s3.report("once", "finished")["status"] == "SUCCEEDED"
 
 
 def test_unreadable_manifest_exits_non_zero(s3: FakeS3) -> None:
@@ -693,3 +714,253 @@ def test_replace_names_the_runs_to_cancel_and_starts_once_the_lock_is_free(
 
 def test_a_stale_lock_is_removed_and_the_run_goes_on(overlap_pack: OverlapResult) -> None:
     assert overlap_pack.s3.report("stale", "finished")["status"] == "SUCCEEDED"
+
+
+# --------------------------------------------------------------------------- runner limits
+# A pack of hostile scripts, each in its own uid; the task's memory (RUNNER_TASK_MEMORY_MB) is
+# shared out among the pack's runs: (1264 - 64 reserved) / 6 runs = 200 MiB each.
+
+LIMIT_RUNS = 6
+TASK_MEMORY_MB = 64 + LIMIT_RUNS * 200
+SHARE = 200 * 1024 * 1024
+FILE_LIMIT = 8 * 1024 * 1024
+
+WHO = (
+    "import os\n"
+    "nnp = [l.split()[1] for l in open('/proc/self/status') if l.startswith('NoNewPrivs')][0]\n"
+    "print(f'uid={os.getuid()} nnp={nnp}', flush=True)\n"
+)
+
+FORK_BOMB = (
+    WHO
+    + """
+import os, time
+me = os.getpid()
+told = False
+while True:
+    try:
+        os.fork()
+    except OSError:
+        if os.getpid() == me and not told:
+            print("fork refused: process limit reached", flush=True)
+            told = True
+        time.sleep(0.01)
+"""
+)
+
+WRITE_5GB = (
+    WHO
+    + """
+chunk = b"x" * (1 << 20)
+with open("big.bin", "wb", buffering=0) as handle:
+    for _ in range(5 * 1024):
+        handle.write(chunk)
+print("wrote 5 GB")
+"""
+)
+
+WRITE_5GB_COUNTING = (
+    WHO
+    + """
+import errno, os
+fd = os.open(os.path.join(os.environ["TMPDIR"], "big.bin"), os.O_WRONLY | os.O_CREAT, 0o600)
+chunk, written = b"x" * (1 << 20), 0
+try:
+    while written < 5 * 1024 ** 3:
+        written += os.write(fd, chunk)
+except OSError as exc:
+    print("stopped:", errno.errorcode[exc.errno], flush=True)
+print(f"written={written}", flush=True)
+"""
+)
+
+ALLOCATE = (
+    WHO
+    + """
+import resource
+print(f"as_limit={resource.getrlimit(resource.RLIMIT_AS)[0]}", flush=True)
+try:
+    hog = b"x" * (400 * 1024 * 1024)
+    print("allocated 400 MiB")
+except MemoryError:
+    print("MemoryError", flush=True)
+"""
+)
+
+ALLOCATE_IN_CHILDREN = (
+    WHO
+    + """
+import os, time
+for _ in range(3):  # 3 x 120 MiB: each process within its limit, the run over its share
+    if os.fork() == 0:
+        hog = b"x" * (120 * 1024 * 1024)
+        time.sleep(60)
+        os._exit(0)
+time.sleep(60)
+"""
+)
+
+SETSID_DAEMON = (
+    WHO
+    + """
+import os, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()  # leaves the run's process group and session
+    if os.fork() == 0:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.write(w, str(os.getpid()).encode())
+        os.close(w)
+        while True:
+            time.sleep(1)
+    os._exit(0)
+os.close(w)
+print(f"daemon={os.read(r, 32).decode()}", flush=True)
+"""
+)
+
+
+def _field(finished: dict[str, Any], name: str) -> int:
+    for token in finished["output_tail"].split():
+        if token.startswith(f"{name}="):
+            return int(token.split("=", 1)[1])
+    raise AssertionError(f"no {name}= in {finished['output_tail']!r}")
+
+
+def _alive(pid: int, uid: int | None = None) -> bool:
+    """Is the process there and not a zombie (with that real uid, when given)?"""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if fields["State"].strip().startswith("Z"):
+        return False
+    return uid is None or int(fields["Uid"].split()[0]) == uid
+
+
+def _processes_of(uid: int) -> list[int]:
+    return [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _alive(int(p.name), uid)
+    ]
+
+
+@dataclass
+class LimitsResult:
+    s3: FakeS3
+    returncode: int
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def limits_pack() -> Iterator[LimitsResult]:
+    if os.geteuid() != 0:
+        pytest.skip("per-run uids need the runner to be root (as in its container)")
+    server = FakeS3()
+    runs = [
+        server.run("forkbomb", FORK_BOMB, timeout_seconds=2),
+        server.run("write5g", WRITE_5GB),
+        server.run("write5g_counting", WRITE_5GB_COUNTING),
+        server.run("allocate", ALLOCATE),
+        server.run("allocate_children", ALLOCATE_IN_CHILDREN, timeout_seconds=20),
+        server.run("daemon", SETSID_DAEMON),
+    ]
+    assert len(runs) == LIMIT_RUNS
+    env = runner_env(
+        server.manifest(runs),
+        RUNNER_KILL_GRACE_SECONDS="1",
+        RUNNER_TASK_MEMORY_MB=str(TASK_MEMORY_MB),
+        RUNNER_FILE_SIZE_LIMIT_MB=str(FILE_LIMIT // (1024 * 1024)),
+        RUNNER_NPROC_LIMIT=str(16 * LIMIT_RUNS),
+    )
+    proc = start_runner(env)
+    _, stderr = proc.communicate(timeout=60)
+    yield LimitsResult(s3=server, returncode=proc.returncode, stderr=stderr.decode())
+    server.close()
+
+
+def test_each_run_has_a_uid_of_its_own_and_its_share_of_the_task(limits_pack: LimitsResult) -> None:
+    assert limits_pack.returncode == 0, limits_pack.stderr
+    started = next(
+        json.loads(line) for line in limits_pack.stderr.splitlines() if '"runner_started"' in line
+    )
+    assert started["run_uids"] is True
+    assert started["limits"] == {
+        "memory_mb": 200,
+        "file_size_mb": 8,
+        "nproc_per_run": 16,
+        "nofile": 1024,
+    }
+    names = ["forkbomb", "write5g", "write5g_counting", "allocate", "allocate_children", "daemon"]
+    uids = {_field(limits_pack.s3.report(name, "finished"), "uid") for name in names}
+    assert len(uids) == LIMIT_RUNS
+    # no setuid binary can hand a script another uid (or root) back
+    assert {_field(limits_pack.s3.report(name, "finished"), "nnp") for name in names} == {1}
+    assert all(uid >= 100_000 for uid in uids)
+
+
+def test_a_fork_bomb_hits_its_process_limit_and_dies_with_its_run(
+    limits_pack: LimitsResult,
+) -> None:
+    finished = limits_pack.s3.report("forkbomb", "finished")
+    assert finished["status"] == "TIMED_OUT"
+    assert "process limit reached" in finished["output_tail"]
+    assert finished["duration_ms"] < 8000
+    assert _processes_of(_field(finished, "uid")) == []
+
+
+def test_a_5_gb_write_stops_at_the_file_size_limit(limits_pack: LimitsResult) -> None:
+    # Python ignores SIGXFSZ: the write past the limit raises (EFBIG), and the script fails
+    failed = limits_pack.s3.report("write5g", "finished")
+    assert failed["status"] == "FAILED"
+    assert failed["exit_code"] == 1
+    assert "File too large" in failed["output_tail"]
+    assert "wrote 5 GB" not in failed["output_tail"]
+    counted = limits_pack.s3.report("write5g_counting", "finished")
+    assert "stopped: EFBIG" in counted["output_tail"]
+    assert _field(counted, "written") == FILE_LIMIT
+
+
+def test_an_allocation_beyond_the_runs_share_fails(limits_pack: LimitsResult) -> None:
+    finished = limits_pack.s3.report("allocate", "finished")
+    assert _field(finished, "as_limit") == SHARE
+    assert "MemoryError" in finished["output_tail"]
+    assert "allocated" not in finished["output_tail"]
+
+
+def test_a_runs_processes_together_are_held_to_its_share(limits_pack: LimitsResult) -> None:
+    finished = limits_pack.s3.report("allocate_children", "finished")
+    assert finished["status"] == "FAILED"
+    assert "memory limit" in finished["error"]
+    assert finished["duration_ms"] < 10_000
+    assert _processes_of(_field(finished, "uid")) == []
+
+
+def test_a_setsid_daemon_does_not_outlive_its_run(limits_pack: LimitsResult) -> None:
+    finished = limits_pack.s3.report("daemon", "finished")
+    assert finished["status"] == "SUCCEEDED"
+    daemon, uid = _field(finished, "daemon"), _field(finished, "uid")
+    deadline = time.monotonic() + 3  # an orphan killed here is reaped by the host's init
+    while _alive(daemon, uid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(daemon, uid)
+    assert _processes_of(uid) == []
+
+
+def test_scripts_get_a_private_temp_directory(s3: FakeS3) -> None:
+    script = (
+        "import os, stat, tempfile\n"
+        "d = tempfile.gettempdir()\n"
+        "st = os.stat(d)\n"
+        "mode = oct(stat.S_IMODE(st.st_mode))\n"
+        "print(d == os.environ['TMPDIR'], mode, st.st_uid == os.getuid())\n"
+    )
+    url = s3.manifest([s3.run("tmp_a", script), s3.run("tmp_b", script)])
+    proc = start_runner(runner_env(url))
+    proc.communicate(timeout=30)
+    for name in ("tmp_a", "tmp_b"):
+        assert "True 0o700 True" in s3.report(name, "finished")["output_tail"]

@@ -119,7 +119,8 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         "RunsTable": {"GetItem", "UpdateItem"},  # claim, script snapshot, dispatched, skipped
         # signed into the manifest and its runs' URLs (pipeline/manifests.py)
         "ScriptsBucket/scripts/*": {"GetObject"},
-        "ScriptsBucket/manifests/*": {"GetObject", "PutObject"},
+        # DeleteObject: the runner consumes its manifest (a presigned DELETE in it)
+        "ScriptsBucket/manifests/*": {"GetObject", "PutObject", "DeleteObject"},
         "ScriptsBucket/reports/*": {"PutObject"},
         "ScriptsBucket/outputs/*": {"PutObject"},
         "ScriptsBucket/claims/*": {"PutObject"},

@@ -10,6 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.pipeline.due_runs import dispatch_lead_seconds
 
+# A task that has not read its manifest this long after its expected start finds the URL
+# expired: it exits, its runs fail and are retried (docs/architecture.md, trust boundary).
+MANIFEST_URL_MARGIN_SECONDS = 60
+
 
 class _Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
@@ -97,6 +101,10 @@ class ExecutorSettings(JobApiSettings):
     claim_seconds: int = Field(default=60, ge=5)
     dispatch_grace_seconds: int = Field(default=300, ge=30)
     presigned_url_seconds: int = Field(default=900, ge=60)
+    # The manifest's URL, visible in the RunTask overrides, lives only until the task should
+    # have read it: the expected task start plus MANIFEST_URL_MARGIN_SECONDS (unless set).
+    task_start_seconds: int = Field(default=90, ge=0, le=600)
+    manifest_url_seconds: int | None = Field(default=None, ge=30)
     # ecs backend
     ecs_cluster: str | None = None
     task_definition: str | None = None
@@ -104,6 +112,10 @@ class ExecutorSettings(JobApiSettings):
     subnets: str = ""  # comma-separated
     security_groups: str = ""
     assign_public_ip: bool = False
+
+    @property
+    def manifest_url_ttl(self) -> int:
+        return self.manifest_url_seconds or self.task_start_seconds + MANIFEST_URL_MARGIN_SECONDS
 
     @model_validator(mode="after")
     def _backend_configured(self) -> ExecutorSettings:

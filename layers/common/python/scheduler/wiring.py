@@ -296,7 +296,11 @@ def _ecs_backend(settings: ExecutorSettings, manifests: Manifests) -> DispatchBa
 def executor() -> Executor:
     settings = ExecutorSettings()  # type: ignore[call-arg]
     manifests = Manifests(
-        client("s3"), settings.scripts_bucket, settings.presigned_url_seconds, clock=now
+        client("s3"),
+        settings.scripts_bucket,
+        settings.presigned_url_seconds,
+        clock=now,
+        manifest_url_seconds=settings.manifest_url_ttl,
     )
     if settings.dispatch_backend == "ecs":
         backend = _ecs_backend(settings, manifests)

@@ -2,7 +2,15 @@
 
 The runner gets no AWS credentials: the manifest lists presigned URLs scoped to exactly its runs
 (GET each script, PUT each report, output and claim). Reports land under `reports/`, whose S3
-notifications drive the run status function. The runner parses this with its own
+notifications drive the run status function.
+
+The manifest's own GET URL travels in the RunTask overrides, which DescribeTasks and the ECS
+task-state events show to whoever may read them. So it is short-lived (the task's expected
+start plus a margin, not the runs' lifetime) and consumed once: the manifest holds a presigned
+DELETE of itself (`consume_url`), which the runner calls as soon as it has read it. Afterwards
+the URL in the overrides answers 404 (the bucket is versioned: the DELETE leaves a delete
+marker, and an older version needs `versionId`, which the signature does not cover), and soon
+403 (expired). The runner parses this with its own
 standard-library copy of the model (runner/jobrunner/manifest.py); a unit test keeps the two in
 agreement.
 """
@@ -26,11 +34,20 @@ MANIFEST_VERSION = 1
 class Manifests:
     """Writes a pack's manifest to S3 and presigns it and every URL inside."""
 
-    def __init__(self, s3: S3Client, bucket: str, url_seconds: int, clock: Clock) -> None:
+    def __init__(
+        self,
+        s3: S3Client,
+        bucket: str,
+        url_seconds: int,
+        clock: Clock,
+        manifest_url_seconds: int | None = None,
+    ) -> None:
         self._s3 = s3
         self._bucket = bucket
         self._ttl = url_seconds
         self._clock = clock
+        # The manifest's own URL (in the RunTask overrides): only until the task has read it.
+        self._manifest_ttl = manifest_url_seconds or url_seconds
 
     def _lock_urls(self, run: RunSpec, ttl: int) -> dict[str, str]:
         """The job's lock and waiting slot, for the runner to apply the overlap policy."""
@@ -80,8 +97,17 @@ class Manifests:
                 entry["lock"] = self._lock_urls(run, ttl)
             entries.append(entry)
         key = keys.manifest_key(pack_id)
-        body = json.dumps({"version": MANIFEST_VERSION, "pack_id": pack_id, "runs": entries})
+        document = {
+            "version": MANIFEST_VERSION,
+            "pack_id": pack_id,
+            "runs": entries,
+            # The runner deletes the manifest once read: the URL in the overrides is then dead.
+            "consume_url": self._url("delete_object", key, self._manifest_ttl),
+        }
         self._s3.put_object(
-            Bucket=self._bucket, Key=key, Body=body.encode(), ContentType="application/json"
+            Bucket=self._bucket,
+            Key=key,
+            Body=json.dumps(document).encode(),
+            ContentType="application/json",
         )
-        return self._url("get_object", key, self._ttl)
+        return self._url("get_object", key, self._manifest_ttl)
