@@ -31,6 +31,7 @@ from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import Job, JobFilters, JobStatus, ListPage
 from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
+from scheduler.quotas.quota_models import MinuteCounter, jobs_exceeded
 from scheduler.runs.run_models import (
     AttemptRecord,
     ConcurrencyPolicy,
@@ -181,11 +182,13 @@ class FakeJobStore:
     the same transactions. Every change but `create` and `advance` is conditional on the job's
     status and next run being as they were read; `advance` on the job being active."""
 
-    def __init__(self, schedule: FakeScheduleStore) -> None:
+    def __init__(self, schedule: FakeScheduleStore, *, jobs_per_owner: int | None = None) -> None:
         self._schedule = schedule
         self._rows: dict[str, _JobRow] = {}
         self._names: dict[tuple[str, str], str] = {}  # (user_id, name) -> job_id
         self._failures: dict[str, int] = {}  # job_id -> runs in a row failed
+        self._jobs_per_owner = jobs_per_owner
+        self._job_counts: dict[str, int] = {}  # the OWNER# items' job_count
 
     # -- JobStore ----------------------------------------------------------------------------
 
@@ -198,6 +201,10 @@ class FakeJobStore:
                 )
             if job.job_id in self._rows:
                 raise RuntimeError(f"job id {job.job_id!r} exists (the transaction is cancelled)")
+            count = self._job_counts.get(job.user_id, 0)
+            if self._jobs_per_owner is not None and count >= self._jobs_per_owner:
+                raise jobs_exceeded(self._jobs_per_owner)
+            self._job_counts[job.user_id] = count + 1
             self._rows[job.job_id] = _JobRow(_as_stored(job), script_key)
             self._names[(job.user_id, job.name)] = job.job_id
             if job.next_run_at is not None:
@@ -294,6 +301,7 @@ class FakeJobStore:
                 return False
             del self._rows[job.job_id]
             self._names.pop((job.user_id, job.name), None)
+            self._job_counts[job.user_id] = self._job_counts.get(job.user_id, 0) - 1
             if job.next_run_at is not None:
                 self._schedule.delete(_occurrence(job, job.next_run_at))
             return True
@@ -410,6 +418,26 @@ class StoredRun:
     deadline: int | None = None  # set while the run is in the in-flight index
     expires_at: int | None = None  # the table's TTL, set when the run finishes
     notes: set[str] = field(default_factory=set)  # what was done once for it (note_once)
+
+
+# -- quota counters (items of the jobs table) ----------------------------------------------------
+
+
+class FakeQuotaCounters:
+    """Per-minute counters, as QuotaRepository keeps them: a take that would pass the limit
+    counts nothing and returns False. `counts` is what tests look at."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}  # counter pk -> count
+        self._lock = threading.Lock()
+
+    def take(self, counter: MinuteCounter, amount: int = 1) -> bool:
+        with self._lock:
+            count = self.counts.get(counter.pk, 0)
+            if count + amount > counter.limit:
+                return False
+            self.counts[counter.pk] = count + amount
+            return True
 
 
 class FakeRunStore:

@@ -67,7 +67,8 @@ def merged(*parts: dict[str, set[str]]) -> dict[str, set[str]]:
 
 NEEDS: dict[str, dict[str, set[str]]] = {
     "CreateJobFunction": merged(
-        {"JobsTable": {"PutItem"}},  # the job and its name guard, with the first schedule item
+        # the job and its name guard, with the first schedule item and the owner's job count
+        {"JobsTable": {"PutItem", "UpdateItem"}},
         {"ScheduleTable": {"PutItem"}},
         {"IdempotencyTable": {"GetItem", "PutItem", "UpdateItem", "DeleteItem"}},
         {"ScriptsBucket/scripts/*": {"PutObject"}},
@@ -86,7 +87,8 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         {"JobsTable": {"GetItem", "UpdateItem"}, "ScheduleTable": {"PutItem"}}, _TAKE_RUNS
     ),
     "DeleteJobFunction": {
-        "JobsTable": {"GetItem", "DeleteItem"},  # the job and its name guard
+        # the job and its name guard; the owner's job count (quotas)
+        "JobsTable": {"GetItem", "DeleteItem", "UpdateItem"},
         "ScheduleTable": {"DeleteItem"},
     },
     "ListRunsFunction": {"JobsTable": {"GetItem"}, "RunsTable": {"Query"}},
@@ -98,12 +100,12 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         "ScriptsBucket/outputs/*": {"GetObject"},  # the presigned link
     },
     "RunJobFunction": {
-        "JobsTable": {"GetItem"},
+        "JobsTable": {"GetItem", "UpdateItem"},  # and the owner's per-minute quota counters
         "RunsTable": {"PutItem", "UpdateItem"},  # the run with its fallback item, then QUEUED
         "ScheduleTable": {"PutItem", "DeleteItem"},
     },
     "BackfillJobFunction": {
-        "JobsTable": {"GetItem"},
+        "JobsTable": {"GetItem", "UpdateItem"},  # and the owner's runs-per-minute counter
         "RunsTable": {"GetItem", "PutItem", "UpdateItem"},
         "ScheduleTable": {"PutItem", "DeleteItem"},
     },

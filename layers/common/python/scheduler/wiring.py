@@ -36,6 +36,7 @@ from scheduler.pipeline.manifests import Manifests
 from scheduler.pipeline.ports import DispatchBackend
 from scheduler.pipeline.run_queue import SqsRunQueue
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
+from scheduler.quotas.quota_repository import QuotaRepository
 from scheduler.runs.run_cancels import RunCancels
 from scheduler.runs.run_object_store import S3RunObjects
 from scheduler.runs.run_outcomes import RunOutcomes
@@ -76,7 +77,14 @@ class Stores:
         self.schedule = ScheduleRepository(
             dynamodb, table=settings.schedule_table, shards=settings.schedule_shards
         )
-        self.jobs = JobRepository(dynamodb, jobs_table=settings.jobs_table, schedule=self.schedule)
+        self.jobs = JobRepository(
+            dynamodb,
+            jobs_table=settings.jobs_table,
+            schedule=self.schedule,
+            jobs_per_owner=settings.quotas.jobs_per_owner,
+        )
+        # Per-minute quota counters live in the jobs table too (QUOTA#... items, TTL).
+        self.quota_counters = QuotaRepository(dynamodb, table=settings.jobs_table)
         self.runs = RunRepository(
             dynamodb,
             table=settings.runs_table,
@@ -220,6 +228,8 @@ def run_now_service() -> RunService:
         schedule=stores.schedule,
         queue=SqsRunQueue(client("sqs"), settings.dispatch_queue_url),
         dispatch_grace_seconds=settings.dispatch_grace_seconds,
+        quotas=settings.quotas,
+        counters=stores.quota_counters,
     )
 
 
