@@ -31,7 +31,7 @@ from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import Job, JobFilters, JobStatus, ListPage
 from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
-from scheduler.quotas.quota_models import MinuteCounter, jobs_exceeded
+from scheduler.quotas.quota_models import MinuteCounter, QuotaFull, jobs_exceeded
 from scheduler.runs.run_models import (
     AttemptRecord,
     ConcurrencyPolicy,
@@ -444,7 +444,14 @@ class FakeRunStore:
     """The runs table. Every write is conditional on the run's attempt and status, as in
     RunRepository; `retry` and `create_with_schedule_item` also write a schedule item."""
 
-    def __init__(self, schedule: FakeScheduleStore, *, retention_days: int = 90) -> None:
+    def __init__(
+        self,
+        schedule: FakeScheduleStore,
+        *,
+        retention_days: int = 90,
+        counters: FakeQuotaCounters | None = None,
+    ) -> None:
+        self.counters = counters  # the quota counters of the jobs table (create_counted)
         self._schedule = schedule
         self._retention_seconds = retention_days * 86400
         self._rows: dict[tuple[str, str], StoredRun] = {}
@@ -503,6 +510,27 @@ class FakeRunStore:
             if not self.create(run, script_key, parameters):
                 return False
             self._schedule.put(item)
+            return True
+
+    def create_counted(
+        self,
+        run: Run,
+        script_key: str,
+        parameters: dict[str, Any],
+        counter: MinuteCounter,
+        items: list[ScheduleItem],
+    ) -> bool:
+        """As RunRepository's transaction: the run's condition first, then the counter's."""
+        if self.counters is None:
+            raise RuntimeError("FakeRunStore.create_counted needs counters")
+        with self._schedule.transaction():
+            if (run.job_id, run.key) in self._rows:
+                return False
+            if not self.counters.take(counter):
+                raise QuotaFull(counter.pk)
+            self.create(run, script_key, parameters)
+            for item in items:
+                self._schedule.put(item)
             return True
 
     def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool:

@@ -58,6 +58,7 @@ RUNS_CANCELLED: Final = "RunsCancelled"
 
 # -- watcher (and the API functions that take an occurrence early)
 RUNS_SKIPPED: Final = "RunsSkipped"
+RUNS_DEFERRED: Final = "RunsDeferred"  # a scheduled run moved past a full runs_per_minute quota
 QUEUE_LEAD: Final = "QueueLead"
 TICK_DURATION: Final = "TickDuration"
 TICK_ITEMS: Final = "TickItems"
@@ -81,6 +82,7 @@ ALL: Final[frozenset[str]] = frozenset(
         LATE_RUNS,
         RUNS_CANCELLED,
         RUNS_SKIPPED,
+        RUNS_DEFERRED,
         QUEUE_LEAD,
         TICK_DURATION,
         TICK_ITEMS,

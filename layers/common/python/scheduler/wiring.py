@@ -91,6 +91,7 @@ class Stores:
             schedule=self.schedule,
             shards=settings.schedule_shards,
             retention_days=settings.run_retention_days,
+            quota_table=settings.jobs_table,
         )
 
 
@@ -104,6 +105,7 @@ def _dispatch_fields(settings: DispatchSettings) -> dict[str, int]:
         "pack_window_seconds": settings.pack_window_seconds,
         "max_runs_per_task": settings.max_runs_per_task,
         "dispatch_grace_seconds": settings.dispatch_grace_seconds,
+        "runs_per_minute": settings.quotas.runs_per_minute,
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
+from scheduler.quotas.quota_models import MinuteCounter
 from scheduler.runs.run_models import AttemptRecord, Run, RunNotification, RunReport
 from scheduler.schedule.schedule_item import ScheduleItem
 
@@ -33,6 +34,17 @@ class RunStore(Protocol):
     def create_with_schedule_item(
         self, run: Run, script_key: str, parameters: dict[str, Any], item: ScheduleItem
     ) -> bool: ...
+
+    def create_counted(
+        self,
+        run: Run,
+        script_key: str,
+        parameters: dict[str, Any],
+        counter: MinuteCounter,
+        items: list[ScheduleItem],
+    ) -> bool:
+        """The run, `items` and one more in `counter`, all or none: False if the run exists;
+        QuotaFull if the counter is at its limit (and the run did not exist)."""
 
     def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool: ...
 

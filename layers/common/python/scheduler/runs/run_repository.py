@@ -11,7 +11,9 @@ from botocore.exceptions import ClientError
 
 from scheduler import keys, times
 from scheduler.aws.client_errors import raise_if_throttled
-from scheduler.aws.dynamo import condition_failed, dump, load, transact
+from scheduler.aws.dynamo import cancelled_by_condition, condition_failed, dump, load, transact
+from scheduler.quotas.quota_models import MinuteCounter, QuotaFull
+from scheduler.quotas.quota_repository import counter_op
 from scheduler.runs.run_models import (
     IN_FLIGHT,
     TERMINAL,
@@ -49,7 +51,9 @@ class RunRepository:
         schedule: ScheduleRepository,
         shards: int,
         retention_days: int = 90,
+        quota_table: str | None = None,
     ) -> None:
+        self._quota_table = quota_table  # where the quota counters live (the jobs table)
         self._retention_seconds = retention_days * 86400
         self._db = dynamodb
         self._table = table
@@ -171,6 +175,48 @@ class RunRepository:
             }
         }
         return transact(self._db, [put_run, self._schedule.put_op(item)])
+
+    def create_counted(
+        self,
+        run: Run,
+        script_key: str,
+        parameters: dict[str, Any],
+        counter: MinuteCounter,
+        items: list[ScheduleItem],
+    ) -> bool:
+        """A scheduled run counted in its owner's runs_per_minute counter of its start minute,
+        with its schedule items (a dead man's switch check, a deferred run's item): one
+        transaction. False if the run exists (the counter is then untouched: a second taker
+        counts nothing); QuotaFull if the counter is at its limit."""
+        if self._quota_table is None:
+            raise RuntimeError("RunRepository.create_counted needs the quota table")
+        run_fields = run_item(run) | {
+            "script_key": script_key,
+            "parameters_json": json.dumps(parameters, separators=(",", ":")),
+        }
+        writes: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": dump(run_fields),
+                    "ConditionExpression": "attribute_not_exists(#k)",
+                    "ExpressionAttributeNames": {"#k": "key"},
+                }
+            },
+            *(self._schedule.put_op(item) for item in items),
+            counter_op(self._quota_table, counter),
+        ]
+        try:
+            self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
+        except ClientError as exc:
+            failed = cancelled_by_condition(exc)
+            if failed and failed[0]:
+                return False
+            if failed and failed[-1]:
+                raise QuotaFull(counter.pk) from None
+            raise_if_throttled(exc)
+            raise
+        return True
 
     def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool:
         return self._update(
