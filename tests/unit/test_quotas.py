@@ -14,7 +14,9 @@ from scheduler.errors import QuotaExceeded
 from scheduler.jobs.job_models import BackfillRequest, JobCreate, RunNowRequest
 from scheduler.jobs.job_service import JobService
 from scheduler.quotas.quota_models import Quotas
+from scheduler.runs.run_models import RunStatus
 from scheduler.runs.run_service import RunService
+from scheduler.times import epoch
 from unit.fakes import (
     FakeClock,
     FakeJobStore,
@@ -24,6 +26,7 @@ from unit.fakes import (
     FakeScheduleStore,
     FakeScriptStore,
     add_job,
+    watcher_over,
 )
 
 START = datetime(2026, 11, 27, 11, 30, 10, tzinfo=UTC)  # 50 s before the minute ends
@@ -151,3 +154,62 @@ def test_runs_per_minute_counts_run_now_and_backfill_runs(
 
     clock.advance(60)
     service.backfill("alice", job.job_id, BackfillRequest.model_validate(one))
+
+
+# -- scheduled runs: deferred, never dropped ----------------------------------------------------
+
+TICK = datetime(2026, 11, 27, 11, 59, tzinfo=UTC)  # window [11:54:00, 12:00:30]
+NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
+
+
+def test_scheduled_runs_past_runs_per_minute_are_deferred_to_the_next_minute_not_dropped(
+    schedule: FakeScheduleStore,
+) -> None:
+    clock = FakeClock(TICK)
+    counters = FakeQuotaCounters()
+    jobs = FakeJobStore(schedule)
+    runs = FakeRunStore(schedule, counters=counters)
+    queue = FakeRunQueue()
+    created = datetime(2026, 11, 27, 11, 30, tzinfo=UTC)
+    alice = [add_job(jobs, now=created, name=f"a{i}") for i in range(5)]  # all at 12:00
+    bob = add_job(jobs, now=created, user_id="bob", name="b")
+    watcher = watcher_over(
+        jobs, schedule, runs, clock, queue=queue, lookahead_seconds=90, runs_per_minute=3
+    )
+
+    # The 11:59 tick: 3 of alice's runs start at 12:00, 2 are deferred to 12:01; bob's own
+    # quota is untouched by alice's
+    report = watcher.tick()
+    assert report.deferred == 2
+    mine = [r for r in runs.all() if r.user_id == "alice"]
+    assert len(mine) == 5  # every occurrence has its run
+    on_time = [r for r in mine if r.not_before == epoch(NOON)]
+    deferred = [r for r in mine if r.not_before == epoch(NOON) + 60]
+    assert len(on_time) == 3
+    assert len(deferred) == 2
+    assert all(r.status is RunStatus.QUEUED and r.deferred is None for r in on_time)
+    for run in deferred:
+        assert run.status is RunStatus.PENDING  # not sent: its start is past this window
+        assert run.deferred is not None
+        assert "runs_per_minute" in run.deferred
+        assert "(3)" in run.deferred
+    sent = {key for key, _ in queue.accepted_runs()}
+    assert {r.key for r in on_time} <= sent
+    assert not {r.key for r in deferred} & sent
+    bobs = [r for r in runs.all() if r.user_id == "bob"]
+    assert [(r.status, r.not_before) for r in bobs] == [(RunStatus.QUEUED, epoch(NOON))]
+    # Each job's schedule moved on to 13:00 meanwhile
+    stored = [jobs.get(job.job_id) for job in [*alice, bob]]
+    assert {job.next_run_at for job in stored if job is not None} == {NOON.replace(hour=13)}
+
+    # A second tick over the same window counts nothing twice and defers nothing more
+    assert watcher.tick().deferred == 0
+    assert sorted(counters.counts.values()) == [1, 2, 3]  # bob 12:00, alice 12:01, alice 12:00
+
+    # The next minute has room: the 12:00 tick sends the deferred runs, to start at 12:01
+    clock.set(NOON)
+    watcher.tick()
+    sent = {key for key, _ in queue.accepted_runs()}
+    assert {r.key for r in deferred} <= sent
+    now_stored = [runs.get(r.job_id, r.key) for r in deferred]
+    assert [r.status if r else None for r in now_stored] == [RunStatus.QUEUED] * 2
