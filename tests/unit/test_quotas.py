@@ -4,6 +4,7 @@ quota has room again in the next minute (a clock we move)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -213,3 +214,27 @@ def test_scheduled_runs_past_runs_per_minute_are_deferred_to_the_next_minute_not
     assert {r.key for r in deferred} <= sent
     now_stored = [runs.get(r.job_id, r.key) for r in deferred]
     assert [r.status if r else None for r in now_stored] == [RunStatus.QUEUED] * 2
+
+
+# -- the OpenAPI document -----------------------------------------------------------------------
+
+
+def test_openapi_documents_the_quota_429_and_its_retry_after() -> None:
+    from scheduler.api.docs import openapi_document  # builds every router
+
+    paths = json.loads(openapi_document())["paths"]
+    for path, method in (
+        ("/jobs", "post"),
+        ("/jobs/{job_id}/run", "post"),
+        ("/jobs/{job_id}/backfill", "post"),
+    ):
+        answer = paths[path][method]["responses"]["429"]
+        assert "quota" in answer["description"], path
+        assert "Retry-After" in answer["headers"], path
+        refs = json.dumps(answer["content"]["application/json"]["schema"])
+        assert "ErrorResponse" in refs, path
+        assert "GatewayMessage" in refs, path
+    # Every route can meet the stage's throttling
+    for path, item in paths.items():
+        for method, operation in item.items():
+            assert "429" in operation["responses"], (path, method)

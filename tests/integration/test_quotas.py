@@ -1,0 +1,134 @@
+"""Per-owner quotas through the handlers against moto, with the limits set as the template's
+Quota* parameters set them (each function's environment), and a clock we control: each quota
+answers 429 at its limit (Retry-After for the per-minute ones) and has room again after its
+window; scheduled runs past runs_per_minute are deferred to the next minute, not dropped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from devstack.template import Stack
+from integration.conftest import api_event, body_of, load_event, runs_of
+from scheduler import wiring
+from scheduler.times import epoch
+
+SCRIPT = "print('hi')\n"
+LIMITS = {
+    "QUOTA_JOBS_PER_OWNER": "2",
+    "QUOTA_RUN_NOW_PER_MINUTE": "2",
+    "QUOTA_RUNS_PER_MINUTE": "3",
+    "LOOKAHEAD_SECONDS": "90",
+}
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock(stack: Stack) -> Clock:
+    stack.overrides = {function: dict(LIMITS) for function in stack.functions}
+    stack.overrides["CreateJobFunction"]["LOOKAHEAD_SECONDS"] = "0"  # the watcher takes them
+    fake = Clock(datetime(2026, 11, 30, 11, 59, 10, tzinfo=UTC))
+    wiring.use_clock(fake)  # the stack fixture puts the real clock back
+    return fake
+
+
+def create(invoke, name: str, user: str = "alice", schedule: str = "0 3 * * *") -> dict[str, Any]:
+    body = {"name": name, "schedule": schedule, "script": SCRIPT}
+    event = api_event("create_job", user=user, body=body)
+    event["headers"].pop("idempotency-key", None)
+    return invoke("CreateJobFunction", event)
+
+
+def run_now(invoke, job_id: str) -> dict[str, Any]:
+    return invoke(
+        "RunJobFunction",
+        api_event("run_job", path=f"/jobs/{job_id}/run", path_parameters={"job_id": job_id}),
+    )
+
+
+def test_jobs_per_owner_is_429_at_its_limit_and_a_delete_frees_a_place(invoke, clock) -> None:
+    first = body_of(create(invoke, "a"))
+    assert create(invoke, "b")["statusCode"] == 201
+
+    refused = create(invoke, "c")
+    assert refused["statusCode"] == 429, refused
+    error = body_of(refused)["error"]
+    assert error["code"] == "quota_exceeded"
+    assert "jobs_per_owner" in error["message"]
+    assert "at most 2 jobs" in error["message"]
+    assert "Retry-After" not in (refused.get("headers") or {})  # a delete frees one, not time
+    assert create(invoke, "c", user="bob")["statusCode"] == 201  # bob's quota is his own
+
+    job_id = first["job_id"]
+    deleted = invoke(
+        "DeleteJobFunction",
+        api_event("delete_job", path=f"/jobs/{job_id}", path_parameters={"job_id": job_id}),
+    )
+    assert deleted["statusCode"] == 204
+    assert create(invoke, "c")["statusCode"] == 201
+
+
+def test_run_now_per_minute_is_429_with_retry_after_and_resets_next_minute(invoke, clock) -> None:
+    job_id = body_of(create(invoke, "nightly"))["job_id"]
+    assert [run_now(invoke, job_id)["statusCode"] for _ in range(2)] == [202, 202]
+
+    refused = run_now(invoke, job_id)
+    assert refused["statusCode"] == 429, refused
+    assert refused["headers"]["Retry-After"] == "50"  # 11:59:10 -> 12:00:00
+    error = body_of(refused)["error"]
+    assert error["code"] == "quota_exceeded"
+    assert "run_now_per_minute" in error["message"]
+    assert "at most 2" in error["message"]
+
+    clock.now = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+    assert run_now(invoke, job_id)["statusCode"] == 202
+
+
+def test_scheduled_runs_past_runs_per_minute_are_deferred_not_dropped(stack, invoke, clock) -> None:
+    for function in stack.functions:
+        stack.overrides[function] |= {"QUOTA_JOBS_PER_OWNER": "10", "QUOTA_RUNS_PER_MINUTE": "2"}
+    noon = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    carol = [
+        body_of(create(invoke, f"c{i}", user="carol", schedule="0 12 * * *")) for i in range(3)
+    ]
+    dave = body_of(create(invoke, "d", user="dave", schedule="0 12 * * *"))
+
+    # The 11:59:10 tick (window to 12:00:40): two of carol's runs start at 12:00, the third
+    # is deferred to 12:01 and recorded so; dave's is untouched by carol's quota
+    invoke("WatcherFunction", load_event("watcher"))
+    runs = [run for job in carol for run in runs_of(stack, job["job_id"])]
+    assert len(runs) == 3
+    on_time = [r for r in runs if r["not_before"] == epoch(noon)]
+    deferred = [r for r in runs if r["not_before"] == epoch(noon) + 60]
+    assert [r["status"] for r in on_time] == ["QUEUED", "QUEUED"]
+    assert [r["status"] for r in deferred] == ["PENDING"]
+    assert "runs_per_minute quota (2)" in deferred[0]["deferred"]
+    assert [r["status"] for r in runs_of(stack, dave["job_id"])] == ["QUEUED"]
+
+    # The API shows why
+    job_id, key = deferred[0]["job_id"], deferred[0]["key"]
+    shown = invoke(
+        "GetRunFunction",
+        api_event(
+            "get_run",
+            user="carol",
+            path=f"/jobs/{job_id}/runs/{key}",
+            path_parameters={"job_id": job_id, "key": key},
+        ),
+    )
+    assert "runs_per_minute" in body_of(shown)["deferred"]
+
+    # The next minute has room: the 12:00:10 tick sends it, to start at 12:01
+    clock.now = datetime(2026, 11, 30, 12, 0, 10, tzinfo=UTC)
+    invoke("WatcherFunction", load_event("watcher"))
+    again = [r for job in carol for r in runs_of(stack, job["job_id"]) if r["key"] == key]
+    assert [(r["status"], r["not_before"]) for r in again] == [("QUEUED", epoch(noon) + 60)]
