@@ -429,7 +429,20 @@ class FakeQuotaCounters:
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}  # counter pk -> count
+        self.running: dict[str, int] = {}  # owner -> runs holding a concurrent_runs place
         self._lock = threading.Lock()
+
+    def take_running(self, user_id: str, amount: int, limit: int) -> bool:
+        with self._lock:
+            count = self.running.get(user_id, 0)
+            if count + amount > limit:
+                return False
+            self.running[user_id] = count + amount
+            return True
+
+    def give_back(self, user_id: str) -> None:
+        with self._lock:
+            self.running[user_id] = self.running.get(user_id, 0) - 1
 
     def take(self, counter: MinuteCounter, amount: int = 1) -> bool:
         with self._lock:
@@ -640,7 +653,7 @@ class FakeRunStore:
             row.expires_at = epoch(now) + self._retention_seconds
             row.deadline = row.claim_id = row.claim_until = None
 
-        return self._change(run, lambda row: row.run.status in UNFINISHED, apply)
+        return self._end(run, lambda row: row.run.status in UNFINISHED, apply)
 
     def cancel(self, run: Run, reason: str, now: datetime) -> bool:
         def apply(row: StoredRun) -> None:
@@ -655,7 +668,7 @@ class FakeRunStore:
             row.expires_at = epoch(now) + self._retention_seconds
             row.deadline = row.claim_id = row.claim_until = None
 
-        return self._change(run, lambda row: not row.run.status.terminal, apply)
+        return self._end(run, lambda row: not row.run.status.terminal, apply)
 
     def record_cancelled(
         self, run: Run, report: RunReport, output_key: str | None, now: datetime
@@ -712,7 +725,7 @@ class FakeRunStore:
                 )
             )
 
-        return self._change(run, lambda row: row.run.status in UNFINISHED, apply)
+        return self._end(run, lambda row: row.run.status in UNFINISHED, apply)
 
     def skip(self, run: Run, reason: str, now: datetime) -> bool:
         def apply(row: StoredRun) -> None:
@@ -727,7 +740,7 @@ class FakeRunStore:
             row.expires_at = epoch(now) + self._retention_seconds
             row.deadline = row.claim_id = row.claim_until = None
 
-        return self._change(run, lambda row: row.run.status is run.status, apply)
+        return self._end(run, lambda row: row.run.status is run.status, apply)
 
     # -- for tests ---------------------------------------------------------------------------
 
@@ -754,6 +767,80 @@ class FakeRunStore:
         with self._schedule.transaction():
             runs = [row.run.model_copy(deep=True) for row in self._rows.values()]
         return sorted((r for r in runs if r.job_id == job_id), key=lambda r: r.key, reverse=True)
+
+    def _end(
+        self,
+        run: Run,
+        condition: Callable[[StoredRun], bool],
+        apply: Callable[[StoredRun], None],
+    ) -> bool:
+        """A write that ends the run's attempt, as RunRepository's: it gives back the place the
+        run holds (on condition that the stored run holds it too), and a run read without one
+        is written only if it still has none."""
+
+        def holding_as_read(row: StoredRun) -> bool:
+            return bool(row.run.holds_place) == bool(run.holds_place) and condition(row)
+
+        def give_back(row: StoredRun) -> None:
+            apply(row)
+            if run.holds_place:
+                row.run = row.run.model_copy(update={"holds_place": None})
+                assert self.counters is not None
+                self.counters.give_back(run.user_id)
+
+        return self._change(run, holding_as_read, give_back)
+
+    # -- concurrent runs per owner -----------------------------------------------------------
+
+    def take_places(self, runs: list[Run], claim_id: str, limit: int) -> bool:
+        if self.counters is None:
+            raise RuntimeError("FakeRunStore.take_places needs counters")
+        if not runs:
+            return True
+        with self._schedule.transaction():
+            rows = [self._rows.get((run.job_id, run.key)) for run in runs]
+            for run, row in zip(runs, rows, strict=True):
+                if (
+                    row is None
+                    or row.run.attempt != run.attempt
+                    or not _claimed_by(claim_id)(row)
+                    or row.run.holds_place
+                ):
+                    return False
+            if not self.counters.take_running(runs[0].user_id, len(runs), limit):
+                return False
+            for row in rows:
+                assert row is not None
+                row.run = row.run.model_copy(update={"holds_place": True})
+            return True
+
+    def defer(self, run: Run, claim_id: str, not_before: int, reason: str, now: datetime) -> bool:
+        def apply(row: StoredRun) -> None:
+            row.run = row.run.model_copy(
+                update={
+                    "status": RunStatus.PENDING,
+                    "not_before": not_before,
+                    "deferred": reason,
+                    "updated_at": now,
+                    "queued_at": None,
+                }
+            )
+            row.deadline = row.claim_id = row.claim_until = None
+            self._schedule.put(
+                ScheduleItem(
+                    job_id=run.job_id,
+                    user_id=run.user_id,
+                    scheduled_at=run.execution_time,
+                    due_at=not_before,
+                    trigger=RunTrigger.RETRY,
+                    run_key=run.key,
+                )
+            )
+
+        def claimed_without_place(row: StoredRun) -> bool:
+            return _claimed_by(claim_id)(row) and not row.run.holds_place
+
+        return self._change(run, claimed_without_place, apply)
 
     def _change(
         self,

@@ -10,16 +10,21 @@ from typing import Any
 
 import pytest
 
+from scheduler import keys
 from scheduler.api.error_responses import answer_for, headers_for
 from scheduler.errors import QuotaExceeded
 from scheduler.jobs.job_models import BackfillRequest, JobCreate, RunNowRequest
 from scheduler.jobs.job_service import JobService
+from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
+from scheduler.pipeline.executor import Executor
+from scheduler.pipeline.ports import DispatchFailed
 from scheduler.quotas.quota_models import Quotas
-from scheduler.runs.run_models import RunStatus
+from scheduler.runs.run_models import Run, RunStatus, RunTrigger, new_run
 from scheduler.runs.run_service import RunService
 from scheduler.times import epoch
 from unit.fakes import (
     FakeClock,
+    FakeDispatchBackend,
     FakeJobStore,
     FakeQuotaCounters,
     FakeRunQueue,
@@ -238,3 +243,110 @@ def test_openapi_documents_the_quota_429_and_its_retry_after() -> None:
     for path, item in paths.items():
         for method, operation in item.items():
             assert "429" in operation["responses"], (path, method)
+
+
+# -- concurrent runs per owner: the executor -----------------------------------------------------
+
+
+def queued(runs: FakeRunStore, job_id: str, clock: FakeClock) -> Run:
+    run = new_run(
+        job_id=job_id,
+        user_id="alice",
+        scheduled_second=epoch(NOON),
+        trigger=RunTrigger.SCHEDULE,
+        max_attempts=3,
+        timeout_seconds=120,
+        now=clock(),
+    )
+    assert runs.create(run, keys.script_key("ab" * 32), {})
+    assert runs.mark_queued(run, clock(), epoch(NOON) + 600)
+    stored = runs.get(run.job_id, run.key)
+    assert stored is not None
+    return stored
+
+
+def message(*runs: Run) -> DispatchMessage:
+    return DispatchMessage(
+        pack_id=f"{runs[0].key}-{runs[0].attempt}",
+        user_id="alice",
+        runs=[DueRun(job_id=r.job_id, key=r.key, attempt=r.attempt) for r in runs],
+    )
+
+
+def test_concurrent_runs_past_the_quota_wait_for_a_place_and_get_one_when_a_run_ends(
+    schedule: FakeScheduleStore,
+) -> None:
+    clock = FakeClock(datetime(2026, 11, 27, 11, 59, 10, tzinfo=UTC))
+    counters = FakeQuotaCounters()
+    runs = FakeRunStore(schedule, counters=counters)
+    jobs = FakeJobStore(FakeScheduleStore())
+    for name in ("a", "b", "c"):
+        add_job(jobs, now=clock(), name=name, job_id=name)
+    backend = FakeDispatchBackend()
+    executor = Executor(
+        runs,
+        backend,
+        jobs,
+        claim_seconds=60,
+        dispatch_grace_seconds=300,
+        clock=clock,
+        concurrent_runs=2,
+    )
+    a, b, c = (queued(runs, name, clock) for name in ("a", "b", "c"))
+
+    # A pack of three with room for two: two start, the third waits, recorded, not dropped
+    assert sorted(executor.handle(message(a, b, c))) == sorted([a.key, b.key])
+    assert counters.running == {"alice": 2}
+    waiting = runs.get(c.job_id, c.key)
+    assert waiting is not None
+    assert waiting.status is RunStatus.PENDING
+    assert waiting.deferred is not None
+    assert "concurrent_runs quota (2)" in waiting.deferred
+    assert waiting.not_before == epoch(NOON)  # it was queued ahead: it still aims at its second
+    items = schedule.items(c.job_id)
+    assert [(i.trigger, i.due_at) for i in items] == [(RunTrigger.RETRY, epoch(NOON))]
+
+    # Its message again (the watcher sends it when its item falls due): still no place
+    assert executor.handle(message(waiting)) == []
+    assert counters.running == {"alice": 2}
+
+    # A run that ends gives its place back, once
+    started = runs.get(a.job_id, a.key)
+    assert started is not None
+    assert started.holds_place
+    assert runs.cancel(started, "stop", clock())
+    assert not runs.cancel(started, "stop", clock())
+    assert counters.running == {"alice": 1}
+    pending = runs.get(c.job_id, c.key)
+    assert pending is not None
+    assert executor.handle(message(pending)) == [c.key]
+    assert counters.running == {"alice": 2}
+
+
+def test_a_run_keeps_its_place_through_a_failed_dispatch_and_takes_no_second(
+    schedule: FakeScheduleStore,
+) -> None:
+    clock = FakeClock(datetime(2026, 11, 27, 11, 59, 10, tzinfo=UTC))
+    counters = FakeQuotaCounters()
+    runs = FakeRunStore(schedule, counters=counters)
+    jobs = FakeJobStore(FakeScheduleStore())
+    add_job(jobs, now=clock(), name="a", job_id="a")
+    backend = FakeDispatchBackend()
+    executor = Executor(
+        runs,
+        backend,
+        jobs,
+        claim_seconds=60,
+        dispatch_grace_seconds=300,
+        clock=clock,
+        concurrent_runs=1,
+    )
+    run = queued(runs, "a", clock)
+    backend.fail_with(DispatchFailed("no capacity"))
+    with pytest.raises(DispatchFailed):
+        executor.handle(message(run))
+    assert counters.running == {"alice": 1}
+
+    backend.fail_with(None)
+    assert executor.handle(message(run)) == [run.key]
+    assert counters.running == {"alice": 1}

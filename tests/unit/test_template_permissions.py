@@ -49,8 +49,10 @@ _CONCLUDE_RUNS = {
     "ScriptsBucket/cancels/*": {"GetObject"},
     "ScriptsBucket/locks/*": {"GetObject", "DeleteObject"},
 }
-# A cancel (runs/run_cancels.py): the run, and the runner's claim and cancel objects.
+# A cancel (runs/run_cancels.py): the run (and the owner's concurrent_runs place it gives back),
+# and the runner's claim and cancel objects.
 _CANCEL_RUNS = {
+    "JobsTable": {"UpdateItem"},
     "RunsTable": {"GetItem", "UpdateItem"},
     "ScriptsBucket/claims/*": {"PutObject"},
     "ScriptsBucket/cancels/*": {"PutObject"},
@@ -117,8 +119,10 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         _CONCLUDE_RUNS,
     ),
     "ExecutorFunction": {
-        "JobsTable": {"BatchGetItem"},  # a run of a paused or deleted job is skipped
+        # a run of a paused or deleted job is skipped; the owner's concurrent_runs places
+        "JobsTable": {"BatchGetItem", "UpdateItem"},
         "RunsTable": {"GetItem", "UpdateItem"},  # claim, script snapshot, dispatched, skipped
+        "ScheduleTable": {"PutItem"},  # a run with no place waits for a schedule item
         # signed into the manifest and its runs' URLs (pipeline/manifests.py)
         "ScriptsBucket/scripts/*": {"GetObject"},
         "ScriptsBucket/manifests/*": {"GetObject", "PutObject"},

@@ -29,6 +29,7 @@ class JobApiSettings(_Settings):
     quota_jobs_per_owner: int = Field(default=1000, ge=1)
     quota_runs_per_minute: int = Field(default=600, ge=1)
     quota_run_now_per_minute: int = Field(default=30, ge=1)
+    quota_concurrent_runs: int = Field(default=100, ge=1)
 
     @property
     def quotas(self) -> Quotas:
@@ -36,6 +37,7 @@ class JobApiSettings(_Settings):
             jobs_per_owner=self.quota_jobs_per_owner,
             runs_per_minute=self.quota_runs_per_minute,
             run_now_per_minute=self.quota_run_now_per_minute,
+            concurrent_runs=self.quota_concurrent_runs,
         )
 
 

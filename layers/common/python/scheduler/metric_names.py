@@ -70,6 +70,7 @@ DISPATCH_LEAD: Final = "DispatchLead"
 TASKS_STARTED: Final = "TasksStarted"
 DISPATCH_FAILURES: Final = "DispatchFailures"
 RUN_TASK_THROTTLES: Final = "RunTaskThrottles"
+RUNS_WAITING_FOR_PLACE: Final = "RunsWaitingForPlace"  # deferred: concurrent_runs was full
 
 ALL: Final[frozenset[str]] = frozenset(
     {
@@ -92,5 +93,6 @@ ALL: Final[frozenset[str]] = frozenset(
         TASKS_STARTED,
         DISPATCH_FAILURES,
         RUN_TASK_THROTTLES,
+        RUNS_WAITING_FOR_PLACE,
     }
 )

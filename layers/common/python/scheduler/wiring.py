@@ -325,6 +325,7 @@ def executor() -> Executor:
         claim_seconds=settings.claim_seconds,
         dispatch_grace_seconds=settings.dispatch_grace_seconds,
         clock=now,
+        concurrent_runs=settings.quotas.concurrent_runs,
     )
 
 

@@ -20,6 +20,7 @@ COUNTER_TTL_SECONDS = 3600
 JOBS_PER_OWNER = "jobs_per_owner"
 RUNS_PER_MINUTE = "runs_per_minute"
 RUN_NOW_PER_MINUTE = "run_now_per_minute"
+CONCURRENT_RUNS = "concurrent_runs"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,6 +30,7 @@ class Quotas:
     jobs_per_owner: int = 1000
     runs_per_minute: int = 600
     run_now_per_minute: int = 30
+    concurrent_runs: int = 100
 
 
 def minute_of(second: int) -> int:

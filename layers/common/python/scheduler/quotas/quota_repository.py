@@ -52,6 +52,22 @@ def job_count_op(table: str, user_id: str, change: int, limit: int | None) -> di
     return {"Update": op}
 
 
+def running_op(table: str, user_id: str, change: int, limit: int | None) -> dict[str, Any]:
+    """The transaction item that changes an owner's count of runs holding a place (concurrent
+    runs): taking `change` places is refused past `limit`; giving back is unconditional."""
+    values: dict[str, Any] = {":change": change}
+    op: dict[str, Any] = {
+        "TableName": table,
+        "Key": dump({"pk": owner_pk(user_id)}),
+        "UpdateExpression": "ADD running :change",
+    }
+    if limit is not None:
+        op["ConditionExpression"] = "attribute_not_exists(running) OR running <= :room"
+        values[":room"] = limit - change
+    op["ExpressionAttributeValues"] = dump(values)
+    return {"Update": op}
+
+
 class QuotaRepository:
     """Per-minute counters, each changed alone (run now's calls, a backfill's runs)."""
 

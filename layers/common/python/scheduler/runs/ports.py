@@ -46,6 +46,12 @@ class RunStore(Protocol):
         """The run, `items` and one more in `counter`, all or none: False if the run exists;
         QuotaFull if the counter is at its limit (and the run did not exist)."""
 
+    def take_places(self, runs: list[Run], claim_id: str, limit: int) -> bool:
+        """A concurrent_runs place for each run (claimed, holding none), all or none."""
+
+    def defer(self, run: Run, claim_id: str, not_before: int, reason: str, now: datetime) -> bool:
+        """A claimed run with no place: PENDING at `not_before`, with a schedule item then."""
+
     def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool: ...
 
     def claim(self, run: Run, claim_id: str, now: datetime, claim_seconds: int) -> bool: ...

@@ -173,6 +173,9 @@ class Run(BaseModel):
     notifications: Notifications | None = Field(default=None, exclude=True)
     pause_after_failures: int | None = Field(default=None, exclude=True)
     overlap: ConcurrencyPolicy = Field(default=ConcurrencyPolicy.ALLOW, exclude=True)
+    # The attempt holds one of its owner's concurrent_runs places (taken by the executor at
+    # dispatch, given back by the write that ends the attempt); not shown.
+    holds_place: bool | None = Field(default=None, exclude=True)
 
 
 class RunSummary(BaseModel):
