@@ -5,9 +5,11 @@ window; scheduled runs past runs_per_minute are deferred to the next minute, not
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 import pytest
 
 from devstack.template import Stack
@@ -132,3 +134,98 @@ def test_scheduled_runs_past_runs_per_minute_are_deferred_not_dropped(stack, inv
     invoke("WatcherFunction", load_event("watcher"))
     again = [r for job in carol for r in runs_of(stack, job["job_id"]) if r["key"] == key]
     assert [(r["status"], r["not_before"]) for r in again] == [("QUEUED", epoch(noon) + 60)]
+
+
+def dispatch_messages(stack) -> dict[str, Any]:
+    """What is on the dispatch queue, as the executor's SQS event."""
+    sqs = boto3.client("sqs")
+    url = str(stack.resolve({"Ref": "DispatchQueue"}))
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    template = load_event("executor")["Records"][0]
+    records = [
+        dict(template)
+        | {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "eventSourceARN": arn,
+        }
+        for m in messages
+    ]
+    return {"Records": records}
+
+
+def owner_item(stack, user: str) -> dict[str, Any]:
+    table = boto3.resource("dynamodb").Table(stack.physical_names["JobsTable"])
+    item: dict[str, Any] = table.get_item(Key={"pk": f"OWNER#{user}"})["Item"]
+    return item
+
+
+def finish(stack, invoke, run: dict[str, Any]) -> None:
+    """The runner's finished report, through S3's notification to run_reports."""
+    key = f"reports/{run['job_id']}/{run['key']}/{run['attempt']}/finished.json"
+    report = {
+        "job_id": run["job_id"],
+        "run_key": run["key"],
+        "attempt": int(run["attempt"]),
+        "status": "SUCCEEDED",
+        "exit_code": 0,
+        "finished_at": "2026-11-30T12:00:01.000Z",
+        "output_tail": "hi\n",
+        "output_bytes": 3,
+        "output_truncated": False,
+        "output_uploaded": False,
+    }
+    bucket = stack.physical_names["ScriptsBucket"]
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(report).encode())
+    sqs = boto3.client("sqs")
+    url = str(stack.resolve({"Ref": "ReportsQueue"}))
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['ReportsQueue']}"
+    template = load_event("executor")["Records"][0]
+    event = {
+        "Records": [
+            dict(template)
+            | {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "eventSourceARN": arn,
+            }
+            for m in messages
+        ]
+    }
+    assert invoke("RunReportsFunction", event) == {"batchItemFailures": []}
+
+
+def test_concurrent_runs_past_the_quota_wait_and_start_when_a_place_is_given_back(
+    stack, invoke, clock
+) -> None:
+    for function in stack.functions:
+        stack.overrides[function] |= {"QUOTA_CONCURRENT_RUNS": "1"}
+    noon = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    jobs = [body_of(create(invoke, f"c{i}", schedule="0 12 * * *")) for i in range(2)]
+
+    # The tick queues both (one pack); the executor starts one, the other waits for a place
+    invoke("WatcherFunction", load_event("watcher"))
+    assert invoke("ExecutorFunction", dispatch_messages(stack)) == {"batchItemFailures": []}
+    runs = sorted((r for job in jobs for r in runs_of(stack, job["job_id"])), key=str)
+    assert sorted(r["status"] for r in runs) == ["DISPATCHED", "PENDING"]
+    [started] = [r for r in runs if r["status"] == "DISPATCHED"]
+    [waiting] = [r for r in runs if r["status"] == "PENDING"]
+    assert "concurrent_runs quota (1)" in waiting["deferred"]
+    assert waiting["not_before"] == epoch(noon)
+    assert owner_item(stack, "alice")["running"] == 1
+
+    # The first run ends: its place is given back
+    finish(stack, invoke, started)
+    assert [r["status"] for r in runs_of(stack, started["job_id"])] == ["SUCCEEDED"]
+    assert owner_item(stack, "alice")["running"] == 0
+
+    # The next tick sends the waiting run again (its schedule item), and it starts
+    clock.now = datetime(2026, 11, 30, 11, 59, 30, tzinfo=UTC)
+    invoke("WatcherFunction", load_event("watcher"))
+    assert invoke("ExecutorFunction", dispatch_messages(stack)) == {"batchItemFailures": []}
+    assert [r["status"] for r in runs_of(stack, waiting["job_id"])] == ["DISPATCHED"]
+    assert owner_item(stack, "alice")["running"] == 1

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 
 def counter_op(table: str, counter: MinuteCounter, amount: int = 1) -> dict[str, Any]:
-    """The transaction item that counts `amount` in `counter`, refused past its limit."""
+    """The transaction item that counts `amount` in `counter`, refused past its limit. (On a
+    counter not written yet the condition holds whatever `amount`: callers refuse an amount
+    over the limit themselves.)"""
     return {
         "Update": {
             "TableName": table,
@@ -76,6 +78,8 @@ class QuotaRepository:
         self._table = table
 
     def take(self, counter: MinuteCounter, amount: int = 1) -> bool:
+        if amount > counter.limit:  # the condition passes on a counter not yet written
+            return False
         update = counter_op(self._table, counter, amount)["Update"]
         try:
             self._db.update_item(**update)

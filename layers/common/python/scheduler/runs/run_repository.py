@@ -497,6 +497,8 @@ class RunRepository:
             raise RuntimeError("RunRepository.take_places needs the quota table")
         if not runs:
             return True
+        if len(runs) > limit:  # the count's condition passes on an owner item not yet written
+            return False
         writes: list[dict[str, Any]] = [
             {
                 "Update": {
@@ -536,12 +538,12 @@ class RunRepository:
             "Update": {
                 "TableName": self._table,
                 "Key": dump({"job_id": run.job_id, "key": run.key}),
-                "UpdateExpression": "SET #st = :pending, not_before = :nb, deferred = :reason, "
+                "UpdateExpression": "SET #st = :pending, not_before = :nb, #deferred = :reason, "
                 "updated_at = :now REMOVE inflight_shard, deadline, claim_id, claim_until, "
                 "queued_at",
                 "ConditionExpression": "attempt = :attempt AND #st = :dispatching AND "
                 "claim_id = :claim AND attribute_not_exists(holds_place)",
-                "ExpressionAttributeNames": {"#st": "status"},
+                "ExpressionAttributeNames": {"#st": "status", "#deferred": "deferred"},
                 "ExpressionAttributeValues": dump(
                     {
                         ":pending": RunStatus.PENDING.value,
