@@ -73,6 +73,7 @@ class Executor:
             self._release(claimed, claim_id, now)
             raise
         metrics.count(names.TASKS_STARTED)
+        metrics.count(names.RUNS_WAITING_FOR_PLACE, 0)
         metrics.count(names.DISPATCH_FAILURES, 0)
         metrics.count(names.RUN_TASK_THROTTLES, 0)
 
