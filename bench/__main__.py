@@ -24,6 +24,7 @@ BENCHES = {
     "scheduling_local": "scheduling:run_local",
     "on_time": "on_time:run",
     "outage": "outage:run",
+    "fairness": "fairness:run",
     "cost_model": "cost_model:run",
 }
 

@@ -268,9 +268,12 @@ def test_create_writes_the_job_its_name_guard_one_schedule_item_and_the_script(
     assert job["description"] == "the nightly report"
     assert (job["timeout_seconds"], job["max_attempts"]) == (60, 5)
 
-    # And the jobs table holds the job and its name guard, nothing else
+    # And the jobs table holds the job, its name guard and alice's job count, nothing else
     items = scan(stack, "JobsTable")
-    assert len(items) == 2
+    assert len(items) == 3
+    [owner] = [item for item in items if item["pk"] == "OWNER#alice"]
+    assert owner["job_count"] == 1
+    items.remove(owner)
     [stored] = job_items(stack)
     assert stored["job_id"] == job_id
     assert stored["user_id"] == "alice"

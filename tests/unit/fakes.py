@@ -31,6 +31,7 @@ from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import Job, JobFilters, JobStatus, ListPage
 from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
+from scheduler.quotas.quota_models import MinuteCounter, QuotaFull, jobs_exceeded
 from scheduler.runs.run_models import (
     AttemptRecord,
     ConcurrencyPolicy,
@@ -181,11 +182,13 @@ class FakeJobStore:
     the same transactions. Every change but `create` and `advance` is conditional on the job's
     status and next run being as they were read; `advance` on the job being active."""
 
-    def __init__(self, schedule: FakeScheduleStore) -> None:
+    def __init__(self, schedule: FakeScheduleStore, *, jobs_per_owner: int | None = None) -> None:
         self._schedule = schedule
         self._rows: dict[str, _JobRow] = {}
         self._names: dict[tuple[str, str], str] = {}  # (user_id, name) -> job_id
         self._failures: dict[str, int] = {}  # job_id -> runs in a row failed
+        self._jobs_per_owner = jobs_per_owner
+        self._job_counts: dict[str, int] = {}  # the OWNER# items' job_count
 
     # -- JobStore ----------------------------------------------------------------------------
 
@@ -198,6 +201,10 @@ class FakeJobStore:
                 )
             if job.job_id in self._rows:
                 raise RuntimeError(f"job id {job.job_id!r} exists (the transaction is cancelled)")
+            count = self._job_counts.get(job.user_id, 0)
+            if self._jobs_per_owner is not None and count >= self._jobs_per_owner:
+                raise jobs_exceeded(self._jobs_per_owner)
+            self._job_counts[job.user_id] = count + 1
             self._rows[job.job_id] = _JobRow(_as_stored(job), script_key)
             self._names[(job.user_id, job.name)] = job.job_id
             if job.next_run_at is not None:
@@ -294,6 +301,7 @@ class FakeJobStore:
                 return False
             del self._rows[job.job_id]
             self._names.pop((job.user_id, job.name), None)
+            self._job_counts[job.user_id] = self._job_counts.get(job.user_id, 0) - 1
             if job.next_run_at is not None:
                 self._schedule.delete(_occurrence(job, job.next_run_at))
             return True
@@ -412,11 +420,51 @@ class StoredRun:
     notes: set[str] = field(default_factory=set)  # what was done once for it (note_once)
 
 
+# -- quota counters (items of the jobs table) ----------------------------------------------------
+
+
+class FakeQuotaCounters:
+    """Per-minute counters, as QuotaRepository keeps them: a take that would pass the limit
+    counts nothing and returns False. `counts` is what tests look at."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}  # counter pk -> count
+        self.running: dict[str, int] = {}  # owner -> runs holding a concurrent_runs place
+        self._lock = threading.Lock()
+
+    def take_running(self, user_id: str, amount: int, limit: int) -> bool:
+        with self._lock:
+            count = self.running.get(user_id, 0)
+            if count + amount > limit:
+                return False
+            self.running[user_id] = count + amount
+            return True
+
+    def give_back(self, user_id: str) -> None:
+        with self._lock:
+            self.running[user_id] = self.running.get(user_id, 0) - 1
+
+    def take(self, counter: MinuteCounter, amount: int = 1) -> bool:
+        with self._lock:
+            count = self.counts.get(counter.pk, 0)
+            if count + amount > counter.limit:
+                return False
+            self.counts[counter.pk] = count + amount
+            return True
+
+
 class FakeRunStore:
     """The runs table. Every write is conditional on the run's attempt and status, as in
     RunRepository; `retry` and `create_with_schedule_item` also write a schedule item."""
 
-    def __init__(self, schedule: FakeScheduleStore, *, retention_days: int = 90) -> None:
+    def __init__(
+        self,
+        schedule: FakeScheduleStore,
+        *,
+        retention_days: int = 90,
+        counters: FakeQuotaCounters | None = None,
+    ) -> None:
+        self.counters = counters  # the quota counters of the jobs table (create_counted)
         self._schedule = schedule
         self._retention_seconds = retention_days * 86400
         self._rows: dict[tuple[str, str], StoredRun] = {}
@@ -475,6 +523,27 @@ class FakeRunStore:
             if not self.create(run, script_key, parameters):
                 return False
             self._schedule.put(item)
+            return True
+
+    def create_counted(
+        self,
+        run: Run,
+        script_key: str,
+        parameters: dict[str, Any],
+        counter: MinuteCounter,
+        items: list[ScheduleItem],
+    ) -> bool:
+        """As RunRepository's transaction: the run's condition first, then the counter's."""
+        if self.counters is None:
+            raise RuntimeError("FakeRunStore.create_counted needs counters")
+        with self._schedule.transaction():
+            if (run.job_id, run.key) in self._rows:
+                return False
+            if not self.counters.take(counter):
+                raise QuotaFull(counter.pk)
+            self.create(run, script_key, parameters)
+            for item in items:
+                self._schedule.put(item)
             return True
 
     def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool:
@@ -584,7 +653,7 @@ class FakeRunStore:
             row.expires_at = epoch(now) + self._retention_seconds
             row.deadline = row.claim_id = row.claim_until = None
 
-        return self._change(run, lambda row: row.run.status in UNFINISHED, apply)
+        return self._end(run, lambda row: row.run.status in UNFINISHED, apply)
 
     def cancel(self, run: Run, reason: str, now: datetime) -> bool:
         def apply(row: StoredRun) -> None:
@@ -599,7 +668,7 @@ class FakeRunStore:
             row.expires_at = epoch(now) + self._retention_seconds
             row.deadline = row.claim_id = row.claim_until = None
 
-        return self._change(run, lambda row: not row.run.status.terminal, apply)
+        return self._end(run, lambda row: not row.run.status.terminal, apply)
 
     def record_cancelled(
         self, run: Run, report: RunReport, output_key: str | None, now: datetime
@@ -656,7 +725,7 @@ class FakeRunStore:
                 )
             )
 
-        return self._change(run, lambda row: row.run.status in UNFINISHED, apply)
+        return self._end(run, lambda row: row.run.status in UNFINISHED, apply)
 
     def skip(self, run: Run, reason: str, now: datetime) -> bool:
         def apply(row: StoredRun) -> None:
@@ -671,7 +740,7 @@ class FakeRunStore:
             row.expires_at = epoch(now) + self._retention_seconds
             row.deadline = row.claim_id = row.claim_until = None
 
-        return self._change(run, lambda row: row.run.status is run.status, apply)
+        return self._end(run, lambda row: row.run.status is run.status, apply)
 
     # -- for tests ---------------------------------------------------------------------------
 
@@ -698,6 +767,80 @@ class FakeRunStore:
         with self._schedule.transaction():
             runs = [row.run.model_copy(deep=True) for row in self._rows.values()]
         return sorted((r for r in runs if r.job_id == job_id), key=lambda r: r.key, reverse=True)
+
+    def _end(
+        self,
+        run: Run,
+        condition: Callable[[StoredRun], bool],
+        apply: Callable[[StoredRun], None],
+    ) -> bool:
+        """A write that ends the run's attempt, as RunRepository's: it gives back the place the
+        run holds (on condition that the stored run holds it too), and a run read without one
+        is written only if it still has none."""
+
+        def holding_as_read(row: StoredRun) -> bool:
+            return bool(row.run.holds_place) == bool(run.holds_place) and condition(row)
+
+        def give_back(row: StoredRun) -> None:
+            apply(row)
+            if run.holds_place:
+                row.run = row.run.model_copy(update={"holds_place": None})
+                assert self.counters is not None
+                self.counters.give_back(run.user_id)
+
+        return self._change(run, holding_as_read, give_back)
+
+    # -- concurrent runs per owner -----------------------------------------------------------
+
+    def take_places(self, runs: list[Run], claim_id: str, limit: int) -> bool:
+        if self.counters is None:
+            raise RuntimeError("FakeRunStore.take_places needs counters")
+        if not runs:
+            return True
+        with self._schedule.transaction():
+            rows = [self._rows.get((run.job_id, run.key)) for run in runs]
+            for run, row in zip(runs, rows, strict=True):
+                if (
+                    row is None
+                    or row.run.attempt != run.attempt
+                    or not _claimed_by(claim_id)(row)
+                    or row.run.holds_place
+                ):
+                    return False
+            if not self.counters.take_running(runs[0].user_id, len(runs), limit):
+                return False
+            for row in rows:
+                assert row is not None
+                row.run = row.run.model_copy(update={"holds_place": True})
+            return True
+
+    def defer(self, run: Run, claim_id: str, not_before: int, reason: str, now: datetime) -> bool:
+        def apply(row: StoredRun) -> None:
+            row.run = row.run.model_copy(
+                update={
+                    "status": RunStatus.PENDING,
+                    "not_before": not_before,
+                    "deferred": reason,
+                    "updated_at": now,
+                    "queued_at": None,
+                }
+            )
+            row.deadline = row.claim_id = row.claim_until = None
+            self._schedule.put(
+                ScheduleItem(
+                    job_id=run.job_id,
+                    user_id=run.user_id,
+                    scheduled_at=run.execution_time,
+                    due_at=not_before,
+                    trigger=RunTrigger.RETRY,
+                    run_key=run.key,
+                )
+            )
+
+        def claimed_without_place(row: StoredRun) -> bool:
+            return _claimed_by(claim_id)(row) and not row.run.holds_place
+
+        return self._change(run, claimed_without_place, apply)
 
     def _change(
         self,

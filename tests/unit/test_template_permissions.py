@@ -49,8 +49,10 @@ _CONCLUDE_RUNS = {
     "ScriptsBucket/cancels/*": {"GetObject"},
     "ScriptsBucket/locks/*": {"GetObject", "DeleteObject"},
 }
-# A cancel (runs/run_cancels.py): the run, and the runner's claim and cancel objects.
+# A cancel (runs/run_cancels.py): the run (and the owner's concurrent_runs place it gives back),
+# and the runner's claim and cancel objects.
 _CANCEL_RUNS = {
+    "JobsTable": {"UpdateItem"},
     "RunsTable": {"GetItem", "UpdateItem"},
     "ScriptsBucket/claims/*": {"PutObject"},
     "ScriptsBucket/cancels/*": {"PutObject"},
@@ -67,7 +69,8 @@ def merged(*parts: dict[str, set[str]]) -> dict[str, set[str]]:
 
 NEEDS: dict[str, dict[str, set[str]]] = {
     "CreateJobFunction": merged(
-        {"JobsTable": {"PutItem"}},  # the job and its name guard, with the first schedule item
+        # the job and its name guard, with the first schedule item and the owner's job count
+        {"JobsTable": {"PutItem", "UpdateItem"}},
         {"ScheduleTable": {"PutItem"}},
         {"IdempotencyTable": {"GetItem", "PutItem", "UpdateItem", "DeleteItem"}},
         {"ScriptsBucket/scripts/*": {"PutObject"}},
@@ -86,7 +89,8 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         {"JobsTable": {"GetItem", "UpdateItem"}, "ScheduleTable": {"PutItem"}}, _TAKE_RUNS
     ),
     "DeleteJobFunction": {
-        "JobsTable": {"GetItem", "DeleteItem"},  # the job and its name guard
+        # the job and its name guard; the owner's job count (quotas)
+        "JobsTable": {"GetItem", "DeleteItem", "UpdateItem"},
         "ScheduleTable": {"DeleteItem"},
     },
     "ListRunsFunction": {"JobsTable": {"GetItem"}, "RunsTable": {"Query"}},
@@ -98,12 +102,12 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         "ScriptsBucket/outputs/*": {"GetObject"},  # the presigned link
     },
     "RunJobFunction": {
-        "JobsTable": {"GetItem"},
+        "JobsTable": {"GetItem", "UpdateItem"},  # and the owner's per-minute quota counters
         "RunsTable": {"PutItem", "UpdateItem"},  # the run with its fallback item, then QUEUED
         "ScheduleTable": {"PutItem", "DeleteItem"},
     },
     "BackfillJobFunction": {
-        "JobsTable": {"GetItem"},
+        "JobsTable": {"GetItem", "UpdateItem"},  # and the owner's runs-per-minute counter
         "RunsTable": {"GetItem", "PutItem", "UpdateItem"},
         "ScheduleTable": {"PutItem", "DeleteItem"},
     },
@@ -115,8 +119,10 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         _CONCLUDE_RUNS,
     ),
     "ExecutorFunction": {
-        "JobsTable": {"BatchGetItem"},  # a run of a paused or deleted job is skipped
+        # a run of a paused or deleted job is skipped; the owner's concurrent_runs places
+        "JobsTable": {"BatchGetItem", "UpdateItem"},
         "RunsTable": {"GetItem", "UpdateItem"},  # claim, script snapshot, dispatched, skipped
+        "ScheduleTable": {"PutItem"},  # a run with no place waits for a schedule item
         # signed into the manifest and its runs' URLs (pipeline/manifests.py)
         "ScriptsBucket/scripts/*": {"GetObject"},
         # DeleteObject: the runner consumes its manifest (a presigned DELETE in it)

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.pipeline.due_runs import dispatch_lead_seconds
+from scheduler.quotas.quota_models import Quotas
 
 # A task that has not read its manifest this long after its expected start finds the URL
 # expired: it exits, its runs fail and are retried (docs/architecture.md, trust boundary).
@@ -28,6 +29,20 @@ class JobApiSettings(_Settings):
     scripts_bucket: str
     schedule_shards: int = Field(ge=1, le=256)
     run_retention_days: int = Field(default=90, ge=1)  # finished runs expire (runs table TTL)
+    # Per-owner quotas (template parameters Quota*; docs/operations.md, "Quotas").
+    quota_jobs_per_owner: int = Field(default=1000, ge=1)
+    quota_runs_per_minute: int = Field(default=600, ge=1)
+    quota_run_now_per_minute: int = Field(default=30, ge=1)
+    quota_concurrent_runs: int = Field(default=100, ge=1)
+
+    @property
+    def quotas(self) -> Quotas:
+        return Quotas(
+            jobs_per_owner=self.quota_jobs_per_owner,
+            runs_per_minute=self.quota_runs_per_minute,
+            run_now_per_minute=self.quota_run_now_per_minute,
+            concurrent_runs=self.quota_concurrent_runs,
+        )
 
 
 class DispatchSettings(JobApiSettings):

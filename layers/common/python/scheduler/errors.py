@@ -83,3 +83,26 @@ class JobPaused(DomainError):
     """Run now or backfill of a paused job: a paused job starts no run."""
 
     code = "job_paused"
+
+
+class QuotaExceeded(DomainError):
+    """An owner's quota is used up (docs/operations.md, "Quotas"): the message names the quota
+    and its limit; `retry_after_seconds` is when the quota has room again (the end of its
+    minute), or None for a quota that only a deletion frees (jobs per owner)."""
+
+    code = "quota_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        *,
+        quota: str = "quota",
+        limit: int = 0,
+        retry_after_seconds: int | None = None,
+    ) -> None:
+        problem = {"field": quota, "problem": f"quota of {limit} reached", "limit": limit}
+        super().__init__(message, details or [problem])
+        self.quota = quota
+        self.limit = limit
+        self.retry_after_seconds = retry_after_seconds

@@ -126,3 +126,16 @@ def parse_run_refs(text: str) -> list[RunRef]:
         if len(parts) == 3 and parts[2].isdigit():
             refs.append((parts[0], parts[1], int(parts[2])))
     return refs
+
+
+# -- quotas (items of the jobs table) ----------------------------------------------------------
+
+
+def owner_pk(user_id: str) -> str:
+    """An owner's item: its job count (the jobs-per-owner quota)."""
+    return f"OWNER#{user_id}"
+
+
+def quota_window_pk(user_id: str, quota: str, minute: int) -> str:
+    """An owner's counter of one per-minute quota in one minute (epoch of its first second)."""
+    return f"QUOTA#{user_id}#{quota}#{minute:0{EPOCH_DIGITS}d}"

@@ -58,6 +58,7 @@ RUNS_CANCELLED: Final = "RunsCancelled"
 
 # -- watcher (and the API functions that take an occurrence early)
 RUNS_SKIPPED: Final = "RunsSkipped"
+RUNS_DEFERRED: Final = "RunsDeferred"  # a scheduled run moved past a full runs_per_minute quota
 QUEUE_LEAD: Final = "QueueLead"
 TICK_DURATION: Final = "TickDuration"
 TICK_ITEMS: Final = "TickItems"
@@ -69,6 +70,7 @@ DISPATCH_LEAD: Final = "DispatchLead"
 TASKS_STARTED: Final = "TasksStarted"
 DISPATCH_FAILURES: Final = "DispatchFailures"
 RUN_TASK_THROTTLES: Final = "RunTaskThrottles"
+RUNS_WAITING_FOR_PLACE: Final = "RunsWaitingForPlace"  # deferred: concurrent_runs was full
 
 ALL: Final[frozenset[str]] = frozenset(
     {
@@ -81,6 +83,7 @@ ALL: Final[frozenset[str]] = frozenset(
         LATE_RUNS,
         RUNS_CANCELLED,
         RUNS_SKIPPED,
+        RUNS_DEFERRED,
         QUEUE_LEAD,
         TICK_DURATION,
         TICK_ITEMS,
@@ -90,5 +93,6 @@ ALL: Final[frozenset[str]] = frozenset(
         TASKS_STARTED,
         DISPATCH_FAILURES,
         RUN_TASK_THROTTLES,
+        RUNS_WAITING_FOR_PLACE,
     }
 )

@@ -36,6 +36,7 @@ from scheduler.pipeline.manifests import Manifests
 from scheduler.pipeline.ports import DispatchBackend
 from scheduler.pipeline.run_queue import SqsRunQueue
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
+from scheduler.quotas.quota_repository import QuotaRepository
 from scheduler.runs.run_cancels import RunCancels
 from scheduler.runs.run_object_store import S3RunObjects
 from scheduler.runs.run_outcomes import RunOutcomes
@@ -76,13 +77,21 @@ class Stores:
         self.schedule = ScheduleRepository(
             dynamodb, table=settings.schedule_table, shards=settings.schedule_shards
         )
-        self.jobs = JobRepository(dynamodb, jobs_table=settings.jobs_table, schedule=self.schedule)
+        self.jobs = JobRepository(
+            dynamodb,
+            jobs_table=settings.jobs_table,
+            schedule=self.schedule,
+            jobs_per_owner=settings.quotas.jobs_per_owner,
+        )
+        # Per-minute quota counters live in the jobs table too (QUOTA#... items, TTL).
+        self.quota_counters = QuotaRepository(dynamodb, table=settings.jobs_table)
         self.runs = RunRepository(
             dynamodb,
             table=settings.runs_table,
             schedule=self.schedule,
             shards=settings.schedule_shards,
             retention_days=settings.run_retention_days,
+            quota_table=settings.jobs_table,
         )
 
 
@@ -96,6 +105,7 @@ def _dispatch_fields(settings: DispatchSettings) -> dict[str, int]:
         "pack_window_seconds": settings.pack_window_seconds,
         "max_runs_per_task": settings.max_runs_per_task,
         "dispatch_grace_seconds": settings.dispatch_grace_seconds,
+        "runs_per_minute": settings.quotas.runs_per_minute,
     }
 
 
@@ -220,6 +230,8 @@ def run_now_service() -> RunService:
         schedule=stores.schedule,
         queue=SqsRunQueue(client("sqs"), settings.dispatch_queue_url),
         dispatch_grace_seconds=settings.dispatch_grace_seconds,
+        quotas=settings.quotas,
+        counters=stores.quota_counters,
     )
 
 
@@ -317,6 +329,7 @@ def executor() -> Executor:
         claim_seconds=settings.claim_seconds,
         dispatch_grace_seconds=settings.dispatch_grace_seconds,
         clock=now,
+        concurrent_runs=settings.quotas.concurrent_runs,
     )
 
 

@@ -19,6 +19,7 @@ from scheduler.errors import (
     JobNameConflict,
     JobNotFound,
     JobPaused,
+    QuotaExceeded,
     RunEnded,
     RunNotFound,
     ServiceUnavailable,
@@ -72,6 +73,11 @@ ANSWERS: dict[type[DomainError], ErrorAnswer] = {
         HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
         "A request body must be JSON sent with `Content-Type: application/json` (UTF-8)",
     ),
+    QuotaExceeded: ErrorAnswer(
+        HTTPStatus.TOO_MANY_REQUESTS,
+        "A quota of yours is used up; the message names it and its limit, and `Retry-After` "
+        "says in how many seconds it has room again (absent for jobs_per_owner: delete a job)",
+    ),
     ServiceUnavailable: ErrorAnswer(
         HTTPStatus.SERVICE_UNAVAILABLE, "The service is busy; retry shortly"
     ),
@@ -79,6 +85,13 @@ ANSWERS: dict[type[DomainError], ErrorAnswer] = {
 # Every route can answer these: its input is validated, its caller authenticated, and AWS can
 # throttle any call.
 EVERY_ROUTE: tuple[type[DomainError], ...] = (InvalidInput, Unauthenticated, ServiceUnavailable)
+
+
+def headers_for(error: DomainError) -> dict[str, str]:
+    """The headers an error's answer carries: `Retry-After` for a quota with a window."""
+    if isinstance(error, QuotaExceeded) and error.retry_after_seconds is not None:
+        return {"Retry-After": str(error.retry_after_seconds)}
+    return {}
 
 
 def answer_for(error: DomainError) -> ErrorAnswer | None:

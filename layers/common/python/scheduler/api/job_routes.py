@@ -19,6 +19,7 @@ from scheduler.errors import (
     JobBusy,
     JobNameConflict,
     JobNotFound,
+    QuotaExceeded,
     Unauthenticated,
     UnsupportedMediaType,
 )
@@ -71,6 +72,7 @@ create_router = Router()
         IdempotencyKeyInProgress,
         IdempotencyKeyReused,
         UnsupportedMediaType,
+        QuotaExceeded,
     ),
 )
 def create_job(

@@ -5,6 +5,8 @@ document is exact enough to fuzz against (tests/integration/test_openapi_fuzz.py
   invalid request with a 400 `ErrorResponse` instead (a 422 of our own stays);
 - a 401 can also come from API Gateway's JWT authorizer, whose body is `{"message": ...}`;
 - a request body over 10 MB is refused by API Gateway itself (413);
+- API Gateway's stage throttling can answer any route 429 `{"message": "Too Many Requests"}`,
+  and a quota's 429 (ours) carries `Retry-After`;
 - a 204 has no body, and a redirect only a `Location` header (powertools gives each the
   content of the route's return type)."""
 
@@ -36,6 +38,24 @@ def correct(document: dict[str, Any]) -> dict[str, Any]:
                 responses["413"] = {
                     "description": "The body is over 10 MB (API Gateway's payload quota)",
                     "content": {"application/json": {"schema": {"$ref": f"{_REF}GatewayMessage"}}},
+                }
+            throttled = responses.setdefault(
+                "429",
+                {
+                    "description": "API Gateway's stage throttling (ThrottlingRateLimit)",
+                    "content": {"application/json": {"schema": {"$ref": f"{_REF}GatewayMessage"}}},
+                },
+            )
+            if _refers_to(throttled, "ErrorResponse"):
+                throttled["content"]["application/json"]["schema"] = {
+                    "anyOf": [{"$ref": f"{_REF}ErrorResponse"}, {"$ref": f"{_REF}GatewayMessage"}]
+                }
+                throttled["description"] += "; or API Gateway's stage throttling"
+                throttled["headers"] = {
+                    "Retry-After": {
+                        "description": "Seconds until the quota has room again (a quota's 429)",
+                        "schema": {"type": "integer"},
+                    }
                 }
             for status in list(responses):
                 answer = responses[status]

@@ -20,7 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
 
-from scheduler.api.error_responses import ErrorBody, ErrorResponse, answer_for
+from scheduler.api.error_responses import ErrorBody, ErrorResponse, answer_for, headers_for
 from scheduler.api.openapi_corrections import correct
 from scheduler.api.request_body import body_problem, parse_json_body
 from scheduler.errors import DomainError
@@ -29,13 +29,18 @@ logger = Logger(child=True)
 
 
 def error_response(
-    status: HTTPStatus, code: str, message: str, details: list[dict[str, Any]] | None = None
+    status: HTTPStatus,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response[str]:
     body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details or []))
     return Response(
         status_code=status.value,
         content_type="application/json",
         body=body.model_dump_json(),
+        headers=headers or None,
     )
 
 
@@ -95,7 +100,9 @@ def make_resolver() -> APIGatewayHttpResolver:
         if answer is None:
             logger.exception("domain error without an HTTP answer", error=type(error).__name__)
             return internal_error()
-        return error_response(answer.status, error.code, error.message, error.details)
+        return error_response(
+            answer.status, error.code, error.message, error.details, headers_for(error)
+        )
 
     @app.exception_handler(RequestValidationError)
     def _invalid_request(error: RequestValidationError) -> Response[str]:

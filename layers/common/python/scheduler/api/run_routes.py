@@ -15,6 +15,7 @@ from scheduler.errors import (
     JobBusy,
     JobNotFound,
     JobPaused,
+    QuotaExceeded,
     RunEnded,
     RunNotFound,
     UnsupportedMediaType,
@@ -106,7 +107,7 @@ run_job_router = Router()
     "Answers 202 with the run; follow it at its Location. A paused job is refused (409): it "
     "starts no run until it is resumed.",
     tags=["runs"],
-    responses=responses(202, Run, JobNotFound, JobPaused, UnsupportedMediaType),
+    responses=responses(202, Run, JobNotFound, JobPaused, UnsupportedMediaType, QuotaExceeded),
 )
 def run_job(job_id: JobId, body: RunNowRequest | None = None) -> Response[Run]:
     run = wiring.run_now_service().run_now(caller(run_job_router), job_id, body)
@@ -130,7 +131,9 @@ backfill_router = Router()
     "repeated. `dry_run` lists what would run. Refused for a job that forbids overlap (400) "
     "and for a paused job (409).",
     tags=["runs"],
-    responses=responses(200, BackfillResult, JobNotFound, JobPaused, UnsupportedMediaType),
+    responses=responses(
+        200, BackfillResult, JobNotFound, JobPaused, UnsupportedMediaType, QuotaExceeded
+    ),
 )
 def backfill_job(job_id: JobId, body: BackfillRequest) -> BackfillResult:
     return wiring.run_now_service().backfill(caller(backfill_router), job_id, body)

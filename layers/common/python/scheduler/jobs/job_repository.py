@@ -15,6 +15,8 @@ from scheduler.aws.dynamo import condition_failed, dump, load, transact
 from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import CatchUp, Job, JobFilters, JobStatus, ListPage
 from scheduler.keys import job_pk, name_pk
+from scheduler.quotas.quota_models import jobs_exceeded
+from scheduler.quotas.quota_repository import job_count_op
 from scheduler.runs.run_models import ConcurrencyPolicy, Notifications
 from scheduler.schedule import cron
 from scheduler.schedule.schedule_item import ScheduleItem
@@ -54,14 +56,21 @@ class JobRepository:
     """Job items (by id, and per owner through a sparse GSI), name guards and schedule items."""
 
     def __init__(
-        self, dynamodb: DynamoDBClient, *, jobs_table: str, schedule: ScheduleRepository
+        self,
+        dynamodb: DynamoDBClient,
+        *,
+        jobs_table: str,
+        schedule: ScheduleRepository,
+        jobs_per_owner: int | None = None,
     ) -> None:
         self._db = dynamodb
         self._jobs = jobs_table
         self._schedule = schedule
+        self._jobs_per_owner = jobs_per_owner
 
     def create(self, job: Job, script_key: str) -> None:
-        """Write the job, its name guard and its first schedule item: all, or none."""
+        """Write the job, its name guard, its first schedule item and one more in its owner's
+        job count (refused at the jobs-per-owner quota: QuotaExceeded): all, or none."""
         item = job_item(job, script_key)
         writes: list[dict[str, Any]] = [
             {
@@ -87,6 +96,7 @@ class JobRepository:
                     )
                 )
             )
+        writes.append(job_count_op(self._jobs, job.user_id, 1, self._jobs_per_owner))
         try:
             self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
         except ClientError as exc:
@@ -97,6 +107,9 @@ class JobRepository:
                         f"you already have a job named {job.name!r}",
                         [{"field": "name", "problem": "already used by another of your jobs"}],
                     ) from None
+                if reasons and reasons[-1] == "ConditionalCheckFailed":
+                    assert self._jobs_per_owner is not None
+                    raise jobs_exceeded(self._jobs_per_owner) from None
             raise_if_throttled(exc)
             raise
 
@@ -290,6 +303,7 @@ class JobRepository:
                 }
             },
             *self._delete_upcoming(job),
+            job_count_op(self._jobs, job.user_id, -1, None),
         ]
         return transact(self._db, writes)
 

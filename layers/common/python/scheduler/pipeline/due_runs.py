@@ -14,6 +14,7 @@ job is queued ahead of its second like any other.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,6 +33,13 @@ from scheduler.jobs.job_models import (
 from scheduler.jobs.ports import JobStore
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
 from scheduler.pipeline.ports import RunQueue
+from scheduler.quotas.quota_models import (
+    MINUTE,
+    RUNS_PER_MINUTE,
+    MinuteCounter,
+    QuotaFull,
+    counter_at,
+)
 from scheduler.runs.ports import RunStore
 from scheduler.runs.run_log import run_changed
 from scheduler.runs.run_models import Run, RunStatus, RunTrigger
@@ -45,6 +53,9 @@ logger = Logger(child=True)
 # An occurrence taken later than this after its second was missed (an outage, a late tick):
 # the job's catch-up policy decides whether it still runs.
 MISSED_AFTER_SECONDS = 60
+# A scheduled run whose minute is full (runs_per_minute) moves to the next minute with room,
+# looking this far ahead at most; past it, it is created uncounted: never dropped.
+MAX_DEFERRAL_MINUTES = 24 * 60
 
 
 def dispatch_lead_seconds(
@@ -64,6 +75,8 @@ class DispatchPolicy:
     max_runs_per_task: int
     dispatch_grace_seconds: int  # a queued run not finished by not_before+timeout+grace is lost
     workers: int = 16  # DynamoDB calls in flight at once
+    # An owner's runs that may start in one minute; None: no quota (docs: Quotas).
+    runs_per_minute: int | None = None
 
 
 @dataclass
@@ -73,6 +86,7 @@ class TakeReport:
     already_handled: int = 0
     late_seconds: list[int] = field(default_factory=list)
     unsent: list[ScheduleItem] = field(default_factory=list)  # kept for the next tick
+    deferred: int = 0  # runs created past this window by the runs_per_minute quota
 
 
 class DueRuns:
@@ -89,6 +103,10 @@ class DueRuns:
         self._runs = runs
         self._queue = queue
         self._policy = policy
+        # owner -> the latest minute found full: counters only grow, so a later run of the same
+        # owner starts looking after it (a flood costs one failed write per minute, not per run).
+        self._full: dict[str, int] = {}
+        self._full_lock = threading.Lock()
 
     def take(
         self, items: list[ScheduleItem], jobs: dict[str, Job], now: datetime, end: datetime
@@ -96,6 +114,8 @@ class DueRuns:
         """Take `items` and every successor due by `end` (after an outage, every missed
         occurrence; the window bounds the rounds)."""
         report = TakeReport()
+        # A zero too: a metric that only appears when runs are deferred cannot tell "none".
+        metrics.count(names.RUNS_DEFERRED, 0)
         while items:
             report.items += len(items)
             items = self._take_round(items, jobs, now, end, report)
@@ -136,6 +156,11 @@ class DueRuns:
         settled: list[ScheduleItem] = []
         for item, run in zip(items, runs, strict=True):
             if run is None:
+                settled.append(item)
+            elif run.status is RunStatus.PENDING and run.not_before > epoch(end):
+                # Deferred past this window by its owner's quota: its own schedule item (due at
+                # its new not_before) brings it back; the occurrence moves on meanwhile.
+                report.deferred += 1
                 settled.append(item)
             elif run.status is RunStatus.PENDING:
                 pending.append((item, run))
@@ -202,11 +227,17 @@ class DueRuns:
                 update={"status": RunStatus.SKIPPED, "finished_at": now, "error": skipped}
             )
         script_key = keys.script_key(job.script_sha256)
-        if self._create(run, script_key, job):
-            run_changed("run created", run, status=run.status.value, trigger=run.trigger.value)
-            if run.status is RunStatus.SKIPPED:
+        created = self._create(run, script_key, job)
+        if created is not None:
+            run_changed(
+                "run created", created, status=created.status.value, trigger=created.trigger.value
+            )
+            if created.status is RunStatus.SKIPPED:
                 metrics.count(names.RUNS_SKIPPED)
-            return run
+            if created.deferred is not None:
+                metrics.count(names.RUNS_DEFERRED)
+                run_changed("run deferred", created, not_before=created.not_before)
+            return created
         return self._runs.get(run.job_id, run.key)
 
     @staticmethod
@@ -230,21 +261,84 @@ class DueRuns:
                 return "skipped: a later missed occurrence runs instead (catch-up LATEST)"
         return None
 
-    def _create(self, run: Run, script_key: str, job: Job) -> bool:
-        """The run record, with its dead man's switch when the job asked for one: a check item
-        due `missed_after_seconds` after the run's second, written in the same transaction."""
+    def _create(self, run: Run, script_key: str, job: Job) -> Run | None:
+        """The run record (None if it exists), with its dead man's switch when the job asked
+        for one: a check item due `missed_after_seconds` after the run's second, written in the
+        same transaction; and, under a runs_per_minute quota, counted in its start minute."""
         grace = job.notifications.missed_after_seconds
-        if grace is None or run.status is RunStatus.SKIPPED:
-            return self._runs.create(run, script_key, job.parameters)
-        check = ScheduleItem(
-            job_id=run.job_id,
-            user_id=run.user_id,
-            scheduled_at=run.execution_time,
-            due_at=run.execution_time + grace,
-            run_key=run.key,
-            check=True,
+        checks = []
+        if grace is not None and run.status is not RunStatus.SKIPPED:
+            checks.append(
+                ScheduleItem(
+                    job_id=run.job_id,
+                    user_id=run.user_id,
+                    scheduled_at=run.execution_time,
+                    due_at=run.execution_time + grace,
+                    run_key=run.key,
+                    check=True,
+                )
+            )
+        limit = self._policy.runs_per_minute
+        if limit is not None and run.status is not RunStatus.SKIPPED:
+            return self._create_counted(run, script_key, job, checks, limit)
+        if not checks:
+            return run if self._runs.create(run, script_key, job.parameters) else None
+        made = self._runs.create_with_schedule_item(run, script_key, job.parameters, checks[0])
+        return run if made else None
+
+    def _create_counted(
+        self, run: Run, script_key: str, job: Job, checks: list[ScheduleItem], limit: int
+    ) -> Run | None:
+        """The run counted in its owner's runs_per_minute counter of the minute it starts in;
+        if that minute is full, in the first later minute with room, its start (not_before)
+        moved to that minute, the reason recorded on the run and a schedule item written for
+        it at its new start (the watcher sends it then, as a retry's): deferred, never dropped.
+        Each try is one transaction with the run's conditional put, so a second taker of the
+        same occurrence counts nothing and no two takers pass the limit."""
+        counter = counter_at(run.user_id, RUNS_PER_MINUTE, run.not_before, limit)
+        with self._full_lock:
+            full = self._full.get(run.user_id)
+        if full is not None and full >= counter.minute:
+            counter = MinuteCounter(run.user_id, RUNS_PER_MINUTE, full + MINUTE, limit)
+        candidate = run
+        for _ in range(MAX_DEFERRAL_MINUTES):
+            candidate = self._deferred_to(run, counter.minute, limit)
+            items = list(checks)
+            if candidate is not run:
+                items.append(
+                    ScheduleItem(
+                        job_id=run.job_id,
+                        user_id=run.user_id,
+                        scheduled_at=run.execution_time,
+                        due_at=candidate.not_before,
+                        trigger=RunTrigger.RETRY,
+                        run_key=run.key,
+                    )
+                )
+            try:
+                made = self._runs.create_counted(
+                    candidate, script_key, job.parameters, counter, items
+                )
+            except QuotaFull:
+                with self._full_lock:
+                    self._full[run.user_id] = max(self._full.get(run.user_id, 0), counter.minute)
+                counter = counter.next()
+                continue
+            return candidate if made else None
+        logger.warning("run deferred beyond the horizon; created uncounted", run_key=run.key)
+        made = self._runs.create(candidate, script_key, job.parameters)
+        return candidate if made else None
+
+    @staticmethod
+    def _deferred_to(run: Run, minute: int, limit: int) -> Run:
+        """`run` starting in `minute` (itself if that is its own minute)."""
+        if minute <= run.not_before:
+            return run
+        reason = (
+            f"deferred {minute - run.not_before} s: its owner's runs_per_minute quota "
+            f"({limit}) was full in the minute it was due"
         )
-        return self._runs.create_with_schedule_item(run, script_key, job.parameters, check)
+        return run.model_copy(update={"not_before": minute, "deferred": reason})
 
     def _packs(self, runs: list[Run]) -> list[list[Run]]:
         """Runs of one owner due in the same short window, at most max_runs_per_task each."""

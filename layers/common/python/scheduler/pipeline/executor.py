@@ -1,5 +1,7 @@
 """The executor: claim each run of a dispatch message, then start one task for those it won
-whose job still runs (a run of a paused or deleted job is SKIPPED instead)."""
+whose job still runs (a run of a paused or deleted job is SKIPPED instead) and that got one of
+their owner's concurrent_runs places (a run that did not waits: back to PENDING, a little
+later, never dropped)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from scheduler.pipeline.ports import DispatchBackend, DispatchThrottled, JobLook
 from scheduler.runs.ports import RunStore
 from scheduler.runs.run_log import run_changed
 from scheduler.runs.run_models import Run, RunStatus
-from scheduler.times import Clock, epoch
+from scheduler.times import Clock, epoch, to_text
 
 logger = Logger(child=True)
 
@@ -36,7 +38,11 @@ class Executor:
         claim_seconds: int,
         dispatch_grace_seconds: int,
         clock: Clock,
+        concurrent_runs: int | None = None,
+        place_wait_seconds: int = 30,
     ) -> None:
+        self._concurrent_runs = concurrent_runs
+        self._place_wait = place_wait_seconds
         self._runs = runs
         self._backend = backend
         self._jobs = jobs
@@ -54,6 +60,7 @@ class Executor:
             self._release(claimed, claim_id, now)
             raise RunBusy(f"a run of pack {message.pack_id} is being dispatched elsewhere")
         claimed = self._skip_stopped(claimed, now)
+        claimed = self._take_places(claimed, claim_id, now)
         if not claimed:
             return []
         specs = fan_out(self._spec, claimed, _WORKERS)
@@ -66,6 +73,7 @@ class Executor:
             self._release(claimed, claim_id, now)
             raise
         metrics.count(names.TASKS_STARTED)
+        metrics.count(names.RUNS_WAITING_FOR_PLACE, 0)
         metrics.count(names.DISPATCH_FAILURES, 0)
         metrics.count(names.RUN_TASK_THROTTLES, 0)
 
@@ -107,6 +115,36 @@ class Executor:
             if self._runs.skip(ours, stopped, now):
                 metrics.count(names.RUNS_SKIPPED)
                 run_changed("run skipped", run, error=stopped)
+        return kept
+
+    def _take_places(self, claimed: list[Run], claim_id: str, now: datetime) -> list[Run]:
+        """The claimed runs that hold one of their owner's concurrent_runs places (taken now
+        for those that held none: the whole pack in one write, or run by run when it does not
+        fit). The others wait: PENDING again at least `place_wait_seconds` later, the reason
+        recorded, brought back by a schedule item (a place is given back when a run ends). A
+        run keeps its place through a failed dispatch and its message's redelivery."""
+        limit = self._concurrent_runs
+        if limit is None or not claimed:
+            return claimed
+        holding = [run for run in claimed if run.holds_place]
+        needing = [run for run in claimed if not run.holds_place]
+        if self._runs.take_places(needing, claim_id, limit):
+            return holding + [run.model_copy(update={"holds_place": True}) for run in needing]
+        kept, waiting = list(holding), []
+        for index, run in enumerate(needing):
+            if not self._runs.take_places([run], claim_id, limit):
+                waiting = needing[index:]
+                break
+            kept.append(run.model_copy(update={"holds_place": True}))
+        reason = (
+            f"waiting for a place: its owner's concurrent_runs quota ({limit}) was full at "
+            f"{to_text(now)}"
+        )
+        for run in waiting:
+            not_before = max(run.not_before, epoch(now) + self._place_wait)
+            if self._runs.defer(run, claim_id, not_before, reason, now):
+                metrics.count(names.RUNS_WAITING_FOR_PLACE)
+                run_changed("run deferred", run, not_before=not_before, quota="concurrent_runs")
         return kept
 
     def _release(self, claimed: list[Run], claim_id: str, now: datetime) -> None:

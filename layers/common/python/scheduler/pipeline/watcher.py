@@ -38,6 +38,7 @@ class TickReport:
     queued: int = 0
     already_handled: int = 0
     lost_runs_concluded: int = 0
+    deferred: int = 0  # scheduled runs moved past this window by their owner's quota
     late_seconds: list[int] = field(default_factory=list)
 
 
@@ -83,6 +84,7 @@ class Watcher:
         taken = self._due_runs.take(items, jobs, now, end)
         report.items, report.queued = taken.items, taken.queued
         report.already_handled, report.late_seconds = taken.already_handled, taken.late_seconds
+        report.deferred = taken.deferred
         report.lost_runs_concluded = self._conclude_lost(now)
         # The cursor never passes an item whose run could not be sent: the next tick (even
         # after a long SQS outage) starts from it. Nor does it pass `now`: an item written

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
+from scheduler.quotas.quota_models import MinuteCounter
 from scheduler.runs.run_models import AttemptRecord, Run, RunNotification, RunReport
 from scheduler.schedule.schedule_item import ScheduleItem
 
@@ -33,6 +34,23 @@ class RunStore(Protocol):
     def create_with_schedule_item(
         self, run: Run, script_key: str, parameters: dict[str, Any], item: ScheduleItem
     ) -> bool: ...
+
+    def create_counted(
+        self,
+        run: Run,
+        script_key: str,
+        parameters: dict[str, Any],
+        counter: MinuteCounter,
+        items: list[ScheduleItem],
+    ) -> bool:
+        """The run, `items` and one more in `counter`, all or none: False if the run exists;
+        QuotaFull if the counter is at its limit (and the run did not exist)."""
+
+    def take_places(self, runs: list[Run], claim_id: str, limit: int) -> bool:
+        """A concurrent_runs place for each run (claimed, holding none), all or none."""
+
+    def defer(self, run: Run, claim_id: str, not_before: int, reason: str, now: datetime) -> bool:
+        """A claimed run with no place: PENDING at `not_before`, with a schedule item then."""
 
     def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool: ...
 

@@ -164,10 +164,18 @@ class Run(BaseModel):
     parameters_overridden: bool | None = Field(
         default=None, description="A manual run given its own parameters instead of the job's"
     )
+    deferred: str | None = Field(
+        default=None,
+        description="Why the run starts later than its second (its owner's runs_per_minute "
+        "quota was full then): deferred to `not_before`, never dropped",
+    )
     # The job's notifications when the run was created; stored with the run, not shown.
     notifications: Notifications | None = Field(default=None, exclude=True)
     pause_after_failures: int | None = Field(default=None, exclude=True)
     overlap: ConcurrencyPolicy = Field(default=ConcurrencyPolicy.ALLOW, exclude=True)
+    # The attempt holds one of its owner's concurrent_runs places (taken by the executor at
+    # dispatch, given back by the write that ends the attempt); not shown.
+    holds_place: bool | None = Field(default=None, exclude=True)
 
 
 class RunSummary(BaseModel):

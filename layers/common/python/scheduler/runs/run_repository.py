@@ -11,7 +11,9 @@ from botocore.exceptions import ClientError
 
 from scheduler import keys, times
 from scheduler.aws.client_errors import raise_if_throttled
-from scheduler.aws.dynamo import condition_failed, dump, load, transact
+from scheduler.aws.dynamo import cancelled_by_condition, condition_failed, dump, load, transact
+from scheduler.quotas.quota_models import MinuteCounter, QuotaFull
+from scheduler.quotas.quota_repository import counter_op, running_op
 from scheduler.runs.run_models import (
     IN_FLIGHT,
     TERMINAL,
@@ -49,7 +51,9 @@ class RunRepository:
         schedule: ScheduleRepository,
         shards: int,
         retention_days: int = 90,
+        quota_table: str | None = None,
     ) -> None:
+        self._quota_table = quota_table  # where the quota counters live (the jobs table)
         self._retention_seconds = retention_days * 86400
         self._db = dynamodb
         self._table = table
@@ -171,6 +175,48 @@ class RunRepository:
             }
         }
         return transact(self._db, [put_run, self._schedule.put_op(item)])
+
+    def create_counted(
+        self,
+        run: Run,
+        script_key: str,
+        parameters: dict[str, Any],
+        counter: MinuteCounter,
+        items: list[ScheduleItem],
+    ) -> bool:
+        """A scheduled run counted in its owner's runs_per_minute counter of its start minute,
+        with its schedule items (a dead man's switch check, a deferred run's item): one
+        transaction. False if the run exists (the counter is then untouched: a second taker
+        counts nothing); QuotaFull if the counter is at its limit."""
+        if self._quota_table is None:
+            raise RuntimeError("RunRepository.create_counted needs the quota table")
+        run_fields = run_item(run) | {
+            "script_key": script_key,
+            "parameters_json": json.dumps(parameters, separators=(",", ":")),
+        }
+        writes: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": dump(run_fields),
+                    "ConditionExpression": "attribute_not_exists(#k)",
+                    "ExpressionAttributeNames": {"#k": "key"},
+                }
+            },
+            *(self._schedule.put_op(item) for item in items),
+            counter_op(self._quota_table, counter),
+        ]
+        try:
+            self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
+        except ClientError as exc:
+            failed = cancelled_by_condition(exc)
+            if failed and failed[0]:
+                return False
+            if failed and failed[-1]:
+                raise QuotaFull(counter.pk) from None
+            raise_if_throttled(exc)
+            raise
+        return True
 
     def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool:
         return self._update(
@@ -311,7 +357,7 @@ class RunRepository:
                 names[f"#{name}"] = name
                 values[f":{name}"] = value
         unfinished, statuses = _one_of(UNFINISHED)
-        return self._update(
+        return self._end(
             run,
             f"SET {', '.join(sets)} REMOVE inflight_shard, deadline, claim_id, claim_until",
             f"attempt = :attempt AND #st IN ({unfinished})",
@@ -329,7 +375,7 @@ class RunRepository:
             ":reason": reason,
             ":expires": int(now.timestamp()) + self._retention_seconds,
         } | statuses
-        return self._update(
+        return self._end(
             run,
             "SET #st = :cancelled, updated_at = :now, finished_at = :now, #err = :reason, "
             "expires_at = :expires REMOVE inflight_shard, deadline, claim_id, claim_until",
@@ -384,7 +430,7 @@ class RunRepository:
     def skip(self, run: Run, reason: str, now: datetime) -> bool:
         """End a run that has not started as SKIPPED (its job was paused or deleted), if it is
         still at `run`'s attempt and status; it leaves the in-flight index."""
-        return self._update(
+        return self._end(
             run,
             "SET #st = :skipped, updated_at = :now, finished_at = :now, #err = :reason, "
             "expires_at = :expires REMOVE inflight_shard, deadline, claim_id, claim_until",
@@ -438,7 +484,130 @@ class RunRepository:
                 "ExpressionAttributeValues": dump(values),
             }
         }
+        give_back = self._give_back(run, update["Update"])
+        return transact(self._db, [update, self._schedule.put_op(item), *give_back])
+
+    # -- concurrent runs per owner (the executor takes places, ending writes give them back) --
+
+    def take_places(self, runs: list[Run], claim_id: str, limit: int) -> bool:
+        """One place of their owner's concurrent_runs for each of `runs` (claimed by
+        `claim_id`, holding none): all, or none if that would pass `limit`. Each run records it
+        in the same transaction, so a later claimant of a run never takes a second place."""
+        if self._quota_table is None:
+            raise RuntimeError("RunRepository.take_places needs the quota table")
+        if not runs:
+            return True
+        if len(runs) > limit:  # the count's condition passes on an owner item not yet written
+            return False
+        writes: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": dump({"job_id": run.job_id, "key": run.key}),
+                    "UpdateExpression": "SET holds_place = :held",
+                    "ConditionExpression": "attempt = :attempt AND #st = :dispatching AND "
+                    "claim_id = :claim AND attribute_not_exists(holds_place)",
+                    "ExpressionAttributeNames": {"#st": "status"},
+                    "ExpressionAttributeValues": dump(
+                        {
+                            ":held": True,
+                            ":attempt": run.attempt,
+                            ":dispatching": RunStatus.DISPATCHING.value,
+                            ":claim": claim_id,
+                        }
+                    ),
+                }
+            }
+            for run in runs
+        ]
+        writes.append(running_op(self._quota_table, runs[0].user_id, len(runs), limit))
+        return transact(self._db, writes)
+
+    def defer(self, run: Run, claim_id: str, not_before: int, reason: str, now: datetime) -> bool:
+        """A claimed run that found no place: back to PENDING at `not_before`, with the reason,
+        and a schedule item then, which brings it back to the executor (never dropped)."""
+        item = ScheduleItem(
+            job_id=run.job_id,
+            user_id=run.user_id,
+            scheduled_at=run.execution_time,
+            due_at=not_before,
+            trigger=RunTrigger.RETRY,
+            run_key=run.key,
+        )
+        update = {
+            "Update": {
+                "TableName": self._table,
+                "Key": dump({"job_id": run.job_id, "key": run.key}),
+                "UpdateExpression": "SET #st = :pending, not_before = :nb, #deferred = :reason, "
+                "updated_at = :now REMOVE inflight_shard, deadline, claim_id, claim_until, "
+                "queued_at",
+                "ConditionExpression": "attempt = :attempt AND #st = :dispatching AND "
+                "claim_id = :claim AND attribute_not_exists(holds_place)",
+                "ExpressionAttributeNames": {"#st": "status", "#deferred": "deferred"},
+                "ExpressionAttributeValues": dump(
+                    {
+                        ":pending": RunStatus.PENDING.value,
+                        ":nb": not_before,
+                        ":reason": reason,
+                        ":now": times.to_text(now),
+                        ":attempt": run.attempt,
+                        ":dispatching": RunStatus.DISPATCHING.value,
+                        ":claim": claim_id,
+                    }
+                ),
+            }
+        }
         return transact(self._db, [update, self._schedule.put_op(item)])
+
+    def _give_back(self, run: Run, update: dict[str, Any]) -> list[dict[str, Any]]:
+        """Make `update` (a write that ends the run's attempt) give back the place the run
+        holds, if it holds one: it removes the mark, on condition that it is still there, and
+        the owner's count goes down in the same transaction (returned, to add to it). A run
+        read without a place is written on condition that it still has none (an executor may
+        have taken one since: the write fails, and the caller reads the run again)."""
+        if not run.holds_place:
+            update["ConditionExpression"] += " AND attribute_not_exists(holds_place)"
+            return []
+        if self._quota_table is None:
+            raise RuntimeError("RunRepository needs the quota table to give a place back")
+        expression = update["UpdateExpression"]
+        if " REMOVE " in expression:
+            update["UpdateExpression"] = expression + ", holds_place"
+        else:
+            update["UpdateExpression"] = expression + " REMOVE holds_place"
+        update["ConditionExpression"] += " AND holds_place = :held"
+        values = dict(update["ExpressionAttributeValues"])
+        values.update(dump({":held": True}))
+        update["ExpressionAttributeValues"] = values
+        return [running_op(self._quota_table, run.user_id, -1, None)]
+
+    def _end(
+        self,
+        run: Run,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None = None,
+    ) -> bool:
+        """An update that ends the run's attempt, giving back its place if it holds one."""
+        write: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": dump({"job_id": run.job_id, "key": run.key}),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#st": "status"} | (names or {}),
+            "ExpressionAttributeValues": dump(values | {":attempt": run.attempt}),
+        }
+        give_back = self._give_back(run, write)
+        if not give_back:
+            try:
+                self._call(self._db.update_item, **write)
+            except ClientError as exc:
+                if condition_failed(exc):
+                    return False
+                raise
+            return True
+        return transact(self._db, [{"Update": write}, *give_back])
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -491,6 +660,8 @@ _TIME_FIELDS = (
 
 def run_item(run: Run) -> dict[str, Any]:
     item = run.model_dump(mode="json", exclude_none=True)
+    if run.holds_place:
+        item["holds_place"] = True
     if run.notifications is not None:  # not shown by the API, kept with the run
         item["notifications_json"] = run.notifications.model_dump_json(exclude_defaults=True)
     if run.pause_after_failures is not None:
@@ -514,6 +685,8 @@ def to_run(item: dict[str, Any]) -> Run:
         fields["pause_after_failures"] = int(item["pause_after_failures"])
     if "overlap" in item:
         fields["overlap"] = ConcurrencyPolicy(item["overlap"])
+    if item.get("holds_place"):
+        fields["holds_place"] = True
     for name in _TIME_FIELDS:
         if name in fields:
             fields[name] = times.from_text(fields[name])

@@ -25,6 +25,13 @@ from scheduler.jobs.ports import JobReader
 from scheduler.pagination import PageTokens
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
 from scheduler.pipeline.ports import RunQueue
+from scheduler.quotas.quota_models import (
+    RUN_NOW_PER_MINUTE,
+    RUNS_PER_MINUTE,
+    QuotaCounters,
+    Quotas,
+    counter_at,
+)
 from scheduler.runs.ports import RunObjects, RunStore
 from scheduler.runs.run_cancels import RunCancels
 from scheduler.runs.run_models import (
@@ -62,7 +69,11 @@ class RunService:
         dispatch_grace_seconds: int = 300,
         objects: RunObjects | None = None,
         cancels: RunCancels | None = None,
+        quotas: Quotas | None = None,
+        counters: QuotaCounters | None = None,
     ) -> None:
+        self._quotas = quotas
+        self._counters = counters
         self._cancels = cancels
         self._jobs = jobs
         self._runs = runs
@@ -128,6 +139,9 @@ class RunService:
             raise RuntimeError("RunService.run_now needs the queue and the schedule")
         job = _running_job(self._jobs, user_id, job_id)
         now = _next_second(self._clock())
+        if self._quotas is not None:
+            self._count(user_id, RUN_NOW_PER_MINUTE, self._quotas.run_now_per_minute, 1, "calls")
+            self._count(user_id, RUNS_PER_MINUTE, self._quotas.runs_per_minute, 1, "runs started")
         # Manual runs are keyed by their second and a random token, so any number of them can
         # start in the same second; a token drawn twice (1 in 2^32) just draws again.
         for _ in range(_MANUAL_KEY_DRAWS):
@@ -159,6 +173,9 @@ class RunService:
                     for second in seconds
                 ]
             )
+        if self._quotas is not None and seconds:
+            limit = self._quotas.runs_per_minute
+            self._count(user_id, RUNS_PER_MINUTE, limit, len(seconds), "runs started")
         answers, created = [], []
         for second in seconds:
             run, item = self._backfill_run(job, second, now, request)
@@ -170,6 +187,16 @@ class RunService:
                 created.append((run, item))
         self._send(created)
         return BackfillResult(occurrences=answers)
+
+    def _count(self, user_id: str, quota: str, limit: int, amount: int, what: str) -> None:
+        """Count `amount` in the owner's counter of `quota` for this minute; QuotaExceeded (429
+        with Retry-After) if that would pass its limit. One conditional ADD: no race past it."""
+        if self._counters is None:
+            raise RuntimeError("RunService needs the quota counters with its quotas")
+        clock = self._clock()
+        counter = counter_at(user_id, quota, epoch(clock), limit)
+        if not self._counters.take(counter, amount):
+            raise counter.exceeded(clock, what)
 
     def _send(self, created: Sequence[tuple[Run, ScheduleItem]]) -> dict[str, datetime]:
         """Send new runs of one owner to the queue, in packs of ten as the watcher's, mark them

@@ -1,0 +1,91 @@
+"""The quota counters' DynamoDB items, in the jobs table (next to the jobs they count):
+`OWNER#<user>` holds `job_count`, changed in the transaction that creates or deletes a job;
+`QUOTA#<user>#<quota>#<minute>` holds `n`, a per-minute count, with `expires_at` for the table's
+TTL. Each is one conditional `ADD`, so a limit holds whatever runs at once."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from scheduler.aws.client_errors import raise_if_throttled
+from scheduler.aws.dynamo import condition_failed, dump
+from scheduler.keys import owner_pk
+from scheduler.quotas.quota_models import MinuteCounter
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
+def counter_op(table: str, counter: MinuteCounter, amount: int = 1) -> dict[str, Any]:
+    """The transaction item that counts `amount` in `counter`, refused past its limit. (On a
+    counter not written yet the condition holds whatever `amount`: callers refuse an amount
+    over the limit themselves.)"""
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": dump({"pk": counter.pk}),
+            "UpdateExpression": "ADD #n :amount SET expires_at = :expires",
+            "ConditionExpression": "attribute_not_exists(#n) OR #n <= :room",
+            "ExpressionAttributeNames": {"#n": "n"},
+            "ExpressionAttributeValues": dump(
+                {
+                    ":amount": amount,
+                    ":room": counter.limit - amount,
+                    ":expires": counter.expires_at,
+                }
+            ),
+        }
+    }
+
+
+def job_count_op(table: str, user_id: str, change: int, limit: int | None) -> dict[str, Any]:
+    """The transaction item that changes an owner's job count (a create: refused at `limit`)."""
+    op: dict[str, Any] = {
+        "TableName": table,
+        "Key": dump({"pk": owner_pk(user_id)}),
+        "UpdateExpression": "ADD job_count :change",
+        "ExpressionAttributeValues": dump({":change": change}),
+    }
+    if limit is not None:
+        op["ConditionExpression"] = "attribute_not_exists(job_count) OR job_count < :limit"
+        op["ExpressionAttributeValues"] = dump({":change": change, ":limit": limit})
+    return {"Update": op}
+
+
+def running_op(table: str, user_id: str, change: int, limit: int | None) -> dict[str, Any]:
+    """The transaction item that changes an owner's count of runs holding a place (concurrent
+    runs): taking `change` places is refused past `limit`; giving back is unconditional."""
+    values: dict[str, Any] = {":change": change}
+    op: dict[str, Any] = {
+        "TableName": table,
+        "Key": dump({"pk": owner_pk(user_id)}),
+        "UpdateExpression": "ADD running :change",
+    }
+    if limit is not None:
+        op["ConditionExpression"] = "attribute_not_exists(running) OR running <= :room"
+        values[":room"] = limit - change
+    op["ExpressionAttributeValues"] = dump(values)
+    return {"Update": op}
+
+
+class QuotaRepository:
+    """Per-minute counters, each changed alone (run now's calls, a backfill's runs)."""
+
+    def __init__(self, dynamodb: DynamoDBClient, *, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    def take(self, counter: MinuteCounter, amount: int = 1) -> bool:
+        if amount > counter.limit:  # the condition passes on a counter not yet written
+            return False
+        update = counter_op(self._table, counter, amount)["Update"]
+        try:
+            self._db.update_item(**update)
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise_if_throttled(exc)
+            raise
+        return True
