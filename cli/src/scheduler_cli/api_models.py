@@ -564,6 +564,10 @@ class Run(BaseModel):
     """
     A manual run given its own parameters instead of the job's
     """
+    deferred: Annotated[str | None, Field(title="Deferred")] = None
+    """
+    Why the run starts later than its second (its owner's runs_per_minute quota was full then): deferred to `not_before`, never dropped
+    """
 
 
 class RunPage(BaseModel):
