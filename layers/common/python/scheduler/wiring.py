@@ -343,6 +343,7 @@ def reset() -> None:
         list_runs_service,
         run_service,
         run_now_service,
+        cancel_run_service,
         run_outcomes,
         watcher,
         executor,
