@@ -8,15 +8,25 @@ passes in the container overrides. The task-stopped event comes from the contain
 Networking: the host's namespace (`--network host`), so that the runner reaches moto on
 127.0.0.1 through its presigned URLs; this machine reaches no other address.
 
+Per-run uids: on Fargate each task has a kernel of its own (a microVM), so every runner takes the
+first block of its uid range. Here the containers share this machine's kernel with the `local`
+backend's runners, whose sweep of a run's uid (``kill(-1)`` as that uid) reaches every process of
+that uid, a container's too. So each container is given a block of uids of its own, above the
+host runners' range, for as long as it lives (`container_uid_block`).
+
 Selected with `python -m devstack run --dispatch docker` (DISPATCH_BACKEND=docker in the
 executor's environment); the default `local` backend needs no Docker.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -40,6 +50,11 @@ STOPPED_REASON = "Essential container in task exited"
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 CPU_UNITS_PER_CPU = 1024
 DOCKER_TIMEOUT_SECONDS = 60.0
+# Host runners take per-run uids from 2,000,000,000 in 1,024 blocks of 64 (the runner's
+# RUNNER_UID_BASE and RUNNER_UID_COUNT defaults); containers' blocks start above them.
+CONTAINER_UID_BASE = 2_100_000_000
+CONTAINER_UID_COUNT = 64
+CONTAINER_UID_BLOCKS = 1024
 
 
 class DockerBackendSettings(BaseSettings):
@@ -167,6 +182,28 @@ def remove_containers(work_dir: Path, *, running: bool = True) -> list[str]:
     return ids
 
 
+@contextlib.contextmanager
+def container_uid_block() -> Iterator[int]:
+    """The first uid of a block that no other container on this machine holds, for the
+    container's life: an flock on the block's file (dropped by the kernel if we die), so two
+    stacks' containers never share a uid either (RLIMIT_NPROC counts per uid, kernel-wide)."""
+    directory = Path(tempfile.gettempdir()) / "devstack-container-uid-blocks"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    for block in range(CONTAINER_UID_BLOCKS):
+        fd = os.open(directory / f"{block}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        try:
+            yield CONTAINER_UID_BASE + block * CONTAINER_UID_COUNT
+        finally:
+            os.close(fd)
+        return
+    raise RuntimeError(f"all {CONTAINER_UID_BLOCKS} container uid blocks are in use")
+
+
 class DockerBackend(TaskBackend):
     """Each pack in a container of the runner image: `docker create` with the task's shape,
     `docker start`, its output followed into the task's log, `docker wait` for its exit, then
@@ -208,6 +245,13 @@ class DockerBackend(TaskBackend):
         ]
 
     def _execute(
+        self, task_id: str, environment: dict[str, str], log: BinaryIO
+    ) -> tuple[int | None, str]:
+        with container_uid_block() as uid_base:
+            uids = {"RUNNER_UID_BASE": str(uid_base), "RUNNER_UID_COUNT": str(CONTAINER_UID_COUNT)}
+            return self._run_container(task_id, environment | uids, log)
+
+    def _run_container(
         self, task_id: str, environment: dict[str, str], log: BinaryIO
     ) -> tuple[int | None, str]:
         variables = self.spec.environment | environment  # the overrides win, as on ECS

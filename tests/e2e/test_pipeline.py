@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from devstack.docker_backend import CONTAINER_UID_BASE, CONTAINER_UID_COUNT
 from e2e.api_client import (
     HTTP_TIMEOUT,
     MAX_START_LAG_MS,
@@ -285,6 +286,9 @@ OVERRIDES = {"RUNS_MANIFEST_URL", "RUN_REFS"}  # what the ECS backend passes
 IMAGE_ENV = {"PATH", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "RUNNER_RUN_AS"}
 IMAGE_ENV |= {"RUNNER_REQUIRE_USER_SWITCH", "RUNNER_PRIVATE_SCRATCH"}
 TASK_ENV = {"RUNNER_TASK_MEMORY_MB"}  # the task definition's container environment
+# What only this machine adds: the container's own block of per-run uids (its kernel is shared
+# with the host's runners; a Fargate task's is not).
+SHARED_KERNEL_ENV = {"RUNNER_UID_BASE", "RUNNER_UID_COUNT"}
 
 
 def container_log_line(stack: LocalStack, task_id: str) -> dict[str, Any]:
@@ -317,9 +321,11 @@ def test_scripts_run_in_a_container_shaped_like_the_task_definition(
     assert str(MEMORY_BYTES) in {seen["memory"], seen["memory_v2"]}, seen
     assert seen["cpu"] == ["50000", "100000"] or seen["cpu_v2"] == "50000 100000", seen
     # The runner is the container's entrypoint (pid 1); the script runs under it as a uid of
-    # its own (RUNNER_UID_BASE + its index in the pack), not root, not nobody.
+    # its own (RUNNER_UID_BASE + its index in the pack), not root, not nobody: the first of a
+    # block of the container's own, above the host runners' uids.
     assert seen["pid1"][:2] == ["python3", "/app/entrypoint.py"], seen
-    assert seen["uid"] == 2_000_000_000, seen
+    assert seen["uid"] >= CONTAINER_UID_BASE, seen
+    assert (seen["uid"] - CONTAINER_UID_BASE) % CONTAINER_UID_COUNT == 0, seen
 
     # As the engine reports the container: the image built here, the host network (moto on
     # loopback), and only the image's variables plus the overrides: no credentials.
@@ -330,7 +336,7 @@ def test_scripts_run_in_a_container_shaped_like_the_task_definition(
     assert shape["tmpfs"] == ["/tmp"], shape
     assert shape["nano_cpus"] == 500_000_000, shape
     assert shape["memory_bytes"] == MEMORY_BYTES, shape
-    assert set(shape["env_names"]) == IMAGE_ENV | TASK_ENV | OVERRIDES, shape
+    assert set(shape["env_names"]) == IMAGE_ENV | TASK_ENV | OVERRIDES | SHARED_KERNEL_ENV, shape
 
 
 def test_a_container_run_is_held_to_its_share_of_the_tasks_memory(

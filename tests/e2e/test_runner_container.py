@@ -15,8 +15,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from devstack.docker_backend import ContainerSpec
-from unit.test_runner import FORK_BOMB, SETSID_DAEMON, FakeS3, _field
+from devstack.docker_backend import CONTAINER_UID_COUNT, ContainerSpec, container_uid_block
+from unit.test_runner import (
+    FORK_BOMB,
+    SETSID_DAEMON,
+    FakeS3,
+    _field,
+    runner_env,
+    start_runner,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -100,3 +107,46 @@ def test_a_fork_bomb_and_a_setsid_daemon_die_with_their_runs_in_the_container(
     assert [p for p in procs if p[1] in uids] == [], procs
     assert [p for p in procs if p[2] == "Z"] == [], procs
     assert any(p[0] == 1 and p[1] == 0 for p in procs), procs  # the runner, root, pid 1
+
+
+SLEEPS = "import os, time\ntime.sleep(4)\nprint(f'uid={os.getuid()}', flush=True)\n"
+
+
+def test_a_host_runners_sweep_never_reaches_a_containers_run(runner_image: str, s3: FakeS3) -> None:
+    """Regression: containers share this machine's kernel with the `local` backend's runners.
+    A host runner ends each run with kill(-1) as the run's uid; a container's run of the same
+    uid was killed by it (SIGKILL, exit -9, retried while the script seemed to run)."""
+    spec = ContainerSpec(image=runner_image, cpu_units=512, memory_mib=1024)
+    with container_uid_block() as uid_base:
+        env = {
+            "RUNS_MANIFEST_URL": s3.manifest([s3.run("contained", SLEEPS)]),
+            "RUNNER_UID_BASE": str(uid_base),
+            "RUNNER_UID_COUNT": str(CONTAINER_UID_COUNT),
+        }
+        variables = [argument for name in env for argument in ("--env", name)]
+        client = {name: os.environ[name] for name in ("PATH", "HOME") if name in os.environ}
+        container = subprocess.Popen(
+            ["docker", "run", "--rm", *spec.run_options(), *variables, runner_image],
+            env=client | env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while "/reports/contained/started.json" not in s3.store.puts:
+            assert container.poll() is None, container.stderr
+            assert time.monotonic() < deadline, "the container's run never started"
+            time.sleep(0.1)
+
+        # While the contained script sleeps, a host runner runs a quick script to its end,
+        # sweeping its run's uid as it always does.
+        host = start_runner(
+            runner_env(s3.manifest([s3.run("hosted", "print('quick')")], path="/host.json"))
+        )
+        assert host.wait(timeout=60) == 0, host.stderr.read() if host.stderr else ""
+        assert container.wait(timeout=60) == 0, container.stderr
+
+    hosted, contained = s3.report("hosted", "finished"), s3.report("contained", "finished")
+    assert hosted["status"] == "SUCCEEDED", hosted
+    assert contained["status"] == "SUCCEEDED", contained
+    assert contained["exit_code"] == 0, contained
+    assert _field(contained, "uid") == uid_base
