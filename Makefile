@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 
 .PHONY: install run token test lint checkov typecheck unit integration e2e validate build docs-check clean runner-image \
-	runner-image-local sam-local-build sam-local-image deploy cli-models
+	runner-image-local sam-local-build sam-local-image sam-local-check deploy cli-models
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt cli/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -108,6 +108,12 @@ sam-local-build: $(STAMP)
 sam-local-image: export PYTHONPATH := layers/common/python:local
 sam-local-image: $(STAMP)
 	@$(BIN)/python -m devstack image --lambda-base
+
+## Every function in `sam local invoke` with its events/*.json against a local stack of its own
+## (Docker; about 4 minutes: SAM rebuilds its image at every invoke). Not part of `make test`,
+## which invokes get_job and create_job the same way.
+sam-local-check: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider -m sam_every tests/e2e/test_sam_local.py
 
 ## Render /docs in headless Chromium with no network (installs Debian's chromium if missing).
 docs-check: $(STAMP)

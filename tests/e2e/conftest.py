@@ -113,7 +113,7 @@ def start_stack(
             answered = requests.get(f"{stack.url}/openapi.json", timeout=2).status_code == 200
             if answered and (state_dir / "stack.json").exists():
                 return stack
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
             pass
         time.sleep(0.1)
     stop_stack(stack, signal.SIGKILL)

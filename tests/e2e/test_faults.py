@@ -155,7 +155,7 @@ def moto(backend: tuple[str, ...], tmp_path_factory: pytest.TempPathFactory) -> 
             try:
                 requests.get(f"{moto.endpoint}/moto-api/", timeout=1)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy to answer
                 assert time.monotonic() < deadline, "moto server did not answer"
                 time.sleep(0.1)
         yield moto
@@ -216,7 +216,7 @@ class FaultyStack:
                 # stack.json is written once every service runs; a killed stack leaves its own.
                 if answered and _state_pid(self.state_dir) == process.pid:
                     return stack
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy to answer
                 pass
             time.sleep(0.1)
         pytest.fail(f"the local stack did not answer within {STARTUP_TIMEOUT:.0f} s")

@@ -69,21 +69,24 @@ def test_a_fork_bomb_and_a_setsid_daemon_die_with_their_runs_in_the_container(
         stop_timeout=30,
         environment={"RUNNER_TASK_MEMORY_MB": "1024"},
     )
-    env = {
-        "RUNS_MANIFEST_URL": s3.manifest(runs),
-        "RUNNER_KILL_GRACE_SECONDS": "1",
-        **spec.environment,
-    }
-    variables = [argument for name in env for argument in ("--env", name)]
-    client = {name: os.environ[name] for name in ("PATH", "HOME") if name in os.environ} | env
-    began = time.monotonic()
-    completed = subprocess.run(
-        ["docker", "run", "--rm", *spec.run_options(), *variables, runner_image],
-        env=client,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    with container_uid_block() as uid_base:  # as the docker backend gives every container
+        env = {
+            "RUNS_MANIFEST_URL": s3.manifest(runs),
+            "RUNNER_KILL_GRACE_SECONDS": "1",
+            "RUNNER_UID_BASE": str(uid_base),
+            "RUNNER_UID_COUNT": str(CONTAINER_UID_COUNT),
+            **spec.environment,
+        }
+        variables = [argument for name in env for argument in ("--env", name)]
+        client = {name: os.environ[name] for name in ("PATH", "HOME") if name in os.environ}
+        began = time.monotonic()
+        completed = subprocess.run(
+            ["docker", "run", "--rm", *spec.run_options(), *variables, runner_image],
+            env=client | env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
     stderr = completed.stderr.decode(errors="replace")
     assert completed.returncode == 0, stderr
     assert time.monotonic() - began < 60
@@ -99,7 +102,7 @@ def test_a_fork_bomb_and_a_setsid_daemon_die_with_their_runs_in_the_container(
     observer = s3.report("observer", "finished")
     assert observer["status"] == "SUCCEEDED", observer
     uids = {_field(bomb, "uid"), _field(daemon, "uid")}
-    assert all(uid >= 2_000_000_000 for uid in uids)  # uids of their own, no passwd entry
+    assert uids == {uid_base, uid_base + 1}  # uids of their own, no passwd entry
 
     tail = observer["output_tail"]
     procs = json.loads(tail[tail.index("PROCS") + len("PROCS") :].split("\n", 1)[0])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import pytest
 import requests
 
 from devstack import images, launcher
-from e2e.api_client import HTTP_TIMEOUT, create_job, unique
+from e2e.api_client import HTTP_TIMEOUT, TERMINAL, create_job, run_now, unique, wait_for
 from e2e.conftest import ROOT, LocalStack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
@@ -94,7 +95,7 @@ def sam_stack(invoke_image: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 def sam_invoke(
     stack: LocalStack, template: Path, image: str, function: str, event: dict[str, Any]
-) -> dict[str, Any]:
+) -> Any:
     """`sam local invoke FUNCTION` with this event; the function's answer."""
     event_path = stack.state_dir / f"event-{function}.json"
     event_path.write_text(json.dumps(event))
@@ -126,7 +127,7 @@ def sam_invoke(
     assert result.returncode == 0, result.stderr[-4000:]
     lines = result.stdout.strip().splitlines()
     assert lines, result.stderr[-4000:]
-    answer: dict[str, Any] = json.loads(lines[-1])
+    answer: Any = json.loads(lines[-1])  # None from a handler that returns nothing
     return answer
 
 
@@ -187,3 +188,95 @@ def test_create_job_in_sam_local_is_seen_by_the_local_stack(
     )
     assert seen.status_code == 200, seen.text
     assert seen.json()["script_sha256"] == created["script_sha256"]
+
+
+# --------------------------------------------------------------------- every function (make)
+
+EXAMPLE_JOB = "4f2a7c0e9b5d4e1f8a3c6b2d1e0f9a8b"  # the job id the events/*.json files name
+EXAMPLE_RUN = re.compile(rf"\d{{10}}-{EXAMPLE_JOB}")
+
+# Each API function with its event, in an order that leaves the job to be deleted last, and
+# the status the function must answer for the job and the ended run the test makes.
+API_CASES = [
+    ("CreateJobFunction", "create_job", 201),
+    ("GetJobFunction", "get_job", 200),
+    ("ListJobsFunction", "list_jobs", 200),
+    ("PreviewScheduleFunction", "preview_schedule", 200),
+    ("UpdateJobFunction", "update_job", 200),
+    ("ListRunsFunction", "list_runs", 200),
+    ("GetRunFunction", "get_run", 200),
+    ("GetRunOutputFunction", "get_run_output", 200),
+    ("CancelRunFunction", "cancel_run", 409),  # the run has ended
+    ("RunJobFunction", "run_job", 202),
+    ("BackfillJobFunction", "backfill_job", 200),  # a dry run
+    ("PauseJobFunction", "pause_job", 200),
+    ("ResumeJobFunction", "resume_job", 200),
+    ("ApiDocsFunction", "api_docs", 200),
+    ("DeleteJobFunction", "delete_job", 204),
+]
+# The pipeline's functions with their events as they are: the watcher ticks the local stack's
+# schedule, and the others get messages about runs that do not exist (ignored, not failed).
+PIPELINE_CASES = [
+    ("WatcherFunction", "watcher"),
+    ("ExecutorFunction", "executor"),
+    ("RunReportsFunction", "run_reports"),
+    ("TaskEventsFunction", "task_stopped"),
+]
+
+
+def event_for(name: str, user: str, job_id: str, run_key: str) -> dict[str, Any]:
+    """events/<name>.json as `user`, about this job and run instead of the example's."""
+    text = EXAMPLE_RUN.sub(run_key, (EVENTS / f"{name}.json").read_text())
+    loaded: dict[str, Any] = json.loads(text.replace(EXAMPLE_JOB, job_id))
+    authorizer = loaded.get("requestContext", {}).get("authorizer")
+    if authorizer:
+        authorizer["jwt"]["claims"]["sub"] = user
+    if name == "create_job":
+        body = json.loads(loaded["body"]) | {"name": unique("made-in-sam")}
+        loaded["body"] = json.dumps(body)
+        loaded["headers"]["idempotency-key"] = unique("sam")
+    return loaded
+
+
+@pytest.mark.sam_every
+def test_every_function_answers_its_event_in_sam_local(
+    sam_stack: LocalStack, built_template: Path, invoke_image: str
+) -> None:
+    """`make sam-local-check`: not in `make test` (SAM rebuilds its image at every invoke,
+    ~12 s each here); get_job and create_job above stand for the rest there."""
+    user = unique("sam-every")
+    job = create_job(sam_stack, user=user, name=unique("every"))
+    ran = run_now(sam_stack, job["job_id"], user)
+    assert ran.status_code == 202, ran.text
+    run_key = ran.json()["key"]
+
+    def ended() -> dict[str, Any] | None:
+        run: dict[str, Any] = requests.get(
+            f"{sam_stack.url}/jobs/{job['job_id']}/runs/{run_key}",
+            headers=sam_stack.headers(user),
+            timeout=HTTP_TIMEOUT,
+        ).json()
+        return run if run["status"] in TERMINAL else None
+
+    wait_for("the run ending", ended, 60, sam_stack)
+
+    answers: dict[str, Any] = {}
+    for function, name, _ in API_CASES:
+        request = event_for(name, user, job["job_id"], run_key)
+        answer = sam_invoke(sam_stack, built_template, invoke_image, function, request)
+        answers[function] = answer.get("statusCode", answer)
+    for function, name in PIPELINE_CASES:
+        as_is = json.loads((EVENTS / f"{name}.json").read_text())
+        answers[function] = sam_invoke(sam_stack, built_template, invoke_image, function, as_is)
+
+    assert {f: answers[f] for f, _, _ in API_CASES} == {f: s for f, _, s in API_CASES}
+    assert set(answers["WatcherFunction"]) == {"queued", "items"}, answers
+    for function in ("ExecutorFunction", "RunReportsFunction"):
+        assert answers[function] == {"batchItemFailures": []}, answers
+    assert answers["TaskEventsFunction"] is None, answers  # returns nothing, raised nothing
+    gone = requests.get(
+        f"{sam_stack.url}/jobs/{job['job_id']}",
+        headers=sam_stack.headers(user),
+        timeout=HTTP_TIMEOUT,
+    )
+    assert gone.status_code == 404, gone.text  # deleted in SAM's container, gone over HTTP
