@@ -135,6 +135,23 @@ def _parser() -> argparse.ArgumentParser:
         help="set NAME in every function's environment, over the template's; repeatable, "
         "e.g. --function-env DISPATCH_GRACE_SECONDS=30 --function-env LOOKAHEAD_SECONDS=10",
     )
+    run.add_argument(
+        "--iam",
+        choices=["on", "off"],
+        default=os.environ.get("DEVSTACK_IAM") or "on",
+        help="on (default): each function calls moto as a role with only its template policies "
+        "and moto enforces them; off: every call as one unchecked principal, for debugging "
+        "(env DEVSTACK_IAM)",
+    )
+    run.add_argument(
+        "--iam-revoke",
+        action="append",
+        default=[],
+        type=_assignment,
+        metavar="FUNCTION=ACTION",
+        help="take ACTION (e.g. s3:PutObject) out of FUNCTION's policies (its logical id, e.g. "
+        "CreateJobFunction); repeatable: what a missing grant does",
+    )
 
     token = commands.add_parser("token", parents=[common], help="print a bearer token")
     token.add_argument("user", nargs="?", default="alice", help="the token's sub claim")
@@ -199,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             function_env=tuple(arguments.function_env),
             dispatch=arguments.dispatch,
             runner_image=arguments.runner_image,
+            iam=arguments.iam == "on",
+            iam_revoke=tuple(arguments.iam_revoke),
         )
         return stack.run(config)
     keys = auth.KeyPair.load_or_create(state_dir)

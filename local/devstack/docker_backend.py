@@ -135,14 +135,17 @@ def register() -> None:
 def _build(manifests: Manifests) -> DockerBackend:
     local = LocalBackendSettings()  # type: ignore[call-arg]  # values come from the environment
     settings = DockerBackendSettings()  # type: ignore[call-arg]
-    definition = boto3.client("ecs", config=wiring.RETRIES).describe_task_definition(
+    # ECS and EventBridge's part: the stack's own principal (a Session of its own: the
+    # environment's admin keys under IAM enforcement), not the executor's role.
+    aws = boto3.session.Session()
+    definition = aws.client("ecs", config=wiring.RETRIES).describe_task_definition(
         taskDefinition=settings.task_definition
     )["taskDefinition"]
     spec = ContainerSpec.from_task_definition(definition, settings.runner_container)
     backend = DockerBackend(
         manifests,
         spec=spec,
-        events=boto3.client("sqs", config=wiring.RETRIES),
+        events=aws.client("sqs", config=wiring.RETRIES),
         events_queue_url=local.task_events_queue_url,
         work_dir=local.local_work_dir,
         start_delay=local.start_delay,

@@ -63,7 +63,8 @@ def _build(manifests: Manifests) -> LocalBackend:
     return LocalBackend(
         manifests,
         runner=settings.runner_path,
-        events=boto3.client("sqs", config=wiring.RETRIES),
+        # ECS and EventBridge's part: the stack's own principal, not the executor's role.
+        events=boto3.session.Session().client("sqs", config=wiring.RETRIES),
         events_queue_url=settings.task_events_queue_url,
         work_dir=settings.local_work_dir,
         start_delay=settings.start_delay,

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 _PR_SET_PDEATHSIG = 1
 
@@ -37,7 +37,7 @@ class MotoServer:
     """`python -m moto.server` on host:port; start() returns once it answers HTTP."""
 
     name = "moto"
-    module = "moto.server"  # what `python -m` runs
+    module = "devstack.moto_server"  # what `python -m` runs: moto.server, presigned URLs too
 
     def __init__(self, host: str, port: int, log_path: Path, startup_timeout: float = 30.0) -> None:
         self.host = host
@@ -148,3 +148,75 @@ class AttachedAws:
 
     def stop(self) -> None:
         """Not ours to stop."""
+
+
+# -- moto with presigned S3 requests under IAM enforcement --------------------------------------
+
+
+def _allow_presigned_requests() -> None:
+    """moto's IAM enforcement reads the `Authorization` header of every request; a presigned
+    URL has none (its signature is in the query string), so moto answers it 500. Here a request
+    without that header that names its signer's key (`X-Amz-Credential` for SigV4,
+    `AWSAccessKeyId` for SigV2) is authorised as AWS would: against the
+    policies of the principal that signed it (the executor's role for the runner's URLs), for
+    the action and object it names. Its signature is not verified (moto does not verify
+    presigned signatures either); an unsigned request is refused."""
+    from urllib.parse import parse_qs, urlparse
+
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.iam.access_control import (
+        CreateAccessKeyFailure,
+        IAMPolicy,
+        PermissionResult,
+        create_access_key,
+    )
+    from moto.s3.exceptions import S3AccessDeniedError, S3InvalidAccessKeyIdError
+    from moto.utilities.utils import get_partition
+
+    checked = ActionAuthenticatorMixin._authenticate_and_authorize_action
+
+    def authorize(self: Any, iam_request_cls: type, resource: str = "*") -> None:
+        enforcing = ActionAuthenticatorMixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT
+        if not enforcing or "Authorization" in self.headers:
+            checked(self, iam_request_cls, resource)
+            return
+        query = {k.lower(): v[0] for k, v in parse_qs(urlparse(self.uri).query).items()}
+        # SigV4 (X-Amz-Credential: key/date/region/s3/aws4_request) or SigV2 (AWSAccessKeyId)
+        access_key_id = query.get("x-amz-credential", "").split("/")[0] or query.get(
+            "awsaccesskeyid"
+        )
+        if not access_key_id:
+            raise S3AccessDeniedError
+        token = query.get("x-amz-security-token")
+        try:
+            signer = create_access_key(
+                account_id=self.current_account,
+                partition=get_partition(self.region),
+                access_key_id=access_key_id,
+                headers={"X-Amz-Security-Token": token} if token else {},
+            )
+        except CreateAccessKeyFailure as error:
+            raise S3InvalidAccessKeyIdError from error
+        action = f"s3:{self._get_action()}"
+        results = [
+            IAMPolicy(policy).is_action_permitted(action, resource)
+            for policy in signer.collect_policies()
+        ]
+        if PermissionResult.DENIED in results or PermissionResult.PERMITTED not in results:
+            raise S3AccessDeniedError
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = authorize  # type: ignore[method-assign]
+
+
+def main(argv: list[str]) -> None:
+    """`python -m devstack.moto_server ARGS`: moto server (`python -m moto.server ARGS`) with
+    presigned S3 requests authorised under IAM enforcement."""
+    from moto.server import main as moto_main
+
+    _allow_presigned_requests()
+    moto_main(argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

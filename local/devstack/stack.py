@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from devstack import auth, images, pipeline, resources, sam_local
+from devstack import auth, iam, images, pipeline, resources, sam_local
 from devstack.gateway import ApiGateway
 from devstack.lambda_runtime import Handler, context_for, load_handler
 from devstack.moto_server import AttachedAws, MotoServer, port_in_use
@@ -78,6 +78,10 @@ class Config:
     # `runner_image`, the template's RunnerImageUri; built locally when None).
     dispatch: str = "local"
     runner_image: str | None = None
+    # IAM enforced by moto, each function as a role with its template policies (devstack.iam).
+    iam: bool = True
+    # (function, action) pairs taken out of the functions' policies (`--iam-revoke`).
+    iam_revoke: tuple[tuple[str, str], ...] = ()
 
     @property
     def issuer(self) -> str:
@@ -117,11 +121,17 @@ class Functions:
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         with self._locks[function]:
             os.environ.update(self.stack.environment(function))
-            handler = self._handlers.get(function)
-            if handler is None:
-                with self._cold_start:
-                    handler = self._handlers[function] = load_handler(self.stack, function)
-            return handler(event, context_for(self.stack, function))
+            # Its AWS calls are signed as its role (devstack.iam), as Lambda gives each
+            # function its own.
+            as_function = iam.CURRENT_FUNCTION.set(function)
+            try:
+                handler = self._handlers.get(function)
+                if handler is None:
+                    with self._cold_start:
+                        handler = self._handlers[function] = load_handler(self.stack, function)
+                return handler(event, context_for(self.stack, function))
+            finally:
+                iam.CURRENT_FUNCTION.reset(as_function)
 
 
 @dataclass
@@ -301,6 +311,7 @@ def _write_state(config: Config, moto: MotoServer | AttachedAws) -> Path:
         "aws_endpoint": moto.endpoint,
         "issuer": config.issuer,
         "dispatch": config.dispatch,
+        "iam": config.iam,
     }
     path.write_text(json.dumps(state, indent=2) + "\n")
     return path
@@ -322,6 +333,28 @@ def _create_resources(config: Config, stack: Stack, endpoint: str, supervisor: S
             bridge = None
     sam_local.write_env_file(
         config.state_dir, stack, sam_local.container_endpoint(endpoint, bridge)
+    )
+
+
+def _enforce_iam(config: Config, stack: Stack, endpoint: str) -> None:
+    """With `config.iam`: a role per function in moto, moto enforcing IAM, the admin's keys for
+    the stack's own calls, and `<state dir>/aws-credentials.json` (0600) for tests and sam
+    local. Without: the fake keys as they are, nothing checked."""
+    saved = config.state_dir / iam.CREDENTIALS_FILE
+    saved.unlink(missing_ok=True)
+    if not config.iam:
+        _say("devstack: IAM not enforced (--iam off): every call is allowed")
+        return
+    revoke: dict[str, set[str]] = {}
+    for function, action in config.iam_revoke:
+        revoke.setdefault(function, set()).add(action)
+    principals = iam.enforce(stack, endpoint, revoke)
+    iam.install(principals)
+    principals.save(config.state_dir)
+    revoked = ", ".join(f"{f}={a}" for f, a in config.iam_revoke)
+    _say(
+        f"devstack: IAM enforced: {len(principals.functions)} function roles"
+        + (f"; revoked {revoked}" if revoked else "")
     )
 
 
@@ -383,6 +416,7 @@ def run(config: Config) -> int:
             stack = local_stack(
                 config.prefix, _parameters(config), {"PageTokenSecret": page_token_secret}
             )
+            _enforce_iam(config, stack, moto.endpoint)
             stack.overrides = pipeline.local_overrides(
                 stack,
                 config.state_dir,

@@ -134,7 +134,11 @@ class Stack:
                     f"https://sqs.us-east-1.amazonaws.com/123456789012/{self.physical_names[name]}"
                 )
             return self.physical_names[name]
-        pseudo = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012"}
+        pseudo = {
+            "AWS::Region": "us-east-1",
+            "AWS::AccountId": "123456789012",
+            "AWS::Partition": "aws",
+        }
         if name in pseudo:
             return pseudo[name]
         raise KeyError(f"template reference {name!r} has no local value")
@@ -153,6 +157,10 @@ class Stack:
             return physical
         if resource["Type"] == "AWS::ECS::Cluster" and attribute == "Arn":
             return f"arn:aws:ecs:us-east-1:123456789012:cluster/{physical}"
+        if resource["Type"] == "AWS::S3::Bucket" and attribute == "Arn":
+            return f"arn:aws:s3:::{physical}"
+        if resource["Type"] == "AWS::DynamoDB::Table" and attribute == "Arn":
+            return f"arn:aws:dynamodb:us-east-1:123456789012:table/{physical}"
         if attribute == "Arn":
             return f"arn:aws:local:::{physical}"
         raise KeyError(f"GetAtt {name}.{attribute} has no local value")

@@ -36,7 +36,7 @@ import boto3
 import pytest
 import requests
 
-from devstack import docker_backend, launcher
+from devstack import docker_backend, iam, launcher
 from e2e.api_client import (
     FAR_FUTURE,
     HTTP_TIMEOUT,
@@ -98,13 +98,19 @@ class Moto:
     endpoint: str
     process: subprocess.Popen[bytes]
 
+    # The stack's state directory: its admin keys (IAM enforced; a restart makes new ones).
+    state_dir: Path | None = None
+
     def client(self, service: str) -> Any:
+        assert self.state_dir is not None, "no stack has set up this moto's IAM yet"
+        principals = iam.load_credentials(self.state_dir)
+        assert principals is not None, "the stack does not enforce IAM"
         return boto3.client(
             service,  # type: ignore[call-overload]
             endpoint_url=self.endpoint,
             region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=principals.admin.access_key_id,
+            aws_secret_access_key=principals.admin.secret_access_key,
         )
 
     def runs(self, job_ids: set[str]) -> dict[str, dict[str, Any]]:
@@ -140,7 +146,8 @@ def moto(backend: tuple[str, ...], tmp_path_factory: pytest.TempPathFactory) -> 
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            # moto server as the stack starts it (presigned URLs authorised under IAM)
+            [sys.executable, "-m", "devstack.moto_server", "-H", "127.0.0.1", "-p", str(port)],
             env=launcher.environment(),
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -249,6 +256,7 @@ def faulty(
 ) -> Iterator[FaultyStack]:
     faulty = FaultyStack(moto, tmp_path_factory.mktemp("faults"), free_port(), backend)
     faulty.start()
+    moto.state_dir = faulty.state_dir
     sqs = moto.client("sqs")
     url = sqs.get_queue_url(QueueName=DISPATCH_QUEUE)["QueueUrl"]
     visibility = str(DISPATCH_VISIBILITY_SECONDS)

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from dashboard import dashboard_body, scheduler_metrics, template_stack
+from devstack import iam
 from e2e.api_client import (
     FAR_FUTURE,
     HTTP_TIMEOUT,
@@ -50,12 +51,14 @@ def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]
 
 def notifications(stack: LocalStack, wait: float) -> list[dict[str, Any]]:
     """Every notification that arrives within `wait` seconds, as SNS delivered it to SQS."""
+    principals = iam.load_credentials(stack.state_dir)
+    assert principals is not None, "the stack enforces IAM: its admin keys read moto"
     sqs = boto3.client(
         "sqs",
         endpoint_url=stack.state()["aws_endpoint"],
         region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_access_key_id=principals.admin.access_key_id,
+        aws_secret_access_key=principals.admin.secret_access_key,
     )
     url = sqs.get_queue_url(QueueName=NOTIFICATIONS_QUEUE)["QueueUrl"]
     found: list[dict[str, Any]] = []

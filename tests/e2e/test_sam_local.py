@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from devstack import images, launcher
+from devstack import iam, images, launcher
 from e2e.api_client import HTTP_TIMEOUT, TERMINAL, create_job, run_now, unique, wait_for
 from e2e.conftest import ROOT, LocalStack, start_stack, stop_stack
 
@@ -37,16 +37,22 @@ LAYER_ARCH = "aarch64" if ARCHITECTURE == "arm64" else "x86_64"
 SAM_TIMEOUT = 300
 
 
-def sam_environment() -> dict[str, str]:
-    """sam's own environment: fake credentials (passed into the functions), no telemetry."""
-    return launcher.environment() | {
-        "PATH": f"{SAM.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "SAM_CLI_TELEMETRY": "0",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "LAYER_ARCH": LAYER_ARCH,
-    }
+def sam_environment(keys: iam.Keys | None = None) -> dict[str, str]:
+    """sam's own environment, no telemetry, and the credentials sam passes into the functions:
+    `keys` (a function's role in the local stack's moto, which enforces IAM), else fake ones
+    (sam build calls no AWS)."""
+    fake = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    credentials = keys.environment() if keys else fake
+    return (
+        launcher.environment()
+        | credentials
+        | {
+            "PATH": f"{SAM.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "SAM_CLI_TELEMETRY": "0",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "LAYER_ARCH": LAYER_ARCH,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +99,13 @@ def sam_stack(invoke_image: str, tmp_path_factory: pytest.TempPathFactory) -> It
     assert stop_stack(stack, signal.SIGINT) == 0, stack.log()
 
 
+def function_keys(stack: LocalStack, function: str) -> iam.Keys:
+    """The role session the local stack gave `function` (its template policies, enforced)."""
+    principals = iam.load_credentials(stack.state_dir)
+    assert principals is not None, "the local stack enforces IAM by default"
+    return principals.functions[function]
+
+
 def sam_invoke(
     stack: LocalStack, template: Path, image: str, function: str, event: dict[str, Any]
 ) -> Any:
@@ -118,16 +131,19 @@ def sam_invoke(
             str(event_path),
         ],
         cwd=ROOT,
-        env=sam_environment(),
+        env=sam_environment(function_keys(stack, function)),
         capture_output=True,
         text=True,
         timeout=SAM_TIMEOUT,
         check=False,
     )
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == 0, f"{function}: {result.stderr[-4000:]}"
     lines = result.stdout.strip().splitlines()
-    assert lines, result.stderr[-4000:]
-    answer: Any = json.loads(lines[-1])  # None from a handler that returns nothing
+    assert lines, f"{function}: {result.stderr[-4000:]}"
+    try:
+        answer: Any = json.loads(lines[-1])  # None from a handler that returns nothing
+    except ValueError:
+        raise AssertionError(f"{function}: {lines[-1]}\n{result.stderr[-3000:]}") from None
     return answer
 
 

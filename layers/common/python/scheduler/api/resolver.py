@@ -115,7 +115,9 @@ def make_resolver() -> APIGatewayHttpResolver:
             HTTPStatus.BAD_REQUEST, "validation_error", f"invalid request: {summary}", details
         )
 
-    @app.exception_handler([RequestUnsupportedContentType, UnicodeDecodeError])
+    # ValueError: powertools parses a `multipart/form-data` body before any route or
+    # middleware of ours, and fails on one without a boundary.
+    @app.exception_handler([RequestUnsupportedContentType, UnicodeDecodeError, ValueError])
     def _unreadable_body(error: Exception) -> Response[str]:
         problem = body_problem(app.current_event)
         if problem is None:  # not the body's fault
