@@ -110,7 +110,7 @@ sam-local-image: $(STAMP)
 	@$(BIN)/python -m devstack image --lambda-base
 
 ## Every function in `sam local invoke` with its events/*.json against a local stack of its own
-## (Docker; about 4 minutes: SAM rebuilds its image at every invoke). Not part of `make test`,
+## (Docker; 5-7 minutes: SAM rebuilds its image at every invoke). Not part of `make test`,
 ## which invokes get_job and create_job the same way.
 sam-local-check: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider -m sam_every tests/e2e/test_sam_local.py

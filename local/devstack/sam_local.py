@@ -24,6 +24,8 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import boto3
+
 from devstack.template import Stack
 
 ENV_FILE = "sam-env.json"
@@ -50,6 +52,21 @@ def container_endpoint(aws_endpoint: str, bridge: str | None) -> str:
     return f"http://{bridge}:{urlsplit(aws_endpoint).port}"
 
 
+def default_network() -> dict[str, str]:
+    """moto's default VPC (each region has one, as a new AWS account does): its default
+    subnets and security group, for a RunTask from SAM's container."""
+    ec2 = boto3.client("ec2")
+    subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+    vpc = subnets["Subnets"][0]["VpcId"]
+    groups = ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}]
+    )
+    return {
+        "SUBNETS": ",".join(subnet["SubnetId"] for subnet in subnets["Subnets"][:2]),
+        "SECURITY_GROUPS": groups["SecurityGroups"][0]["GroupId"],
+    }
+
+
 def write_env_file(state_dir: Path, stack: Stack, endpoint: str) -> Path:
     """`--env-vars` for sam local: {function: its environment}, AWS_ENDPOINT_URL included."""
     variables = {}
@@ -58,6 +75,14 @@ def write_env_file(state_dir: Path, stack: Stack, endpoint: str) -> Path:
             environment = stack.environment(function)
         except (KeyError, ValueError, TypeError):
             continue  # the local stack says so when it starts
+        # The local dispatch backends live in the stack's process, not in the layer that SAM's
+        # containers load: there the executor dispatches as the template says (ECS RunTask,
+        # which moto records; no runner starts).
+        if "DISPATCH_BACKEND" in environment:
+            template = stack.environment(function, local=False)
+            environment["DISPATCH_BACKEND"] = template["DISPATCH_BACKEND"]
+            if not environment.get("SUBNETS"):  # RunTask's awsvpc needs a network
+                environment |= default_network()
         variables[function] = environment | {"AWS_ENDPOINT_URL": endpoint}
     path = state_dir / ENV_FILE
     path.write_text(json.dumps(variables, indent=2, sort_keys=True) + "\n")

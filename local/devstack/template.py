@@ -198,15 +198,16 @@ class Stack:
         module, _, name = self.functions[function]["Properties"]["Handler"].rpartition(".")
         return module, name
 
-    def environment(self, function: str) -> dict[str, str]:
-        """The function's environment as Lambda would set it: Globals merged with its own."""
+    def environment(self, function: str, *, local: bool = True) -> dict[str, str]:
+        """The function's environment as Lambda would set it: Globals merged with its own, then
+        (unless not `local`) what the local stack changes in it."""
         merged: dict[str, Any] = {}
         globals_env = self.document.get("Globals", {}).get("Function", {}).get("Environment", {})
         merged.update(globals_env.get("Variables", {}))
         own = self.functions[function]["Properties"].get("Environment", {})
         merged.update(own.get("Variables", {}))
         resolved = {key: str(value) for key, value in self.resolve(merged).items()}
-        return resolved | self.overrides.get(function, {})
+        return resolved | (self.overrides.get(function, {}) if local else {})
 
     def routes(self) -> list[Route]:
         found = []

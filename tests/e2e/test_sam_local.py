@@ -168,6 +168,11 @@ def test_the_env_vars_file_points_the_functions_at_the_local_stack(sam_stack: Lo
     moto_port = sam_stack.state()["aws_endpoint"].rsplit(":", 1)[1]
     assert get_job["AWS_ENDPOINT_URL"].endswith(f":{moto_port}"), get_job
     assert set(variables) >= {"GetJobFunction", "CreateJobFunction", "ListJobsFunction"}
+    # In SAM's container the executor dispatches as on AWS (the local backends are the stack's)
+    executor = variables["ExecutorFunction"]
+    assert executor["DISPATCH_BACKEND"] == "ecs", executor
+    assert executor["SUBNETS"].startswith("subnet-"), executor  # moto's default VPC
+    assert executor["SECURITY_GROUPS"].startswith("sg-"), executor
 
 
 def test_get_job_in_sam_local_reads_the_local_stacks_job(
@@ -230,8 +235,8 @@ API_CASES = [
     ("ApiDocsFunction", "api_docs", 200),
     ("DeleteJobFunction", "delete_job", 204),
 ]
-# The pipeline's functions with their events as they are: the watcher ticks the local stack's
-# schedule, and the others get messages about runs that do not exist (ignored, not failed).
+# The pipeline's functions: the watcher ticks the local stack's schedule; the others get the
+# ended run's message, report and task stop again (as a redelivery would: each is ignored).
 PIPELINE_CASES = [
     ("WatcherFunction", "watcher"),
     ("ExecutorFunction", "executor"),
@@ -243,7 +248,10 @@ PIPELINE_CASES = [
 def event_for(name: str, user: str, job_id: str, run_key: str) -> dict[str, Any]:
     """events/<name>.json as `user`, about this job and run instead of the example's."""
     text = EXAMPLE_RUN.sub(run_key, (EVENTS / f"{name}.json").read_text())
-    loaded: dict[str, Any] = json.loads(text.replace(EXAMPLE_JOB, job_id))
+    text = text.replace(EXAMPLE_JOB, job_id).replace(
+        '\\"user_id\\":\\"alice\\"', f'\\"user_id\\":\\"{user}\\"'
+    )
+    loaded: dict[str, Any] = json.loads(text)
     authorizer = loaded.get("requestContext", {}).get("authorizer")
     if authorizer:
         authorizer["jwt"]["claims"]["sub"] = user
@@ -282,14 +290,15 @@ def test_every_function_answers_its_event_in_sam_local(
         answer = sam_invoke(sam_stack, built_template, invoke_image, function, request)
         answers[function] = answer.get("statusCode", answer)
     for function, name in PIPELINE_CASES:
-        as_is = json.loads((EVENTS / f"{name}.json").read_text())
-        answers[function] = sam_invoke(sam_stack, built_template, invoke_image, function, as_is)
+        request = event_for(name, user, job["job_id"], run_key)
+        answers[function] = sam_invoke(sam_stack, built_template, invoke_image, function, request)
 
-    assert {f: answers[f] for f, _, _ in API_CASES} == {f: s for f, _, s in API_CASES}
-    assert set(answers["WatcherFunction"]) == {"queued", "items"}, answers
+    everything = json.dumps(answers, indent=1)
+    assert {f: answers[f] for f, _, _ in API_CASES} == {f: s for f, _, s in API_CASES}, everything
+    assert set(answers["WatcherFunction"]) == {"queued", "items"}, everything
     for function in ("ExecutorFunction", "RunReportsFunction"):
-        assert answers[function] == {"batchItemFailures": []}, answers
-    assert answers["TaskEventsFunction"] is None, answers  # returns nothing, raised nothing
+        assert answers[function] == {"batchItemFailures": []}, everything
+    assert answers["TaskEventsFunction"] is None, everything  # returns nothing, raised nothing
     gone = requests.get(
         f"{sam_stack.url}/jobs/{job['job_id']}",
         headers=sam_stack.headers(user),
