@@ -323,6 +323,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
+    def __getattr__(self, name: str) -> Any:
+        """Any other method (TRACE, CONNECT, PROPFIND...) is served too: http.server would
+        answer 501, API Gateway answers a method no route declares 404 `{"message":"Not
+        Found"}` like any unknown route."""
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
             chunks: list[bytes] = []

@@ -146,6 +146,37 @@ def test_every_body_route_refuses_a_text_body(invoke: Invoke) -> None:
         assert_error(invoke(function, event), 415, "unsupported_media_type")
 
 
+@pytest.mark.parametrize(
+    ("raw_body", "kind"),
+    [("[null, null]", "an array"), ("[]", "an array"), ('"x"', "a string"), ("null", "null")],
+)
+def test_a_body_that_is_not_a_json_object_is_a_400_even_where_the_body_is_optional(
+    invoke: Invoke, raw_body: str, kind: str
+) -> None:
+    # powertools took `[null, null]` for run now's optional body left out: a 202 (found by
+    # fuzzing the live stack)
+    job = body_of(invoke("CreateJobFunction", create_event()))["job_id"]
+    event = api_event(
+        "run_job", raw_body=raw_body, path=f"/jobs/{job}/run", path_parameters={"job_id": job}
+    )
+    error = assert_error(invoke("RunJobFunction", event), 400, "invalid_input")
+    assert error["details"] == [
+        {"field": "body", "problem": f"the body must be a JSON object, not {kind}"}
+    ]
+
+
+@pytest.mark.parametrize("after", [0, 0.5, "0.5", "2026-11-27T00:00Z", "2026-11-27 00:00:00Z"])
+def test_an_instant_in_a_body_that_is_not_rfc_3339_text_is_a_400(
+    invoke: Invoke, after: Any
+) -> None:
+    # pydantic alone took a number as epoch seconds (a 200 from 1970)
+    body = {"schedule": "@daily", "after": after}
+    event = api_event("preview_schedule", body=body, path="/schedules/preview")
+    error = assert_error(invoke("PreviewScheduleFunction", event), 400, "validation_error")
+    assert error["details"][0]["field"] == "after"
+    assert "RFC 3339" in error["details"][0]["problem"]
+
+
 def test_run_now_without_a_body_needs_no_content_type(invoke: Invoke) -> None:
     job = body_of(invoke("CreateJobFunction", create_event()))["job_id"]
     event = api_event("run_job", path=f"/jobs/{job}/run", path_parameters={"job_id": job})
@@ -157,15 +188,24 @@ def test_run_now_without_a_body_needs_no_content_type(invoke: Invoke) -> None:
 
 
 @pytest.mark.parametrize("gap", ["2026-11-27T00:00:00Z", "2026-11-26T00:00:00Z"])
-def test_created_after_not_before_created_before_is_a_400(invoke: Invoke, gap: str) -> None:
-    # DynamoDB refuses a key range whose low end is above its high end (moto does not)
+def test_created_after_not_before_created_before_is_an_empty_page(invoke: Invoke, gap: str) -> None:
+    # DynamoDB refuses a key range whose low end is above its high end (moto does not): the
+    # service answers an empty range without asking it.
+    body_of(invoke("CreateJobFunction", create_event()))
     query = {"created_after": "2026-11-27T00:00:00Z", "created_before": gap}
-    error = assert_error(
-        invoke("ListJobsFunction", api_event("list_jobs", query=query)), 400, "invalid_input"
-    )
-    assert error["details"] == [
-        {"field": "created_before", "problem": "must be later than created_after"}
-    ]
+    reply = invoke("ListJobsFunction", api_event("list_jobs", query=query))
+    assert reply["statusCode"] == 200, reply
+    assert json.loads(reply["body"]) == {"items": [], "next_token": None}
+
+
+@pytest.mark.parametrize("instant", ["0.5", "0", "1764547200", "2026-11-27T00:00Z", "2026-11-27"])
+def test_a_list_bound_that_is_not_an_rfc_3339_date_time_is_a_400(
+    invoke: Invoke, instant: str
+) -> None:
+    reply = invoke("ListJobsFunction", api_event("list_jobs", query={"next_run_before": instant}))
+    error = assert_error(reply, 400, "validation_error")
+    assert error["details"][0]["field"] == "next_run_before"
+    assert "RFC 3339" in error["details"][0]["problem"]
 
 
 # ------------------------------------------------------------------------------ run now

@@ -348,6 +348,26 @@ def test_a_retried_create_with_the_same_key_returns_the_same_job_once(
     assert len(scan(stack, "ScheduleTable")) == 1
 
 
+def test_a_retried_create_whose_job_was_deleted_is_a_409_not_a_201_for_a_gone_job(
+    invoke: Invoke, stack: Stack
+) -> None:
+    # Given a job created with an Idempotency-Key, then deleted (found by fuzzing: the retry
+    # answered 201 with a Location that was a 404)
+    first = body_of(create(invoke, JOB, key="key-1"))
+    job_id = first["job_id"]
+    path = f"/jobs/{job_id}"
+    deleted = invoke(
+        "DeleteJobFunction", api_event("delete_job", path=path, path_parameters={"job_id": job_id})
+    )
+    assert deleted["statusCode"] == 204, deleted
+    # When the create is retried with the same key
+    again = create(invoke, JOB, key="key-1")
+    # Then it says the key's job is gone, and creates nothing
+    error = assert_error(again, 409, "idempotency_key_stale")
+    assert job_id in error["message"]
+    assert job_items(stack) == []
+
+
 def test_the_same_key_with_another_body_is_rejected(invoke: Invoke, stack: Stack) -> None:
     first = create(invoke, JOB, key="key-1")
     assert first["statusCode"] == 201

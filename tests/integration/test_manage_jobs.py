@@ -3,6 +3,7 @@ schedule item always change together."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,9 @@ NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 
 def _create(invoke, name: str = "nightly", schedule: str = "0 3 * * *") -> dict[str, Any]:
     body = {"name": name, "schedule": schedule, "timezone": "Europe/London", "script": SCRIPT}
-    response = invoke("CreateJobFunction", api_event("create_job", body=body))
+    # A key of its own: events/create_job.json's would make a second create a retry of the first.
+    event = api_event("create_job", body=body, headers={"idempotency-key": uuid.uuid4().hex})
+    response = invoke("CreateJobFunction", event)
     assert response["statusCode"] == 201, response
     return body_of(response)
 

@@ -45,7 +45,7 @@ class BackfillRequest(BaseModel):
     """
     to: Annotated[AwareDatetime, Field(title="To")]
     """
-    Last instant of the range (in the past).
+    Last instant of the range: after `from`, in the past, at most 100 occurrences from `from`, and only one for a job whose overlap policy is not ALLOW (else 400).
     """
     dry_run: Annotated[bool | None, Field(title="Dry Run")] = False
     """
@@ -355,21 +355,21 @@ class JobCreate(BaseModel):
         ),
     ]
     """
-    5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday), @hourly/@daily/@weekly/@monthly/@yearly, at(YYYY-MM-DDTHH:MM[:SS]) for one time in the job's zone, or rate(N minutes|hours|days), aligned to the epoch.
+    5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday), @hourly/@daily/@weekly/@monthly/@yearly, at(YYYY-MM-DDTHH:MM[:SS]) for one time in the job's zone, or rate(N minutes|hours|days), aligned to the epoch; one that does not parse, or never fires, is a 400.
     """
     timezone: Annotated[
         str | None, Field(examples=["Europe/London"], max_length=64, title="Timezone")
     ] = "UTC"
     """
-    IANA time zone name.
+    IANA time zone name (one the tz database knows, else 400).
     """
     parameters: Annotated[dict[str, Any] | None, Field(title="Parameters")] = {}
     """
-    JSON object passed to the script as JOB_PARAMETERS (at most 16 KiB).
+    JSON object passed to the script as JOB_PARAMETERS (at most 16 KiB as compact JSON, else 400).
     """
     script: Annotated[str, Field(min_length=1, title="Script")]
     """
-    Python source of the script (at most 256 KiB).
+    Python source of the script: at most 256 KiB as UTF-8, and it must compile (else 400).
     """
     description: Annotated[Description | None, Field(title="Description")] = None
     timeout_seconds: Annotated[
@@ -404,7 +404,7 @@ class JobCreate(BaseModel):
     """
     end_at: Annotated[AwareDatetime | None, Field(title="End At")] = None
     """
-    No run after this instant; then the job has no next run (completed).
+    No run after this instant; then the job has no next run (completed). Must be after start_at and leave the schedule an occurrence from now on (else 400).
     """
     jitter_seconds: Annotated[
         int | None, Field(ge=0, le=3600, title="Jitter Seconds")
@@ -446,21 +446,21 @@ class JobUpdate(BaseModel):
         ),
     ] = None
     """
-    5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday), @hourly/@daily/@weekly/@monthly/@yearly, at(YYYY-MM-DDTHH:MM[:SS]) for one time in the job's zone, or rate(N minutes|hours|days), aligned to the epoch.
+    5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday), @hourly/@daily/@weekly/@monthly/@yearly, at(YYYY-MM-DDTHH:MM[:SS]) for one time in the job's zone, or rate(N minutes|hours|days), aligned to the epoch; one that does not parse, or never fires, is a 400.
     """
     timezone: Annotated[
         str | None, Field(examples=["Europe/London"], max_length=64, title="Timezone")
     ] = None
     """
-    IANA time zone name.
+    IANA time zone name (one the tz database knows, else 400).
     """
     parameters: Annotated[dict[str, Any] | None, Field(title="Parameters")] = None
     """
-    JSON object passed to the script as JOB_PARAMETERS (at most 16 KiB).
+    JSON object passed to the script as JOB_PARAMETERS (at most 16 KiB as compact JSON, else 400).
     """
     script: Annotated[str | None, Field(min_length=1, title="Script")] = None
     """
-    Python source of the script (at most 256 KiB).
+    Python source of the script: at most 256 KiB as UTF-8, and it must compile (else 400).
     """
     description: Annotated[Description | None, Field(title="Description")] = None
     timeout_seconds: Annotated[
@@ -488,7 +488,7 @@ class JobUpdate(BaseModel):
     """
     end_at: Annotated[AwareDatetime | None, Field(title="End At")] = None
     """
-    No run after this instant; then the job has no next run (completed).
+    No run after this instant; then the job has no next run (completed). Must be after start_at and leave the schedule an occurrence from now on (else 400).
     """
     jitter_seconds: Annotated[
         int | None, Field(ge=0, le=3600, title="Jitter Seconds")
@@ -605,13 +605,13 @@ class SchedulePreviewRequest(BaseModel):
         ),
     ]
     """
-    5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday), @hourly/@daily/@weekly/@monthly/@yearly, at(YYYY-MM-DDTHH:MM[:SS]) for one time in the job's zone, or rate(N minutes|hours|days), aligned to the epoch.
+    5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday), @hourly/@daily/@weekly/@monthly/@yearly, at(YYYY-MM-DDTHH:MM[:SS]) for one time in the job's zone, or rate(N minutes|hours|days), aligned to the epoch; one that does not parse, or never fires, is a 400.
     """
     timezone: Annotated[
         str | None, Field(examples=["Europe/London"], max_length=64, title="Timezone")
     ] = "UTC"
     """
-    IANA time zone name.
+    IANA time zone name (one the tz database knows, else 400).
     """
     dst: Annotated[DstPolicy | None, Field(validate_default=True)] = {
         "gap": None,

@@ -47,6 +47,12 @@ class IdempotencyKeyInProgress(DomainError):
     code = "idempotency_key_in_progress"
 
 
+class IdempotencyKeyStale(DomainError):
+    """The job this Idempotency-Key created has been deleted since."""
+
+    code = "idempotency_key_stale"
+
+
 class Unauthenticated(DomainError):
     code = "unauthenticated"
 

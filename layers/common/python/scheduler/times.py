@@ -26,8 +26,12 @@ def from_epoch(seconds: int) -> datetime:
 
 
 def to_text(instant: datetime) -> str:
-    return instant.astimezone(UTC).strftime(_FORMAT)
+    """Fixed width, the year too (strftime's %Y does not pad a year before 1000 on Linux)."""
+    utc = instant.astimezone(UTC)
+    return f"{utc.year:04d}{utc.strftime(_FORMAT.removeprefix('%Y'))}"
 
 
 def from_text(text: str) -> datetime:
-    return datetime.strptime(text, _FORMAT).replace(tzinfo=UTC)
+    # Earlier versions stored a year before 1000 unpadded ("675-01-02T..."): read those too.
+    year, _, rest = text.partition("-")
+    return datetime.strptime(f"{year.zfill(4)}-{rest}", _FORMAT).replace(tzinfo=UTC)

@@ -14,6 +14,7 @@ from scheduler.errors import (
     DomainError,
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
+    IdempotencyKeyStale,
     InvalidInput,
     JobBusy,
     JobNameConflict,
@@ -64,6 +65,10 @@ ANSWERS: dict[type[DomainError], ErrorAnswer] = {
     JobPaused: ErrorAnswer(HTTPStatus.CONFLICT, "The job is paused: it starts no run; resume it"),
     IdempotencyKeyInProgress: ErrorAnswer(
         HTTPStatus.CONFLICT, "A request with this Idempotency-Key is still being processed"
+    ),
+    IdempotencyKeyStale: ErrorAnswer(
+        HTTPStatus.CONFLICT,
+        "The job this Idempotency-Key created has been deleted since; use a new key",
     ),
     IdempotencyKeyReused: ErrorAnswer(
         HTTPStatus.UNPROCESSABLE_ENTITY,

@@ -8,13 +8,14 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
-from pydantic import AwareDatetime
+from pydantic import Field
 
 from scheduler import wiring
 from scheduler.api.error_responses import responses
 from scheduler.errors import (
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
+    IdempotencyKeyStale,
     InvalidInput,
     JobBusy,
     JobNameConflict,
@@ -24,6 +25,8 @@ from scheduler.errors import (
     UnsupportedMediaType,
 )
 from scheduler.jobs.job_models import (
+    PAGE_TOKEN_FORMAT,
+    Instant,
     Job,
     JobCreate,
     JobFilters,
@@ -44,6 +47,13 @@ JobId = Annotated[
 RunKey = Annotated[
     str,
     Path(min_length=1, max_length=128, pattern=ID_PATTERN, description="The run's `key`."),
+]
+PageToken = Annotated[
+    Annotated[str, Field(max_length=2048, json_schema_extra={"format": PAGE_TOKEN_FORMAT})] | None,
+    Query(
+        description="The `next_token` of the previous page, as it came, with the same query "
+        "(else 400)."
+    ),
 ]
 
 
@@ -71,6 +81,7 @@ create_router = Router()
         JobNameConflict,
         IdempotencyKeyInProgress,
         IdempotencyKeyReused,
+        IdempotencyKeyStale,
         UnsupportedMediaType,
         QuotaExceeded,
     ),
@@ -111,8 +122,9 @@ def get_job(job_id: JobId) -> Job:
 
 
 list_router = Router()
-_AFTER = "ISO 8601 with an offset; exclusive."
-_BEFORE = "ISO 8601 with an offset; exclusive; must be later than {} (else 400)."
+_AFTER = "RFC 3339 date-time with an offset; exclusive."
+_BEFORE = "RFC 3339 date-time with an offset; exclusive; at or before {}, the range is empty: "
+"an empty page."
 LIST_PARAMETERS = frozenset(
     {
         "status",
@@ -136,16 +148,16 @@ LIST_PARAMETERS = frozenset(
 def list_jobs(
     status: Annotated[JobStatus | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=128, description="Name prefix")] = None,
-    created_after: Annotated[AwareDatetime | None, Query(description=_AFTER)] = None,
+    created_after: Annotated[Instant | None, Query(description=_AFTER)] = None,
     created_before: Annotated[
-        AwareDatetime | None, Query(description=_BEFORE.format("created_after"))
+        Instant | None, Query(description=_BEFORE.format("created_after"))
     ] = None,
-    next_run_after: Annotated[AwareDatetime | None, Query(description=_AFTER)] = None,
+    next_run_after: Annotated[Instant | None, Query(description=_AFTER)] = None,
     next_run_before: Annotated[
-        AwareDatetime | None, Query(description=_BEFORE.format("next_run_after"))
+        Instant | None, Query(description=_BEFORE.format("next_run_after"))
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    next_token: Annotated[str | None, Query(max_length=2048)] = None,
+    next_token: PageToken = None,
 ) -> JobPage:
     unknown = set(list_router.current_event.query_string_parameters or {}) - LIST_PARAMETERS
     if unknown:
@@ -249,7 +261,7 @@ preview_router = Router()
 def preview_job(
     job_id: JobId,
     count: Annotated[int, Query(ge=1, le=100)] = 10,
-    after: Annotated[AwareDatetime | None, Query()] = None,
+    after: Annotated[Instant | None, Query()] = None,
 ) -> SchedulePreview:
     return wiring.job_service().preview(caller(preview_router), job_id, count, after)
 

@@ -1,7 +1,8 @@
-"""What a request body must be before any route reads it: JSON, sent as `application/json`,
-UTF-8, and nested at most MAX_JSON_DEPTH levels. Anything else is a 4xx naming the problem,
-never a 500 (powertools would otherwise fail on a non-UTF-8 body, a JSON nesting deep enough to
-exhaust the recursion limit, or an unexpected content type)."""
+"""What a request body must be before any route reads it: a JSON object, sent as
+`application/json`, UTF-8, and nested at most MAX_JSON_DEPTH levels. Anything else is a 4xx
+naming the problem, never a 500 (powertools would otherwise fail on a non-UTF-8 body, a JSON
+nesting deep enough to exhaust the recursion limit, or an unexpected content type) nor taken
+for something else (powertools reads `[null, null]` as an optional body left out)."""
 
 from __future__ import annotations
 
@@ -48,13 +49,36 @@ def body_problem(event: BaseProxyEvent) -> DomainError | None:
             f"unsupported media type: {problem}", [{"field": "content-type", "problem": problem}]
         )
     try:
-        event.decoded_body  # noqa: B018  # decoding is the check
+        text = event.decoded_body
     except (UnicodeDecodeError, ValueError):
         problem = "the body is not valid UTF-8 text"
         return InvalidInput(
             f"invalid request body: {problem}", [{"field": "body", "problem": problem}]
         )
+    try:
+        value = parse_json_body(text or "")
+    except json.JSONDecodeError:
+        return None  # powertools' validation names where the JSON breaks
+    if not isinstance(value, dict):
+        # Every body of this API is an object; powertools would take e.g. `[null, null]` for
+        # an optional body left out.
+        problem = f"the body must be a JSON object, not {_json_kind(value)}"
+        return InvalidInput(
+            f"invalid request body: {problem}", [{"field": "body", "problem": problem}]
+        )
     return None
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
 
 
 def _charset(parameters: str) -> str | None:

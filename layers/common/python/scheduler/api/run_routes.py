@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from scheduler import wiring
 from scheduler.api.error_responses import responses
-from scheduler.api.job_routes import JobId, RunKey, caller
+from scheduler.api.job_routes import JobId, PageToken, RunKey, caller
 from scheduler.errors import (
     JobBusy,
     JobNotFound,
@@ -35,7 +35,7 @@ list_runs_router = Router()
 def list_runs(
     job_id: JobId,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    next_token: Annotated[str | None, Query(max_length=2048)] = None,
+    next_token: PageToken = None,
 ) -> RunPage:
     return wiring.list_runs_service().list(caller(list_runs_router), job_id, limit, next_token)
 

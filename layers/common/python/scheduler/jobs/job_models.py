@@ -4,6 +4,7 @@ itself; the field checks are shared by create and update."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -13,6 +14,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     model_validator,
@@ -32,6 +34,17 @@ from scheduler.schedule.cron import DstPolicy
 MAX_SCRIPT_BYTES = 256 * 1024
 MAX_PARAMETERS_BYTES = 16 * 1024
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# OpenAPI formats of ours, for what JSON Schema cannot state (the field's description says what
+# each must be; tests/openapi_fuzzing.py generates values of each for the fuzz tests).
+SCHEDULE_FORMAT = "job-schedule"
+TIME_ZONE_FORMAT = "iana-time-zone"
+SCRIPT_FORMAT = "python-script"
+PAGE_TOKEN_FORMAT = "page-token"  # noqa: S105  # a format's name, not a secret
+# RFC 3339's date-time (OpenAPI's `format: date-time`): pydantic alone would also take a number
+# (seconds since the epoch), a time without seconds or a space for the `T`.
+_DATE_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
 
 
 class JobStatus(StrEnum):
@@ -62,6 +75,18 @@ class CatchUp(BaseModel):
         le=7 * 86400,
         description="An occurrence missed by more than this is SKIPPED, whatever the policy.",
     )
+
+
+def _check_date_time(value: Any) -> Any:
+    if isinstance(value, str) and _DATE_TIME.fullmatch(value):
+        return value
+    if isinstance(value, datetime):  # from Python, not from a request
+        return value
+    raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T09:30:00Z")
+
+
+# An instant as the API takes it (body or query): RFC 3339 text with an offset, nothing else.
+Instant = Annotated[AwareDatetime, BeforeValidator(_check_date_time)]
 
 
 def _check_cron(value: str) -> str:
@@ -118,24 +143,39 @@ Schedule = Annotated[
         max_length=256,
         description="5-field cron (minute hour day-of-month month day-of-week, 0 = Sunday), "
         "@hourly/@daily/@weekly/@monthly/@yearly, at(YYYY-MM-DDTHH:MM[:SS]) for one time in "
-        "the job's zone, or rate(N minutes|hours|days), aligned to the epoch.",
+        "the job's zone, or rate(N minutes|hours|days), aligned to the epoch; one that does "
+        "not parse, or never fires, is a 400.",
         examples=["30 9 * * MON-FRI"],
+        json_schema_extra={"format": SCHEDULE_FORMAT},
     ),
     AfterValidator(_check_cron),
 ]
 TimeZone = Annotated[
     str,
-    Field(max_length=64, description="IANA time zone name.", examples=["Europe/London"]),
+    Field(
+        max_length=64,
+        description="IANA time zone name (one the tz database knows, else 400).",
+        examples=["Europe/London"],
+        json_schema_extra={"format": TIME_ZONE_FORMAT},
+    ),
     AfterValidator(_check_zone),
 ]
 Parameters = Annotated[
     dict[str, Any],
-    Field(description="JSON object passed to the script as JOB_PARAMETERS (at most 16 KiB)."),
+    Field(
+        description="JSON object passed to the script as JOB_PARAMETERS (at most 16 KiB as "
+        "compact JSON, else 400)."
+    ),
     AfterValidator(_check_parameters),
 ]
 Script = Annotated[
     str,
-    Field(min_length=1, description="Python source of the script (at most 256 KiB)."),
+    Field(
+        min_length=1,
+        description="Python source of the script: at most 256 KiB as UTF-8, and it must "
+        "compile (else 400).",
+        json_schema_extra={"format": SCRIPT_FORMAT},
+    ),
     AfterValidator(_check_script),
 ]
 Description = Annotated[str, Field(max_length=1024)]
@@ -160,12 +200,15 @@ JobNotifications = Annotated[
 
 
 StartAt = Annotated[
-    AwareDatetime | None,
+    Instant | None,
     Field(description="No run before this instant (the schedule's first occurrence from then)."),
 ]
 EndAt = Annotated[
-    AwareDatetime | None,
-    Field(description="No run after this instant; then the job has no next run (completed)."),
+    Instant | None,
+    Field(
+        description="No run after this instant; then the job has no next run (completed). "
+        "Must be after start_at and leave the schedule an occurrence from now on (else 400)."
+    ),
 ]
 
 
@@ -357,10 +400,10 @@ class JobFilters(BaseModel):
 
     status: JobStatus | None = None
     name: Annotated[str | None, Field(max_length=128, description="Name prefix.")] = None
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
-    next_run_after: AwareDatetime | None = None
-    next_run_before: AwareDatetime | None = None
+    created_after: Instant | None = None
+    created_before: Instant | None = None
+    next_run_after: Instant | None = None
+    next_run_before: Instant | None = None
 
 
 @dataclass(frozen=True)
@@ -393,7 +436,7 @@ class SchedulePreviewRequest(BaseModel):
     timezone: TimeZone = "UTC"
     dst: JobDst = DstPolicy()
     count: Annotated[int, Field(ge=1, le=100, description="How many occurrences.")] = 10
-    after: AwareDatetime | None = Field(default=None, description="From when (default: now).")
+    after: Instant | None = Field(default=None, description="From when (default: now).")
 
 
 class Occurrence(BaseModel):
@@ -421,8 +464,13 @@ class BackfillRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    start: AwareDatetime = Field(alias="from", description="First instant of the range.")
-    end: AwareDatetime = Field(alias="to", description="Last instant of the range (in the past).")
+    start: Instant = Field(alias="from", description="First instant of the range.")
+    end: Instant = Field(
+        alias="to",
+        description="Last instant of the range: after `from`, in the past, at most 100 "
+        "occurrences from `from`, and only one for a job whose overlap policy is not ALLOW "
+        "(else 400).",
+    )
     dry_run: bool = Field(default=False, description="List what would run; create nothing.")
     reason: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 

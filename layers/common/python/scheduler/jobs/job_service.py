@@ -26,6 +26,7 @@ from scheduler import keys
 from scheduler.errors import (
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
+    IdempotencyKeyStale,
     InvalidInput,
     JobBusy,
     JobNotFound,
@@ -140,7 +141,7 @@ class JobService:
             self._idempotency.register_lambda_context(lambda_context)
         request = {"user_id": user_id, "key": idempotency_key, "body": body.model_dump()}
         try:
-            return self._create_once(request=request)
+            job = self._create_once(request=request)
         except IdempotencyValidationError:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was already used with a different request body"
@@ -149,6 +150,12 @@ class JobService:
             raise IdempotencyKeyInProgress(
                 "a request with this Idempotency-Key is still being processed; retry shortly"
             ) from None
+        if self._jobs.get(job.job_id) is None:  # a retry would point at a job that is gone
+            raise IdempotencyKeyStale(
+                f"the job this Idempotency-Key created ({job.job_id}) has been deleted since; "
+                "send a new key to create another"
+            )
+        return job
 
     def _create_for_request(self, request: dict[str, Any]) -> Job:
         return self._create(request["user_id"], JobCreate.model_validate(request["body"]))
@@ -336,9 +343,10 @@ class JobService:
     ) -> JobPage:
         if self._tokens is None:
             raise RuntimeError("JobService.list needs page tokens")
-        _check_ranges(filters)
         scope = _filters_digest(filters)
         start = self._tokens.decode(next_token, owner=user_id, scope=scope) if next_token else None
+        if _empty_range(filters):
+            return JobPage(items=[])
         page = self._jobs.list_for_owner(user_id, filters, limit, start)
         token = (
             self._tokens.encode(page.position, owner=user_id, scope=scope)
@@ -359,15 +367,14 @@ _CHANGE_ATTEMPTS = 5
 _RANGES = (("created_after", "created_before"), ("next_run_after", "next_run_before"))
 
 
-def _check_ranges(filters: JobFilters) -> None:
-    """An empty time range is a mistake (DynamoDB would refuse the created_* one outright)."""
+def _empty_range(filters: JobFilters) -> bool:
+    """Whether a time range of the filters holds no instant (`before` not after `after`): no
+    job can match, and DynamoDB would refuse the created_* one as a key condition."""
     for after, before in _RANGES:
         low, high = getattr(filters, after), getattr(filters, before)
         if low is not None and high is not None and low >= high:
-            problem = f"must be later than {after}"
-            raise InvalidInput(
-                f"{before} must be later than {after}", [{"field": before, "problem": problem}]
-            )
+            return True
+    return False
 
 
 def _filters_digest(filters: JobFilters) -> str:
