@@ -17,9 +17,10 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt cli/pyproject.toml
 install: $(STAMP)
 
 ## Start moto server, create the template's resources and serve the API on 127.0.0.1:3000.
+## State (jobs, runs, scripts, queues) is kept in .local/aws across restarts; FRESH=1 starts empty.
 run: export PYTHONPATH := layers/common/python:local
 run: $(STAMP)
-	$(BIN)/python -m devstack run
+	$(BIN)/python -m devstack run $(if $(FRESH),--fresh)
 
 ## Print a bearer token the local stack accepts: make token USER=alice
 # (USER from the environment is the login name: only `USER=` on the command line counts.)

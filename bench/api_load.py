@@ -363,7 +363,8 @@ def run(mode: Mode) -> dict[str, Any]:
     step_duration = mode.pick(8.0, 2.0)
     gets_duration = mode.pick(15.0, 2.0)
     work = mode.results_dir / "work"
-    with moto_server(work / "api_load-moto.log") as moto:
+    # moto as `make run` starts it: durable (every write on disk before its answer).
+    with moto_server(work / "api_load-moto.log", work / "api_load-aws") as moto:
         return _run(
             mode,
             work,

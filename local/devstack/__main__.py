@@ -127,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
         "locally, as `python -m devstack image`; env DEVSTACK_RUNNER_IMAGE)",
     )
     run.add_argument(
+        "--fresh",
+        action="store_true",
+        default=bool(os.environ.get("DEVSTACK_FRESH")),
+        help="start with empty AWS state: remove the jobs, runs, scripts and queues kept in "
+        "<state-dir>/aws from the last run (keys and tokens are kept; env DEVSTACK_FRESH=1)",
+    )
+    run.add_argument(
         "--function-env",
         action="append",
         default=[],
@@ -199,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             function_env=tuple(arguments.function_env),
             dispatch=arguments.dispatch,
             runner_image=arguments.runner_image,
+            fresh=arguments.fresh,
         )
         return stack.run(config)
     keys = auth.KeyPair.load_or_create(state_dir)

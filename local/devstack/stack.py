@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -35,6 +36,7 @@ DEFAULT_STATE_DIR = ROOT / ".local"
 REGION = "us-east-1"
 PAGE_TOKEN_SECRET_FILE = "page-token-secret"  # noqa: S105  # a file name
 STATE_FILE = "stack.json"
+AWS_STATE_DIR = "aws"  # moto's snapshot and journal, under the state directory
 
 
 class Service(Protocol):
@@ -78,6 +80,8 @@ class Config:
     # `runner_image`, the template's RunnerImageUri; built locally when None).
     dispatch: str = "local"
     runner_image: str | None = None
+    # Start with empty AWS state (moto's snapshot and journal removed) instead of the last one.
+    fresh: bool = False
 
     @property
     def issuer(self) -> str:
@@ -352,6 +356,24 @@ def _runner_image(config: Config) -> str:
     return config.runner_image
 
 
+def _aws(config: Config) -> MotoServer | AttachedAws:
+    """The stack's AWS: the endpoint given, or moto server keeping its state in
+    <state dir>/aws (removed first with --fresh)."""
+    if config.aws_endpoint:
+        attached = AttachedAws(config.aws_endpoint)
+        _say(f"devstack: attaching to the AWS endpoint {attached.endpoint} ...")
+        return attached
+    aws_state = config.state_dir / AWS_STATE_DIR
+    if config.fresh and aws_state.exists():
+        shutil.rmtree(aws_state)
+        _say(f"devstack: --fresh: removed the saved AWS state ({aws_state})")
+    moto = MotoServer(
+        config.host, config.moto_port, config.state_dir / "moto.log", state_dir=aws_state
+    )
+    _say(f"devstack: starting moto server on {moto.endpoint} (state: {aws_state}) ...")
+    return moto
+
+
 def run(config: Config) -> int:
     """Run the local stack until SIGINT/SIGTERM (exit 0) or until a service fails (exit 1)."""
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -371,13 +393,7 @@ def run(config: Config) -> int:
     code = 0
     with _stop_on_signals():
         try:
-            moto: MotoServer | AttachedAws
-            if config.aws_endpoint:
-                moto = AttachedAws(config.aws_endpoint)
-                _say(f"devstack: attaching to the AWS endpoint {moto.endpoint} ...")
-            else:
-                moto = MotoServer(config.host, config.moto_port, config.state_dir / "moto.log")
-                _say(f"devstack: starting moto server on {moto.endpoint} ...")
+            moto = _aws(config)
             supervisor.start(moto)
             os.environ.update(aws_environment(moto.endpoint))
             stack = local_stack(

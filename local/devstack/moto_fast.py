@@ -1,6 +1,7 @@
-"""moto server for the benchmarks: `python -m bench.moto_fast -H 127.0.0.1 -p PORT`.
+"""A patch of moto's DynamoDB, applied on import by the local stack's moto server
+(`devstack.moto_app`, which `make run` and the benchmarks start).
 
-The same moto server, with one change. moto 5.2.5's DynamoDB TransactWriteItems deep-copies
+One change. moto 5.2.5's DynamoDB TransactWriteItems deep-copies
 every table the transaction touches before it starts, so that it can roll back: each
 transaction costs time in proportion to the size of those tables (about 30 ms per 1,000 items
 here). The scheduler writes a transaction for every job created and every run taken, so on
@@ -13,7 +14,6 @@ is what DynamoDB's transactions cost too).
 from __future__ import annotations
 
 import copy
-import sys
 import threading
 from typing import Any
 
@@ -84,11 +84,5 @@ def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Non
         _state.in_transaction = False
 
 
-models.copy = _CopyModule()  # type: ignore[assignment]
+models.copy = _CopyModule()  # type: ignore[assignment,attr-defined]
 models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-
-
-if __name__ == "__main__":
-    from moto.server import main
-
-    sys.exit(main(sys.argv[1:]))
