@@ -127,6 +127,14 @@ def _parser() -> argparse.ArgumentParser:
         "locally, as `python -m devstack image`; env DEVSTACK_RUNNER_IMAGE)",
     )
     run.add_argument(
+        "--api-workers",
+        type=int,
+        default=_env_int("DEVSTACK_API_WORKERS", 4),
+        help="worker processes running the API's functions, each one invocation at a time "
+        "(default %(default)s; 0: in the stack's process, one at a time; env "
+        "DEVSTACK_API_WORKERS)",
+    )
+    run.add_argument(
         "--fresh",
         action="store_true",
         default=bool(os.environ.get("DEVSTACK_FRESH")),
@@ -207,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             dispatch=arguments.dispatch,
             runner_image=arguments.runner_image,
             fresh=arguments.fresh,
+            api_workers=arguments.api_workers,
         )
         return stack.run(config)
     keys = auth.KeyPair.load_or_create(state_dir)

@@ -24,6 +24,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from devstack import auth, images, pipeline, resources, sam_local
+from devstack.api_workers import ApiWorkers
 from devstack.gateway import ApiGateway
 from devstack.lambda_runtime import Handler, context_for, load_handler
 from devstack.moto_server import AttachedAws, MotoServer, port_in_use
@@ -82,6 +83,8 @@ class Config:
     runner_image: str | None = None
     # Start with empty AWS state (moto's snapshot and journal removed) instead of the last one.
     fresh: bool = False
+    # Worker processes running the HTTP API's functions (0: in this process, one at a time).
+    api_workers: int = 4
 
     @property
     def issuer(self) -> str:
@@ -118,13 +121,19 @@ class Functions:
         }
         self._cold_start = threading.Lock()
 
+    def load(self, function: str) -> Handler:
+        """The function's handler, imported on first use (a cold start)."""
+        handler = self._handlers.get(function)
+        if handler is None:
+            with self._cold_start:
+                os.environ.update(self.stack.environment(function))
+                handler = self._handlers[function] = load_handler(self.stack, function)
+        return handler
+
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         with self._locks[function]:
             os.environ.update(self.stack.environment(function))
-            handler = self._handlers.get(function)
-            if handler is None:
-                with self._cold_start:
-                    handler = self._handlers[function] = load_handler(self.stack, function)
+            handler = self.load(function)
             return handler(event, context_for(self.stack, function))
 
 
@@ -143,11 +152,12 @@ class Runtime:
 ServiceFactory = Callable[[Runtime], "Service | Sequence[Service]"]
 
 
-def _api_gateway(runtime: Runtime) -> Service:
+def _api_gateway(runtime: Runtime) -> list[Service]:
     config = runtime.config
-    return ApiGateway(
+    workers = ApiWorkers(runtime.stack, config.api_workers) if config.api_workers else None
+    gateway = ApiGateway(
         runtime.stack,
-        runtime.functions,
+        workers or runtime.functions,
         authorizer=auth.JwtAuthorizer(
             issuer=config.issuer,
             audiences=runtime.stack.parameters["JwtAudience"].split(","),
@@ -157,6 +167,7 @@ def _api_gateway(runtime: Runtime) -> Service:
         port=config.api_port,
         documents=runtime.keys.discovery_documents(config.issuer),
     )
+    return [workers, gateway] if workers else [gateway]
 
 
 # The services started after moto and the resources, in order. Later work adds the watcher's
