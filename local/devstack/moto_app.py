@@ -112,11 +112,16 @@ class Clock:
             return dt.datetime.fromtimestamp(clock.frozen, dt.UTC).replace(tzinfo=None)
 
         self._patched = utcnow
+        self._modules_seen = 0
         self.install()
 
     def install(self) -> None:
         """Point every loaded moto module's `utcnow` at the frozen clock (modules import it by
-        name); called again after new moto modules are loaded."""
+        name); called after each request, it only looks again when modules were loaded (moto
+        loads a service's modules on its first request)."""
+        if len(sys.modules) == self._modules_seen:
+            return
+        self._modules_seen = len(sys.modules)
         for name, module in list(sys.modules.items()):
             is_moto = name.startswith("moto") and isinstance(module, ModuleType)
             if is_moto and getattr(module, "utcnow", None) is self._real:
@@ -395,8 +400,11 @@ def _environ_for(recorded: dict[str, str], body: bytes) -> dict[str, Any]:
 class DurableApp:
     """moto's WSGI application, one request at a time, journaled (see the module's doc)."""
 
-    def __init__(self, app: WsgiApp, directory: Path | None) -> None:
+    def __init__(
+        self, app: WsgiApp, directory: Path | None, snapshot_every: int = JOURNAL_RECORDS
+    ) -> None:
         self.app = app
+        self.snapshot_every = snapshot_every
         self.directory = directory
         self.journal = Journal(directory) if directory is not None else None
         self.clock = Clock()
@@ -451,7 +459,8 @@ class DurableApp:
                 record = (self._sequence, instant, seed, recorded, body)
                 position = self.journal.append(pickle.dumps(record, pickle.HIGHEST_PROTOCOL))
                 if not self._compacting and (
-                    self.journal.records >= JOURNAL_RECORDS or self.journal.bytes >= JOURNAL_BYTES
+                    self.journal.records >= self.snapshot_every
+                    or self.journal.bytes >= JOURNAL_BYTES
                 ):
                     self._compacting = True
                     threading.Thread(target=self.compact, name="moto-compact").start()
@@ -560,6 +569,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--state-dir", type=Path, default=None, help="keep moto's state here (default: memory)"
     )
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=JOURNAL_RECORDS,
+        metavar="RECORDS",
+        help="snapshot the state after this many journaled requests (default %(default)s)",
+    )
     arguments = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(arguments.port))
 
@@ -567,7 +583,11 @@ def main(argv: list[str] | None = None) -> int:
     from moto.server import MotoRequestHandler  # type: ignore[attr-defined]
     from werkzeug.serving import run_simple
 
-    app = DurableApp(DomainDispatcherApplication(create_backend_app), arguments.state_dir)
+    app = DurableApp(
+        DomainDispatcherApplication(create_backend_app),
+        arguments.state_dir,
+        arguments.snapshot_every,
+    )
     if arguments.state_dir is not None:
         began = time.monotonic()
         replayed = app.restore()
