@@ -80,7 +80,7 @@ integration: $(STAMP)
 # The container e2e tests run scripts inside the runner image: build it first (cached).
 # The modules that bring their own stack and mostly wait on the wall clock (the production
 # pace, the outage drill) run in a second pytest beside the rest; their report follows.
-E2E_WAITING := tests/e2e/test_on_time.py tests/e2e/test_catch_up.py
+E2E_WAITING := tests/e2e/test_on_time.py tests/e2e/test_catch_up.py tests/e2e/test_durable_state.py
 e2e: $(STAMP) runner-image-local
 	mkdir -p .local
 	$(BIN)/pytest -p no:cacheprovider --durations=5 $(E2E_WAITING) > .local/e2e-waiting.log 2>&1 & \

@@ -128,6 +128,16 @@ class Clock:
                 module.utcnow = self._patched  # type: ignore[attr-defined]
 
 
+class StateError(RuntimeError):
+    """The saved state cannot be restored by this moto."""
+
+
+def _moto_version() -> str:
+    from importlib.metadata import version
+
+    return version("moto")
+
+
 def _moto_random() -> random.Random:
     from moto.moto_api._internal import mock_random
 
@@ -463,7 +473,7 @@ class DurableApp:
                     or self.journal.bytes >= JOURNAL_BYTES
                 ):
                     self._compacting = True
-                    threading.Thread(target=self.compact, name="moto-compact").start()
+                    threading.Thread(target=self.compact, name="moto-compact", daemon=True).start()
             elif self.journal is not None:
                 position = self.journal.written  # what this request may have seen
         if journal:
@@ -508,7 +518,12 @@ class DurableApp:
         snapshot = self.directory / SNAPSHOT
         covered = 0
         if snapshot.exists():
-            covered, state = pickle.loads(snapshot.read_bytes())  # noqa: S301  # our own file
+            version, covered, state = pickle.loads(snapshot.read_bytes())  # noqa: S301
+            if version != _moto_version():
+                raise StateError(
+                    f"{snapshot} was written by moto {version}, this is moto "
+                    f"{_moto_version()}: start with empty state (make run FRESH=1, or --fresh)"
+                )
             load_state(state)
             self.clock.install()
         self._sequence = covered
@@ -545,7 +560,7 @@ class DurableApp:
         assert self.directory is not None
         temporary = self.directory / f"{SNAPSHOT}.tmp"
         with temporary.open("wb") as out:
-            pickle.dump((sequence, state), out, pickle.HIGHEST_PROTOCOL)
+            pickle.dump((_moto_version(), sequence, state), out, pickle.HIGHEST_PROTOCOL)
             out.flush()
             os.fsync(out.fileno())
         temporary.replace(self.directory / SNAPSHOT)
@@ -590,7 +605,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if arguments.state_dir is not None:
         began = time.monotonic()
-        replayed = app.restore()
+        try:
+            replayed = app.restore()
+        except StateError as error:
+            print(f"moto_app: {error}", file=sys.stderr, flush=True)
+            return 2
         print(
             f"moto_app: state {arguments.state_dir}: {replayed} requests replayed after the "
             f"snapshot in {time.monotonic() - began:.2f} s",
