@@ -202,15 +202,7 @@ def load_state(data: bytes) -> None:
 def _sqs_message_count() -> int:
     """Messages in every SQS queue (a receive that moves messages to a dead-letter queue
     changes state without returning any)."""
-    models = sys.modules.get("moto.sqs.models")
-    if models is None:
-        return 0
-    total = 0
-    for account in models.sqs_backends.values():
-        for backend in account.values():
-            for queue in backend.queues.values():
-                total += len(queue._messages)
-    return total
+    return sum(len(queue._messages) for queue in _sqs_queues())
 
 
 # --------------------------------------------------------------------------- the journal
@@ -357,6 +349,37 @@ def _short_poll(environ: dict[str, Any], body: bytes) -> tuple[bytes, float]:
     return urlencode(form).encode(), wait
 
 
+def _sqs_queues() -> Iterator[Any]:
+    models = sys.modules.get("moto.sqs.models")
+    if models is None:
+        return
+    for account in models.sqs_backends.values():
+        for backend in account.values():
+            yield from backend.queues.values()
+
+
+def _queue_condition(body: bytes) -> threading.Condition | None:
+    """The condition moto notifies when a message is added to the queue a ReceiveMessage
+    names (JSON protocol), or None."""
+    try:
+        url = str(json.loads(body or b"{}").get("QueueUrl", ""))
+    except (ValueError, AttributeError):
+        return None
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    for queue in _sqs_queues():
+        if queue.name == name:
+            condition: threading.Condition = queue._messages_lock
+            return condition
+    return None
+
+
+def _notify_queues() -> None:
+    """Wake the long polls: an SQS request may have made a message deliverable."""
+    for queue in _sqs_queues():
+        with queue._messages_lock:
+            queue._messages_lock.notify_all()
+
+
 def _received_any(response: bytes) -> bool:
     if response.startswith(b"{"):
         try:
@@ -419,7 +442,6 @@ class DurableApp:
         self.journal = Journal(directory) if directory is not None else None
         self.clock = Clock()
         self._lock = threading.Lock()
-        self._changed = threading.Condition(threading.Lock())
         self._compacting = False
         self._sequence = 0
 
@@ -444,19 +466,39 @@ class DurableApp:
         short, wait = _short_poll(recorded, body)
         recorded = {**recorded, "CONTENT_LENGTH": str(len(short))}
         deadline = time.monotonic() + wait
+        # The queue's own condition, notified by moto when a message is added to it and by
+        # _apply after any SQS request that may make one deliverable (a delete frees a FIFO
+        # group, a visibility change): held from the poll to the wait, so none is missed.
+        # Once a second, the poll is repeated anyway (a message's visibility timeout ends).
+        condition = _queue_condition(short)
         while True:
-            status, headers, response, position = self._apply(recorded, short, "receive")
+            status, headers, response, position = self._apply(
+                recorded, short, "receive", hold=condition
+            )
+            remaining = deadline - time.monotonic()
+            done = remaining <= 0 or not status.startswith("200") or _received_any(response)
+            if condition is not None:
+                try:
+                    if not done:
+                        condition.wait(min(remaining, 1.0))
+                finally:
+                    condition.release()
+            elif not done:
+                time.sleep(min(remaining, 0.2))  # no such queue (yet)
             if self.journal is not None:
                 self.journal.sync(position)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not status.startswith("200") or _received_any(response):
+            if done:
                 return status, headers, response
-            with self._changed:
-                self._changed.wait(min(remaining, 0.2))
 
     def _apply(
-        self, recorded: dict[str, str], body: bytes, journal: bool | str
+        self,
+        recorded: dict[str, str],
+        body: bytes,
+        journal: bool | str,
+        hold: threading.Condition | None = None,
     ) -> tuple[str, list[tuple[str, str]], bytes, int]:
+        """Apply a request; journal it if `journal` (for "receive": if it changed anything).
+        `hold` is acquired before the lock is released (the caller releases it)."""
         with self._lock:
             instant, seed = time.time(), int.from_bytes(os.urandom(8)) >> 1
             before = _sqs_message_count() if journal == "receive" else 0
@@ -476,9 +518,10 @@ class DurableApp:
                     threading.Thread(target=self.compact, name="moto-compact", daemon=True).start()
             elif self.journal is not None:
                 position = self.journal.written  # what this request may have seen
-        if journal:
-            with self._changed:
-                self._changed.notify_all()
+            if journal and recorded.get("HTTP_X_AMZ_TARGET", "").startswith("AmazonSQS."):
+                _notify_queues()
+            if hold is not None:
+                hold.acquire()
         return status, headers, response, position
 
     def _run(
