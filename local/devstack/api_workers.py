@@ -44,6 +44,7 @@ def _worker_main(stack: Stack, functions: list[str], connection: Connection, par
     invoker = Functions(stack)
     for function in functions:
         invoker.load(function)
+    connection.send(("ready", os.getpid()))
     while True:
         try:
             function, event = connection.recv()
@@ -54,6 +55,9 @@ def _worker_main(stack: Stack, functions: list[str], connection: Connection, par
         except Exception:
             reply = ("error", traceback.format_exc())
         connection.send(reply)
+
+
+READY_TIMEOUT = 180.0  # loading the handlers: seconds on a quiet machine, more on a busy one
 
 
 class _Worker:
@@ -67,6 +71,17 @@ class _Worker:
         )
         self.process.start()
         child.close()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Block until the worker has loaded the handlers (a warm container)."""
+        if not self.connection.poll(timeout):
+            raise RuntimeError(f"API worker {self.process.pid} not ready within {timeout:.0f} s")
+        try:
+            message, _ = self.connection.recv()
+        except (EOFError, OSError) as error:
+            raise RuntimeError(f"API worker {self.process.pid} died while starting") from error
+        if message != "ready":
+            raise RuntimeError(f"API worker {self.process.pid} said {message!r}")
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         try:
@@ -112,8 +127,11 @@ class ApiWorkers:
             return worker
 
     def start(self) -> None:
-        for _ in range(self.count):
-            self._idle.put(self._spawn())
+        """Start the workers (they load in parallel) and return once all are ready."""
+        workers = [self._spawn() for _ in range(self.count)]
+        for worker in workers:
+            worker.wait_ready()
+            self._idle.put(worker)
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         worker = self._idle.get()
@@ -125,6 +143,7 @@ class ApiWorkers:
                 with self._lock:
                     self._all.remove(worker)
                 worker = self._spawn()
+                worker.wait_ready()
             raise
         finally:
             self._idle.put(worker)
