@@ -581,6 +581,9 @@ class DurableApp:
                 self._sequence = sequence
                 replayed += 1
         last = segments[-1][0] if segments else 0
+        for _, path in segments:
+            if path.stat().st_size == 0:  # a start that wrote nothing
+                path.unlink()
         self.journal.open_segment(last + 1)
         if replayed or not snapshot.exists():
             self._write_snapshot(self._sequence, dump_state(), last + 1)
