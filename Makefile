@@ -17,9 +17,10 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt cli/pyproject.toml
 install: $(STAMP)
 
 ## Start moto server, create the template's resources and serve the API on 127.0.0.1:3000.
+## State (jobs, runs, scripts, queues) is kept in .local/aws across restarts; FRESH=1 starts empty.
 run: export PYTHONPATH := layers/common/python:local
 run: $(STAMP)
-	$(BIN)/python -m devstack run
+	$(BIN)/python -m devstack run $(if $(FRESH),--fresh)
 
 ## Print a bearer token the local stack accepts: make token USER=alice
 # (USER from the environment is the login name: only `USER=` on the command line counts.)
@@ -79,7 +80,7 @@ integration: $(STAMP)
 # The container e2e tests run scripts inside the runner image: build it first (cached).
 # The modules that bring their own stack and mostly wait on the wall clock (the production
 # pace, the outage drill) run in a second pytest beside the rest; their report follows.
-E2E_WAITING := tests/e2e/test_on_time.py tests/e2e/test_catch_up.py
+E2E_WAITING := tests/e2e/test_on_time.py tests/e2e/test_catch_up.py tests/e2e/test_durable_state.py
 e2e: $(STAMP) runner-image-local
 	mkdir -p .local
 	$(BIN)/pytest -p no:cacheprovider --durations=5 $(E2E_WAITING) > .local/e2e-waiting.log 2>&1 & \

@@ -122,11 +122,22 @@ class LocalStack:
     def pids(self) -> dict[str, int]:
         state = json.loads((self.state_dir / "stack.json").read_text())
         pids = {"devstack": state["pid"], "moto": state.get("moto_pid") or self.moto_pid}
+        # The stack's children but moto: its API worker processes.
+        for number, child in enumerate(sorted(_children(state["pid"]) - {pids["moto"]})):
+            pids[f"worker-{number}"] = child
         return {name: pid for name, pid in pids.items() if pid}
 
     def token(self, user: str) -> str:
         keys = auth.KeyPair.load_or_create(self.state_dir)
         return keys.mint(user, issuer=auth.issuer_for(self.api_port))
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        found.update(int(child) for child in children)
+    return found
 
 
 def start_stack(
@@ -363,7 +374,8 @@ def run(mode: Mode) -> dict[str, Any]:
     step_duration = mode.pick(8.0, 2.0)
     gets_duration = mode.pick(15.0, 2.0)
     work = mode.results_dir / "work"
-    with moto_server(work / "api_load-moto.log") as moto:
+    # moto as `make run` starts it: durable (every write on disk before its answer).
+    with moto_server(work / "api_load-moto.log", work / "api_load-aws") as moto:
         return _run(
             mode,
             work,
@@ -442,7 +454,8 @@ def _run(
                     for op, v in per_op.items()
                 ],
             ),
-            f"CPU during the run: stack process {cpu.get('devstack', 0):.1f} s, moto "
+            f"CPU during the run: stack process {cpu.get('devstack', 0):.1f} s, its API worker "
+            f"processes {sum(v for k, v in cpu.items() if k.startswith('worker-')):.1f} s, moto "
             f"{cpu.get('moto', 0):.1f} s, load generator {main_figures['client_cpu_s']:.1f} s "
             f"(of {duration * (os.cpu_count() or 1):.0f} core-seconds). Generator send lag p99 "
             f"{fmt(main_figures['send_lag_ms']['p99'])} ms.",

@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -169,21 +170,14 @@ def free_port() -> int:
         return port
 
 
-class BenchMoto(MotoServer):
-    """moto server as the local stack starts it, but `python -m bench.moto_fast` (moto with
-    transactions that do not copy whole tables; see that module)."""
-
-    module = "bench.moto_fast"
-
-    def environment(self) -> dict[str, str]:
-        paths = [str(ROOT), str(ROOT / "layers/common/python"), str(ROOT / "local")]
-        return super().environment() | {"PYTHONPATH": os.pathsep.join(paths)}
-
-
 @contextmanager
-def moto_server(log_path: Path) -> Iterator[MotoServer]:
-    """moto server on a free port, with this process's AWS environment pointing at it."""
-    server = BenchMoto(HOST, free_port(), log_path)
+def moto_server(log_path: Path, state_dir: Path | None = None) -> Iterator[MotoServer]:
+    """moto server as `make run` starts it (`devstack.moto_app`: transactions and queries that
+    do not cost in proportion to the table; with `state_dir`, durable as `make run` is) on a
+    free port, with this process's AWS environment pointing at it."""
+    if state_dir is not None and state_dir.exists():
+        shutil.rmtree(state_dir)
+    server = MotoServer(HOST, free_port(), log_path, state_dir=state_dir)
     server.start()
     saved = dict(os.environ)
     os.environ.update(aws_environment(server.endpoint))

@@ -127,6 +127,21 @@ def _parser() -> argparse.ArgumentParser:
         "locally, as `python -m devstack image`; env DEVSTACK_RUNNER_IMAGE)",
     )
     run.add_argument(
+        "--api-workers",
+        type=int,
+        default=_env_int("DEVSTACK_API_WORKERS", 4),
+        help="worker processes running the API's functions, each one invocation at a time "
+        "(default %(default)s; 0: in the stack's process, one at a time; env "
+        "DEVSTACK_API_WORKERS)",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        default=bool(os.environ.get("DEVSTACK_FRESH")),
+        help="start with empty AWS state: remove the jobs, runs, scripts and queues kept in "
+        "<state-dir>/aws from the last run (keys and tokens are kept; env DEVSTACK_FRESH=1)",
+    )
+    run.add_argument(
         "--function-env",
         action="append",
         default=[],
@@ -218,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             runner_image=arguments.runner_image,
             iam=arguments.iam == "on",
             iam_revoke=tuple(arguments.iam_revoke),
+            fresh=arguments.fresh,
+            api_workers=arguments.api_workers,
         )
         return stack.run(config)
     keys = auth.KeyPair.load_or_create(state_dir)

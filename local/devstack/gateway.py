@@ -14,14 +14,18 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from devstack.auth import JwtAuthorizer, Unauthorized
 from devstack.template import Route, Stack
 
-if TYPE_CHECKING:
-    from devstack.stack import Functions
+
+class Invoker(Protocol):
+    """Runs a function on an event: `Functions` (in this process) or `ApiWorkers`."""
+
+    def invoke(self, function: str, event: dict[str, Any]) -> Any: ...
+
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload quota
 ACCOUNT_ID = "123456789012"
@@ -174,7 +178,7 @@ class ApiGateway:
     def __init__(
         self,
         stack: Stack,
-        functions: Functions,
+        functions: Invoker,
         *,
         authorizer: JwtAuthorizer,
         host: str,

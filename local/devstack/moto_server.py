@@ -1,4 +1,5 @@
-"""moto server in its own process: the local stack's AWS."""
+"""moto server in its own process: the local stack's AWS (`devstack.moto_app`: moto's own
+server with faster DynamoDB transactions and queries, and with a state directory, durable)."""
 
 from __future__ import annotations
 
@@ -34,16 +35,27 @@ def _die_with_parent(parent: int) -> None:
 
 
 class MotoServer:
-    """`python -m moto.server` on host:port; start() returns once it answers HTTP."""
+    """`python -m devstack.moto_app` on host:port, its state kept in `state_dir` (None: in
+    memory only); start() returns once it answers HTTP (after restoring its state)."""
 
     name = "moto"
-    module = "devstack.moto_server"  # what `python -m` runs: moto.server, presigned URLs too
+    # What `python -m` runs: moto's app with its state on disk (moto_app), presigned S3
+    # requests authorised as their signer under IAM enforcement (below).
+    module = "devstack.moto_app"
 
-    def __init__(self, host: str, port: int, log_path: Path, startup_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        log_path: Path,
+        startup_timeout: float = 120.0,
+        state_dir: Path | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.log_path = log_path
         self.startup_timeout = startup_timeout
+        self.state_dir = state_dir
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -64,8 +76,11 @@ class MotoServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         parent = os.getpid()
+        command = [sys.executable, "-m", self.module, "-H", self.host, "-p", str(self.port)]
+        if self.state_dir is not None:
+            command += ["--state-dir", str(self.state_dir)]
         self._process = subprocess.Popen(
-            [sys.executable, "-m", self.module, "-H", self.host, "-p", str(self.port)],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -78,8 +93,12 @@ class MotoServer:
         self._wait_until_ready()
 
     def environment(self) -> dict[str, str]:
-        """The server's environment: ours, without an endpoint pointing at some other AWS."""
-        return {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+        """The server's environment: ours, without an endpoint pointing at some other AWS, with
+        `devstack` importable."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+        local = str(Path(__file__).resolve().parents[1])
+        path = [local, *filter(None, inherited.get("PYTHONPATH", "").split(os.pathsep))]
+        return inherited | {"PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -110,7 +129,7 @@ class MotoServer:
         if process is not None and process.poll() is None:
             process.terminate()
             try:
-                process.wait(timeout=5)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
@@ -153,7 +172,7 @@ class AttachedAws:
 # -- moto with presigned S3 requests under IAM enforcement --------------------------------------
 
 
-def _allow_presigned_requests() -> None:
+def allow_presigned_requests() -> None:
     """moto's IAM enforcement reads the `Authorization` header of every request; a presigned
     URL has none (its signature is in the query string), so moto answers it 500. Here a request
     without that header that names its signer's key (`X-Amz-Credential` for SigV4,
@@ -214,7 +233,7 @@ def main(argv: list[str]) -> None:
     presigned S3 requests authorised under IAM enforcement."""
     from moto.server import main as moto_main
 
-    _allow_presigned_requests()
+    allow_presigned_requests()
     moto_main(argv)
 
 

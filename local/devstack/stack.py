@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from devstack import auth, iam, images, pipeline, resources, sam_local
+from devstack.api_workers import ApiWorkers
 from devstack.gateway import ApiGateway
 from devstack.lambda_runtime import Handler, context_for, load_handler
 from devstack.moto_server import AttachedAws, MotoServer, port_in_use
@@ -35,6 +37,7 @@ DEFAULT_STATE_DIR = ROOT / ".local"
 REGION = "us-east-1"
 PAGE_TOKEN_SECRET_FILE = "page-token-secret"  # noqa: S105  # a file name
 STATE_FILE = "stack.json"
+AWS_STATE_DIR = "aws"  # moto's snapshot and journal, under the state directory
 
 
 class Service(Protocol):
@@ -82,6 +85,10 @@ class Config:
     iam: bool = True
     # (function, action) pairs taken out of the functions' policies (`--iam-revoke`).
     iam_revoke: tuple[tuple[str, str], ...] = ()
+    # Start with empty AWS state (moto's snapshot and journal removed) instead of the last one.
+    fresh: bool = False
+    # Worker processes running the HTTP API's functions (0: in this process, one at a time).
+    api_workers: int = 4
 
     @property
     def issuer(self) -> str:
@@ -118,6 +125,15 @@ class Functions:
         }
         self._cold_start = threading.Lock()
 
+    def load(self, function: str) -> Handler:
+        """The function's handler, imported on first use (a cold start)."""
+        handler = self._handlers.get(function)
+        if handler is None:
+            with self._cold_start:
+                os.environ.update(self.stack.environment(function))
+                handler = self._handlers[function] = load_handler(self.stack, function)
+        return handler
+
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         with self._locks[function]:
             os.environ.update(self.stack.environment(function))
@@ -125,10 +141,7 @@ class Functions:
             # function its own.
             as_function = iam.CURRENT_FUNCTION.set(function)
             try:
-                handler = self._handlers.get(function)
-                if handler is None:
-                    with self._cold_start:
-                        handler = self._handlers[function] = load_handler(self.stack, function)
+                handler = self.load(function)
                 return handler(event, context_for(self.stack, function))
             finally:
                 iam.CURRENT_FUNCTION.reset(as_function)
@@ -149,11 +162,16 @@ class Runtime:
 ServiceFactory = Callable[[Runtime], "Service | Sequence[Service]"]
 
 
-def _api_gateway(runtime: Runtime) -> Service:
+def _api_gateway(runtime: Runtime) -> list[Service]:
     config = runtime.config
-    return ApiGateway(
+    workers = None
+    if config.api_workers:
+        # Each worker signs its functions' calls as their roles too, when IAM is enforced.
+        principals = iam.load_credentials(config.state_dir)
+        workers = ApiWorkers(runtime.stack, config.api_workers, principals)
+    gateway = ApiGateway(
         runtime.stack,
-        runtime.functions,
+        workers or runtime.functions,
         authorizer=auth.JwtAuthorizer(
             issuer=config.issuer,
             audiences=runtime.stack.parameters["JwtAudience"].split(","),
@@ -163,6 +181,7 @@ def _api_gateway(runtime: Runtime) -> Service:
         port=config.api_port,
         documents=runtime.keys.discovery_documents(config.issuer),
     )
+    return [workers, gateway] if workers else [gateway]
 
 
 # The services started after moto and the resources, in order. Later work adds the watcher's
@@ -385,6 +404,24 @@ def _runner_image(config: Config) -> str:
     return config.runner_image
 
 
+def _aws(config: Config) -> MotoServer | AttachedAws:
+    """The stack's AWS: the endpoint given, or moto server keeping its state in
+    <state dir>/aws (removed first with --fresh)."""
+    if config.aws_endpoint:
+        attached = AttachedAws(config.aws_endpoint)
+        _say(f"devstack: attaching to the AWS endpoint {attached.endpoint} ...")
+        return attached
+    aws_state = config.state_dir / AWS_STATE_DIR
+    if config.fresh and aws_state.exists():
+        shutil.rmtree(aws_state)
+        _say(f"devstack: --fresh: removed the saved AWS state ({aws_state})")
+    moto = MotoServer(
+        config.host, config.moto_port, config.state_dir / "moto.log", state_dir=aws_state
+    )
+    _say(f"devstack: starting moto server on {moto.endpoint} (state: {aws_state}) ...")
+    return moto
+
+
 def run(config: Config) -> int:
     """Run the local stack until SIGINT/SIGTERM (exit 0) or until a service fails (exit 1)."""
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -404,13 +441,7 @@ def run(config: Config) -> int:
     code = 0
     with _stop_on_signals():
         try:
-            moto: MotoServer | AttachedAws
-            if config.aws_endpoint:
-                moto = AttachedAws(config.aws_endpoint)
-                _say(f"devstack: attaching to the AWS endpoint {moto.endpoint} ...")
-            else:
-                moto = MotoServer(config.host, config.moto_port, config.state_dir / "moto.log")
-                _say(f"devstack: starting moto server on {moto.endpoint} ...")
+            moto = _aws(config)
             supervisor.start(moto)
             os.environ.update(aws_environment(moto.endpoint))
             stack = local_stack(
