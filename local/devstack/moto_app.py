@@ -333,20 +333,46 @@ def _form_action(environ: dict[str, Any], body: bytes) -> str:
     return ""
 
 
-def _short_poll(environ: dict[str, Any], body: bytes) -> tuple[bytes, float]:
-    """A ReceiveMessage as a short poll (WaitTimeSeconds 0), and how long the caller asked to
-    wait (JSON protocol; the query protocol's form too)."""
+def _requested_wait(environ: dict[str, Any], body: bytes) -> float:
+    """How long a ReceiveMessage asks to wait (JSON protocol; the query protocol's form too)."""
     if environ.get("HTTP_X_AMZ_TARGET"):
-        request = json.loads(body or b"{}")
-        wait = float(request.get("WaitTimeSeconds") or 0)
-        request["WaitTimeSeconds"] = 0
-        return json.dumps(request).encode(), wait
-    from urllib.parse import parse_qsl, urlencode
+        return float(json.loads(body or b"{}").get("WaitTimeSeconds") or 0)
+    from urllib.parse import parse_qsl
 
-    form = dict(parse_qsl(body.decode()))
-    wait = float(form.get("WaitTimeSeconds") or 0)
-    form["WaitTimeSeconds"] = "0"
-    return urlencode(form).encode(), wait
+    return float(dict(parse_qsl(body.decode())).get("WaitTimeSeconds") or 0)
+
+
+def _replayable_session_tokens() -> None:
+    """moto draws an STS session token from os.urandom, which a replay cannot repeat: from its
+    seeded generator instead, so that a replayed request signed with a role session's token
+    (every call of a function under IAM enforcement, devstack.iam) finds that session."""
+    import base64
+
+    from moto.sts import models, utils
+
+    def session_token() -> str:
+        raw = bytes(_moto_random().getrandbits(8) for _ in range(266))
+        prefix = utils.SESSION_TOKEN_PREFIX
+        return prefix + base64.b64encode(raw)[len(prefix) :].decode()
+
+    utils.random_session_token = session_token
+    models.random_session_token = session_token  # type: ignore[attr-defined]
+
+
+def _receive_without_waiting() -> None:
+    """moto's ReceiveMessage, always a short poll: DurableApp waits between polls itself,
+    without holding its lock. The request's body is left as it came (under IAM enforcement
+    moto checks its signature, which covers the body)."""
+    from moto.sqs.models import SQSBackend
+
+    receive = SQSBackend.receive_message
+
+    def short_poll(
+        self: Any, queue_name: str, count: int, wait_seconds_timeout: int, *args: Any, **kw: Any
+    ) -> Any:
+        return receive(self, queue_name, count, 0, *args, **kw)
+
+    SQSBackend.receive_message = short_poll  # type: ignore[method-assign]
 
 
 def _sqs_queues() -> Iterator[Any]:
@@ -463,17 +489,15 @@ class DurableApp:
     def _receive(
         self, recorded: dict[str, str], body: bytes
     ) -> tuple[str, list[tuple[str, str]], bytes]:
-        short, wait = _short_poll(recorded, body)
-        recorded = {**recorded, "CONTENT_LENGTH": str(len(short))}
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + _requested_wait(recorded, body)
         # The queue's own condition, notified by moto when a message is added to it and by
         # _apply after any SQS request that may make one deliverable (a delete frees a FIFO
         # group, a visibility change): held from the poll to the wait, so none is missed.
         # Once a second, the poll is repeated anyway (a message's visibility timeout ends).
-        condition = _queue_condition(short)
+        condition = _queue_condition(body)
         while True:
             status, headers, response, position = self._apply(
-                recorded, short, "receive", hold=condition
+                recorded, body, "receive", hold=condition
             )
             remaining = deadline - time.monotonic()
             done = remaining <= 0 or not status.startswith("200") or _received_any(response)
@@ -647,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     from devstack.moto_server import allow_presigned_requests
 
     allow_presigned_requests()  # what IAM enforcement needs of moto (devstack.iam)
+    _receive_without_waiting()
+    _replayable_session_tokens()
     app = DurableApp(
         DomainDispatcherApplication(create_backend_app),
         arguments.state_dir,
