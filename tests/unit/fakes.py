@@ -555,7 +555,9 @@ class FakeRunStore:
 
         return self._change(run, lambda row: row.run.status is RunStatus.PENDING, apply)
 
-    def claim(self, run: Run, claim_id: str, now: datetime, claim_seconds: int) -> bool:
+    def claim(
+        self, run: Run, claim_id: str, now: datetime, claim_seconds: int, pack_id: str = ""
+    ) -> bool:
         def claimable(row: StoredRun) -> bool:
             if row.run.status in (RunStatus.PENDING, RunStatus.QUEUED):
                 return True
@@ -567,8 +569,9 @@ class FakeRunStore:
             )
 
         def apply(row: StoredRun) -> None:
+            pack = row.run.claim_pack or pack_id or f"{row.run.key}-{row.run.attempt}"
             row.run = row.run.model_copy(
-                update={"status": RunStatus.DISPATCHING, "updated_at": now}
+                update={"status": RunStatus.DISPATCHING, "updated_at": now, "claim_pack": pack}
             )
             row.claim_id = claim_id
             row.claim_until = epoch(now) + claim_seconds
@@ -823,6 +826,7 @@ class FakeRunStore:
                     "deferred": reason,
                     "updated_at": now,
                     "queued_at": None,
+                    "claim_pack": None,
                 }
             )
             row.deadline = row.claim_id = row.claim_until = None
@@ -867,6 +871,7 @@ def _claimed_by(claim_id: str) -> Callable[[StoredRun], bool]:
 # What a retry clears: the finished attempt's traces (RunRepository.retry's REMOVE list).
 _ATTEMPT_FIELDS = (
     "task_id",
+    "claim_pack",
     "queued_at",
     "dispatched_at",
     "started_at",
@@ -912,7 +917,6 @@ class FakeRunObjects:
 
     def request_cancel(self, job_id: str, run_key: str, attempt: int, reason: str) -> None:
         body = json.dumps({"cancelled": True, "reason": reason})
-        self.objects.setdefault(keys.claim_key(job_id, run_key, attempt), body)
         self.objects[keys.cancel_key(job_id, run_key, attempt)] = body
 
     def cancel_requested(self, job_id: str, run_key: str, attempt: int) -> bool:

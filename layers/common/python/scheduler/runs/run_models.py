@@ -176,6 +176,9 @@ class Run(BaseModel):
     # The attempt holds one of its owner's concurrent_runs places (taken by the executor at
     # dispatch, given back by the write that ends the attempt); not shown.
     holds_place: bool | None = Field(default=None, exclude=True)
+    # The pack the attempt was first claimed for dispatch in: every task that holds it takes
+    # that pack's claim objects (runner/jobrunner/claims.py); not shown.
+    claim_pack: str | None = Field(default=None, exclude=True)
 
 
 class RunSummary(BaseModel):
