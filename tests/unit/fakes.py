@@ -309,22 +309,23 @@ class FakeJobStore:
     def advance(
         self, job: Job, current: ScheduleItem, following: datetime | None
     ) -> ScheduleItem | None:
+        # JobRepository.advance: the job first (ACTIVE, and showing the taken occurrence or
+        # already the next), then the next item, then the taken one goes; plain writes.
         with self._schedule.transaction():
             row = self._rows.get(job.job_id)
-            if (
-                not self._schedule.contains(current)
-                or row is None
-                or row.job.status is not JobStatus.ACTIVE
-            ):
-                # Another tick advanced it, or the job is paused or gone: the taken item goes.
+            shows = row is not None and row.job.next_run_at in (
+                from_epoch(current.scheduled_at),
+                following,
+            )
+            if row is None or row.job.status is not JobStatus.ACTIVE or not shows:
+                # Paused, gone, or advanced past this item by another taker: the item goes.
                 self._schedule.delete(current)
                 return None
-            self._schedule.delete(current)
             row.job = _as_stored(row.job.model_copy(update={"next_run_at": following}))
-            if following is None:
-                return None
-            item = _occurrence(job, following)
-            self._schedule.put(item)
+            item = None if following is None else _occurrence(job, following)
+            if item is not None:
+                self._schedule.put(item)
+            self._schedule.delete(current)
             return item
 
     def list_for_owner(
@@ -586,7 +587,7 @@ class FakeRunStore:
         self._change(run, _claimed_by(claim_id), apply)
 
     def mark_dispatched(
-        self, run: Run, claim_id: str, task_id: str, now: datetime, deadline: int
+        self, run: Run, claim_id: str, task_id: str, now: datetime, deadline: int | None
     ) -> bool:
         def apply(row: StoredRun) -> None:
             row.run = row.run.model_copy(
@@ -597,7 +598,8 @@ class FakeRunStore:
                     "updated_at": now,
                 }
             )
-            row.deadline = deadline
+            if deadline is not None:  # None: the deadline it was queued with stays
+                row.deadline = deadline
 
         return self._change(run, _claimed_by(claim_id), apply)
 

@@ -81,7 +81,11 @@ class Executor:
 
         def mark(run: Run) -> None:
             start = max(run.not_before, epoch(now))
-            deadline = start + run.timeout_seconds + self._grace
+            deadline: int | None = start + run.timeout_seconds + self._grace
+            if run.status is RunStatus.QUEUED and epoch(now) <= run.not_before:
+                # Queued with this very deadline (the watcher's formula, from the same second):
+                # kept, so the in-flight index entry is not rewritten.
+                deadline = None
             dispatched = self._clock()
             if self._runs.mark_dispatched(run, claim_id, task_id, dispatched, deadline):
                 lead = run.not_before - epoch(dispatched)

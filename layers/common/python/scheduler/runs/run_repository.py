@@ -274,22 +274,24 @@ class RunRepository:
         )
 
     def mark_dispatched(
-        self, run: Run, claim_id: str, task_id: str, now: datetime, deadline: int
+        self, run: Run, claim_id: str, task_id: str, now: datetime, deadline: int | None
     ) -> bool:
+        """The claimed run is in its task. `deadline` None keeps the one it was queued with
+        (the same value: the run is dispatched ahead of its second), so the in-flight index
+        entry is not rewritten (a changed key costs the index a delete and a put)."""
+        sets = "SET #st = :dispatched, task_id = :task, dispatched_at = :now, updated_at = :now"
+        values: dict[str, Any] = {
+            ":dispatched": RunStatus.DISPATCHED.value,
+            ":dispatching": RunStatus.DISPATCHING.value,
+            ":claim": claim_id,
+            ":task": task_id,
+            ":now": times.to_text(now),
+        }
+        if deadline is not None:
+            sets += ", inflight_shard = :shard, deadline = :deadline"
+            values |= {":shard": self._inflight_shard(run.job_id), ":deadline": deadline}
         return self._update(
-            run,
-            "SET #st = :dispatched, task_id = :task, dispatched_at = :now, updated_at = :now, "
-            "inflight_shard = :shard, deadline = :deadline",
-            "attempt = :attempt AND claim_id = :claim AND #st = :dispatching",
-            {
-                ":dispatched": RunStatus.DISPATCHED.value,
-                ":dispatching": RunStatus.DISPATCHING.value,
-                ":claim": claim_id,
-                ":task": task_id,
-                ":now": times.to_text(now),
-                ":shard": self._inflight_shard(run.job_id),
-                ":deadline": deadline,
-            },
+            run, sets, "attempt = :attempt AND claim_id = :claim AND #st = :dispatching", values
         )
 
     def mark_waiting(self, run: Run, now: datetime, deadline: int) -> bool:
