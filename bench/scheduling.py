@@ -438,6 +438,10 @@ def analyse(
     writes = sum(v["write_requests"] for v in dynamo_billed.values())
     rru = sum(v["rru"] for v in dynamo_billed.values())
     wru = sum(v["wru"] for v in dynamo_billed.values())
+    wru_by_write = {
+        who: {label: units / n for label, units in sorted(v.get("wru_by_write", {}).items())}
+        for who, v in dynamo_billed.items()
+    }
     sqs = sum(c for op, c in per_service.items() if op.startswith("sqs."))
     sqs -= sum(c for who, c in meter.empty_receives.items() if _billed_component(who))
     sqs_billed = sum(c for who, c in meter.sqs_billed.items() if _billed_component(who))
@@ -504,6 +508,7 @@ def analyse(
         "calls_by_component": calls,
         "empty_receives": dict(meter.empty_receives),
         "dynamodb_by_component": dynamo,
+        "dynamodb_wru_by_write_per_run": wru_by_write,
         "s3_requests_by_kind": dict(s3_requests),
         "functions": functions_cpu,
         "process_cpu_s": cpu,
