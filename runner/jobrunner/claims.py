@@ -13,6 +13,9 @@ Two levels, one S3 conditional PUT (If-None-Match: *) each:
    is never started elsewhere, and a run not named there is started by whoever takes its run
    claim.
 
+A PUT retried after S3 stored it (its answer was lost) finds its own claim: the claim carries a
+random token, read back on a 412, so a task never mistakes its own claim for another's.
+
 Fails open where it can: if S3 cannot be reached for the pack claim, the runs start anyway (at
 least once matters more than at most once); a lost pack claim whose object cannot be read
 starts nothing (the winner may hold every run), and those runs are retried after their
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import uuid
 
 from jobrunner.log import log
 from jobrunner.manifest import RunSpec
@@ -66,7 +70,10 @@ class PackClaims:
     def _claim_pack(self, spec: RunSpec, url: str) -> set[str] | None:
         """None if this task took the pack claim; else the runs its winner holds."""
         mine = sorted(_ref(s) for s in self._runs if s.claim_url == url)
-        body = json.dumps({"runs": mine, "pid": os.getpid(), "host": os.uname().nodename}).encode()
+        token = uuid.uuid4().hex  # tells our own claim from another task's, read back
+        body = json.dumps(
+            {"runs": mine, "token": token, "pid": os.getpid(), "host": os.uname().nodename}
+        ).encode()
         try:
             if http_put_if_absent(url, body):
                 return None
@@ -74,13 +81,13 @@ class PackClaims:
             log("claim_failed", "warning", **spec.ids, error=str(exc))
             return None  # fail open
         try:
-            raw = (
-                http_get_if_present(spec.claim_read_url, MAX_CLAIM_BYTES)
-                if (spec.claim_read_url)
-                else None
-            )
-            named = json.loads(raw)["runs"] if raw is not None else None
-        except (TransferError, ValueError, KeyError, TypeError) as exc:
+            read = spec.claim_read_url
+            raw = http_get_if_present(read, MAX_CLAIM_BYTES) if read else None
+            found = json.loads(raw) if raw is not None else {}
+            if found.get("token") == token:
+                return None  # ours: a PUT retried after S3 had stored it (its answer was lost)
+            named = found.get("runs")
+        except (TransferError, ValueError, AttributeError) as exc:
             log("claim_unreadable", "warning", **spec.ids, error=type(exc).__name__)
             named = None
         if not isinstance(named, list):

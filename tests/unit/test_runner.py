@@ -43,6 +43,8 @@ class Store:
     puts: dict[str, bytes] = field(default_factory=dict)  # PUT path -> body
     put_types: dict[str, str] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)  # path -> 503s still to answer
+    # path -> PUTs still to store and then answer 500 (S3 wrote it, the answer was lost)
+    lost_answers: dict[str, int] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)  # DELETE paths, in order
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -91,6 +93,12 @@ class FakeS3:
                         return
                     store.puts[path] = body
                     store.put_types[path] = self.headers.get("Content-Type", "")
+                    lost = store.lost_answers.get(path, 0)
+                    if lost:
+                        store.lost_answers[path] = lost - 1
+                if lost:
+                    self.send_error(500)
+                    return
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -586,6 +594,20 @@ def test_an_attempt_claimed_by_another_task_is_not_run_twice(s3: FakeS3) -> None
     assert s3.store.puts["/reports/a/finished.json"] == after_first["/reports/a/finished.json"]
     stderr = second.stderr.read() if second.stderr else b""
     assert stderr.count(b"run_claimed_elsewhere") == 1, stderr
+
+
+def test_a_claim_whose_answer_was_lost_is_still_ours(s3: FakeS3) -> None:
+    # Given a pack claim that S3 stores but whose answer is lost (the runner retries the PUT)
+    claim = f"{s3.base}/claims/packs/p/2.json?X-Amz-Signature=abc"
+    s3.store.lost_answers["/claims/packs/p/2.json"] = 1
+    entry = s3.run("mine", "print('ran')\n", claim_url=claim, claim_read_url=claim)
+
+    # When the runner runs it
+    proc = start_runner(runner_env(s3.manifest([entry])))
+    assert proc.wait(timeout=30) == 0
+
+    # Then the retried PUT's 412 is recognised as its own claim (its token), and the run runs
+    assert s3.report("mine", "finished")["status"] == "SUCCEEDED"
 
 
 def test_a_short_run_reports_no_start_and_a_long_one_does(s3: FakeS3) -> None:
