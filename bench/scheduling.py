@@ -448,6 +448,7 @@ def analyse(
     run_tasks = per_service.get("ecs.RunTask", 0)
     s3_total = sum(s3_requests.values())
     s3_puts = sum(c for k, c in s3_requests.items() if k.startswith(("PUT", "POST")))
+    s3_free = sum(c for k, c in s3_requests.items() if k.startswith("DELETE"))  # not billed
     report_objects = sum(c for k, c in s3_requests.items() if k == "PUT reports/")
     functions_cpu = {
         name: {
@@ -471,7 +472,7 @@ def analyse(
         "run_task_calls": run_tasks / n,
         "s3_requests": s3_total / n,
         "s3_put_class": s3_puts / n,
-        "s3_get_class": (s3_total - s3_puts) / n,
+        "s3_get_class": (s3_total - s3_puts - s3_free) / n,
         "our_cpu_ms": our_cpu_ms,
         "lambda_invocations": {k: v["invocations"] / n for k, v in functions_cpu.items()},
     }
