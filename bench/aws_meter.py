@@ -184,6 +184,10 @@ class DynamoUsage:
     deferred_reads: Counter[tuple[str, bool]] = field(default_factory=Counter)
     wru_known: int = 0  # writes whose size was known (puts)
     index_wru: int = 0
+    # the same units by what the write does (write_label): known units, and deferred item
+    # writes by table, priced at the end like the others
+    wru_by_label: Counter[str] = field(default_factory=Counter)
+    deferred_by_label: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     @property
     def read_requests(self) -> int:
@@ -361,14 +365,22 @@ class AwsMeter:
     ) -> None:
         """One item written (Put, Update, Delete or ConditionCheck); `factor` 2 in a
         transaction. Charged even when its condition fails; index writes only on success."""
+        label = write_label(kind, spec, factor, failed)
         if kind == "Put":
-            usage.wru_known += factor * _wru(item_size(spec["Item"]))
+            units = factor * _wru(item_size(spec["Item"]))
+            usage.wru_known += units
+            usage.wru_by_label[label] += units
             if not failed:
-                usage.index_wru += self._index_put(table, spec["Item"])
+                index = self._index_put(table, spec["Item"])
+                usage.index_wru += index
+                usage.wru_by_label[label] += index
             return
         usage.deferred_writes[table] += factor
+        usage.deferred_by_label[(label, table)] += factor
         if not failed and kind in ("Update", "Delete"):
-            usage.index_wru += self._index_change(table, kind, spec)
+            index = self._index_change(table, kind, spec)
+            usage.index_wru += index
+            usage.wru_by_label[label] += index
 
     # -- index bookkeeping ---------------------------------------------------------------------
 
@@ -435,7 +447,11 @@ class AwsMeter:
                 n * _wru(int(mean_sizes.get(table, 1024)))
                 for table, n in usage.deferred_writes.items()
             )
+            by_label = Counter(usage.wru_by_label)
+            for (label, table), n in usage.deferred_by_label.items():
+                by_label[label] += n * _wru(int(mean_sizes.get(table, 1024)))
             out[who] = {
+                "wru_by_write": dict(by_label),
                 "requests": dict(usage.requests),
                 "read_requests": usage.read_requests,
                 "write_requests": usage.write_requests,
@@ -455,6 +471,63 @@ class AwsMeter:
             elif svc == service:
                 out[who][op] = n
         return dict(out)
+
+
+def write_label(kind: str, spec: dict[str, Any], factor: int, failed: bool) -> str:
+    """What a DynamoDB item write does, for the WRU-by-write table: the run status it sets (or
+    the attribute), the job's next run, the quota counters, the schedule items, the cursor."""
+    key = _plain(spec.get("Key") or spec.get("Item") or {})
+    values = _plain(spec.get("ExpressionAttributeValues") or {})
+    expression = str(spec.get("UpdateExpression", ""))
+    names = spec.get("ExpressionAttributeNames") or {}
+    if "job_id" in key and "key" in key:  # the runs table
+        label = _run_write_label(kind, spec, values, expression, names)
+    elif "bucket" in key:
+        label = "watcher cursor" if key.get("bucket") == "watcher" else f"schedule item {kind}"
+    else:
+        pk = str(key.get("pk", ""))
+        label = next(
+            (name for prefix, name in _JOBS_TABLE_ITEMS.items() if pk.startswith(prefix)),
+            f"{kind} other",
+        )
+        if pk.startswith("JOB#"):
+            label = "job next_run_utc" if "next_run_utc" in expression else "job update"
+    if factor > 1:
+        label += " [transaction]"
+    if failed:
+        label += " [condition failed]"
+    return label
+
+
+_JOBS_TABLE_ITEMS = {"QUOTA#": "runs_per_minute counter", "OWNER#": "owner running count"}
+
+
+def _run_write_label(
+    kind: str,
+    spec: dict[str, Any],
+    values: dict[str, Any],
+    expression: str,
+    names: dict[str, str],
+) -> str:
+    if kind == "Put":
+        return f"run created ({_plain(spec['Item']).get('status', '?')})"
+    status = re.search(r"#st = (:\w+)", expression)
+    if status and status.group(1) in values:
+        return f"run -> {values[status.group(1)]}"
+    if "holds_place" in expression:
+        return "run: place taken"
+    first = re.sub(r"^(SET|ADD|REMOVE)\s+", "", expression).split("=")[0].strip()
+    return f"run: {names.get(first, first) or kind}"
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    """DynamoDB JSON of strings and numbers, as plain values (enough for labels)."""
+    out: dict[str, Any] = {}
+    for name, value in item.items():
+        if isinstance(value, dict) and len(value) == 1:
+            ((kind, raw),) = value.items()
+            out[name] = raw if kind in ("S", "N") else kind
+    return out
 
 
 def _run_refs_in(body: Any) -> list[str]:

@@ -316,7 +316,8 @@ class MeteredFunctions(Functions):
 # --------------------------------------------------------------------------- moto's access log
 
 
-_ACCESS = re.compile(r'"(GET|PUT|POST|DELETE|HEAD) (/[^ ?"]*)')
+# moto (werkzeug) colours the lines of 4xx answers and DELETEs: S3 bills those requests too.
+_ACCESS = re.compile(r'"(?:\x1b\[[0-9;]*m)*(GET|PUT|POST|DELETE|HEAD) (/[^ ?"]*)')
 
 
 class MotoLog:

@@ -55,11 +55,57 @@ LATENCY_MS = {
     "ecs.RunTask": 150,
 }
 CONCURRENCY = {"WatcherFunction": 16}
-# Fargate: the task size of the template (RunnerCpu 512, RunnerMemory 1024) and when it runs:
-# queued 30-90 s before the scheduled second (lookahead 90 s, ticks 60 s apart: 60 s on
-# average), started at once, waits for the second, runs the script, reports (~5 s).
+# Fargate: the task size of the template (RunnerCpu 512, RunnerMemory 1024) and when it runs,
+# with the lead in force (docs/architecture.md, "On time"): a run is taken by the first tick
+# whose window reaches it, L = S + D + I + J = 170 s ahead at most, ticks I = 60 s apart, so it
+# is queued L - I .. L ahead (140 s on average); its task is up D + S = 95 s after that (a task
+# that starts in the expected S), then waits for the second: 15-75 s, 45 s on average.
 TASK_VCPU, TASK_GB = 0.5, 1.0
-MEAN_LEAD_S, REPORT_S, MINIMUM_S = 60.0, 5.0, 60.0
+TASK_START_S, DISPATCH_S, TICK_S, TICK_DELAY_S = 90.0, 5.0, 60.0, 15.0
+LEAD_S = TASK_START_S + DISPATCH_S + TICK_S + TICK_DELAY_S
+IDLE_MIN_S = LEAD_S - TICK_S - DISPATCH_S - TASK_START_S
+IDLE_MAX_S = LEAD_S - DISPATCH_S - TASK_START_S
+MEAN_IDLE_S = (IDLE_MIN_S + IDLE_MAX_S) / 2
+REPORT_S, MINIMUM_S = 5.0, 60.0
+# The control plane before issue 12 (docs/performance.md, full `make bench` of 2026-11-27:
+# claim, started, output and finished objects per run; six run record writes), per million runs.
+BEFORE = {
+    "date": "2026-11-27, full make bench (commit of bench/results/cost_model.json then)",
+    "per_run": {"s3_put_class": 4.12, "dynamodb_wru": 18.06, "sqs_standard_requests": 2.65},
+    "per_million": {
+        "Lambda watcher": 0.10,
+        "Lambda executor": 0.39,
+        "Lambda run_reports + task_events": 0.78,
+        "DynamoDB writes": 11.28,
+        "DynamoDB reads": 0.63,
+        "SQS FIFO (dispatch)": 0.02,
+        "SQS standard (reports)": 1.06,
+        "S3 PUT-class": 20.58,
+        "S3 GET-class": 1.54,
+        "EventBridge (rule, ECS events)": 0.0,
+    },
+    "total": 36.38,
+}
+# The same code base just before issue 12's changes (commit ffe73a2: the quotas' transactions in
+# place, a small output already inside `finished`), measured with `make bench-quick` on
+# 2026-11-30: what the changes are measured against.
+BASE = {
+    "date": "2026-11-30, make bench-quick at ffe73a2 (before issue 12's changes)",
+    "per_run": {"s3_put_class": 3.10, "dynamodb_wru": 26.62, "sqs_standard_requests": 2.60},
+    "per_million": {
+        "Lambda watcher": 0.14,
+        "Lambda executor": 0.46,
+        "Lambda run_reports + task_events": 0.91,
+        "DynamoDB writes": 16.64,
+        "DynamoDB reads": 0.70,
+        "SQS FIFO (dispatch)": 0.01,
+        "SQS standard (reports)": 1.04,
+        "S3 PUT-class": 15.50,
+        "S3 GET-class": 1.40,
+        "EventBridge (rule, ECS events)": 0.0,
+    },
+    "total": 36.81,
+}
 
 
 def lambda_costs(result: dict[str, Any], functions: list[str]) -> dict[str, dict[str, float]]:
@@ -108,8 +154,10 @@ def sqs_requests(result: dict[str, Any], components: list[str]) -> float:
     return total / runs
 
 
-def fargate_per_run(script_seconds: float, runs_per_task: float) -> float:
-    seconds = max(MINIMUM_S, MEAN_LEAD_S + script_seconds + REPORT_S)
+def fargate_per_run(
+    script_seconds: float, runs_per_task: float, idle_seconds: float = MEAN_IDLE_S
+) -> float:
+    seconds = max(MINIMUM_S, idle_seconds + script_seconds + REPORT_S)
     hourly = (
         TASK_VCPU * PRICES["fargate_arm64_vcpu_hour"] + TASK_GB * PRICES["fargate_arm64_gb_hour"]
     )
@@ -159,6 +207,66 @@ def run(mode: Mode) -> dict[str, Any]:
         for label, per_task in (("packing on (10 runs/task)", 10.0), ("packing off", 1.0))
     }
     fixed_month = fixed_costs()
+    hourly = (
+        TASK_VCPU * PRICES["fargate_arm64_vcpu_hour"] + TASK_GB * PRICES["fargate_arm64_gb_hour"]
+    )
+    idle = {
+        "lead_s": LEAD_S,
+        "task_idle_s_min_mean_max": [IDLE_MIN_S, MEAN_IDLE_S, IDLE_MAX_S],
+        "idle_s_per_run_packed": MEAN_IDLE_S / 10,
+        "idle_dollars_per_million_runs_packed": MEAN_IDLE_S / 3600 * hourly / 10 * million,
+        "idle_dollars_per_million_runs_unpacked": MEAN_IDLE_S / 3600 * hourly * million,
+    }
+    wru_by_write = _wru_by_write(ecs, dispatch) | _wru_by_write(local, status)
+    # The same 1 s script run by EventBridge Scheduler invoking a Lambda function (512 MB arm64,
+    # the size of ours; 1 s billed): the comparison a platform team makes.
+    lambda_1s = (PRICES["lambda_request"] + 1.0 * 0.5 * PRICES["lambda_arm64_gb_second"]) * million
+    compare = {
+        "EventBridge Scheduler + Lambda (512 MB, 1 s)": PRICES["eventbridge_scheduler_invocation"]
+        * million
+        + lambda_1s,
+        "this scheduler, packed (control plane + Fargate, 1 s script)": total
+        + fargate_per_run(1.0, 10.0) * million,
+        "this scheduler, unpacked": total + fargate_per_run(1.0, 1.0) * million,
+    }
+    before_rows = [
+        (
+            name,
+            f"${BEFORE['per_million'].get(name, 0.0):,.2f}",
+            f"${BASE['per_million'].get(name, 0.0):,.2f}",
+            f"${value:,.2f}",
+            f"{value - BASE['per_million'].get(name, 0.0):+,.2f}",
+        )
+        for name, value in items.items()
+    ]
+    before_rows.append(
+        (
+            "**total control plane**",
+            f"**${BEFORE['total']:,.2f}**",
+            f"**${BASE['total']:,.2f}**",
+            f"**${total:,.2f}**",
+            f"**{total - BASE['total']:+,.2f}**",
+        )
+    )
+    for label, key in (("S3 PUT-class per run", "s3_put_class"), ("WRU per run", "dynamodb_wru")):
+        now = s3_put if key == "s3_put_class" else wru_d + wru_s
+        before_rows.append(
+            (
+                label,
+                f"{BEFORE['per_run'][key]:.2f}",
+                f"{BASE['per_run'][key]:.2f}",
+                f"{now:.2f}",
+                f"{now - BASE['per_run'][key]:+.2f}",
+            )
+        )
+    write_rows = [
+        (f"{who.removesuffix('Function')}: {label}", f"{units:.2f}")
+        for who, labels in wru_by_write.items()
+        for label, units in sorted(labels.items(), key=lambda kv: -kv[1])
+    ]
+    write_rows.append(
+        ("**total**", f"**{sum(sum(v.values()) for v in wru_by_write.values()):.2f}**")
+    )
     plot = plots.bars(
         items
         | {
@@ -194,6 +302,12 @@ def run(mode: Mode) -> dict[str, Any]:
             f"{s3_put:.2f} PUT-class + {s3_get:.2f} GET-class; {runs_per_task:.1f} runs per "
             "RunTask.",
             table(["item", "$ per million runs"], rows),
+            f"Before and after issue 12. Documented: {BEFORE['date']}, before the quotas' "
+            f"transactions. Base: {BASE['date']}. The change is against the base.",
+            table(["item", "documented", "base", "after", "change"], before_rows),
+            "DynamoDB WRU per run by write (watcher and executor from the ecs run, the status "
+            "path from the local run; updates priced at the table's mean item size):",
+            table(["function: write", "WRU per run"], write_rows),
             "Lambda (512 MB) billed time is estimated: measured CPU x "
             f"{CPU_STRETCH:.2f} (a 512 MB function gets 512/1,769 of a vCPU) + counted calls x "
             "assumed latency (DynamoDB 5-15 ms, SQS 15 ms, S3 15-30 ms, RunTask 150 ms; the "
@@ -210,12 +324,20 @@ def run(mode: Mode) -> dict[str, Any]:
             f"Fixed, whatever the number of runs: about ${fixed_month['total']:.2f} a month "
             "(watcher ticks, idle queue polling).",
             "**Fargate compute per million runs** (task 0.5 vCPU / 1 GB arm64, billed per "
-            f"second with a 1-minute minimum; a task is started ~{MEAN_LEAD_S:.0f} s before "
-            "its runs' second and waits for it):",
+            f"second with a 1-minute minimum). With the lead in force (L = {LEAD_S:.0f} s, a "
+            f"task that starts in the expected {TASK_START_S:.0f} s), a task waits "
+            f"{IDLE_MIN_S:.0f}-{IDLE_MAX_S:.0f} s for its runs' second, {MEAN_IDLE_S:.0f} s "
+            f"on average: {idle['idle_s_per_run_packed']:.1f} idle seconds per run packed 10 "
+            f"to a task (${idle['idle_dollars_per_million_runs_packed']:,.2f} per million "
+            f"runs), {MEAN_IDLE_S:.0f} s unpacked "
+            f"(${idle['idle_dollars_per_million_runs_unpacked']:,.2f}):",
             table(
                 ["case", "$ per million runs"],
                 [(k, f"${v:,.0f}") for k, v in fargate.items()],
             ),
+            "The same 1 s script, per million runs, against EventBridge Scheduler invoking a "
+            "Lambda function ($1.00 per million invocations + Lambda arm64 512 MB for 1 s):",
+            table(["how", "$ per million runs"], [(k, f"${v:,.2f}") for k, v in compare.items()]),
             f"![cost]({plot.name})",
         ]
     )
@@ -229,7 +351,8 @@ def run(mode: Mode) -> dict[str, Any]:
             "fargate": {
                 "task_vcpu": TASK_VCPU,
                 "task_gb": TASK_GB,
-                "mean_lead_s": MEAN_LEAD_S,
+                "lead_s": LEAD_S,
+                "mean_idle_s": MEAN_IDLE_S,
                 "report_s": REPORT_S,
                 "minimum_s": MINIMUM_S,
             },
@@ -245,6 +368,11 @@ def run(mode: Mode) -> dict[str, Any]:
             "lambda": lambdas,
         },
         "control_plane_per_million_runs": items,
+        "before": BEFORE,
+        "base": BASE,
+        "dynamodb_wru_by_write_per_run": wru_by_write,
+        "fargate_idle": idle,
+        "comparison_1s_script_per_million": compare,
         "control_plane_total_per_million_runs": total,
         "eventbridge_scheduler_per_million": 1.00,
         "fargate_per_million_runs": fargate,
@@ -253,6 +381,11 @@ def run(mode: Mode) -> dict[str, Any]:
     }
     write_result(mode, "cost_model", data, markdown)
     return data
+
+
+def _wru_by_write(result: dict[str, Any], functions: list[str]) -> dict[str, dict[str, float]]:
+    found = result.get("dynamodb_wru_by_write_per_run", {})
+    return {f: found[f] for f in functions if f in found}
 
 
 def fixed_costs(shards: int = 16) -> dict[str, float]:

@@ -64,6 +64,7 @@ from scheduler.jobs.job_repository import job_item
 from scheduler.jobs.script_store import S3ScriptStore
 from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.schedule.schedule_repository import ScheduleRepository
+from scheduler.times import from_epoch
 
 SCRIPT = 'print("ok")\n'
 FAR_FUTURE = "0 0 1 1 *"  # after its run, a job's next occurrence is next year's
@@ -155,8 +156,8 @@ class Seeded:
     seconds_items: float = 0.0
 
 
-def seed_jobs(stack: Stack, meter: AwsMeter, count: int) -> tuple[list[Job], str, float]:
-    """`count` jobs with a trivial script; ten consecutive jobs share an owner."""
+def make_jobs(stack: Stack, count: int) -> tuple[list[Job], str]:
+    """`count` jobs with a trivial script (stored); ten consecutive jobs share an owner."""
     s3 = plain_client("s3")
     bucket = stack.physical_names["ScriptsBucket"]
     digest, script_key = S3ScriptStore(s3, bucket).put(SCRIPT)
@@ -182,11 +183,22 @@ def seed_jobs(stack: Stack, meter: AwsMeter, count: int) -> tuple[list[Job], str
         )
         for i in range(count)
     ]
+    return jobs, script_key
+
+
+def seed_jobs(
+    stack: Stack, meter: AwsMeter, jobs: list[Job], script_key: str, due: list[int]
+) -> float:
+    """The job items, each showing its schedule item's occurrence as its next run (as the
+    API leaves a job: the watcher moves a job on only from the occurrence it shows)."""
     table_name = stack.physical_names["JobsTable"]
-    items = [dump(job_item(job, script_key)) for job in jobs]
+    items = [
+        dump(job_item(job.model_copy(update={"next_run_at": from_epoch(second)}), script_key))
+        for job, second in zip(jobs, due, strict=True)
+    ]
     for item in items:
         meter.note_item(table_name, item)
-    return jobs, script_key, batch_write(table_name, items)
+    return batch_write(table_name, items)
 
 
 def seed_schedule(stack: Stack, jobs: list[Job], first_due: float, rate: float) -> float:
@@ -253,14 +265,18 @@ def prepare(work: Path, scenario: Scenario) -> tuple[Stack, AwsMeter, MeteredFun
 def seed(
     stack: Stack, meter: AwsMeter, scenario: Scenario
 ) -> tuple[dict[str, int], float, dict[str, float]]:
-    """Jobs, then their schedule items due from `lead` s after the first tick (planned from
-    how long the jobs took to write). Returns {job_id: due second}, the first tick's time and
-    the seconds seeding took."""
+    """Jobs and their schedule items, due from `lead` s after the first tick (planned after
+    the writes, estimated). Returns {job_id: due second}, the first tick's time and the
+    seconds seeding took."""
     say(f"{scenario.name}: seeding {scenario.runs} jobs")
-    jobs, _, seconds_jobs = seed_jobs(stack, meter, scenario.runs)
-    first_tick = time.time() + seconds_jobs * 0.6 + 1
+    jobs, script_key = make_jobs(stack, scenario.runs)
+    # Writing a job or an item into moto takes ~0.3-0.6 ms (batches of 25): the first tick is
+    # planned after both are written.
+    first_tick = time.time() + scenario.runs * 0.0006 * 2 + 1
     first_due = first_tick + scenario.lead
+    due = [int(first_due + i / scenario.rate) for i in range(len(jobs))]
     seconds_items = seed_schedule(stack, jobs, first_due, scenario.rate)
+    seconds_jobs = seed_jobs(stack, meter, jobs, script_key, due)
     first_tick = max(first_tick, time.time() + 0.2)
     expected = {job.job_id: int(first_due + i / scenario.rate) for i, job in enumerate(jobs)}
     say(
@@ -422,12 +438,17 @@ def analyse(
     writes = sum(v["write_requests"] for v in dynamo_billed.values())
     rru = sum(v["rru"] for v in dynamo_billed.values())
     wru = sum(v["wru"] for v in dynamo_billed.values())
+    wru_by_write = {
+        who: {label: units / n for label, units in sorted(v.get("wru_by_write", {}).items())}
+        for who, v in dynamo_billed.items()
+    }
     sqs = sum(c for op, c in per_service.items() if op.startswith("sqs."))
     sqs -= sum(c for who, c in meter.empty_receives.items() if _billed_component(who))
     sqs_billed = sum(c for who, c in meter.sqs_billed.items() if _billed_component(who))
     run_tasks = per_service.get("ecs.RunTask", 0)
     s3_total = sum(s3_requests.values())
     s3_puts = sum(c for k, c in s3_requests.items() if k.startswith(("PUT", "POST")))
+    s3_free = sum(c for k, c in s3_requests.items() if k.startswith("DELETE"))  # not billed
     report_objects = sum(c for k, c in s3_requests.items() if k == "PUT reports/")
     functions_cpu = {
         name: {
@@ -451,7 +472,7 @@ def analyse(
         "run_task_calls": run_tasks / n,
         "s3_requests": s3_total / n,
         "s3_put_class": s3_puts / n,
-        "s3_get_class": (s3_total - s3_puts) / n,
+        "s3_get_class": (s3_total - s3_puts - s3_free) / n,
         "our_cpu_ms": our_cpu_ms,
         "lambda_invocations": {k: v["invocations"] / n for k, v in functions_cpu.items()},
     }
@@ -488,6 +509,7 @@ def analyse(
         "calls_by_component": calls,
         "empty_receives": dict(meter.empty_receives),
         "dynamodb_by_component": dynamo,
+        "dynamodb_wru_by_write_per_run": wru_by_write,
         "s3_requests_by_kind": dict(s3_requests),
         "functions": functions_cpu,
         "process_cpu_s": cpu,

@@ -83,7 +83,9 @@ def seed(stack: Any, meter: Any, size: int, due: int, shards: int, at: datetime)
         item = ScheduleItem(
             job_id=job.job_id, user_id=job.user_id, scheduled_at=second, due_at=second
         )
-        item_of_job = dump(job_item(job, script_key))
+        # the job shows its item's occurrence as its next run, as the API leaves it
+        shown = job.model_copy(update={"next_run_at": datetime.fromtimestamp(second, UTC)})
+        item_of_job = dump(job_item(shown, script_key))
         meter.note_item(jobs_table, item_of_job)
         job_items.append(item_of_job)
         schedule_items.append(dump(schedule.item_of(item)))

@@ -13,8 +13,8 @@ Modules, from the bottom up: ``log`` (JSON log lines, timestamps), ``config`` (s
 limits), ``transfer`` (GET/PUT through presigned URLs), ``manifest`` (the runner's own copy of
 the manifest model), ``reaper`` (every process of a uid: found, measured, killed), ``sandbox``
 (user switch, per-run uids, rlimits, working directories, child environment), ``outcome``
-(what one run ended as), ``reporting`` (started/finished reports, claims), ``supervision``
-(running one script), ``execution`` (one run, end to end) and ``main`` (the pack: one thread
-per run, signals, exit status). Run it as ``python runner/entrypoint.py`` or
-``python -m jobrunner`` with ``runner/`` on the path.
+(what one run ended as), ``reporting`` (started/finished reports), ``claims`` (one task per
+attempt), ``supervision`` (running one script), ``execution`` (one run, end to end) and
+``main`` (the pack: one thread per run, signals, exit status). Run it as
+``python runner/entrypoint.py`` or ``python -m jobrunner`` with ``runner/`` on the path.
 """

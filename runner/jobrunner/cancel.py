@@ -47,6 +47,19 @@ class CancelWatch:
             return
 
 
+def cancelled_before_start(spec: RunSpec) -> str | None:
+    """One GET of the cancel object just before the script would start: a cancel recorded
+    before then (the API writes the object before it records CANCELLED) keeps the script from
+    ever starting. Its reason, or None (also when S3 cannot be reached: the poll still runs)."""
+    if spec.cancel_url is None:
+        return None
+    try:
+        body = http_get_if_present(spec.cancel_url, MAX_CANCEL_BYTES)
+    except TransferError:
+        return None
+    return None if body is None else _reason(body)
+
+
 def _reason(body: bytes) -> str:
     try:
         reason = json.loads(body).get("reason")

@@ -24,8 +24,8 @@ PIPE_GRACE_SECONDS: Final = 1.0
 # After SIGTERM/SIGINT, how long the runner waits for its runs to report, on top of the grace.
 STOP_REPORT_SECONDS: Final = 15.0
 
-# The claim (and the job's lock) is taken this long before the run's second: late enough that a
-# cancel up to then stops the run unstarted, early enough to add nothing to the start lag.
+# The claim (and the job's lock) is taken this long before the run's second, early enough to add
+# nothing to the start lag. (A cancel is read at the second itself: cancel.cancelled_before_start.)
 CLAIM_AHEAD_SECONDS: Final = 1.0
 # While a script runs (or waits for the job's lock), how often its cancel object is polled: one
 # S3 GET a run per interval, none for a run shorter than it. Bounds how late a cancel lands.

@@ -1,6 +1,7 @@
-"""One run, end to end: fetch the script, wait for ``not_before``, claim the attempt, take the
-job's lock if its overlap policy says so, run the script (watching for a cancel), and deliver its
-report (always try to: even a bug of ours is reported FAILED)."""
+"""One run, end to end: fetch the script, wait for ``not_before``, claim the attempt (with its
+pack mates of the same second: claims.py), take the job's lock if its overlap policy says so,
+check for a cancel at the second, run the script (watching for a cancel), and deliver its report
+(always try to: even a bug of ours is reported FAILED)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import threading
 import time
 
 from jobrunner import overlap
-from jobrunner.cancel import CancelWatch
+from jobrunner.cancel import CancelWatch, cancelled_before_start
 from jobrunner.config import CLAIM_AHEAD_SECONDS, MAX_SCRIPT_BYTES
 from jobrunner.log import log
 from jobrunner.manifest import RunSpec
 from jobrunner.outcome import CANCELLED, FAILED, SKIPPED, Outcome
-from jobrunner.reporting import claim, deliver
+from jobrunner.reporting import deliver
 from jobrunner.sandbox import RunDirs
 from jobrunner.supervision import Runtime, run_script
 from jobrunner.transfer import TransferError, http_get
@@ -32,8 +33,8 @@ def wait_until(instant: float, stop: threading.Event) -> None:
 
 def execute(spec: RunSpec, rt: Runtime, index: int = 0) -> bool:
     """Everything for one run (the ``index``-th of its pack, which picks its uid). True when its
-    finished report was delivered (or it had none to deliver: another task, or a cancel before
-    it started, holds its claim)."""
+    finished report was delivered (or it had none to deliver: another task holds its claim, or
+    it was cancelled before it started)."""
     dirs: RunDirs | None = None
     user = rt.sandbox.user_for(index)
     try:
@@ -48,12 +49,14 @@ def execute(spec: RunSpec, rt: Runtime, index: int = 0) -> bool:
         dirs = RunDirs.create(user)
         dirs.write_script(source, user)
         log("run_ready", **spec.ids, script_bytes=len(source), not_before=spec.not_before)
-        # Claim (and take the job's lock) just before the second, not at the task's start: a
-        # cancel written up to then stops the run before its script starts, at no cost.
+        # Claim (and take the job's lock) just before the second, not at the task's start (a
+        # task that never gets there leaves its runs to another task); the cancel object is
+        # read at the second itself.
         wait_until(spec.not_before - CLAIM_AHEAD_SECONDS, rt.stop)
-        if not rt.stop.is_set() and not claim(spec):
+        claims = rt.claims
+        if not rt.stop.is_set() and claims is not None and not claims.take(spec):
             # Another task already started this attempt (the executor dispatched it twice,
-            # e.g. it died after RunTask), or the run was cancelled before it started.
+            # e.g. it died after RunTask).
             log("run_claimed_elsewhere", "warning", **spec.ids)
             return True
         with CancelWatch(spec, rt.config.cancel_poll) as cancel:
@@ -65,6 +68,12 @@ def execute(spec: RunSpec, rt: Runtime, index: int = 0) -> bool:
                     overlap.release(spec)
                 outcome = Outcome(status=FAILED, error="runner stopped before the script started")
                 return deliver(spec, outcome, None)
+            if decision.skip is None and (reason := cancelled_before_start(spec)) is not None:
+                # Cancelled before its second: never started, reports nothing (the run is
+                # CANCELLED already; its task's stop or the sweep finds the cancel object).
+                overlap.release(spec)
+                log("run_cancelled_before_start", "warning", **spec.ids, reason=reason)
+                return True
             if decision.skip is not None:
                 status = CANCELLED if decision.cancelled else SKIPPED
                 error = cancel.reason if cancel.requested.is_set() else decision.skip

@@ -1,9 +1,11 @@
 """The runner's main: run every run of the manifest concurrently and report them all.
 
 For every run of the manifest, concurrently (one thread per run, one child process per script):
-fetch the script, wait until ``not_before``, start it in a private working directory with a
-scrubbed environment (as ``nobody`` when the runner is root), PUT a "started" report, drain
-its output (capped), enforce the timeout, PUT the output and then a "finished" report.
+fetch the script, wait until ``not_before``, claim it (one conditional PUT per pack and second),
+start it in a private working directory with a scrubbed environment (as its own uid when the
+runner is root), drain its output (capped), enforce the timeout, PUT a "started" report if it is
+still running after the pack's report interval, then the output if the tail does not hold it
+all, then a "finished" report.
 
 Exit status: 0 every run reported; 1 no or unreadable manifest; 2 a report could not be
 delivered; 143 (or 130) the runner was stopped by SIGTERM (SIGINT), after reporting what it could.
@@ -19,6 +21,7 @@ import time
 from types import FrameType
 
 from jobrunner import reaper
+from jobrunner.claims import PackClaims
 from jobrunner.config import (
     EXIT_NO_MANIFEST,
     EXIT_OK,
@@ -103,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         make_scratch_private()
     rt.sandbox = choose_sandbox(config)
     rt.limits = Limits.for_pack(config, len(manifest.runs))
+    rt.claims = PackClaims(manifest.runs)
+    rt.started_report_seconds = manifest.started_report_seconds
     log(
         "runner_started",
         pack_id=manifest.pack_id,

@@ -64,8 +64,13 @@ class RunSpec:
     started_url: str = field(repr=False)
     finished_url: str = field(repr=False)
     output_url: str = field(repr=False)
-    # Conditional PUT that makes this task the only one to start this attempt (optional).
+    # Conditional PUT (If-None-Match: *) of the claim of the runs of this run's pack that start
+    # in its second: the task that makes it starts them, no other (optional; see claims.py).
     claim_url: str | None = field(default=None, repr=False)
+    # GET of that pack claim (which runs its winner holds), and the conditional PUT of this
+    # run's own claim, taken only when the pack claim's winner does not hold this run.
+    claim_read_url: str | None = field(default=None, repr=False)
+    run_claim_url: str | None = field(default=None, repr=False)
     # GET of the attempt's cancel object, polled while the script runs (optional).
     cancel_url: str | None = field(default=None, repr=False)
     # The job's overlap policy; for all but ALLOW, the URLs of the job's lock (see overlap.py).
@@ -90,6 +95,8 @@ class RunSpec:
             finished_url=_field(raw, "finished_url", str),
             output_url=_field(raw, "output_url", str),
             claim_url=_optional_url(raw, "claim_url"),
+            claim_read_url=_optional_url(raw, "claim_read_url"),
+            run_claim_url=_optional_url(raw, "run_claim_url"),
             cancel_url=_optional_url(raw, "cancel_url"),
             overlap=_field(raw, "overlap", str, "ALLOW"),
             lock=OverlapUrls.parse(raw["lock"]) if raw.get("lock") is not None else None,
@@ -115,6 +122,9 @@ class Manifest:
     # Presigned DELETE of the manifest itself: called once it is read, so that the GET URL in
     # the task's overrides (visible in DescribeTasks and the task's events) leads nowhere.
     consume_url: str | None = field(default=None, repr=False)
+    # A run still running this long after its start reports "started" (RUNNING); a shorter one
+    # goes straight to its finished report, which carries its start. None: at once.
+    started_report_seconds: float | None = None
 
 
 def parse_manifest(body: bytes) -> Manifest:
@@ -133,9 +143,13 @@ def parse_manifest(body: bytes) -> Manifest:
         except ValueError as exc:
             invalid.append({"entry": entry if isinstance(entry, dict) else {}, "error": str(exc)})
     consume_url = document.get("consume_url")
+    after = document.get("started_report_seconds")
     return Manifest(
         pack_id=str(document.get("pack_id", "")),
         runs=runs,
         invalid=invalid,
         consume_url=consume_url if isinstance(consume_url, str) else None,
+        started_report_seconds=float(after)
+        if isinstance(after, int | float) and not isinstance(after, bool) and after >= 0
+        else None,
     )

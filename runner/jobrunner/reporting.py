@@ -1,10 +1,11 @@
-"""Reports to the scheduler, each a PUT to a presigned URL: started, output, finished, the
-claim of an attempt, and the entries of the manifest that could not be parsed."""
+"""Reports to the scheduler, each a PUT to a presigned URL: started (only for a run still
+running after the pack's report interval), output (only when the tail does not hold it all),
+finished, and the entries of the manifest that could not be parsed."""
 
 from __future__ import annotations
 
 import json
-import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,17 @@ from typing import Any
 from jobrunner.log import iso_ms, log
 from jobrunner.manifest import RunSpec
 from jobrunner.outcome import FAILED, Outcome
-from jobrunner.transfer import TransferError, http_put, http_put_if_absent
+from jobrunner.transfer import TransferError, http_put
+
+
+def report_started_if_still_running(
+    spec: RunSpec, started_at: float, lag_ms: int, ended: threading.Event, after: float | None
+) -> None:
+    """The started report, `after` seconds after the start if the script is still running
+    then: a short run goes straight to its finished report, which carries its start too."""
+    if after and ended.wait(after):
+        return
+    report_started(spec, started_at, lag_ms)
 
 
 def report_started(spec: RunSpec, started_at: float, lag_ms: int) -> None:
@@ -76,19 +87,6 @@ def deliver(spec: RunSpec, outcome: Outcome, output_path: str | None) -> bool:
         error=outcome.error,
     )
     return True
-
-
-def claim(spec: RunSpec) -> bool:
-    """Take this attempt for this task. Fails open: if S3 cannot be reached, run anyway
-    (at least once matters more than at most once)."""
-    if spec.claim_url is None:
-        return True
-    body = json.dumps({**spec.ids, "pid": os.getpid(), "host": os.uname().nodename}).encode()
-    try:
-        return http_put_if_absent(spec.claim_url, body)
-    except TransferError as exc:
-        log("claim_failed", "warning", **spec.ids, error=str(exc))
-        return True
 
 
 def report_invalid(entry: Mapping[str, Any], error: str) -> bool:

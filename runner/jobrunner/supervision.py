@@ -15,6 +15,7 @@ from typing import Any
 
 from jobrunner import reaper
 from jobrunner.cancel import CancelWatch
+from jobrunner.claims import PackClaims
 from jobrunner.config import (
     HTTP_TIMEOUT_SECONDS,
     MEMORY_POLL_SECONDS,
@@ -28,7 +29,7 @@ from jobrunner.config import (
 from jobrunner.log import log
 from jobrunner.manifest import RunSpec
 from jobrunner.outcome import CANCELLED, FAILED, SUCCEEDED, TIMED_OUT, Outcome
-from jobrunner.reporting import report_started
+from jobrunner.reporting import report_started_if_still_running
 from jobrunner.sandbox import (
     Limits,
     RunDirs,
@@ -46,6 +47,8 @@ class Runtime:
     config: Config
     sandbox: Sandbox
     limits: Limits | None = None  # set once the pack's size is known
+    claims: PackClaims | None = None  # set once the manifest is read
+    started_report_seconds: float | None = None  # the pack's (None: report a start at once)
     stop: threading.Event = field(default_factory=threading.Event)
     stop_signal: int | None = None
     stop_at: float | None = None  # monotonic time of the stop request
@@ -231,7 +234,8 @@ def supervise(
 def run_script(
     spec: RunSpec, dirs: RunDirs, rt: Runtime, cancel: CancelWatch, user: RunUser
 ) -> Outcome:
-    """Start the script now, report it started, and supervise it to its end."""
+    """Start the script now, supervise it to its end, and report it started if it is still
+    running after the pack's report interval."""
     sandbox = rt.sandbox
     limits = rt.limits or Limits.for_pack(rt.config, 1)
     started_at = time.time()
@@ -262,14 +266,18 @@ def run_script(
         if rt.stop.is_set():  # a stop that raced with the start
             signal_group(proc.pid, signal.SIGTERM)
         log("run_started", **spec.ids, start_lag_ms=lag_ms, pid=proc.pid)
+        ended = threading.Event()
         reporter = threading.Thread(
-            target=report_started, args=(spec, started_at, lag_ms), daemon=True
+            target=report_started_if_still_running,
+            args=(spec, started_at, lag_ms, ended, rt.started_report_seconds),
+            daemon=True,
         )
         reporter.start()
         try:
             state = supervise(proc, sink, rt, spec.timeout_seconds, cancel.requested, user)
         finally:
             rt.groups.pop(proc.pid, None)
+            ended.set()  # a run shorter than the report interval reports no start of its own
         finished_at = time.time()
         duration_ms = round((time.monotonic() - started_mono) * 1000)
         reporter.join(timeout=HTTP_TIMEOUT_SECONDS * (len(RETRY_DELAYS) + 1))  # started first

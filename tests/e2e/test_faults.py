@@ -68,6 +68,8 @@ FUNCTION_ENV = {
     "RUNNING_GRACE_SECONDS": "2",
     "CLAIM_SECONDS": "5",
     "LOOKAHEAD_SECONDS": "8",
+    # RUNNING 1 s after the start (10 s in production): the tests catch runs RUNNING.
+    "STARTED_REPORT_SECONDS": "1",
 }
 # A message received by an executor that is then killed stays invisible for the dispatch
 # queue's visibility timeout (180 s), and holds back its FIFO group (the job's later messages,

@@ -43,6 +43,7 @@ def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]
     pace = (
         *("--watcher-interval", "2", "--retry-base-seconds", "1", "--task-start-delay", "3"),
         *("--function-env", "POWERTOOLS_METRICS_DISABLED=false"),
+        *("--function-env", "STARTED_REPORT_SECONDS=1"),  # RUNNING 1 s in (as PIPELINE_PACE)
     )
     stack = start_stack(tmp_path_factory.mktemp("slow"), pace)
     yield stack

@@ -309,22 +309,23 @@ class FakeJobStore:
     def advance(
         self, job: Job, current: ScheduleItem, following: datetime | None
     ) -> ScheduleItem | None:
+        # JobRepository.advance: the job first (ACTIVE, and showing the taken occurrence or
+        # already the next), then the next item, then the taken one goes; plain writes.
         with self._schedule.transaction():
             row = self._rows.get(job.job_id)
-            if (
-                not self._schedule.contains(current)
-                or row is None
-                or row.job.status is not JobStatus.ACTIVE
-            ):
-                # Another tick advanced it, or the job is paused or gone: the taken item goes.
+            shows = row is not None and row.job.next_run_at in (
+                from_epoch(current.scheduled_at),
+                following,
+            )
+            if row is None or row.job.status is not JobStatus.ACTIVE or not shows:
+                # Paused, gone, or advanced past this item by another taker: the item goes.
                 self._schedule.delete(current)
                 return None
-            self._schedule.delete(current)
             row.job = _as_stored(row.job.model_copy(update={"next_run_at": following}))
-            if following is None:
-                return None
-            item = _occurrence(job, following)
-            self._schedule.put(item)
+            item = None if following is None else _occurrence(job, following)
+            if item is not None:
+                self._schedule.put(item)
+            self._schedule.delete(current)
             return item
 
     def list_for_owner(
@@ -555,7 +556,9 @@ class FakeRunStore:
 
         return self._change(run, lambda row: row.run.status is RunStatus.PENDING, apply)
 
-    def claim(self, run: Run, claim_id: str, now: datetime, claim_seconds: int) -> bool:
+    def claim(
+        self, run: Run, claim_id: str, now: datetime, claim_seconds: int, pack_id: str = ""
+    ) -> bool:
         def claimable(row: StoredRun) -> bool:
             if row.run.status in (RunStatus.PENDING, RunStatus.QUEUED):
                 return True
@@ -567,8 +570,9 @@ class FakeRunStore:
             )
 
         def apply(row: StoredRun) -> None:
+            pack = row.run.claim_pack or pack_id or f"{row.run.key}-{row.run.attempt}"
             row.run = row.run.model_copy(
-                update={"status": RunStatus.DISPATCHING, "updated_at": now}
+                update={"status": RunStatus.DISPATCHING, "updated_at": now, "claim_pack": pack}
             )
             row.claim_id = claim_id
             row.claim_until = epoch(now) + claim_seconds
@@ -583,7 +587,7 @@ class FakeRunStore:
         self._change(run, _claimed_by(claim_id), apply)
 
     def mark_dispatched(
-        self, run: Run, claim_id: str, task_id: str, now: datetime, deadline: int
+        self, run: Run, claim_id: str, task_id: str, now: datetime, deadline: int | None
     ) -> bool:
         def apply(row: StoredRun) -> None:
             row.run = row.run.model_copy(
@@ -594,7 +598,8 @@ class FakeRunStore:
                     "updated_at": now,
                 }
             )
-            row.deadline = deadline
+            if deadline is not None:  # None: the deadline it was queued with stays
+                row.deadline = deadline
 
         return self._change(run, _claimed_by(claim_id), apply)
 
@@ -823,6 +828,7 @@ class FakeRunStore:
                     "deferred": reason,
                     "updated_at": now,
                     "queued_at": None,
+                    "claim_pack": None,
                 }
             )
             row.deadline = row.claim_id = row.claim_until = None
@@ -867,6 +873,7 @@ def _claimed_by(claim_id: str) -> Callable[[StoredRun], bool]:
 # What a retry clears: the finished attempt's traces (RunRepository.retry's REMOVE list).
 _ATTEMPT_FIELDS = (
     "task_id",
+    "claim_pack",
     "queued_at",
     "dispatched_at",
     "started_at",
@@ -912,7 +919,6 @@ class FakeRunObjects:
 
     def request_cancel(self, job_id: str, run_key: str, attempt: int, reason: str) -> None:
         body = json.dumps({"cancelled": True, "reason": reason})
-        self.objects.setdefault(keys.claim_key(job_id, run_key, attempt), body)
         self.objects[keys.cancel_key(job_id, run_key, attempt)] = body
 
     def cancel_requested(self, job_id: str, run_key: str, attempt: int) -> bool:

@@ -126,6 +126,7 @@ def test_a_messages_runs_are_claimed_and_started_in_one_task(
                 timeout_seconds=120,
                 parameters={"job": run.job_id},
                 script_key=SCRIPT_KEY,
+                claim_pack=message.pack_id,  # the pack its attempt was first claimed in
             )
             for run in (first, second)
         ],
@@ -300,3 +301,23 @@ def test_a_message_whose_runs_are_all_of_a_paused_job_starts_no_task(
     assert executor.handle(message_for(run)) == []
     assert backend.dispatched == []
     assert status_of(runs, run) is RunStatus.SKIPPED
+
+
+def test_a_run_dispatched_again_keeps_the_pack_it_was_first_claimed_in(
+    executor: Executor, runs: FakeRunStore, backend: FakeDispatchBackend, clock: FakeClock
+) -> None:
+    # Given a run claimed for pack p1 by an executor that died after RunTask (no DISPATCHED)
+    run = queued_run(runs, "job-a")
+    assert runs.claim(run, "dead", NOW.replace(minute=NOW.minute - 5), 60, "p1")
+
+    # When another pack holding it is dispatched once that claim has expired
+    message = DispatchMessage(
+        pack_id="p2",
+        user_id="alice",
+        runs=[DueRun(job_id=run.job_id, key=run.key, attempt=run.attempt)],
+    )
+    assert executor.handle(message) == [run.key]
+
+    # Then its task shares p1's claim objects with the first task: only one of them starts it
+    ((pack_id, (spec,)),) = backend.dispatched
+    assert (pack_id, spec.claim_pack) == ("p2", "p1")

@@ -48,10 +48,13 @@ def test_every_run_the_scheduler_writes_is_one_the_runner_parses_whole() -> None
     s3 = RecordingS3()
 
     # When the manifest is published and the runner parses the stored object
-    store = manifests.Manifests(s3, "bucket", 900, clock=lambda: NOW)  # type: ignore[arg-type]
+    store = manifests.Manifests(  # type: ignore[arg-type]
+        s3, "bucket", 900, clock=lambda: NOW, started_report_seconds=10
+    )
     store.publish("pack-1", specs)
     body = s3.objects[keys.manifest_key("pack-1")]
     parsed = runner_manifest.parse_manifest(body)
+    assert parsed.started_report_seconds == 10
 
     # Then every run arrives, with every field the runner knows, and nothing it cannot read
     assert manifests.MANIFEST_VERSION == runner_manifest.MANIFEST_VERSION
@@ -63,7 +66,12 @@ def test_every_run_the_scheduler_writes_is_one_the_runner_parses_whole() -> None
         assert run.timeout_seconds == spec.timeout_seconds
         assert run.parameters == spec.parameters
         assert f"/get_object/{spec.script_key}?" in run.script_url
-        assert keys.claim_key(spec.job_id, spec.run_key, spec.attempt) in str(run.claim_url)
+        # the pack's claim of the run's second (PUT, GET), and the run's own claim
+        pack_claim = keys.pack_claim_key("pack-1", spec.not_before)
+        assert f"/put_object/{pack_claim}?" in str(run.claim_url)
+        assert f"/get_object/{pack_claim}?" in str(run.claim_read_url)
+        own_claim = keys.claim_key(spec.job_id, spec.run_key, spec.attempt)
+        assert f"/put_object/{own_claim}?" in str(run.run_claim_url)
         assert keys.cancel_key(spec.job_id, spec.run_key, spec.attempt) in str(run.cancel_url)
         assert run.overlap == spec.overlap.value
     allow, buffer_one = parsed.runs

@@ -153,9 +153,10 @@ def test_cancelling_a_running_run_signals_its_runner_and_ends_it_cancelled(
     assert stored.run.error == "cancelled by its owner: wrong input"
     assert stored.deadline is None
     assert answer.status is RunStatus.CANCELLED
-    # And the runner's two signals are written: its claim (never start) and its cancel object
+    # And the runner's signal is written: the cancel object it reads at the run's second (never
+    # start) and polls while the script runs; no claim is taken (the runner's claims are its own)
     assert objects.cancel_requested(job.job_id, run.key, 1)
-    assert keys.claim_key(job.job_id, run.key, 1) in objects.objects
+    assert keys.claim_key(job.job_id, run.key, 1) not in objects.objects
 
 
 def test_a_cancelled_queued_run_is_not_dispatched(
@@ -296,8 +297,8 @@ def test_a_cancel_that_crashed_before_recording_is_obeyed_and_not_retried(
 def test_a_task_that_never_started_a_cancelled_run_concludes_it_cancelled(
     outcomes: RunOutcomes, runs: FakeRunStore, objects: FakeRunObjects
 ) -> None:
-    # Given a dispatched run whose claim the cancel took (its runner never started it) and
-    # whose cancel was not recorded
+    # Given a dispatched run whose cancel object its runner found at the second (it never
+    # started it) and whose cancel was not recorded
     run = dispatched(runs, a_run(runs, "job-a"))
     objects.request_cancel("job-a", run.key, 1, "cancelled by its owner")
 

@@ -43,6 +43,8 @@ class Store:
     puts: dict[str, bytes] = field(default_factory=dict)  # PUT path -> body
     put_types: dict[str, str] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)  # path -> 503s still to answer
+    # path -> PUTs still to store and then answer 500 (S3 wrote it, the answer was lost)
+    lost_answers: dict[str, int] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)  # DELETE paths, in order
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -91,6 +93,12 @@ class FakeS3:
                         return
                     store.puts[path] = body
                     store.put_types[path] = self.headers.get("Content-Type", "")
+                    lost = store.lost_answers.get(path, 0)
+                    if lost:
+                        store.lost_answers[path] = lost - 1
+                if lost:
+                    self.send_error(500)
+                    return
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -133,8 +141,10 @@ class FakeS3:
         entry.update(overrides)
         return entry
 
-    def manifest(self, runs: list[dict[str, Any]], path: str = "/manifest.json") -> str:
-        document = {"version": 1, "pack_id": "pack-test", "runs": runs}
+    def manifest(
+        self, runs: list[dict[str, Any]], path: str = "/manifest.json", **extra: Any
+    ) -> str:
+        document = {"version": 1, "pack_id": "pack-test", "runs": runs, **extra}
         self.store.objects[path] = json.dumps(document).encode()
         return f"{self.base}{path}?X-Amz-Signature=secret"
 
@@ -545,22 +555,85 @@ def test_put_refuses_file_urls() -> None:
 
 
 def test_an_attempt_claimed_by_another_task_is_not_run_twice(s3: FakeS3) -> None:
-    # Given two tasks dispatched for the same attempt (an executor died after RunTask)
-    claim = f"{s3.base}/claims/dup/1.json?X-Amz-Signature=abc"
-    entry = s3.run("dup", "print('ran')\n", claim_url=claim)
+    # Given two tasks dispatched for the same pack (an executor died after RunTask): the first
+    # holds runs a and b, the second a and c (c was not in the first dispatch); all three share
+    # the pack's claim of their second, each has a claim of its own
+    pack_claim = f"{s3.base}/claims/packs/p/1.json?X-Amz-Signature=abc"
+
+    def entry(name: str) -> dict[str, Any]:
+        return s3.run(
+            name,
+            f"print('{name} ran')\n",
+            claim_url=pack_claim,
+            claim_read_url=pack_claim,
+            run_claim_url=f"{s3.base}/claims/{name}/1.json?X-Amz-Signature=abc",
+        )
+
+    a, b, c = entry("a"), entry("b"), entry("c")
 
     # When both runners start, one after the other
-    first = start_runner(runner_env(s3.manifest([entry], "/m1.json")))
+    first = start_runner(runner_env(s3.manifest([a, b], "/m1.json")))
     assert first.wait(timeout=30) == 0
-    outputs_after_first = dict(s3.store.puts)
-    second = start_runner(runner_env(s3.manifest([entry], "/m2.json")))
+    after_first = dict(s3.store.puts)
+    second = start_runner(runner_env(s3.manifest([a, c], "/m2.json")))
     assert second.wait(timeout=30) == 0
 
-    # Then the script ran once: the second runner found the claim taken and reported nothing
-    assert "/claims/dup/1.json" in outputs_after_first
-    assert s3.report("dup", "finished")["status"] == "SUCCEEDED"
-    assert s3.store.puts == outputs_after_first
-    assert b"run_claimed_elsewhere" in (second.stderr.read() if second.stderr else b"")
+    # Then the first took the pack's claim with one PUT, naming a and b, and ran both
+    assert json.loads(after_first["/claims/packs/p/1.json"])["runs"] == [
+        f"job-a/{a['run_key']}/1",
+        f"job-b/{b['run_key']}/1",
+    ]
+    assert "/claims/a/1.json" not in after_first
+    assert "/claims/b/1.json" not in after_first
+    assert s3.report("a", "finished")["status"] == "SUCCEEDED"
+    assert s3.report("b", "finished")["status"] == "SUCCEEDED"
+    # And the second ran only c, which the first did not hold, under c's own claim; a not again
+    assert s3.report("c", "finished")["status"] == "SUCCEEDED"
+    assert "/claims/c/1.json" in s3.store.puts
+    assert "/claims/a/1.json" not in s3.store.puts
+    assert s3.store.puts["/reports/a/finished.json"] == after_first["/reports/a/finished.json"]
+    stderr = second.stderr.read() if second.stderr else b""
+    assert stderr.count(b"run_claimed_elsewhere") == 1, stderr
+
+
+def test_a_claim_whose_answer_was_lost_is_still_ours(s3: FakeS3) -> None:
+    # Given a pack claim that S3 stores but whose answer is lost (the runner retries the PUT)
+    claim = f"{s3.base}/claims/packs/p/2.json?X-Amz-Signature=abc"
+    s3.store.lost_answers["/claims/packs/p/2.json"] = 1
+    entry = s3.run("mine", "print('ran')\n", claim_url=claim, claim_read_url=claim)
+
+    # When the runner runs it
+    proc = start_runner(runner_env(s3.manifest([entry])))
+    assert proc.wait(timeout=30) == 0
+
+    # Then the retried PUT's 412 is recognised as its own claim (its token), and the run runs
+    assert s3.report("mine", "finished")["status"] == "SUCCEEDED"
+
+
+def test_a_short_run_reports_no_start_and_a_long_one_does(s3: FakeS3) -> None:
+    # Given a pack whose runs report a start only when still running 1 s after it
+    url = s3.manifest(
+        [
+            s3.run("short", "print('quick')\n"),
+            s3.run("long", "import time\ntime.sleep(2.5)\nprint('slow')\n"),
+        ],
+        started_report_seconds=1,
+    )
+
+    # When it runs
+    proc = start_runner(runner_env(url))
+    assert proc.wait(timeout=30) == 0
+
+    # Then the short run went straight to its finished report, which carries its start
+    assert "/reports/short/started.json" not in s3.store.puts
+    short = s3.report("short", "finished")
+    assert short["status"] == "SUCCEEDED"
+    assert short["started_at"] is not None
+    assert short["start_lag_ms"] is not None
+    # And the long one reported its start (once past the interval) and then its end
+    started, finished = s3.report("long", "started"), s3.report("long", "finished")
+    assert started["started_at"] == finished["started_at"]
+    assert finished["status"] == "SUCCEEDED"
 
 
 # --------------------------------------------------------------------------- cancel and overlap
@@ -623,8 +696,8 @@ def overlap_pack() -> Iterator[OverlapResult]:
         run("replace", "print('replaced the others')\n", "REPLACE"),
         run("stale", "print('ran past a dead lock')\n", "FORBID"),
     ]
-    # The cancel reached the claim before this runner: it must never start the script
-    s3.store.puts["/claims/cancelled_unstarted.json"] = b'{"cancelled": true}'
+    # The cancel was recorded before the run's second: it must never start the script
+    s3.store.puts["/cancels/cancelled_unstarted.json"] = b'{"reason": "cancelled by its owner"}'
     # Live holders of the locks of forbid, buffered, second_waiter and replace; a dead one of
     # stale; a waiter already in second_waiter's and replace's slots
     for name in ("forbid", "buffered", "second_waiter", "replace"):

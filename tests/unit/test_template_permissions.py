@@ -50,11 +50,10 @@ _CONCLUDE_RUNS = {
     "ScriptsBucket/locks/*": {"GetObject", "DeleteObject"},
 }
 # A cancel (runs/run_cancels.py): the run (and the owner's concurrent_runs place it gives back),
-# and the runner's claim and cancel objects.
+# and the cancel object the runner reads at the run's second and polls while it runs.
 _CANCEL_RUNS = {
     "JobsTable": {"UpdateItem"},
     "RunsTable": {"GetItem", "UpdateItem"},
-    "ScriptsBucket/claims/*": {"PutObject"},
     "ScriptsBucket/cancels/*": {"PutObject"},
 }
 
@@ -129,8 +128,9 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         "ScriptsBucket/manifests/*": {"GetObject", "PutObject", "DeleteObject"},
         "ScriptsBucket/reports/*": {"PutObject"},
         "ScriptsBucket/outputs/*": {"PutObject"},
-        "ScriptsBucket/claims/*": {"PutObject"},
-        "ScriptsBucket/cancels/*": {"GetObject"},  # polled while a script runs
+        # the pack claim (PUT, and GET by a task that lost it) and a run's own claim
+        "ScriptsBucket/claims/*": {"GetObject", "PutObject"},
+        "ScriptsBucket/cancels/*": {"GetObject"},  # read at the second, polled while it runs
         "ScriptsBucket/locks/*": {"GetObject", "PutObject", "DeleteObject"},  # overlap policy
     },
     # a REPLACE run waiting for the job's lock has the runs it replaces cancelled

@@ -120,6 +120,9 @@ class ExecutorSettings(JobApiSettings):
     # have read it: the expected task start plus MANIFEST_URL_MARGIN_SECONDS (unless set).
     task_start_seconds: int = Field(default=90, ge=0, le=600)
     manifest_url_seconds: int | None = Field(default=None, ge=30)
+    # A run still running this long after its script started reports "started" (RUNNING); a
+    # shorter one goes from DISPATCHED to its end with one report (docs/performance.md, cost).
+    started_report_seconds: int = Field(default=10, ge=0, le=600)
     # ecs backend
     ecs_cluster: str | None = None
     task_definition: str | None = None

@@ -88,7 +88,15 @@ def parse_report_key(key: str) -> tuple[str, str, int, str] | None:
 
 
 def claim_key(job_id: str, run_key: str, attempt: int) -> str:
+    """One run's claim: taken by a runner only when its pack's claim went to another task
+    that does not hold this run (the second level of the claim; pack_claim_key is the first)."""
     return f"claims/{job_id}/{run_key}/{attempt}.json"
+
+
+def pack_claim_key(pack_id: str, second: int) -> str:
+    """The claim of every run of pack `pack_id` (the pack the run was first dispatched in)
+    that starts at `second`: one conditional PUT for all of them, naming them."""
+    return f"claims/packs/{pack_id}/{second:0{EPOCH_DIGITS}d}.json"
 
 
 def cancel_key(job_id: str, run_key: str, attempt: int) -> str:

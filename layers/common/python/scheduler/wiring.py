@@ -313,6 +313,7 @@ def executor() -> Executor:
         settings.presigned_url_seconds,
         clock=now,
         manifest_url_seconds=settings.manifest_url_ttl,
+        started_report_seconds=settings.started_report_seconds,
     )
     if settings.dispatch_backend == "ecs":
         backend = _ecs_backend(settings, manifests)

@@ -21,6 +21,7 @@ from scheduler.runs.run_models import ConcurrencyPolicy, Notifications
 from scheduler.schedule import cron
 from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.schedule.schedule_repository import ScheduleRepository
+from scheduler.times import from_epoch
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -146,36 +147,50 @@ class JobRepository:
         self, job: Job, current: ScheduleItem, following: datetime | None
     ) -> ScheduleItem | None:
         """Replace the job's taken schedule item by its next occurrence, and show that
-        occurrence on the job: one transaction, so a job never loses its next run."""
+        occurrence on the job. Three plain writes, each safe to repeat, in this order (a
+        transaction of the three cost twice their units, 7 WRU a run with the job's index):
+
+        1. the job's `next_run_utc` moves to `following`, on condition that the job is ACTIVE
+           and shows the taken occurrence or already `following` (a crash after this step is
+           redone by the next tick, which re-reads the taken item). A job paused, deleted or
+           moved elsewhere meanwhile (an update took its item) fails it: the taken item is
+           just deleted, and nothing is put, so a stale taker never brings back an old item;
+        2. the next occurrence's item is put (idempotent: the same key);
+        3. the taken item is deleted.
+
+        A job therefore never loses its next item: until step 3 the taken item is still there
+        for the next tick. A pause between steps 1 and 2 (it deletes the item at the job's new
+        next_run_utc, not yet written) leaves an item of a paused job, deleted unrun when it
+        falls due, as any item of a job that is not ACTIVE."""
         next_utc = times.to_text(following) if following else None
-        writes: list[dict[str, Any]] = [
-            self._schedule.delete_op(current, must_exist=True),
-            {
-                "Update": {
-                    "TableName": self._jobs,
-                    "Key": dump({"pk": job_pk(job.job_id)}),
-                    "UpdateExpression": "SET next_run_utc = :next"
-                    if next_utc
-                    else "REMOVE next_run_utc",
-                    # A job paused or deleted meanwhile gets no next occurrence.
-                    "ConditionExpression": "#status = :active",
-                    "ExpressionAttributeNames": {"#status": "status"},
-                    "ExpressionAttributeValues": dump(
-                        {":active": JobStatus.ACTIVE.value}
-                        | ({":next": next_utc} if next_utc else {})
-                    ),
-                }
-            },
-        ]
+        taken = times.to_text(from_epoch(current.scheduled_at))
+        values: dict[str, Any] = {":active": JobStatus.ACTIVE.value, ":taken": taken}
+        if next_utc:
+            values[":next"] = next_utc
+            shows = "(next_run_utc = :taken OR next_run_utc = :next)"
+        else:
+            shows = "(next_run_utc = :taken OR attribute_not_exists(next_run_utc))"
+        try:
+            self._db.update_item(
+                TableName=self._jobs,
+                Key=dump({"pk": job_pk(job.job_id)}),
+                UpdateExpression="SET next_run_utc = :next" if next_utc else "REMOVE next_run_utc",
+                ConditionExpression=f"#status = :active AND {shows}",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=dump(values),
+            )
+        except ClientError as exc:
+            if not condition_failed(exc):
+                raise_if_throttled(exc)
+                raise
+            # Paused, gone, or advanced past this item by another taker: it just goes.
+            self._schedule.delete(current)
+            return None
         item = None
         if following is not None:
             item = ScheduleItem.occurrence(job.job_id, job.user_id, following, job.jitter_seconds)
-            writes.append(self._schedule.put_op(item))
-        if not transact(self._db, writes):
-            # Another tick advanced it already, or the job is paused or gone: nothing left to
-            # do but make sure the taken item does not linger.
-            self._schedule.delete(current)
-            return None
+            self._schedule.put(item)
+        self._schedule.delete(current)
         return item
 
     def update(self, updated: Job, previous: Job, script_key: str) -> bool:

@@ -36,3 +36,6 @@ class RunSpec(BaseModel):
     parameters: dict[str, Any]
     script_key: str
     overlap: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+    # The pack this attempt was first dispatched in (recorded with its claim): every task that
+    # holds it shares that pack's claim objects. None: the pack it is dispatched in now.
+    claim_pack: str | None = None

@@ -54,7 +54,9 @@ class Executor:
         """Dispatch the message's runs that nobody dispatched yet; returns their keys."""
         now = self._clock()
         claim_id = uuid.uuid4().hex
-        taken = fan_out(lambda due: self._take(due, claim_id, now), message.runs, _WORKERS)
+        taken = fan_out(
+            lambda due: self._take(due, claim_id, now, message.pack_id), message.runs, _WORKERS
+        )
         claimed = [run for run in taken if isinstance(run, Run)]
         if _BUSY in taken:
             self._release(claimed, claim_id, now)
@@ -79,7 +81,11 @@ class Executor:
 
         def mark(run: Run) -> None:
             start = max(run.not_before, epoch(now))
-            deadline = start + run.timeout_seconds + self._grace
+            deadline: int | None = start + run.timeout_seconds + self._grace
+            if run.status is RunStatus.QUEUED and epoch(now) <= run.not_before:
+                # Queued with this very deadline (the watcher's formula, from the same second):
+                # kept, so the in-flight index entry is not rewritten.
+                deadline = None
             dispatched = self._clock()
             if self._runs.mark_dispatched(run, claim_id, task_id, dispatched, deadline):
                 lead = run.not_before - epoch(dispatched)
@@ -89,13 +95,14 @@ class Executor:
         fan_out(mark, claimed, _WORKERS)
         return [run.key for run in claimed]
 
-    def _take(self, due: DueRun, claim_id: str, now: datetime) -> Run | str | None:
+    def _take(self, due: DueRun, claim_id: str, now: datetime, pack_id: str) -> Run | str | None:
         """The run, claimed; None if there is nothing to do; _BUSY if another executor holds it."""
         run = self._runs.get(due.job_id, due.key)
         if run is None or run.attempt != due.attempt or run.status not in _CLAIMABLE:
             return None  # done, or already dispatched for this attempt: a duplicate message
-        if self._runs.claim(run, claim_id, now, self._claim_seconds):
-            return run
+        if self._runs.claim(run, claim_id, now, self._claim_seconds, pack_id):
+            # The attempt's pack is the one it was first claimed in (kept by a later claim).
+            return run.model_copy(update={"claim_pack": run.claim_pack or pack_id})
         current = self._runs.get(due.job_id, due.key)
         if current is not None and current.status is RunStatus.DISPATCHING:
             return _BUSY
@@ -162,6 +169,7 @@ class Executor:
             parameters=parameters,
             script_key=script_key,
             overlap=run.overlap,
+            claim_pack=run.claim_pack,
         )
 
 

@@ -41,7 +41,10 @@ class Manifests:
         url_seconds: int,
         clock: Clock,
         manifest_url_seconds: int | None = None,
+        started_report_seconds: int | None = None,
     ) -> None:
+        # A run still running this long after its start reports "started"; None: at once.
+        self._started_report_seconds = started_report_seconds
         self._s3 = s3
         self._bucket = bucket
         self._ttl = url_seconds
@@ -74,6 +77,7 @@ class Manifests:
         for run in runs:
             ttl = self._ttl + run.timeout_seconds + max(0, run.not_before - epoch(self._clock()))
             ids = (run.job_id, run.run_key, run.attempt)
+            claim = keys.pack_claim_key(run.claim_pack or pack_id, run.not_before)
             entry: dict[str, Any] = {
                 "job_id": run.job_id,
                 "run_key": run.run_key,
@@ -86,10 +90,14 @@ class Manifests:
                 "started_url": self._url("put_object", keys.report_key(*ids, "started"), ttl),
                 "finished_url": self._url("put_object", keys.report_key(*ids, "finished"), ttl),
                 "output_url": self._url("put_object", keys.output_key(*ids), ttl),
-                # If-None-Match: * makes the first task to PUT it the only one to run this
-                # attempt, should the executor ever dispatch it twice; a cancel before the
-                # script starts takes it first.
-                "claim_url": self._url("put_object", keys.claim_key(*ids), ttl, IfNoneMatch="*"),
+                # If-None-Match: * makes the first task to PUT it the only one to start the
+                # pack's runs of that second, should the executor ever dispatch them twice;
+                # the run's own claim is for a task that lost it (runner/jobrunner/claims.py).
+                "claim_url": self._url("put_object", claim, ttl, IfNoneMatch="*"),
+                "claim_read_url": self._url("get_object", claim, ttl),
+                "run_claim_url": self._url(
+                    "put_object", keys.claim_key(*ids), ttl, IfNoneMatch="*"
+                ),
                 "cancel_url": self._url("get_object", keys.cancel_key(*ids), ttl),
                 "overlap": run.overlap.value,
             }
@@ -97,13 +105,15 @@ class Manifests:
                 entry["lock"] = self._lock_urls(run, ttl)
             entries.append(entry)
         key = keys.manifest_key(pack_id)
-        document = {
+        document: dict[str, Any] = {
             "version": MANIFEST_VERSION,
             "pack_id": pack_id,
             "runs": entries,
             # The runner deletes the manifest once read: the URL in the overrides is then dead.
             "consume_url": self._url("delete_object", key, self._manifest_ttl),
         }
+        if self._started_report_seconds is not None:
+            document["started_report_seconds"] = self._started_report_seconds
         self._s3.put_object(
             Bucket=self._bucket,
             Key=key,

@@ -1,12 +1,13 @@
 """Runs: one scheduled (or manual) occurrence of a job, retried under the same key.
 
 Status flow of one run: PENDING -> QUEUED -> DISPATCHING -> DISPATCHED -> RUNNING -> SUCCEEDED |
-FAILED | TIMED_OUT; SKIPPED (by the catch-up policy when taken, by the overlap policy at its
-second, or before it starts when its job was paused or deleted: jobs.job_models.
-why_no_run_starts); a run that must wait for the job's previous one (BUFFER_ONE, REPLACE) is
-WAITING between DISPATCHED and RUNNING. A failed attempt with attempts left goes back to PENDING
-with attempt + 1 and `not_before` set by exponential backoff. Any unfinished run can be
-CANCELLED (by its owner, or by a REPLACE job's next run): never retried.
+FAILED | TIMED_OUT (a run whose script ends within the started-report interval, 10 s, goes from
+DISPATCHED straight to its end); SKIPPED (by the catch-up policy when taken, by the overlap
+policy at its second, or before it starts when its job was paused or deleted:
+jobs.job_models.why_no_run_starts); a run that must wait for the job's previous one
+(BUFFER_ONE, REPLACE) is WAITING between DISPATCHED and RUNNING. A failed attempt with attempts
+left goes back to PENDING with attempt + 1 and `not_before` set by exponential backoff. Any
+unfinished run can be CANCELLED (by its owner, or by a REPLACE job's next run): never retried.
 """
 
 from __future__ import annotations
@@ -176,6 +177,9 @@ class Run(BaseModel):
     # The attempt holds one of its owner's concurrent_runs places (taken by the executor at
     # dispatch, given back by the write that ends the attempt); not shown.
     holds_place: bool | None = Field(default=None, exclude=True)
+    # The pack the attempt was first claimed for dispatch in: every task that holds it takes
+    # that pack's claim objects (runner/jobrunner/claims.py); not shown.
+    claim_pack: str | None = Field(default=None, exclude=True)
 
 
 class RunSummary(BaseModel):

@@ -1,5 +1,5 @@
 """The S3 objects a run leaves under the scripts bucket: the runner's reports (`reports/`), its
-captured output (`outputs/`), and the cancel channel (`claims/`, `cancels/`)."""
+captured output (`outputs/`), and the cancel channel (`cancels/`)."""
 
 from __future__ import annotations
 
@@ -43,18 +43,9 @@ class S3RunObjects:
         return str(self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds))
 
     def request_cancel(self, job_id: str, run_key: str, attempt: int, reason: str) -> None:
+        """The cancel object: the runner reads it at the run's second (found: the script never
+        starts) and polls it while the script runs (found: SIGTERM)."""
         body = json.dumps({"cancelled": True, "reason": reason}).encode()
-        try:  # the runner claims at the script's start: a claim taken here means "never start"
-            self._s3.put_object(
-                Bucket=self._bucket,
-                Key=keys.claim_key(job_id, run_key, attempt),
-                Body=body,
-                IfNoneMatch="*",
-            )
-        except ClientError as exc:
-            if error_code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise_if_throttled(exc)
-                raise
         self._s3.put_object(
             Bucket=self._bucket, Key=keys.cancel_key(job_id, run_key, attempt), Body=body
         )

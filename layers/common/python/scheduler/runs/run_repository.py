@@ -233,13 +233,18 @@ class RunRepository:
             },
         )
 
-    def claim(self, run: Run, claim_id: str, now: datetime, claim_seconds: int) -> bool:
+    def claim(
+        self, run: Run, claim_id: str, now: datetime, claim_seconds: int, pack_id: str = ""
+    ) -> bool:
         """Take the run for dispatch. Only one claimant wins; an abandoned claim (the executor
-        died between claim and dispatch) can be taken again once it expires."""
+        died between claim and dispatch) can be taken again once it expires. The first claim
+        of an attempt binds it to its pack (`claim_pack`), whose claim objects every task that
+        holds it then shares."""
         epoch = int(now.timestamp())
         return self._update(
             run,
-            "SET #st = :dispatching, claim_id = :claim, claim_until = :until, updated_at = :now",
+            "SET #st = :dispatching, claim_id = :claim, claim_until = :until, updated_at = :now, "
+            "claim_pack = if_not_exists(claim_pack, :pack)",
             "attempt = :attempt AND (#st IN (:pending, :queued) OR "
             "(#st = :dispatching AND claim_until < :epoch))",
             {
@@ -250,6 +255,7 @@ class RunRepository:
                 ":until": epoch + claim_seconds,
                 ":epoch": epoch,
                 ":now": times.to_text(now),
+                ":pack": pack_id or f"{run.key}-{run.attempt}",
             },
         )
 
@@ -268,22 +274,24 @@ class RunRepository:
         )
 
     def mark_dispatched(
-        self, run: Run, claim_id: str, task_id: str, now: datetime, deadline: int
+        self, run: Run, claim_id: str, task_id: str, now: datetime, deadline: int | None
     ) -> bool:
+        """The claimed run is in its task. `deadline` None keeps the one it was queued with
+        (the same value: the run is dispatched ahead of its second), so the in-flight index
+        entry is not rewritten (a changed key costs the index a delete and a put)."""
+        sets = "SET #st = :dispatched, task_id = :task, dispatched_at = :now, updated_at = :now"
+        values: dict[str, Any] = {
+            ":dispatched": RunStatus.DISPATCHED.value,
+            ":dispatching": RunStatus.DISPATCHING.value,
+            ":claim": claim_id,
+            ":task": task_id,
+            ":now": times.to_text(now),
+        }
+        if deadline is not None:
+            sets += ", inflight_shard = :shard, deadline = :deadline"
+            values |= {":shard": self._inflight_shard(run.job_id), ":deadline": deadline}
         return self._update(
-            run,
-            "SET #st = :dispatched, task_id = :task, dispatched_at = :now, updated_at = :now, "
-            "inflight_shard = :shard, deadline = :deadline",
-            "attempt = :attempt AND claim_id = :claim AND #st = :dispatching",
-            {
-                ":dispatched": RunStatus.DISPATCHED.value,
-                ":dispatching": RunStatus.DISPATCHING.value,
-                ":claim": claim_id,
-                ":task": task_id,
-                ":now": times.to_text(now),
-                ":shard": self._inflight_shard(run.job_id),
-                ":deadline": deadline,
-            },
+            run, sets, "attempt = :attempt AND claim_id = :claim AND #st = :dispatching", values
         )
 
     def mark_waiting(self, run: Run, now: datetime, deadline: int) -> bool:
@@ -474,7 +482,7 @@ class RunRepository:
                     "SET #st = :pending, attempt = :next, not_before = :nb, "
                     "updated_at = :now, attempts = "
                     "list_append(if_not_exists(attempts, :empty), :history) "
-                    "REMOVE inflight_shard, deadline, claim_id, claim_until, "
+                    "REMOVE inflight_shard, deadline, claim_id, claim_until, claim_pack, "
                     "task_id, queued_at, dispatched_at, started_at, start_lag_ms, "
                     "finished_at, exit_code, output_tail, output_bytes, "
                     "output_truncated, output_key, duration_ms, #err"
@@ -540,7 +548,7 @@ class RunRepository:
                 "Key": dump({"job_id": run.job_id, "key": run.key}),
                 "UpdateExpression": "SET #st = :pending, not_before = :nb, #deferred = :reason, "
                 "updated_at = :now REMOVE inflight_shard, deadline, claim_id, claim_until, "
-                "queued_at",
+                "claim_pack, queued_at",
                 "ConditionExpression": "attempt = :attempt AND #st = :dispatching AND "
                 "claim_id = :claim AND attribute_not_exists(holds_place)",
                 "ExpressionAttributeNames": {"#st": "status", "#deferred": "deferred"},
@@ -687,6 +695,8 @@ def to_run(item: dict[str, Any]) -> Run:
         fields["overlap"] = ConcurrencyPolicy(item["overlap"])
     if item.get("holds_place"):
         fields["holds_place"] = True
+    if "claim_pack" in item:
+        fields["claim_pack"] = item["claim_pack"]
     for name in _TIME_FIELDS:
         if name in fields:
             fields[name] = times.from_text(fields[name])

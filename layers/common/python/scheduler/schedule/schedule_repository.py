@@ -78,6 +78,9 @@ class ScheduleRepository:
                 return
             args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def put(self, item: ScheduleItem) -> None:
+        self._db.put_item(TableName=self._table, Item=dump(self.item_of(item)))
+
     def delete(self, item: ScheduleItem) -> None:
         self._db.delete_item(TableName=self._table, Key=dump(self.key_of(item)))
 
