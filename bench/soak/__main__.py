@@ -1,0 +1,188 @@
+"""python -m bench.soak [--quick] [--seed N] [--rate KIND=PER_MINUTE ...] [--plan-only]
+
+The chaos soak (issue 14): see bench/soak/__init__.py and docs/performance.md, "Chaos soak".
+Writes bench/results/soak.json (quick: bench/results/quick/soak.json) and the timeline plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from bench.common import Mode, moto_server, say
+from bench.soak import report
+from bench.soak.chaos import Chaos, SoakStack
+from bench.soak.checker import TERMINAL, GroundTruth, check
+from bench.soak.plan import DEFAULT_RATES, KINDS, QUICK_RATES, generate, parse_rates
+from bench.soak.workload import Workload
+
+# Recovery delays, shortened in their order (claim < dispatch visibility < dispatch grace; see
+# docs/architecture.md) so that a killed run is swept in seconds, not minutes.
+FUNCTION_ENV = {
+    "CLAIM_SECONDS": "10",
+    "DISPATCH_GRACE_SECONDS": "30",
+    "RUNNING_GRACE_SECONDS": "5",
+}
+DISPATCH_VISIBILITY_SECONDS = 20
+TASK_START_DELAY = "0-3"
+RETRY_BASE_SECONDS = 10
+# Jobs per owner: (owners, every minute, every 5 minutes, hourly, run-now targets); each owner
+# also has a flaky, a failing and a timing-out job.
+SHAPES = {
+    "full": {"owners": 24, "minute": 20, "five": 4, "hourly": 2, "burst": 1},
+    "quick": {"owners": 4, "minute": 8, "five": 2, "hourly": 1, "burst": 1},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a 3-minute soak")
+    parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument(
+        "--rate",
+        action="append",
+        default=[],
+        metavar="KIND=PER_MINUTE",
+        help=f"fault rate (per minute); kinds: {', '.join(KINDS)}; all=0 turns all off",
+    )
+    parser.add_argument("--minutes", type=float, help="minutes of faults and due runs")
+    parser.add_argument("--plan-only", action="store_true", help="print the fault plan and stop")
+    arguments = parser.parse_args(argv)
+    mode = Mode(quick=arguments.quick)
+    minutes = arguments.minutes or mode.pick(21.0, 2.0)
+    rates = parse_rates(arguments.rate, mode.pick(DEFAULT_RATES, QUICK_RATES))
+    plan = generate(arguments.seed, rates, minutes * 60)
+    if arguments.plan_only:
+        print(json.dumps(plan.to_json(), indent=1))
+        return 0
+    return soak(mode, plan, minutes)
+
+
+def soak(mode: Mode, plan, minutes: float) -> int:  # type: ignore[no-untyped-def]
+    shape = SHAPES["quick" if mode.quick else "full"]
+    work = mode.results_dir / "work" / "soak"
+    work.mkdir(parents=True, exist_ok=True)
+    options = ["--watcher-interval", "60", "--watcher-second", str(plan.tick_second)]
+    options += ["--task-start-delay", TASK_START_DELAY]
+    options += ["--retry-base-seconds", str(RETRY_BASE_SECONDS)]
+    for name, value in FUNCTION_ENV.items():
+        options += ["--function-env", f"{name}={value}"]
+    began = time.time()
+    with moto_server(work / "moto.log") as moto:
+        state_dir = work / "stack"
+        if state_dir.exists():
+            import shutil
+
+            shutil.rmtree(state_dir)
+        state_dir.mkdir(parents=True)
+        stack = SoakStack(state_dir, moto.endpoint, options)
+        stack.start()
+        try:
+            chaos_events, down, workload, times = drive(stack, plan, shape, minutes)
+            # The checker reads the API (and the runners' logs): before the stack stops.
+            truth = GroundTruth.read(state_dir / "tasks")
+            results = check(
+                workload,
+                truth,
+                chaos_events,
+                times["faults_from"],
+                times["first_due"],
+                times["last_due"],
+            )
+        finally:
+            stack.stop()
+    # Kept before the report is drawn: the soak cannot be re-run cheaply.
+    raw = {"results": results, "events": chaos_events, "times": times, "down": down}
+    (work / "raw.json").write_text(json.dumps(raw, default=str) + "\n")
+    report.write(
+        mode,
+        plan,
+        results,
+        chaos_events,
+        stack.injection_log,
+        workload,
+        times,
+        time.time() - began,
+        down,
+    )
+    return 0
+
+
+def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # type: ignore[no-untyped-def]
+    from bench.common import plain_client
+    from bench.soak.chaos import DISPATCH_QUEUE
+
+    sqs = plain_client("sqs")
+    url = sqs.get_queue_url(QueueName=DISPATCH_QUEUE)["QueueUrl"]
+    sqs.set_queue_attributes(
+        QueueUrl=url, Attributes={"VisibilityTimeout": str(DISPATCH_VISIBILITY_SECONDS)}
+    )
+    workload = Workload.for_stack(
+        stack.url, stack.api_port, stack.state_dir, shape["owners"], plan.seed
+    )
+    workload.setup(shape)
+    say(
+        f"soak: {len(workload.jobs)} jobs for {shape['owners']} owners; faults for "
+        f"{minutes:g} min (seed {plan.seed}, {len(plan.faults)} faults planned)"
+    )
+    faults_from = time.time()
+    first_due = int(faults_from) - int(faults_from) % 60 + 60
+    chaos = Chaos(plan, stack, faults_from)
+    chaos.start()
+    end = faults_from + minutes * 60
+    minute = 0
+    while time.time() < end:
+        now = time.time()
+        at = now - now % 60 + 12  # changes inside seconds 12-48 of the minute
+        if at < now:
+            at += 60
+        if at >= end:
+            break
+        time.sleep(at - now)
+        minute += 1
+        workload.churn(minute)
+        if minute % 2 == 0 and time.time() % 60 < 30:
+            workload.run_now_burst(10)
+        say(
+            f"soak: minute {minute}: {len(chaos.events)} faults so far, "
+            f"{workload.api.errors} API errors retried"
+        )
+    chaos.stop()
+    last_due = int(time.time())
+    say("soak: pausing every job; draining")
+    workload.pause_all()
+    drain(workload, stack, first_due, last_due)
+    return (
+        chaos.events,
+        chaos.down,
+        workload,
+        {
+            "faults_from": faults_from,
+            "first_due": first_due,
+            "last_due": last_due,
+            "drained": time.time(),
+        },
+    )
+
+
+def drain(workload: Workload, stack: SoakStack, first_due: int, last_due: int) -> None:
+    """Until every run due in the period has ended (or 4 minutes have passed)."""
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(10)
+        open_runs = 0
+        for job in workload.jobs.values():
+            if job.deleted_at is not None:
+                continue
+            for run in workload.api.runs(job.job_id, job.user):
+                if run["execution_time"] <= last_due and run["status"] not in TERMINAL:
+                    open_runs += 1
+        say(f"soak: {open_runs} runs not ended yet")
+        if open_runs == 0:
+            return
+
+
+if __name__ == "__main__":
+    sys.exit(main())
