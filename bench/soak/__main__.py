@@ -10,11 +10,12 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 
 from bench.common import Mode, moto_server, say
 from bench.soak import report
 from bench.soak.chaos import Chaos, SoakStack
-from bench.soak.checker import TERMINAL, GroundTruth, check
+from bench.soak.checker import TERMINAL, GroundTruth, check, due_seconds
 from bench.soak.plan import DEFAULT_RATES, KINDS, QUICK_RATES, generate, parse_rates
 from bench.soak.workload import Workload
 
@@ -94,7 +95,15 @@ def soak(mode: Mode, plan, minutes: float) -> int:  # type: ignore[no-untyped-de
         finally:
             stack.stop()
     # Kept before the report is drawn: the soak cannot be re-run cheaply.
-    raw = {"results": results, "events": chaos_events, "times": times, "down": down}
+    raw = {
+        "results": results,
+        "events": chaos_events,
+        "times": times,
+        "down": down,
+        "jobs": [asdict(job) for job in workload.jobs.values()],
+        "operations": workload.operations,
+        "manual": [asdict(manual) for manual in workload.manual],
+    }
     (work / "raw.json").write_text(json.dumps(raw, default=str) + "\n")
     report.write(
         mode,
@@ -122,13 +131,19 @@ def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # typ
     workload = Workload.for_stack(
         stack.url, stack.api_port, stack.state_dir, shape["owners"], plan.seed
     )
-    workload.setup(shape)
+    # The jobs start once every one of them exists (about 4 creates a second here).
+    setup_began = time.time()
+    per_owner = shape["minute"] + shape["five"] + shape["hourly"] + shape["burst"] + 3
+    start_at = setup_began + len(workload.owners) * per_owner / 4 + 60
+    start_at = start_at - start_at % 60 + 30  # between two occurrences: no doubt which is first
+    workload.setup(shape, start_at)
     say(
         f"soak: {len(workload.jobs)} jobs for {shape['owners']} owners; faults for "
         f"{minutes:g} min (seed {plan.seed}, {len(plan.faults)} faults planned)"
     )
+    time.sleep(max(0.0, start_at - time.time()))
     faults_from = time.time()
-    first_due = int(faults_from) - int(faults_from) % 60 + 60
+    first_due = int(start_at) + 30
     chaos = Chaos(plan, stack, faults_from)
     chaos.start()
     end = faults_from + minutes * 60
@@ -143,7 +158,7 @@ def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # typ
         time.sleep(at - now)
         minute += 1
         workload.churn(minute)
-        if minute % 2 == 0 and time.time() % 60 < 30:
+        if minute % 2 == 1 and time.time() % 60 < 30:
             workload.run_now_burst(10)
         say(
             f"soak: minute {minute}: {len(chaos.events)} faults so far, "
@@ -151,9 +166,8 @@ def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # typ
         )
     chaos.stop()
     last_due = int(time.time())
-    say("soak: pausing every job; draining")
-    workload.pause_all()
-    drain(workload, stack, first_due, last_due)
+    say("soak: faults stopped; waiting for the runs due until now to end")
+    drain(workload, first_due, last_due)
     return (
         chaos.events,
         chaos.down,
@@ -167,21 +181,34 @@ def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # typ
     )
 
 
-def drain(workload: Workload, stack: SoakStack, first_due: int, last_due: int) -> None:
-    """Until every run due in the period has ended (or 4 minutes have passed)."""
+def drain(workload: Workload, first_due: int, last_due: int) -> None:
+    """Until every run due by `last_due` exists and has ended (or 4 minutes have passed); the
+    jobs go on running, but what falls due after `last_due` is not counted."""
     deadline = time.time() + 240
-    while time.time() < deadline:
+    expected: dict[str, set[str]] = {
+        job.job_id: {
+            f"{second}-{job.job_id}" for second in due_seconds(job, first_due, last_due)[0]
+        }
+        for job in workload.jobs.values()
+        if job.deleted_at is None
+    }
+    for manual in workload.manual:
+        if manual.key is not None and manual.job_id in expected:
+            expected[manual.job_id].add(manual.key)
+    waiting = [job for job in workload.jobs.values() if expected.get(job.job_id)]
+    while waiting and time.time() < deadline:
         time.sleep(10)
-        open_runs = 0
-        for job in workload.jobs.values():
-            if job.deleted_at is not None:
-                continue
-            for run in workload.api.runs(job.job_id, job.user):
-                if run["execution_time"] <= last_due and run["status"] not in TERMINAL:
-                    open_runs += 1
-        say(f"soak: {open_runs} runs not ended yet")
-        if open_runs == 0:
-            return
+        still = []
+        for job in waiting:
+            ended = {
+                run["key"]
+                for run in workload.api.runs(job.job_id, job.user)
+                if run["status"] in TERMINAL
+            }
+            if not expected[job.job_id] <= ended:
+                still.append(job)
+        waiting = still
+        say(f"soak: {len(waiting)} jobs with due runs not ended yet")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,6 +262,7 @@ class Chaos:
     # -- SQS ------------------------------------------------------------------------------
 
     def _receive_one(self, queue: str) -> dict[str, Any] | None:
+        """A message of the queue (for reports, one that carries S3 records), taken for 30 s."""
         deadline = time.time() + 90
         while time.time() < deadline and not self._stop.is_set():
             messages = self._sqs.receive_message(
@@ -270,9 +272,17 @@ class Chaos:
                 VisibilityTimeout=30,
                 MessageSystemAttributeNames=["All"],
             ).get("Messages", [])
-            if messages:
-                message: dict[str, Any] = messages[0]
-                return message
+            if not messages:
+                continue
+            message: dict[str, Any] = messages[0]
+            if queue == "reports" and not _s3_keys(message["Body"]):
+                self._sqs.change_message_visibility(
+                    QueueUrl=self._queues[queue],
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=0,
+                )
+                continue
+            return message
         return None
 
     def drop_notification(self, fault: Fault) -> None:
@@ -300,13 +310,16 @@ class Chaos:
         self._sqs.change_message_visibility(
             QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
         )
-        what = _s3_keys(message["Body"]) if queue == "reports" else _dispatched(message["Body"])
-        self.record(fault, queue=queue, runs=what)
+        if queue == "reports":
+            self.record(fault, queue=queue, objects=_s3_keys(message["Body"]))
+        else:
+            self.record(fault, queue=queue, runs=_dispatched(message["Body"]))
 
 
 def _s3_keys(body: str) -> list[str]:
     with contextlib.suppress(ValueError, KeyError, TypeError):
-        return [r["s3"]["object"]["key"] for r in json.loads(body).get("Records", [])]
+        records = json.loads(body).get("Records", [])
+        return [urllib.parse.unquote(r["s3"]["object"]["key"]) for r in records]
     return []
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,14 @@ def check(  # noqa: PLR0912, PLR0915  # one pass over the due runs, each rule in
             (lags_in if inside else lags_out).append(lag)
             lags_by_minute[minute].append(lag)
         if run is None:
-            lost.append({"key": key, "why": "no run recorded", "started_by_runner": bool(attempts)})
+            lost.append(
+                {
+                    "key": key,
+                    "why": "no run recorded",
+                    "started_by_runner": bool(attempts),
+                    "job": _job_as_the_api_shows_it(workload, job),
+                }
+            )
             continue
         if run["status"] == "SKIPPED":
             skipped[str(run.get("error"))] += 1
@@ -181,7 +188,8 @@ def check(  # noqa: PLR0912, PLR0915  # one pass over the due runs, each rule in
             continue
         if len(attempts) > 1 or any(len(truth.started[(key, a)]) > 1 for a in attempts):
             earlier = [
-                f"attempt {a['attempt']}: {a.get('error')}" for a in run.get("attempts") or []
+                f"attempt {a['attempt']}: " + (a.get("error") or f"exit code {a.get('exit_code')}")
+                for a in run.get("attempts") or []
             ]
             same = [a for a in attempts if len(truth.started[(key, a)]) > 1]
             twice.append(
@@ -256,6 +264,15 @@ def check(  # noqa: PLR0912, PLR0915  # one pass over the due runs, each rule in
         "lags_by_minute": {str(m): summary(v) for m, v in sorted(lags_by_minute.items())},
         "fault_windows": windows,
     }
+
+
+def _job_as_the_api_shows_it(workload: Workload, job: JobRecord | None) -> Any:
+    """The job, for a lost run's diagnosis, with the ledger's view of its schedules."""
+    if job is None:
+        return None
+    response = workload.api.call("GET", f"/jobs/{job.job_id}", job.user)
+    shown = response.json() if response is not None and response.status_code == 200 else None
+    return {"api": shown, "ledger": asdict(job)}
 
 
 def _maybe(workload: Workload, run: dict[str, Any]) -> bool:

@@ -92,8 +92,9 @@ def _params(kind: str, rng: random.Random) -> dict[str, Any]:
         return {
             "service": rng.choice(AWS_SERVICES),
             "error": rng.choice(AWS_ERRORS),
-            "seconds": round(rng.uniform(2, 10), 1),
-            "probability": round(rng.uniform(0.3, 1.0), 2),
+            # Work comes in bursts (ticks, minute boundaries): windows long enough to meet one.
+            "seconds": round(rng.uniform(5, 30), 1),
+            "probability": round(rng.uniform(0.2, 0.8), 2),
         }
     if kind == "duplicate_delivery":
         return {"queue": rng.choice(("dispatch", "reports"))}

@@ -13,6 +13,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -148,7 +149,14 @@ class Workload:
     def owners(self) -> list[str]:
         return sorted(self.api.tokens)
 
-    def create(self, user: str, schedule: str, timezone: str, behaviour: str) -> JobRecord | None:
+    def create(
+        self,
+        user: str,
+        schedule: str,
+        timezone: str,
+        behaviour: str,
+        start_at: float | None = None,
+    ) -> JobRecord | None:
         body: dict[str, Any] = {
             "name": f"soak-{uuid.uuid4().hex[:12]}",
             "schedule": schedule,
@@ -157,6 +165,8 @@ class Workload:
             "timeout_seconds": 5 if behaviour == "timeout" else 20,
             "max_attempts": {"fail": 2, "timeout": 1}.get(behaviour, 3),
         }
+        if start_at is not None:
+            body["start_at"] = datetime.fromtimestamp(start_at, UTC).isoformat()
         started = time.time()
         response = self.api.call(
             "POST", "/jobs", user, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
@@ -165,24 +175,27 @@ class Workload:
             self.operations.append({"at": started, "op": "create", "failed": True})
             return None
         job = response.json()
-        record = JobRecord(job["job_id"], user, behaviour, [Segment(schedule, timezone, started)])
+        begins = started if start_at is None else max(started, start_at)
+        record = JobRecord(job["job_id"], user, behaviour, [Segment(schedule, timezone, begins)])
         record.grey.append((started, time.time()))
         self.jobs[record.job_id] = record
         self.operations.append({"at": started, "op": "create", "job_id": record.job_id})
         return record
 
-    def setup(self, per_owner: dict[str, int]) -> None:
+    def setup(self, per_owner: dict[str, int], start_at: float) -> None:
+        """The owners' jobs, none running before `start_at`: their first runs are then taken
+        by the watcher's ticks, packed by owner, instead of one task per job created."""
         for user in self.owners:
             for _ in range(per_owner["minute"]):
-                self.create(user, "* * * * *", self.rng.choice(ZONES), "ok")
+                self.create(user, "* * * * *", self.rng.choice(ZONES), "ok", start_at)
             for _ in range(per_owner["five"]):
-                self.create(user, "*/5 * * * *", self.rng.choice(ZONES), "ok")
+                self.create(user, "*/5 * * * *", self.rng.choice(ZONES), "ok", start_at)
             for _ in range(per_owner["hourly"]):
                 minute = self.rng.randrange(60)
-                self.create(user, f"{minute} * * * *", self.rng.choice(DST_ZONES), "ok")
-            self.create(user, "*/2 * * * *", "UTC", "flaky")
-            self.create(user, "*/5 * * * *", "Europe/Paris", "fail")
-            self.create(user, "*/5 * * * *", "America/New_York", "timeout")
+                self.create(user, f"{minute} * * * *", self.rng.choice(DST_ZONES), "ok", start_at)
+            self.create(user, "*/2 * * * *", "UTC", "flaky", start_at)
+            self.create(user, "*/5 * * * *", "Europe/Paris", "fail", start_at)
+            self.create(user, "*/5 * * * *", "America/New_York", "timeout", start_at)
             for _ in range(per_owner["burst"]):
                 self.create(user, YEARLY, "UTC", "ok")
 
@@ -307,9 +320,3 @@ class Workload:
         new = self.create(rng.choice(self.owners), "* * * * *", rng.choice(ZONES), "ok")
         if new is not None:
             self._churn.add(new.job_id)
-
-    def pause_all(self) -> None:
-        """The end of the due period: every job paused (what runs after is not counted)."""
-        for job in list(self.jobs.values()):
-            if job.deleted_at is None and not job.paused:
-                self.pause(job)
