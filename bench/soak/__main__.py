@@ -27,12 +27,13 @@ FUNCTION_ENV = {
     "RUNNING_GRACE_SECONDS": "5",
 }
 DISPATCH_VISIBILITY_SECONDS = 20
+REPORTS_VISIBILITY_SECONDS = 15  # the template's 60 s: a failed report batch comes back sooner
 TASK_START_DELAY = "0-3"
 RETRY_BASE_SECONDS = 10
 # Jobs per owner: (owners, every minute, every 5 minutes, hourly, run-now targets); each owner
 # also has a flaky, a failing and a timing-out job.
 SHAPES = {
-    "full": {"owners": 24, "minute": 20, "five": 4, "hourly": 2, "burst": 1},
+    "full": {"owners": 24, "minute": 23, "five": 2, "hourly": 1, "burst": 1},
     "quick": {"owners": 4, "minute": 8, "five": 2, "hourly": 1, "burst": 1},
 }
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan-only", action="store_true", help="print the fault plan and stop")
     arguments = parser.parse_args(argv)
     mode = Mode(quick=arguments.quick)
-    minutes = arguments.minutes or mode.pick(21.0, 2.0)
+    minutes = arguments.minutes or mode.pick(18.0, 1.5)
     rates = parse_rates(arguments.rate, mode.pick(DEFAULT_RATES, QUICK_RATES))
     plan = generate(arguments.seed, rates, minutes * 60)
     if arguments.plan_only:
@@ -121,12 +122,16 @@ def soak(mode: Mode, plan, minutes: float) -> int:  # type: ignore[no-untyped-de
 
 def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # type: ignore[no-untyped-def]
     from bench.common import plain_client
-    from bench.soak.chaos import DISPATCH_QUEUE
+    from bench.soak.chaos import DISPATCH_QUEUE, REPORTS_QUEUE
 
     sqs = plain_client("sqs")
     url = sqs.get_queue_url(QueueName=DISPATCH_QUEUE)["QueueUrl"]
     sqs.set_queue_attributes(
         QueueUrl=url, Attributes={"VisibilityTimeout": str(DISPATCH_VISIBILITY_SECONDS)}
+    )
+    reports = sqs.get_queue_url(QueueName=REPORTS_QUEUE)["QueueUrl"]
+    sqs.set_queue_attributes(
+        QueueUrl=reports, Attributes={"VisibilityTimeout": str(REPORTS_VISIBILITY_SECONDS)}
     )
     workload = Workload.for_stack(
         stack.url, stack.api_port, stack.state_dir, shape["owners"], plan.seed
@@ -134,8 +139,10 @@ def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # typ
     # The jobs start once every one of them exists (about 4 creates a second here).
     setup_began = time.time()
     per_owner = shape["minute"] + shape["five"] + shape["hourly"] + shape["burst"] + 3
-    start_at = setup_began + len(workload.owners) * per_owner / 4 + 60
+    start_at = setup_began + len(workload.owners) * per_owner / 4 + 15
     start_at = start_at - start_at % 60 + 30  # between two occurrences: no doubt which is first
+    if start_at < setup_began + len(workload.owners) * per_owner / 4:
+        start_at += 60
     workload.setup(shape, start_at)
     say(
         f"soak: {len(workload.jobs)} jobs for {shape['owners']} owners; faults for "

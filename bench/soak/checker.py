@@ -199,7 +199,7 @@ def check(  # noqa: PLR0912, PLR0915  # one pass over the due runs, each rule in
                     "same_attempt_twice": same,
                     "marked": run["attempt"] > 1 and not same,
                     "causes": earlier + [f"fault: {kind}" for kind in touched.get(key, [])],
-                    "by_design": behaviour.get(job.job_id if job else "") == "flaky",
+                    "by_design": behaviour.get(job.job_id if job else "") in {"flaky", "fail"},
                 }
             )
         final = (key, int(run["attempt"]))

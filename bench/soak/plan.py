@@ -39,7 +39,10 @@ DEFAULT_RATES: dict[str, float] = {
     "late_runner": 0.3,
 }
 # The quick soak lasts 1.5 minutes: rates high enough for every kind to show up.
-QUICK_RATES: dict[str, float] = {kind: max(1.0, 2 * rate) for kind, rate in DEFAULT_RATES.items()}
+QUICK_RATES: dict[str, float] = {
+    kind: 0.5 if kind.startswith("kill_") and kind != "kill_runner" else max(1.0, 2 * rate)
+    for kind, rate in DEFAULT_RATES.items()
+}
 AWS_SERVICES = ("dynamodb", "sqs", "s3", "ecs")  # ecs: RunTask (the local backend's dispatch)
 AWS_ERRORS = ("throttle", "server_error", "timeout")
 
@@ -110,11 +113,15 @@ def generate(seed: int, rates: dict[str, float], duration_s: float) -> Plan:
         rate = rates[kind]
         rng = random.Random(f"{seed}:{kind}")
         at = 0.0
+        arrivals = 0
         while rate > 0:
             at += rng.expovariate(rate / 60)
             if at >= duration_s:
                 break
             faults.append(Fault(round(at, 2), kind, _params(kind, rng)))
+            arrivals += 1
+        if rate > 0 and arrivals == 0:  # every kind enabled happens at least once
+            faults.append(Fault(round(rng.uniform(0, duration_s), 2), kind, _params(kind, rng)))
     tick_second = random.Random(f"{seed}:tick").randrange(60)
     ordered = sorted(faults, key=lambda f: (f.at, f.kind))
     return Plan(seed, dict(rates), duration_s, tick_second, ordered)

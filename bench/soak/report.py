@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -37,7 +38,8 @@ def write(
     )
     twice = results["ran_twice"]
     causes = Counter(
-        "script failed on purpose (flaky job)" if t["by_design"] else _cause(t) for t in twice
+        "the script failed on purpose (flaky and failing jobs)" if t["by_design"] else _cause(t)
+        for t in twice
     )
     plot = soak_timeline(
         results["per_minute"],
@@ -52,6 +54,10 @@ def write(
         "rates_per_minute": plan.rates,
         "fault_minutes": plan.duration_s / 60,
         "tick_second": plan.tick_second,
+        # Same seed, rates and minutes: same plan, same digest (compare two soaks' results).
+        "plan_sha256": hashlib.sha256(
+            json.dumps(plan.to_json(), sort_keys=True).encode()
+        ).hexdigest(),
         "plan": plan.to_json()["faults"],
         "faults_planned": plan.counts(),
         "faults_carried_out": dict(carried_out),
