@@ -130,7 +130,10 @@ def check(  # noqa: PLR0912, PLR0915  # one pass over the due runs, each rule in
 
     runs: dict[str, dict[str, Any]] = {}
     for job in workload.jobs.values():
-        listed = job.snapshot if job.deleted_at is not None else api.runs(job.job_id, job.user)
+        if job.deleted_at is not None:
+            listed = job.snapshot
+        else:
+            listed = workload.last_listed.get(job.job_id) or api.runs(job.job_id, job.user)
         for run in listed or []:
             runs[run["key"]] = run
 

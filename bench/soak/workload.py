@@ -137,6 +137,8 @@ class Workload:
     manual: list[ManualRun] = field(default_factory=list)
     operations: list[dict[str, Any]] = field(default_factory=list)
     _churn: set[str] = field(default_factory=set)  # the jobs created during the soak
+    # Each job's runs as the drain last listed them (the checker reuses them).
+    last_listed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def for_stack(cls, url: str, api_port: int, state_dir: Any, owners: int, seed: int) -> Workload:
