@@ -183,3 +183,18 @@ bench-quick: $(BENCH_STAMP) $(LAMBDA_VENV)/.installed
 docs-dashboard: export PYTHONPATH := layers/common/python:local:tests
 docs-dashboard: $(BENCH_STAMP)
 	$(BIN)/python docs/render_dashboard.py
+
+# ---------------------------------------------------------------- chaos soak (issue 14)
+.PHONY: soak soak-quick
+SOAK_ARGS ?=
+
+## The chaos soak (~25 min; not part of `make test`): 10,000+ runs due under random faults,
+## seeded: make soak SOAK_ARGS="--seed 7 --rate kill_runner=1"
+soak: export PYTHONPATH := layers/common/python:local:.
+soak: $(BENCH_STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+## The same in under 3 minutes (bench/results/quick/soak.json)
+soak-quick: export PYTHONPATH := layers/common/python:local:.
+soak-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench.soak --quick $(SOAK_ARGS)

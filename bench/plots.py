@@ -93,3 +93,61 @@ def bars(values: dict[str, float], path: Path, title: str, ylabel: str) -> Path:
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def soak_timeline(
+    per_minute: dict[str, dict[str, int]],
+    events: Sequence[dict[str, Any]],
+    injected: Sequence[dict[str, Any]],
+    lags: dict[str, dict[str, float]],
+    started: float,
+    path: Path,
+) -> Path:
+    """The chaos soak over time: runs due and started per minute, the faults injected (one row
+    per kind; AWS errors as the count injected per minute), and the start lag per minute."""
+    figure, (runs, faults, lateness) = plt.subplots(
+        3, 1, figsize=(9, 7.5), dpi=110, sharex=True, gridspec_kw={"height_ratios": [2, 2, 2]}
+    )
+
+    def minutes(second: float) -> float:
+        return (second - started) / 60
+
+    xs = [minutes(float(m)) for m in per_minute]
+    runs.bar(xs, [v["due"] for v in per_minute.values()], width=0.8, alpha=0.4, label="due")
+    runs.plot(xs, [v["started"] for v in per_minute.values()], "k.", label="started")
+    runs.set_ylabel("runs per minute")
+    runs.legend(fontsize=8, loc="lower right")
+    runs.grid(True, alpha=0.3)
+    kinds = sorted({e["kind"] for e in events if e["kind"] != "aws_error"})
+    for row, kind in enumerate(kinds):
+        at = [minutes(e.get("killed_at") or e["at"]) for e in events if e["kind"] == kind]
+        faults.scatter(at, [row] * len(at), marker="|", s=120, label=kind)
+    per_minute_errors: dict[int, int] = {}
+    for item in injected:
+        bucket = int(minutes(item["at"]))
+        per_minute_errors[bucket] = per_minute_errors.get(bucket, 0) + 1
+    faults.set_yticks(range(len(kinds)), kinds, fontsize=7)
+    twin = faults.twinx()
+    twin.bar(
+        [m + 0.5 for m in per_minute_errors],
+        list(per_minute_errors.values()),
+        width=0.9,
+        color="red",
+        alpha=0.2,
+    )
+    twin.set_ylabel("AWS errors injected / min", fontsize=8)
+    faults.grid(True, axis="x", alpha=0.3)
+    lag_x = [minutes(float(m)) for m in lags]
+    lateness.plot(lag_x, [max(1.0, v["p50"]) for v in lags.values()], "o-", ms=3, label="p50")
+    lateness.plot(lag_x, [max(1.0, v["max"]) for v in lags.values()], "^-", ms=3, label="max")
+    lateness.axhline(2000, color="red", linestyle="--", linewidth=1, label="2 s")
+    lateness.set_yscale("log")
+    lateness.set_ylabel("start lag (ms)")
+    lateness.set_xlabel("minutes from the first fault")
+    lateness.legend(fontsize=8)
+    lateness.grid(True, which="both", alpha=0.3)
+    figure.suptitle("Chaos soak on the local stack: runs, faults, lateness")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -238,3 +238,30 @@ def test_every_run_of_a_forbid_job_is_taken_ahead_for_the_runner_to_judge_at_its
     assert {run.status for run in runs} == {RunStatus.QUEUED}
     assert len(runs) == 3
     assert {run.overlap for run in runs} == {ConcurrencyPolicy.FORBID}
+
+
+@pytest.mark.parametrize("change", ["pause", "update", "delete"])
+def test_a_change_while_the_watcher_is_late_records_the_occurrence_it_missed(change: str) -> None:
+    # Given an every-5-minutes job whose 05:05 occurrence no tick has taken (the watcher is down;
+    # found by the chaos soak, issue 14: the occurrence was neither run nor recorded)
+    pipeline = Pipeline(FakeClock(START))
+    job = pipeline.service.create("alice", JobCreate(name="a", schedule="*/5 * * * *", script="1"))
+    assert pipeline.queue.accepted == []
+    pipeline.clock.set(START + timedelta(minutes=5, seconds=12))
+
+    # When the owner pauses, reschedules or deletes it 12 s after that occurrence
+    if change == "pause":
+        pipeline.service.pause("alice", job.job_id)
+    elif change == "update":
+        pipeline.service.update("alice", job.job_id, JobUpdate(schedule="0 9 * * *"))
+    else:
+        pipeline.service.delete("alice", job.job_id)
+
+    # Then the missed occurrence has its run, queued: the executor runs it late, or records it
+    # SKIPPED because its job was paused or deleted before it started
+    missed = epoch(START) + 300
+    assert [(run.execution_time, run.status) for run in pipeline.runs.all()] == [
+        (missed, RunStatus.QUEUED)
+    ]
+    if change == "pause":
+        assert pipeline.service.get("alice", job.job_id).status.value == "PAUSED"

@@ -267,6 +267,8 @@ class JobService:
         def change(job: Job) -> Job | None:
             if not changes and script is None:
                 return job
+            if self._took_overdue(job):
+                return None  # the job moved on: read it again
             now = self._clock()
             updated = job.model_copy(
                 update=changes | {"updated_at": now, "script_sha256": sha256 or job.script_sha256}
@@ -295,7 +297,11 @@ class JobService:
         """Stop scheduling the job; a run already queued still runs. Pausing twice is a no-op."""
 
         def change(job: Job) -> Job | None:
-            if job.status is JobStatus.PAUSED or self._jobs.pause(job, self._clock()):
+            if job.status is JobStatus.PAUSED:
+                return self.get(user_id, job_id)
+            if self._took_overdue(job):
+                return None  # the job moved on: read it again
+            if self._jobs.pause(job, self._clock()):
                 return self.get(user_id, job_id)
             return None
 
@@ -321,7 +327,23 @@ class JobService:
 
     def delete(self, user_id: str, job_id: str) -> None:
         """Delete the job and its schedule; its run history stays readable to nobody."""
-        self._change(user_id, job_id, lambda job: True if self._jobs.delete(job) else None)
+
+        def change(job: Job) -> bool | None:
+            if self._took_overdue(job):
+                return None  # the job moved on: read it again
+            return True if self._jobs.delete(job) else None
+
+        self._change(user_id, job_id, change)
+
+    def _took_overdue(self, job: Job) -> bool:
+        """An occurrence already past its second that no tick has taken yet (the watcher is
+        late or down) is taken before a pause, update or delete moves the job past it: else it
+        would be neither run nor recorded. Its run then runs late (update) or ends SKIPPED
+        (pause, delete), as any run queued before such a change. True if it was taken."""
+        now = self._clock()
+        if job.status is not JobStatus.ACTIVE or job.next_run_at is None or job.next_run_at > now:
+            return False
+        return self._early is not None and self._early.take_if_soon(job, now) is not None
 
     def _take_if_soon(self, job: Job, now: datetime) -> None:
         """A new occurrence the next tick might see too late is queued now (the job keeps
