@@ -47,7 +47,9 @@ def _worker_main(
     if os.getppid() != parent:
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stack stops its workers itself
-    from devstack.stack import Functions
+    from devstack.stack import Functions, quiet_and_whole_lines
+
+    quiet_and_whole_lines()
 
     if principals is not None:  # IAM enforced: sign each call as the invoked function's role
         iam.install(principals)

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from devstack import auth, iam, images, pipeline, resources, sam_local
+from devstack import auth, iam, images, output, pipeline, resources, sam_local
 from devstack.api_workers import ApiWorkers
 from devstack.gateway import ApiGateway
 from devstack.lambda_runtime import Handler, context_for, load_handler
@@ -422,11 +422,18 @@ def _aws(config: Config) -> MotoServer | AttachedAws:
     return moto
 
 
+def quiet_and_whole_lines() -> None:
+    """For every process that runs functions: stdout in whole lines (devstack.output), and no
+    warning for metrics, which are off locally (nothing to publish to; powertools would warn
+    on every call)."""
+    output.whole_lines()
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+
+
 def run(config: Config) -> int:
     """Run the local stack until SIGINT/SIGTERM (exit 0) or until a service fails (exit 1)."""
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # Metrics are off locally (nothing to publish to); powertools would warn on every call.
-    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    quiet_and_whole_lines()
     if port_in_use(config.host, config.api_port):
         print(
             f"devstack: port {config.api_port} is already in use; stop what runs there or pass "
