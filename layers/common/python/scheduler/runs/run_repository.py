@@ -42,6 +42,21 @@ def _one_of(statuses: frozenset[RunStatus]) -> tuple[str, dict[str, str]]:
     return ", ".join(values), values
 
 
+def _attempt_fields(report: RunReport, output_key: str | None) -> dict[str, Any]:
+    """What an attempt's `finished` report records on its run (those it carries)."""
+    fields = {
+        "exit_code": report.exit_code,
+        "duration_ms": report.duration_ms,
+        "output_tail": report.output_tail,
+        "output_bytes": report.output_bytes,
+        "output_truncated": report.output_truncated,
+        "output_key": output_key,
+        "started_at": times.to_text(report.started_at) if report.started_at else None,
+        "start_lag_ms": report.start_lag_ms,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 class RunRepository:
     def __init__(
         self,
@@ -347,23 +362,13 @@ class RunRepository:
             "finished_at = :finished",
             "expires_at = :expires",
         ]
-        optional = {
-            "exit_code": report.exit_code,
-            "duration_ms": report.duration_ms,
-            "output_tail": report.output_tail,
-            "output_bytes": report.output_bytes,
-            "output_truncated": report.output_truncated,
-            "output_key": output_key,
-            "error": report.error,
-            "started_at": times.to_text(report.started_at) if report.started_at else None,
-            "start_lag_ms": report.start_lag_ms,
-        }
-        names = {}
-        for name, value in optional.items():
-            if value is not None:
-                sets.append(f"#{name} = :{name}")  # names, as some ("error") are reserved words
-                names[f"#{name}"] = name
-                values[f":{name}"] = value
+        present = _attempt_fields(report, output_key)
+        if report.error is not None:
+            present["error"] = report.error
+        # Attribute names as placeholders: some ("error") are reserved words.
+        sets += [f"#{name} = :{name}" for name in present]
+        names = {f"#{name}": name for name in present}
+        values |= {f":{name}": value for name, value in present.items()}
         unfinished, statuses = _one_of(UNFINISHED)
         return self._end(
             run,
@@ -396,17 +401,7 @@ class RunRepository:
         self, run: Run, report: RunReport, output_key: str | None, now: datetime
     ) -> bool:
         """The cancelled attempt's own report: its exit code, timings and output; once."""
-        fields = {
-            "exit_code": report.exit_code,
-            "duration_ms": report.duration_ms,
-            "output_tail": report.output_tail,
-            "output_bytes": report.output_bytes,
-            "output_truncated": report.output_truncated,
-            "output_key": output_key,
-            "started_at": times.to_text(report.started_at) if report.started_at else None,
-            "start_lag_ms": report.start_lag_ms,
-        }
-        present = {name: value for name, value in fields.items() if value is not None}
+        present = _attempt_fields(report, output_key)
         sets = ["updated_at = :now"] + [f"#{name} = :{name}" for name in present]
         return self._update(
             run,
