@@ -14,8 +14,10 @@ from scheduler.pipeline.dispatch_models import DispatchMessage
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()  # flushes what the executor record (scheduler/metrics.py)
-# Stops at the first failure and reports it and every later record, as FIFO ordering requires.
-processor = SqsFifoPartialProcessor()
+# A failed record fails the later records of its own message group (one job's runs: FIFO order
+# kept); other groups' records are still dispatched, rather than all waiting out the visibility
+# timeout behind one throttled call.
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 
 
 def dispatch(record: SQSRecord) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -59,6 +60,9 @@ def _sqs_event(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
             "body": message["Body"],
             "eventSourceARN": arn,
         }
+        group = message.get("Attributes", {}).get("MessageGroupId")
+        if group is not None:  # as Lambda's event carries the FIFO message's group
+            record["attributes"] = record["attributes"] | {"MessageGroupId": group}
         records.append(record)
     return {"Records": records}
 
@@ -380,6 +384,51 @@ def test_a_watcher_that_dies_between_the_job_and_its_next_item_loses_nothing(
     assert shown.next_run_at >= moved.next_run_at
     runs = {int(r["execution_time"]): r for r in runs_of(stack, job["job_id"])}
     assert runs[int(taken["slot"].split("#")[0])]["status"] == "QUEUED"
+
+
+def test_a_failed_dispatch_holds_back_only_its_own_jobs_records(stack, invoke) -> None:
+    # Given two owners' jobs due together: two packs, two messages, two message groups
+    first = _create_job(invoke)
+    second_event = api_event(
+        "create_job", user="bob", body={"name": "b", "schedule": "* * * * *", "script": SCRIPT}
+    )
+    second = body_of(invoke("CreateJobFunction", second_event))
+    invoke("WatcherFunction", load_event("watcher"))
+    messages = _receive(stack, "DispatchQueue")
+    assert len(messages) == 2
+
+    # When the executor takes both and the first RunTask fails (retries exhausted)
+    calls = []
+
+    def refuse_first(**_: Any) -> tuple[Any, dict[str, Any]] | None:
+        calls.append(1)
+        if len(calls) > 1:
+            return None
+        error = {"Code": "AccessDeniedException", "Message": "injected by the test"}
+        return SimpleNamespace(status_code=400, headers={}), {
+            "Error": error,
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
+
+    boto3.setup_default_session()  # the executor's clients are built from it, hook included
+    boto3.DEFAULT_SESSION.events.register("before-call.ecs.RunTask", refuse_first)
+    wiring.reset()
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    try:
+        result = invoke("ExecutorFunction", _sqs_event(messages, arn))
+    finally:
+        boto3.DEFAULT_SESSION.events.unregister("before-call.ecs.RunTask", refuse_first)
+        wiring.reset()
+
+    # Then only the failed record comes back (its group's order kept); the other job's pack,
+    # in another message group, is dispatched now rather than after the visibility timeout
+    assert result == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    statuses = {
+        job["job_id"]: runs_of(stack, job["job_id"])[0]["status"] for job in (first, second)
+    }
+    failed_job = json.loads(messages[0]["Body"])["runs"][0]["job_id"]
+    assert statuses[failed_job] == "QUEUED"  # its claim released, for the redelivery
+    assert [s for j, s in statuses.items() if j != failed_job] == ["DISPATCHED"]
 
 
 def test_an_executor_that_dies_after_claiming_is_redone_after_the_claim_expires(
