@@ -309,9 +309,10 @@ def test_create_writes_the_job_its_name_guard_one_schedule_item_and_the_script(
     assert scan(stack, "RunsTable") == []
     assert scan(stack, "IdempotencyTable") == []
 
-    # And another job with the same script shares its object
+    # And another job with the same script shares its object, without a second version of it
     created(invoke, {**JOB, "name": "another-report"})
     assert snapshot(stack)["ScriptsBucket"] == [version["Key"]]
+    assert [v["VersionId"] for v in object_versions(stack)] == [version["VersionId"]]
 
 
 def test_a_duplicate_name_is_a_conflict_and_writes_nothing(invoke: Invoke, stack: Stack) -> None:
