@@ -668,9 +668,11 @@ def main(argv: list[str] | None = None) -> int:
     from moto.server import MotoRequestHandler  # type: ignore[attr-defined]
     from werkzeug.serving import run_simple
 
+    from devstack import moto_json
     from devstack.moto_server import allow_presigned_requests
 
     allow_presigned_requests()  # what IAM enforcement needs of moto (devstack.iam)
+    moto_json.install()
     _receive_without_waiting()
     _replayable_session_tokens()
     app = DurableApp(
