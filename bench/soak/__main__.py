@@ -122,10 +122,9 @@ def soak(mode: Mode, plan, minutes: float) -> int:  # type: ignore[no-untyped-de
 
 
 def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # type: ignore[no-untyped-def]
-    from bench.common import plain_client
     from bench.soak.chaos import DISPATCH_QUEUE, REPORTS_QUEUE
 
-    sqs = plain_client("sqs")
+    sqs = stack.client("sqs")
     url = sqs.get_queue_url(QueueName=DISPATCH_QUEUE)["QueueUrl"]
     sqs.set_queue_attributes(
         QueueUrl=url, Attributes={"VisibilityTimeout": str(DISPATCH_VISIBILITY_SECONDS)}

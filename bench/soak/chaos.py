@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import requests
 
-from bench.common import free_port, plain_client
+from bench.common import free_port
 from bench.soak.faulty_stack import INJECTION_LOG_ENV, WINDOWS_ENV
 from bench.soak.plan import Fault, Plan
-from devstack import launcher
+from devstack import iam, launcher
 from devstack.pipeline import WATCHER_PAUSED
 from devstack.template import ROOT
 from scheduler.keys import parse_run_refs
@@ -58,6 +59,18 @@ class SoakStack:
     @property
     def injection_log(self) -> Path:
         return self.state_dir / "soak-injections.jsonl"
+
+    def client(self, service: str) -> Any:
+        """A client as the stack's admin (IAM is enforced; each start of the stack makes new
+        admin keys, so it is built from the current ones)."""
+        principals = iam.load_credentials(self.state_dir)
+        if principals is None:
+            raise RuntimeError(f"no AWS credentials in {self.state_dir}: is IAM enforced?")
+        return boto3.session.Session(
+            aws_access_key_id=principals.admin.access_key_id,
+            aws_secret_access_key=principals.admin.secret_access_key,
+            region_name="us-east-1",
+        ).client(service, endpoint_url=self.aws_endpoint)  # type: ignore[call-overload]
 
     def start(self) -> None:
         command = [sys.executable, "-m", "bench.soak.faulty_stack", "run"]
@@ -150,8 +163,7 @@ class Chaos:
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one fault on the stack process at a time
         self._thread = threading.Thread(target=self._run, name="chaos", daemon=True)
-        sqs = plain_client("sqs")
-        self._sqs = sqs
+        sqs = stack.client("sqs")
         self._queues = {
             "dispatch": sqs.get_queue_url(QueueName=DISPATCH_QUEUE)["QueueUrl"],
             "reports": sqs.get_queue_url(QueueName=REPORTS_QUEUE)["QueueUrl"],
@@ -260,6 +272,11 @@ class Chaos:
         self.record(fault, target=None)
 
     # -- SQS ------------------------------------------------------------------------------
+
+    @property
+    def _sqs(self) -> Any:
+        # Built per fault: a restarted stack has made new admin keys.
+        return self.stack.client("sqs")
 
     def _receive_one(self, queue: str) -> dict[str, Any] | None:
         """A message of the queue (for reports, one that carries S3 records), taken for 30 s."""
