@@ -321,7 +321,8 @@ def test_a_watcher_that_dies_before_sending_loses_nothing(stack, invoke, monkeyp
     with pytest.raises(RuntimeError):
         wiring.watcher().tick()
     (run,) = runs_of(stack, job["job_id"])
-    assert run["status"] == "PENDING"
+    assert run["status"] == "QUEUED"  # created QUEUED, never sent: its item is still there
+    created_deadline = run["deadline"]
     assert _receive(stack, "DispatchQueue") == []
 
     # When the next tick runs normally
@@ -329,9 +330,10 @@ def test_a_watcher_that_dies_before_sending_loses_nothing(stack, invoke, monkeyp
     wiring.reset()
     invoke("WatcherFunction", load_event("watcher"))
 
-    # Then the same run (no duplicate) is queued exactly once
+    # Then the same run (no duplicate) is queued exactly once, its deadline from this send
     (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "QUEUED"
+    assert run["deadline"] >= created_deadline
     assert len(_receive(stack, "DispatchQueue")) == 1
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -31,7 +31,7 @@ from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import Job, JobFilters, JobStatus, ListPage
 from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
-from scheduler.quotas.quota_models import MinuteCounter, QuotaFull, jobs_exceeded
+from scheduler.quotas.quota_models import MinuteCounter, jobs_exceeded
 from scheduler.runs.run_models import (
     AttemptRecord,
     ConcurrencyPolicy,
@@ -420,6 +420,10 @@ class StoredRun:
     expires_at: int | None = None  # the table's TTL, set when the run finishes
     notes: set[str] = field(default_factory=set)  # what was done once for it (note_once)
 
+    def shown(self) -> Run:
+        """The run as RunRepository reads it (its deadline included)."""
+        return self.run.model_copy(deep=True, update={"deadline": self.deadline})
+
 
 # -- quota counters (items of the jobs table) ----------------------------------------------------
 
@@ -430,6 +434,7 @@ class FakeQuotaCounters:
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}  # counter pk -> count
+        self.writes: list[tuple[str, int]] = []  # every change asked of a counter: (pk, amount)
         self.running: dict[str, int] = {}  # owner -> runs holding a concurrent_runs place
         self._lock = threading.Lock()
 
@@ -447,11 +452,28 @@ class FakeQuotaCounters:
 
     def take(self, counter: MinuteCounter, amount: int = 1) -> bool:
         with self._lock:
+            self.writes.append((counter.pk, amount))
             count = self.counts.get(counter.pk, 0)
             if count + amount > counter.limit:
                 return False
             self.counts[counter.pk] = count + amount
             return True
+
+    def take_up_to(self, counter: MinuteCounter, amount: int) -> int:
+        """As QuotaRepository's: all of `amount`, or what is left of the limit."""
+        with self._lock:
+            self.writes.append((counter.pk, amount))
+            count = self.counts.get(counter.pk, 0)
+            got = max(0, min(amount, counter.limit - count))
+            if got:
+                self.counts[counter.pk] = count + got
+            return got
+
+    def uncount(self, counter: MinuteCounter, amount: int) -> None:
+        with self._lock:
+            self.writes.append((counter.pk, -amount))
+            if counter.pk in self.counts:  # as the repository's: an expired counter stays gone
+                self.counts[counter.pk] -= amount
 
 
 class FakeRunStore:
@@ -465,7 +487,7 @@ class FakeRunStore:
         retention_days: int = 90,
         counters: FakeQuotaCounters | None = None,
     ) -> None:
-        self.counters = counters  # the quota counters of the jobs table (create_counted)
+        self.counters = counters  # the quota counters of the jobs table (places, runs_per_minute)
         self._schedule = schedule
         self._retention_seconds = retention_days * 86400
         self._rows: dict[tuple[str, str], StoredRun] = {}
@@ -475,7 +497,7 @@ class FakeRunStore:
     def get(self, job_id: str, key: str) -> Run | None:
         with self._schedule.transaction():
             row = self._rows.get((job_id, key))
-            return row.run.model_copy(deep=True) if row else None
+            return row.shown() if row else None
 
     def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
         with self._schedule.transaction():
@@ -508,44 +530,32 @@ class FakeRunStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def create(self, run: Run, script_key: str, parameters: dict[str, Any]) -> bool:
+    def create(
+        self,
+        run: Run,
+        script_key: str,
+        parameters: dict[str, Any],
+        *,
+        items: Sequence[ScheduleItem] = (),
+        deadline: int | None = None,
+    ) -> bool:
         with self._schedule.transaction():
             if (run.job_id, run.key) in self._rows:
                 return False
             self._rows[(run.job_id, run.key)] = StoredRun(
-                run.model_copy(deep=True), script_key, json.loads(json.dumps(parameters))
+                run.model_copy(deep=True, update={"deadline": None}),
+                script_key,
+                json.loads(json.dumps(parameters)),
+                deadline=deadline,
             )
+            for item in items:
+                self._schedule.put(item)
             return True
 
     def create_with_schedule_item(
         self, run: Run, script_key: str, parameters: dict[str, Any], item: ScheduleItem
     ) -> bool:
-        with self._schedule.transaction():
-            if not self.create(run, script_key, parameters):
-                return False
-            self._schedule.put(item)
-            return True
-
-    def create_counted(
-        self,
-        run: Run,
-        script_key: str,
-        parameters: dict[str, Any],
-        counter: MinuteCounter,
-        items: list[ScheduleItem],
-    ) -> bool:
-        """As RunRepository's transaction: the run's condition first, then the counter's."""
-        if self.counters is None:
-            raise RuntimeError("FakeRunStore.create_counted needs counters")
-        with self._schedule.transaction():
-            if (run.job_id, run.key) in self._rows:
-                return False
-            if not self.counters.take(counter):
-                raise QuotaFull(counter.pk)
-            self.create(run, script_key, parameters)
-            for item in items:
-                self._schedule.put(item)
-            return True
+        return self.create(run, script_key, parameters, items=[item])
 
     def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool:
         def apply(row: StoredRun) -> None:
@@ -554,7 +564,8 @@ class FakeRunStore:
             )
             row.deadline = deadline
 
-        return self._change(run, lambda row: row.run.status is RunStatus.PENDING, apply)
+        sendable = (RunStatus.PENDING, RunStatus.QUEUED)
+        return self._change(run, lambda row: row.run.status in sendable, apply)
 
     def claim(
         self, run: Run, claim_id: str, now: datetime, claim_seconds: int, pack_id: str = ""
@@ -764,13 +775,13 @@ class FakeRunStore:
     def all(self) -> list[Run]:
         """Every run, in key order (job id, then scheduled second)."""
         with self._schedule.transaction():
-            return [self._rows[k].run.model_copy(deep=True) for k in sorted(self._rows)]
+            return [self._rows[k].shown() for k in sorted(self._rows)]
 
     # -- plumbing ----------------------------------------------------------------------------
 
     def _newest_first(self, job_id: str) -> list[Run]:
         with self._schedule.transaction():
-            runs = [row.run.model_copy(deep=True) for row in self._rows.values()]
+            runs = [row.shown() for row in self._rows.values()]
         return sorted((r for r in runs if r.job_id == job_id), key=lambda r: r.key, reverse=True)
 
     def _end(
@@ -1080,6 +1091,7 @@ def watcher_over(
         outcomes,
         WatcherPolicy(**settings | policy),
         clock,
+        counters=runs.counters,
     )
 
 

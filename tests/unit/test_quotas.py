@@ -5,7 +5,7 @@ quota has room again in the next minute (a clock we move)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from scheduler.errors import QuotaExceeded
 from scheduler.jobs.job_models import BackfillRequest, JobCreate, RunNowRequest
 from scheduler.jobs.job_service import JobService
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
+from scheduler.pipeline.due_runs import DispatchPolicy, DueRuns
 from scheduler.pipeline.executor import Executor
 from scheduler.pipeline.ports import DispatchFailed
 from scheduler.quotas.quota_models import Quotas
@@ -219,6 +220,116 @@ def test_scheduled_runs_past_runs_per_minute_are_deferred_to_the_next_minute_not
     assert {r.key for r in deferred} <= sent
     now_stored = [runs.get(r.job_id, r.key) for r in deferred]
     assert [r.status if r else None for r in now_stored] == [RunStatus.QUEUED] * 2
+
+
+def test_a_ticks_runs_of_one_owner_and_minute_are_counted_in_one_write(
+    schedule: FakeScheduleStore,
+) -> None:
+    clock = FakeClock(TICK)
+    counters = FakeQuotaCounters()
+    jobs = FakeJobStore(schedule)
+    runs = FakeRunStore(schedule, counters=counters)
+    created = datetime(2026, 11, 27, 11, 30, tzinfo=UTC)
+    for i in range(5):
+        add_job(jobs, now=created, name=f"a{i}")
+    for i in range(2):
+        add_job(jobs, now=created, user_id="bob", name=f"b{i}")
+    watcher = watcher_over(jobs, schedule, runs, clock, runs_per_minute=10)
+
+    watcher.tick()
+
+    # One conditional ADD per owner and minute, not one per run
+    assert len(runs.all()) == 7
+    assert sorted(counters.writes) == sorted(
+        [
+            (keys.quota_window_pk("alice", "runs_per_minute", epoch(NOON)), 5),
+            (keys.quota_window_pk("bob", "runs_per_minute", epoch(NOON)), 2),
+        ]
+    )
+    assert all(r.status is RunStatus.QUEUED and r.deferred is None for r in runs.all())
+
+
+def test_a_second_taker_of_an_occurrence_takes_its_count_back(
+    schedule: FakeScheduleStore,
+) -> None:
+    # Given an occurrence taken by a tick, and a second taker that read the same item before
+    # the tick moved it on (an overlapping tick, or an API call's early take)
+    clock = FakeClock(TICK)
+    counters = FakeQuotaCounters()
+    jobs = FakeJobStore(schedule)
+    runs = FakeRunStore(schedule, counters=counters)
+    job = add_job(jobs, now=datetime(2026, 11, 27, 11, 30, tzinfo=UTC), name="a")
+    (item,) = schedule.items(job.job_id)
+    watcher_over(jobs, schedule, runs, clock, runs_per_minute=10).tick()
+    pk = keys.quota_window_pk("alice", "runs_per_minute", epoch(NOON))
+    assert counters.counts == {pk: 1}
+
+    # When the second taker takes it too
+    queue = FakeRunQueue()
+    policy = DispatchPolicy(
+        lookahead_seconds=90,
+        pack_window_seconds=5,
+        max_runs_per_task=10,
+        dispatch_grace_seconds=300,
+        runs_per_minute=10,
+    )
+    due = DueRuns(jobs, schedule, runs, queue, policy, counters)
+    due.take([item], {job.job_id: job}, clock(), clock() + timedelta(seconds=90))
+
+    # Then its run is not created twice, and the count it took for it is taken back
+    assert len(runs.all()) == 1
+    assert counters.counts == {pk: 1}
+    assert counters.writes[-2:] == [(pk, 1), (pk, -1)]
+
+
+class DiesCreatingRuns(FakeRunStore):
+    """A runs table whose next `create` raises: the watcher died between counting and creating."""
+
+    dies = True
+
+    def create(self, *args: Any, **kwargs: Any) -> bool:
+        if self.dies:
+            self.dies = False
+            raise TimeoutError("killed between the count and the run's put")
+        return super().create(*args, **kwargs)
+
+
+def test_a_taker_that_dies_after_counting_over_counts_which_defers_a_run_but_drops_none(
+    schedule: FakeScheduleStore,
+) -> None:
+    # Given two of alice's jobs due at 12:00 under a quota of 3, and a tick that dies after
+    # counting them, before creating them
+    clock = FakeClock(TICK)
+    counters = FakeQuotaCounters()
+    jobs = FakeJobStore(schedule)
+    runs = DiesCreatingRuns(schedule, counters=counters)
+    created = datetime(2026, 11, 27, 11, 30, tzinfo=UTC)
+    first = add_job(jobs, now=created, name="a", job_id="a")
+    second = add_job(jobs, now=created, name="b", job_id="b")
+    watcher = watcher_over(jobs, schedule, runs, clock, runs_per_minute=3, workers=1)
+    with pytest.raises(TimeoutError):
+        watcher.tick()
+    pk = keys.quota_window_pk("alice", "runs_per_minute", epoch(NOON))
+    assert counters.counts == {pk: 2}
+
+    # When the next tick takes the same items again
+    clock.advance(20)
+    watcher.tick()
+
+    # Then both runs exist, counted again: the minute has room for one more only, so one of
+    # them starts a minute late (recorded, and sent then) instead of on time; neither is lost
+    by_job = {r.job_id: r for r in runs.all()}
+    assert set(by_job) == {first.job_id, second.job_id}
+    assert sorted(r.not_before for r in by_job.values()) == [epoch(NOON), epoch(NOON) + 60]
+    late = next(r for r in by_job.values() if r.not_before > epoch(NOON))
+    assert late.deferred is not None
+    assert late.status is RunStatus.PENDING
+    assert counters.counts[pk] == 3  # 2 of the dead tick, 1 of this one: over-counted
+    clock.set(NOON)
+    watcher.tick()
+    sent = runs.get(late.job_id, late.key)
+    assert sent is not None
+    assert sent.status is RunStatus.QUEUED
 
 
 # -- the OpenAPI document -----------------------------------------------------------------------

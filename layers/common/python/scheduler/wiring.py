@@ -112,7 +112,7 @@ def _dispatch_fields(settings: DispatchSettings) -> dict[str, int]:
 def _due_runs(settings: DispatchSettings, stores: Stores) -> DueRuns:
     queue = SqsRunQueue(client("sqs"), settings.dispatch_queue_url)
     policy = DispatchPolicy(**_dispatch_fields(settings))
-    return DueRuns(stores.jobs, stores.schedule, stores.runs, queue, policy)
+    return DueRuns(stores.jobs, stores.schedule, stores.runs, queue, policy, stores.quota_counters)
 
 
 @cache
@@ -278,6 +278,7 @@ def watcher() -> Watcher:
         _run_outcomes(settings, stores),
         policy,
         now,
+        counters=stores.quota_counters,
     )
 
 

@@ -15,6 +15,7 @@ from scheduler import metrics
 from scheduler.jobs.ports import JobStore
 from scheduler.pipeline.due_runs import DispatchPolicy, DueRuns
 from scheduler.pipeline.ports import RunQueue
+from scheduler.quotas.quota_models import QuotaCounters
 from scheduler.runs.ports import RunStore
 from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.schedule.ports import ScheduleStore
@@ -52,6 +53,7 @@ class Watcher:
         silent_runs: RunOutcomes,
         policy: WatcherPolicy,
         clock: Clock,
+        counters: QuotaCounters | None = None,
     ) -> None:
         self._jobs = jobs
         self._schedule = schedule
@@ -59,7 +61,7 @@ class Watcher:
         self._silent_runs = silent_runs
         self._policy = policy
         self._clock = clock
-        self._due_runs = DueRuns(jobs, schedule, runs, queue, policy)
+        self._due_runs = DueRuns(jobs, schedule, runs, queue, policy, counters)
 
     def window(self, now: datetime) -> tuple[datetime, datetime]:
         """[start, end] of this tick: from the cursor (or the overlap) to now + lookahead."""
@@ -119,7 +121,9 @@ class Watcher:
         count = 0
         for job_id, key in self._runs.overdue(now):
             run = self._runs.get(job_id, key)
-            if run is not None:
+            # The index is read eventually consistent: a deadline moved since (a run sent
+            # again, a started report) is not past.
+            if run is not None and (run.deadline is None or run.deadline < epoch(now)):
                 error = f"no report from the runner before the deadline (was {run.status.value})"
                 count += self._silent_runs.conclude_unreported(run, error)
         return count

@@ -87,6 +87,9 @@ class QuotaCounters(Protocol):
         """Count `amount` more in the counter if that keeps it within its limit (atomically);
         False, and nothing counted, if it would not."""
 
+    def take_up_to(self, counter: MinuteCounter, amount: int) -> int:
+        """Count as many of `amount` as the counter has room for (all of them, or what is left
+        of its limit, or none); how many were counted."""
 
-class QuotaFull(Exception):
-    """A run could not be created in a minute whose runs_per_minute counter is full."""
+    def uncount(self, counter: MinuteCounter, amount: int) -> None:
+        """Take back `amount` counted for what was not created after all (a second taker)."""
