@@ -484,6 +484,8 @@ def write_label(kind: str, spec: dict[str, Any], factor: int, failed: bool) -> s
         label = _run_write_label(kind, spec, values, expression, names)
     elif "bucket" in key:
         label = "watcher cursor" if key.get("bucket") == "watcher" else f"schedule item {kind}"
+        if "#place#" in str(key.get("slot", "")):
+            label = f"pack place item {kind}"
     else:
         pk = str(key.get("pk", ""))
         label = next(

@@ -203,6 +203,19 @@ def finish(stack, invoke, run: dict[str, Any]) -> None:
     assert invoke("RunReportsFunction", event) == {"batchItemFailures": []}
 
 
+def stop_tasks(stack: Stack, invoke) -> None:
+    """ECS's task-stopped event for every task the executor started, with the container
+    overrides its RunTask call gave (RUN_REFS, and PLACE: the pack's place item)."""
+    ecs = boto3.client("ecs")
+    cluster = stack.physical_names["RunnerCluster"]
+    arns = ecs.list_tasks(cluster=cluster)["taskArns"]
+    for task in ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"] if arns else []:
+        event = load_event("task_stopped")
+        event["detail"]["taskArn"] = task["taskArn"]
+        event["detail"]["overrides"] = task["overrides"]
+        invoke("TaskEventsFunction", event)
+
+
 def test_concurrent_runs_past_the_quota_wait_and_start_when_a_place_is_given_back(
     stack, invoke, clock
 ) -> None:
@@ -222,9 +235,14 @@ def test_concurrent_runs_past_the_quota_wait_and_start_when_a_place_is_given_bac
     assert waiting["not_before"] == epoch(noon)
     assert owner_item(stack, "alice")["running"] == 1
 
-    # The first run ends: its place is given back
+    # The first run ends: its task still holds the pack's place
     finish(stack, invoke, started)
     assert [r["status"] for r in runs_of(stack, started["job_id"])] == ["SUCCEEDED"]
+    assert owner_item(stack, "alice")["running"] == 1
+
+    # Its task stops (the event carries what RunTask was given): the place is given back, once
+    stop_tasks(stack, invoke)
+    stop_tasks(stack, invoke)
     assert owner_item(stack, "alice")["running"] == 0
 
     # The next tick sends the waiting run again (its schedule item), and it starts

@@ -31,7 +31,7 @@ from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import Job, JobFilters, JobStatus, ListPage
 from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
-from scheduler.quotas.quota_models import MinuteCounter, jobs_exceeded
+from scheduler.quotas.quota_models import MinuteCounter, Places, QuotaCounters, jobs_exceeded
 from scheduler.runs.run_models import (
     AttemptRecord,
     ConcurrencyPolicy,
@@ -421,8 +421,10 @@ class StoredRun:
     notes: set[str] = field(default_factory=set)  # what was done once for it (note_once)
 
     def shown(self) -> Run:
-        """The run as RunRepository reads it (its deadline included)."""
-        return self.run.model_copy(deep=True, update={"deadline": self.deadline})
+        """The run as RunRepository reads it (its deadline and claim included)."""
+        return self.run.model_copy(
+            deep=True, update={"deadline": self.deadline, "claim_id": self.claim_id}
+        )
 
 
 # -- quota counters (items of the jobs table) ----------------------------------------------------
@@ -446,9 +448,9 @@ class FakeQuotaCounters:
             self.running[user_id] = count + amount
             return True
 
-    def give_back(self, user_id: str) -> None:
+    def give_back(self, user_id: str, amount: int = 1) -> None:
         with self._lock:
-            self.running[user_id] = self.running.get(user_id, 0) - 1
+            self.running[user_id] = self.running.get(user_id, 0) - amount
 
     def take(self, counter: MinuteCounter, amount: int = 1) -> bool:
         with self._lock:
@@ -474,6 +476,44 @@ class FakeQuotaCounters:
             self.writes.append((counter.pk, -amount))
             if counter.pk in self.counts:  # as the repository's: an expired counter stays gone
                 self.counts[counter.pk] -= amount
+
+
+class FakePlaces:
+    """concurrent_runs places per pack, as PlaceRepository keeps them: the pack's place item in
+    the schedule table and the owner's count change together (one transaction), the item put
+    only where none is and deleted only where it is."""
+
+    def __init__(self, schedule: FakeScheduleStore, counters: FakeQuotaCounters) -> None:
+        self._schedule = schedule
+        self._counters = counters
+
+    def take(self, place: ScheduleItem, limit: int) -> bool:
+        assert place.count is not None
+        with self._schedule.transaction():
+            if self._schedule.contains(place):
+                return False
+            if not self._counters.take_running(place.user_id, place.count, limit):
+                return False
+            self._schedule.put(place)
+            return True
+
+    def give_back(self, place: ScheduleItem) -> bool:
+        assert place.count is not None
+        with self._schedule.transaction():
+            if not self._schedule.contains(place):
+                return False
+            self._schedule.delete(place)
+            self._counters.give_back(place.user_id, place.count)
+            return True
+
+    def move(self, place: ScheduleItem, due_at: int) -> ScheduleItem | None:
+        moved = place.model_copy(update={"due_at": due_at, "scheduled_at": due_at})
+        with self._schedule.transaction():
+            if not self._schedule.contains(place) or self._schedule.contains(moved):
+                return None
+            self._schedule.delete(place)
+            self._schedule.put(moved)
+            return moved
 
 
 class FakeRunStore:
@@ -543,7 +583,7 @@ class FakeRunStore:
             if (run.job_id, run.key) in self._rows:
                 return False
             self._rows[(run.job_id, run.key)] = StoredRun(
-                run.model_copy(deep=True, update={"deadline": None}),
+                run.model_copy(deep=True, update={"deadline": None, "claim_id": None}),
                 script_key,
                 json.loads(json.dumps(parameters)),
                 deadline=deadline,
@@ -808,28 +848,6 @@ class FakeRunStore:
 
     # -- concurrent runs per owner -----------------------------------------------------------
 
-    def take_places(self, runs: list[Run], claim_id: str, limit: int) -> bool:
-        if self.counters is None:
-            raise RuntimeError("FakeRunStore.take_places needs counters")
-        if not runs:
-            return True
-        with self._schedule.transaction():
-            rows = [self._rows.get((run.job_id, run.key)) for run in runs]
-            for run, row in zip(runs, rows, strict=True):
-                if (
-                    row is None
-                    or row.run.attempt != run.attempt
-                    or not _claimed_by(claim_id)(row)
-                    or row.run.holds_place
-                ):
-                    return False
-            if not self.counters.take_running(runs[0].user_id, len(runs), limit):
-                return False
-            for row in rows:
-                assert row is not None
-                row.run = row.run.model_copy(update={"holds_place": True})
-            return True
-
     def defer(self, run: Run, claim_id: str, not_before: int, reason: str, now: datetime) -> bool:
         def apply(row: StoredRun) -> None:
             row.run = row.run.model_copy(
@@ -988,6 +1006,7 @@ class FakeDispatchBackend:
 
     def __init__(self) -> None:
         self.dispatched: list[tuple[str, list[RunSpec]]] = []  # (pack_id, runs) per task
+        self.places: list[str | None] = []  # the place each task carries (its stop gives back)
         self._error: Exception | None = None
         self._lock = threading.Lock()
 
@@ -995,11 +1014,12 @@ class FakeDispatchBackend:
         """From now on, dispatch() raises `error` (None: it works again)."""
         self._error = error
 
-    def dispatch(self, pack_id: str, runs: list[RunSpec]) -> str:
+    def dispatch(self, pack_id: str, runs: list[RunSpec], place: str | None = None) -> str:
         if self._error is not None:
             raise self._error
         with self._lock:
             self.dispatched.append((pack_id, [run.model_copy(deep=True) for run in runs]))
+            self.places.append(place)
             return f"task-{len(self.dispatched)}"
 
 
@@ -1061,6 +1081,7 @@ def watcher_over(
     *,
     queue: FakeRunQueue | None = None,
     notifier: RunNotifier | None = None,
+    places: FakePlaces | None = None,
     **policy: Any,
 ) -> Watcher:
     """A watcher over these stores, with the local stack's defaults (90 s look-ahead, 5 min
@@ -1074,6 +1095,7 @@ def watcher_over(
         clock=clock,
         notifier=notifier,
         jobs=jobs,
+        places=places,
     )
     settings: dict[str, Any] = {
         "lookahead_seconds": 90,
@@ -1092,6 +1114,7 @@ def watcher_over(
         WatcherPolicy(**settings | policy),
         clock,
         counters=runs.counters,
+        places=places,
     )
 
 
@@ -1104,4 +1127,6 @@ if TYPE_CHECKING:  # mypy: the fakes are what the services take
     _objects: RunObjects = FakeRunObjects()
     _queue: RunQueue = FakeRunQueue()
     _backend: DispatchBackend = FakeDispatchBackend()
+    _places: Places = FakePlaces(FakeScheduleStore(), FakeQuotaCounters())
+    _counters: QuotaCounters = FakeQuotaCounters()
     _clock: Callable[[], datetime] = FakeClock(datetime.now(UTC))

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from scheduler import keys
 from scheduler.errors import QuotaExceeded
+from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import epoch
 
 MINUTE = 60
@@ -93,3 +94,18 @@ class QuotaCounters(Protocol):
 
     def uncount(self, counter: MinuteCounter, amount: int) -> None:
         """Take back `amount` counted for what was not created after all (a second taker)."""
+
+
+class Places(Protocol):
+    """An owner's concurrent_runs places, taken and given back per pack: a pack's place item
+    (a ScheduleItem with `place` set) and the owner's count change together."""
+
+    def take(self, place: ScheduleItem, limit: int) -> bool:
+        """Write the place item and count its places, if that keeps the owner within `limit`;
+        False, and nothing written, if it would not."""
+
+    def give_back(self, place: ScheduleItem) -> bool:
+        """Delete the place item and uncount its places, once: False if it was gone."""
+
+    def move(self, place: ScheduleItem, due_at: int) -> ScheduleItem | None:
+        """The place item, due later (its runs are still under way); None if it was gone."""

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from scheduler.aws.client_errors import raise_if_throttled
-from scheduler.aws.dynamo import condition_failed, dump, load
+from scheduler.aws.dynamo import condition_failed, dump, load, transact
 from scheduler.keys import owner_pk
 from scheduler.quotas.quota_models import MinuteCounter
+from scheduler.schedule.schedule_item import ScheduleItem
+from scheduler.schedule.schedule_repository import ScheduleRepository
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -127,3 +129,39 @@ class QuotaRepository:
 
 # Refused this many times in a row (others counting in the same minute), a taker defers.
 _TRIES = 3
+
+
+class PlaceRepository:
+    """concurrent_runs places per pack: the pack's place item in the schedule table and the
+    owner's `running` count in the jobs table, changed together in one transaction (4 WRU a
+    pack to take, 4 to give back: ~0.8 a run in packs of ten)."""
+
+    def __init__(self, dynamodb: DynamoDBClient, *, table: str, schedule: ScheduleRepository):
+        self._db = dynamodb
+        self._table = table
+        self._schedule = schedule
+
+    def take(self, place: ScheduleItem, limit: int) -> bool:
+        assert place.count is not None
+        if place.count > limit:  # the count's condition passes on an owner item not yet written
+            return False
+        put = self._schedule.put_op(place)
+        put["Put"]["ConditionExpression"] = "attribute_not_exists(slot)"
+        return transact(self._db, [put, running_op(self._table, place.user_id, place.count, limit)])
+
+    def give_back(self, place: ScheduleItem) -> bool:
+        assert place.count is not None
+        return transact(
+            self._db,
+            [
+                self._schedule.delete_op(place, must_exist=True),
+                running_op(self._table, place.user_id, -place.count, None),
+            ],
+        )
+
+    def move(self, place: ScheduleItem, due_at: int) -> ScheduleItem | None:
+        moved = place.model_copy(update={"due_at": due_at, "scheduled_at": due_at})
+        put = self._schedule.put_op(moved)
+        put["Put"]["ConditionExpression"] = "attribute_not_exists(slot)"
+        made = transact(self._db, [put, self._schedule.delete_op(place, must_exist=True)])
+        return moved if made else None

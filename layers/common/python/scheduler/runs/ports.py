@@ -45,9 +45,6 @@ class RunStore(Protocol):
         self, run: Run, script_key: str, parameters: dict[str, Any], item: ScheduleItem
     ) -> bool: ...
 
-    def take_places(self, runs: list[Run], claim_id: str, limit: int) -> bool:
-        """A concurrent_runs place for each run (claimed, holding none), all or none."""
-
     def defer(self, run: Run, claim_id: str, not_before: int, reason: str, now: datetime) -> bool:
         """A claimed run with no place: PENDING at `not_before`, with a schedule item then."""
 

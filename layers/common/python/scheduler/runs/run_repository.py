@@ -453,41 +453,7 @@ class RunRepository:
         give_back = self._give_back(run, update["Update"])
         return transact(self._db, [update, self._schedule.put_op(item), *give_back])
 
-    # -- concurrent runs per owner (the executor takes places, ending writes give them back) --
-
-    def take_places(self, runs: list[Run], claim_id: str, limit: int) -> bool:
-        """One place of their owner's concurrent_runs for each of `runs` (claimed by
-        `claim_id`, holding none): all, or none if that would pass `limit`. Each run records it
-        in the same transaction, so a later claimant of a run never takes a second place."""
-        if self._quota_table is None:
-            raise RuntimeError("RunRepository.take_places needs the quota table")
-        if not runs:
-            return True
-        if len(runs) > limit:  # the count's condition passes on an owner item not yet written
-            return False
-        writes: list[dict[str, Any]] = [
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": dump({"job_id": run.job_id, "key": run.key}),
-                    "UpdateExpression": "SET holds_place = :held",
-                    "ConditionExpression": "attempt = :attempt AND #st = :dispatching AND "
-                    "claim_id = :claim AND attribute_not_exists(holds_place)",
-                    "ExpressionAttributeNames": {"#st": "status"},
-                    "ExpressionAttributeValues": dump(
-                        {
-                            ":held": True,
-                            ":attempt": run.attempt,
-                            ":dispatching": RunStatus.DISPATCHING.value,
-                            ":claim": claim_id,
-                        }
-                    ),
-                }
-            }
-            for run in runs
-        ]
-        writes.append(running_op(self._quota_table, runs[0].user_id, len(runs), limit))
-        return transact(self._db, writes)
+    # -- concurrent runs per owner: places are taken per pack (quotas.PlaceRepository) --------
 
     def defer(self, run: Run, claim_id: str, not_before: int, reason: str, now: datetime) -> bool:
         """A claimed run that found no place: back to PENDING at `not_before`, with the reason,
@@ -527,8 +493,10 @@ class RunRepository:
 
     def _give_back(self, run: Run, update: dict[str, Any]) -> list[dict[str, Any]]:
         """Make `update` (a write that ends the run's attempt) give back the place the run
-        holds, if it holds one: it removes the mark, on condition that it is still there, and
-        the owner's count goes down in the same transaction (returned, to add to it). A run
+        holds, if it holds one (a run dispatched before places were taken per pack, issue 12;
+        a pack's place item is given back when its task stops): it removes the mark, on
+        condition that it is still there, and the owner's count goes down in the same
+        transaction (returned, to add to it). A run
         read without a place is written on condition that it still has none (an executor may
         have taken one since: the write fails, and the caller reads the run again)."""
         if not run.holds_place:
