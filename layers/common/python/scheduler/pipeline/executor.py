@@ -90,10 +90,12 @@ class Executor:
 
         def mark(run: Run) -> None:
             start = max(run.not_before, epoch(now))
-            deadline: int | None = start + run.timeout_seconds + self._grace
-            if run.status is RunStatus.QUEUED and epoch(now) <= run.not_before:
-                # Queued with this very deadline (the watcher's formula, from the same second):
-                # kept, so the in-flight index entry is not rewritten.
+            fresh = start + run.timeout_seconds + self._grace
+            deadline: int | None = fresh
+            if run.deadline is not None and fresh - run.deadline <= DEADLINE_SLACK_SECONDS:
+                # The deadline it was queued with stands (the same value when dispatched ahead
+                # of its second; at most a minute short when late, of a 300 s grace): the
+                # in-flight index entry is not rewritten (a changed key: a delete and a put).
                 deadline = None
             dispatched = self._clock()
             if self._runs.mark_dispatched(run, claim_id, task_id, dispatched, deadline):
@@ -200,6 +202,8 @@ class Executor:
         )
 
 
+# A run dispatched this much later than it was queued for keeps its queued deadline.
+DEADLINE_SLACK_SECONDS = 60
 # A message holds at most 10 runs: their DynamoDB calls go out together.
 _WORKERS = 10
 _BUSY = "busy"
