@@ -684,3 +684,27 @@ def test_a_run_queued_before_its_job_was_paused_is_skipped_not_started(stack, in
     (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "SKIPPED"
     assert run["error"] == "skipped: the job was paused before this run started"
+
+
+def test_a_list_shows_the_next_run_the_watcher_moved_though_its_index_does_not_project_it(
+    stack, invoke
+) -> None:
+    # Given an every-minute job whose next run the watcher has moved on (a write that, with
+    # next_run_utc no longer projected in the by_owner index, leaves the index entry alone)
+    job = _create_job(invoke)
+    invoke("WatcherFunction", load_event("watcher"))
+    jobs_table = boto3.resource("dynamodb").Table(stack.physical_names["JobsTable"])
+    stored = jobs_table.get_item(Key={"pk": f"JOB#{job['job_id']}"})["Item"]
+    moved = datetime.fromisoformat(str(stored["next_run_utc"]))
+    assert moved > datetime.fromisoformat(job["next_run_at"])
+
+    # When the owner lists their jobs, with and without a next-run filter
+    def listed(**query: str) -> list[dict[str, Any]]:
+        event = api_event("list_jobs", query=query)
+        return body_of(invoke("ListJobsFunction", event))["items"]
+
+    # Then the list shows the job's next run as the table has it, and filters on that
+    (shown,) = listed()
+    assert datetime.fromisoformat(shown["next_run_at"]) == moved
+    assert [j["job_id"] for j in listed(next_run_after=job["next_run_at"])] == [job["job_id"]]
+    assert listed(next_run_before=job["next_run_at"]) == []

@@ -78,7 +78,13 @@ NEEDS: dict[str, dict[str, set[str]]] = {
     ),
     "GetJobFunction": {"JobsTable": {"GetItem"}, "RunsTable": {"Query"}},  # and its last run
     "PreviewScheduleFunction": {"JobsTable": {"GetItem"}},
-    "ListJobsFunction": {"JobsTable/index/by_owner": {"Query"}, "RunsTable": {"Query"}},
+    # the owner's jobs from the index, their next runs from the table (not projected: the
+    # watcher moves them), their last runs
+    "ListJobsFunction": {
+        "JobsTable/index/by_owner": {"Query"},
+        "JobsTable": {"BatchGetItem"},
+        "RunsTable": {"Query"},
+    },
     "UpdateJobFunction": merged(
         {"JobsTable": {"GetItem", "UpdateItem"}, "ScheduleTable": {"PutItem", "DeleteItem"}},
         {"ScriptsBucket/scripts/*": {"PutObject"}},
