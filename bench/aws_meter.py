@@ -135,6 +135,7 @@ class IndexSpec:
     name: str
     keys: tuple[str, ...]
     projection: str  # ALL | KEYS_ONLY | INCLUDE
+    included: tuple[str, ...] = ()  # INCLUDE's NonKeyAttributes
 
 
 _CLAUSE = re.compile(r"\b(SET|REMOVE|ADD|DELETE)\b", re.IGNORECASE)
@@ -167,6 +168,13 @@ def updated_attributes(expression: str, names: dict[str, str]) -> tuple[set[str]
             target = names.get(target, target).split(".")[0].split("[")[0]
             (removed if keyword.upper() == "REMOVE" else set_names).add(target)
     return set_names, removed
+
+
+def _projects_a_change(spec: IndexSpec, changed: set[str]) -> bool:
+    """Does an update of `changed` (no key among them) rewrite the item's index entry?"""
+    if spec.projection == "ALL":
+        return bool(changed)
+    return spec.projection == "INCLUDE" and bool(changed & set(spec.included))
 
 
 # ------------------------------------------------------------------------------- the meter
@@ -427,7 +435,7 @@ class AwsMeter:
             elif set_names & set(spec.keys):
                 units += 2 if had else 1
                 members.add(spec.name)
-            elif had and spec.projection == "ALL" and (set_names or removed):
+            elif had and _projects_a_change(spec, set_names | removed):
                 units += 1
         return units
 
@@ -484,6 +492,8 @@ def write_label(kind: str, spec: dict[str, Any], factor: int, failed: bool) -> s
         label = _run_write_label(kind, spec, values, expression, names)
     elif "bucket" in key:
         label = "watcher cursor" if key.get("bucket") == "watcher" else f"schedule item {kind}"
+        if "#place#" in str(key.get("slot", "")):
+            label = f"pack place item {kind}"
     else:
         pk = str(key.get("pk", ""))
         label = next(
@@ -561,6 +571,7 @@ def indexes_from_template(stack: Any) -> tuple[dict[str, list[IndexSpec]], dict[
                 gsi["IndexName"],
                 tuple(k["AttributeName"] for k in gsi["KeySchema"]),
                 gsi.get("Projection", {}).get("ProjectionType", "ALL"),
+                tuple(gsi.get("Projection", {}).get("NonKeyAttributes", [])),
             )
             for gsi in props.get("GlobalSecondaryIndexes", [])
         ]

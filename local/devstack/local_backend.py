@@ -94,7 +94,7 @@ class TaskBackend:
         self._events_url = events_queue_url
         self._work_dir = work_dir
 
-    def dispatch(self, pack_id: str, runs: list[RunSpec]) -> str:
+    def dispatch(self, pack_id: str, runs: list[RunSpec], place: str | None = None) -> str:
         url = self._manifests.publish(pack_id, runs)
         task_id = f"{self.task_prefix}-{uuid.uuid4().hex}"
         self._work_dir.mkdir(parents=True, exist_ok=True)
@@ -102,13 +102,18 @@ class TaskBackend:
         environment = {"RUNS_MANIFEST_URL": url, "RUN_REFS": run_refs(runs)}
         delay = random.uniform(*self._start_delay)
         task = threading.Thread(
-            target=self._run_task, args=(task_id, environment, runs, delay), daemon=True
+            target=self._run_task, args=(task_id, environment, runs, delay, place), daemon=True
         )
         task.start()
         return task_id
 
     def _run_task(
-        self, task_id: str, environment: dict[str, str], runs: list[RunSpec], delay: float
+        self,
+        task_id: str,
+        environment: dict[str, str],
+        runs: list[RunSpec],
+        delay: float,
+        place: str | None = None,
     ) -> None:
         """The task's life: its start (after the emulated Fargate delay), the runner, and the
         task-stopped event at its end. The log's first line says when it started, for the
@@ -119,7 +124,7 @@ class TaskBackend:
             log.write(json.dumps(started).encode() + b"\n")
             log.flush()
             exit_code, reason = self._execute(task_id, environment, log)
-        self._send(task_stopped_event(task_id, run_refs(runs), exit_code, reason))
+        self._send(task_stopped_event(task_id, run_refs(runs), exit_code, reason, place))
 
     def _execute(
         self, task_id: str, environment: dict[str, str], log: BinaryIO
@@ -176,12 +181,15 @@ class LocalBackend(TaskBackend):
 
 
 def task_stopped_event(
-    task_arn: str, refs: str, exit_code: int | None, reason: str
+    task_arn: str, refs: str, exit_code: int | None, reason: str, place: str | None = None
 ) -> dict[str, Any]:
     """An EventBridge "ECS Task State Change" event, as AWS shapes it (the fields we read)."""
     container: dict[str, Any] = {"name": "runner", "lastStatus": "STOPPED"}
     if exit_code is not None:
         container["exitCode"] = exit_code
+    environment = [{"name": "RUN_REFS", "value": refs}]
+    if place is not None:  # the ECS backend's override too; the runner never reads it
+        environment.append({"name": "PLACE", "value": place})
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
@@ -198,10 +206,6 @@ def task_stopped_event(
             "stoppedReason": reason,
             "stopCode": "EssentialContainerExited",
             "containers": [container],
-            "overrides": {
-                "containerOverrides": [
-                    {"name": "runner", "environment": [{"name": "RUN_REFS", "value": refs}]}
-                ]
-            },
+            "overrides": {"containerOverrides": [{"name": "runner", "environment": environment}]},
         },
     }

@@ -111,7 +111,8 @@ def test_a_first_run_due_before_the_next_tick_is_queued_by_the_create(
 
 
 def test_the_next_tick_sends_what_a_dying_create_left(stack, invoke, clock: Clock) -> None:
-    # Given a create that died before sending: the run is PENDING, the item still due
+    # Given a create that died before sending: the run is created QUEUED, never sent, and its
+    # item still due
     boto3.setup_default_session()
 
     def fail(**_: Any) -> None:
@@ -123,7 +124,8 @@ def test_the_next_tick_sends_what_a_dying_create_left(stack, invoke, clock: Cloc
     boto3.DEFAULT_SESSION.events.unregister("before-call.sqs.SendMessageBatch", fail)
     wiring.reset()
     (run,) = runs_of(stack, job["job_id"])
-    assert run["status"] == "PENDING"
+    assert run["status"] == "QUEUED"
+    assert _queued_messages(stack) == []
     assert _schedule_items(stack, job["job_id"]) == [1796119260]
 
     # When the next tick runs

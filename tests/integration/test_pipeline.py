@@ -325,7 +325,8 @@ def test_a_watcher_that_dies_before_sending_loses_nothing(stack, invoke, monkeyp
     with pytest.raises(RuntimeError):
         wiring.watcher().tick()
     (run,) = runs_of(stack, job["job_id"])
-    assert run["status"] == "PENDING"
+    assert run["status"] == "QUEUED"  # created QUEUED, never sent: its item is still there
+    created_deadline = run["deadline"]
     assert _receive(stack, "DispatchQueue") == []
 
     # When the next tick runs normally
@@ -333,9 +334,10 @@ def test_a_watcher_that_dies_before_sending_loses_nothing(stack, invoke, monkeyp
     wiring.reset()
     invoke("WatcherFunction", load_event("watcher"))
 
-    # Then the same run (no duplicate) is queued exactly once
+    # Then the same run (no duplicate) is queued exactly once, its deadline from this send
     (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "QUEUED"
+    assert run["deadline"] >= created_deadline
     assert len(_receive(stack, "DispatchQueue")) == 1
 
 
@@ -731,3 +733,27 @@ def test_a_run_queued_before_its_job_was_paused_is_skipped_not_started(stack, in
     (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "SKIPPED"
     assert run["error"] == "skipped: the job was paused before this run started"
+
+
+def test_a_list_shows_the_next_run_the_watcher_moved_though_its_index_does_not_project_it(
+    stack, invoke
+) -> None:
+    # Given an every-minute job whose next run the watcher has moved on (a write that, with
+    # next_run_utc no longer projected in the by_owner index, leaves the index entry alone)
+    job = _create_job(invoke)
+    invoke("WatcherFunction", load_event("watcher"))
+    jobs_table = boto3.resource("dynamodb").Table(stack.physical_names["JobsTable"])
+    stored = jobs_table.get_item(Key={"pk": f"JOB#{job['job_id']}"})["Item"]
+    moved = datetime.fromisoformat(str(stored["next_run_utc"]))
+    assert moved > datetime.fromisoformat(job["next_run_at"])
+
+    # When the owner lists their jobs, with and without a next-run filter
+    def listed(**query: str) -> list[dict[str, Any]]:
+        event = api_event("list_jobs", query=query)
+        return body_of(invoke("ListJobsFunction", event))["items"]
+
+    # Then the list shows the job's next run as the table has it, and filters on that
+    (shown,) = listed()
+    assert datetime.fromisoformat(shown["next_run_at"]) == moved
+    assert [j["job_id"] for j in listed(next_run_after=job["next_run_at"])] == [job["job_id"]]
+    assert listed(next_run_before=job["next_run_at"]) == []

@@ -203,6 +203,19 @@ def finish(stack, invoke, run: dict[str, Any]) -> None:
     assert invoke("RunReportsFunction", event) == {"batchItemFailures": []}
 
 
+def stop_tasks(stack: Stack, invoke) -> None:
+    """ECS's task-stopped event for every task the executor started, with the container
+    overrides its RunTask call gave (RUN_REFS, and PLACE: the pack's place item)."""
+    ecs = boto3.client("ecs")
+    cluster = stack.physical_names["RunnerCluster"]
+    arns = ecs.list_tasks(cluster=cluster)["taskArns"]
+    for task in ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"] if arns else []:
+        event = load_event("task_stopped")
+        event["detail"]["taskArn"] = task["taskArn"]
+        event["detail"]["overrides"] = task["overrides"]
+        invoke("TaskEventsFunction", event)
+
+
 def test_concurrent_runs_past_the_quota_wait_and_start_when_a_place_is_given_back(
     stack, invoke, clock
 ) -> None:
@@ -222,9 +235,14 @@ def test_concurrent_runs_past_the_quota_wait_and_start_when_a_place_is_given_bac
     assert waiting["not_before"] == epoch(noon)
     assert owner_item(stack, "alice")["running"] == 1
 
-    # The first run ends: its place is given back
+    # The first run ends: its task still holds the pack's place
     finish(stack, invoke, started)
     assert [r["status"] for r in runs_of(stack, started["job_id"])] == ["SUCCEEDED"]
+    assert owner_item(stack, "alice")["running"] == 1
+
+    # Its task stops (the event carries what RunTask was given): the place is given back, once
+    stop_tasks(stack, invoke)
+    stop_tasks(stack, invoke)
     assert owner_item(stack, "alice")["running"] == 0
 
     # The next tick sends the waiting run again (its schedule item), and it starts
@@ -233,3 +251,25 @@ def test_concurrent_runs_past_the_quota_wait_and_start_when_a_place_is_given_bac
     assert invoke("ExecutorFunction", dispatch_messages(stack)) == {"batchItemFailures": []}
     assert [r["status"] for r in runs_of(stack, waiting["job_id"])] == ["DISPATCHED"]
     assert owner_item(stack, "alice")["running"] == 1
+
+
+def test_a_counter_takes_what_is_left_of_its_limit_and_takes_back_what_was_not_created(
+    stack: Stack,
+) -> None:
+    # The watcher counts an owner's runs of a minute in one conditional ADD; refused, the
+    # refusal carries the count (ReturnValuesOnConditionCheckFailure, which moto honours as
+    # DynamoDB does), and what is left of the limit is counted instead
+    from scheduler.quotas.quota_models import RUNS_PER_MINUTE, MinuteCounter
+    from scheduler.quotas.quota_repository import QuotaRepository
+
+    counters = QuotaRepository(boto3.client("dynamodb"), table=stack.physical_names["JobsTable"])
+    counter = MinuteCounter(
+        "erin", RUNS_PER_MINUTE, epoch(datetime(2026, 11, 30, 12, tzinfo=UTC)), 10
+    )
+    assert counters.take_up_to(counter, 8) == 8
+    assert counters.take_up_to(counter, 5) == 2
+    assert counters.take_up_to(counter, 5) == 0
+    assert counters.take_up_to(counter.next(), 50) == 10  # never more than the limit
+    counters.uncount(counter, 3)  # runs a second taker found already created
+    assert counters.take_up_to(counter, 5) == 3
+    assert not counters.take(counter)

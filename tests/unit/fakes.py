@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -31,7 +31,7 @@ from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import Job, JobFilters, JobStatus, ListPage
 from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
-from scheduler.quotas.quota_models import MinuteCounter, QuotaFull, jobs_exceeded
+from scheduler.quotas.quota_models import MinuteCounter, Places, QuotaCounters, jobs_exceeded
 from scheduler.runs.run_models import (
     AttemptRecord,
     ConcurrencyPolicy,
@@ -420,6 +420,12 @@ class StoredRun:
     expires_at: int | None = None  # the table's TTL, set when the run finishes
     notes: set[str] = field(default_factory=set)  # what was done once for it (note_once)
 
+    def shown(self) -> Run:
+        """The run as RunRepository reads it (its deadline and claim included)."""
+        return self.run.model_copy(
+            deep=True, update={"deadline": self.deadline, "claim_id": self.claim_id}
+        )
+
 
 # -- quota counters (items of the jobs table) ----------------------------------------------------
 
@@ -430,6 +436,7 @@ class FakeQuotaCounters:
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}  # counter pk -> count
+        self.writes: list[tuple[str, int]] = []  # every change asked of a counter: (pk, amount)
         self.running: dict[str, int] = {}  # owner -> runs holding a concurrent_runs place
         self._lock = threading.Lock()
 
@@ -441,17 +448,72 @@ class FakeQuotaCounters:
             self.running[user_id] = count + amount
             return True
 
-    def give_back(self, user_id: str) -> None:
+    def give_back(self, user_id: str, amount: int = 1) -> None:
         with self._lock:
-            self.running[user_id] = self.running.get(user_id, 0) - 1
+            self.running[user_id] = self.running.get(user_id, 0) - amount
 
     def take(self, counter: MinuteCounter, amount: int = 1) -> bool:
         with self._lock:
+            self.writes.append((counter.pk, amount))
             count = self.counts.get(counter.pk, 0)
             if count + amount > counter.limit:
                 return False
             self.counts[counter.pk] = count + amount
             return True
+
+    def take_up_to(self, counter: MinuteCounter, amount: int) -> int:
+        """As QuotaRepository's: all of `amount`, or what is left of the limit."""
+        with self._lock:
+            self.writes.append((counter.pk, amount))
+            count = self.counts.get(counter.pk, 0)
+            got = max(0, min(amount, counter.limit - count))
+            if got:
+                self.counts[counter.pk] = count + got
+            return got
+
+    def uncount(self, counter: MinuteCounter, amount: int) -> None:
+        with self._lock:
+            self.writes.append((counter.pk, -amount))
+            if counter.pk in self.counts:  # as the repository's: an expired counter stays gone
+                self.counts[counter.pk] -= amount
+
+
+class FakePlaces:
+    """concurrent_runs places per pack, as PlaceRepository keeps them: the pack's place item in
+    the schedule table and the owner's count change together (one transaction), the item put
+    only where none is and deleted only where it is."""
+
+    def __init__(self, schedule: FakeScheduleStore, counters: FakeQuotaCounters) -> None:
+        self._schedule = schedule
+        self._counters = counters
+
+    def take(self, place: ScheduleItem, limit: int) -> bool:
+        assert place.count is not None
+        with self._schedule.transaction():
+            if self._schedule.contains(place):
+                return False
+            if not self._counters.take_running(place.user_id, place.count, limit):
+                return False
+            self._schedule.put(place)
+            return True
+
+    def give_back(self, place: ScheduleItem) -> bool:
+        assert place.count is not None
+        with self._schedule.transaction():
+            if not self._schedule.contains(place):
+                return False
+            self._schedule.delete(place)
+            self._counters.give_back(place.user_id, place.count)
+            return True
+
+    def move(self, place: ScheduleItem, due_at: int) -> ScheduleItem | None:
+        moved = place.model_copy(update={"due_at": due_at, "scheduled_at": due_at})
+        with self._schedule.transaction():
+            if not self._schedule.contains(place) or self._schedule.contains(moved):
+                return None
+            self._schedule.delete(place)
+            self._schedule.put(moved)
+            return moved
 
 
 class FakeRunStore:
@@ -465,7 +527,7 @@ class FakeRunStore:
         retention_days: int = 90,
         counters: FakeQuotaCounters | None = None,
     ) -> None:
-        self.counters = counters  # the quota counters of the jobs table (create_counted)
+        self.counters = counters  # the quota counters of the jobs table (places, runs_per_minute)
         self._schedule = schedule
         self._retention_seconds = retention_days * 86400
         self._rows: dict[tuple[str, str], StoredRun] = {}
@@ -475,7 +537,7 @@ class FakeRunStore:
     def get(self, job_id: str, key: str) -> Run | None:
         with self._schedule.transaction():
             row = self._rows.get((job_id, key))
-            return row.run.model_copy(deep=True) if row else None
+            return row.shown() if row else None
 
     def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
         with self._schedule.transaction():
@@ -508,44 +570,32 @@ class FakeRunStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def create(self, run: Run, script_key: str, parameters: dict[str, Any]) -> bool:
+    def create(
+        self,
+        run: Run,
+        script_key: str,
+        parameters: dict[str, Any],
+        *,
+        items: Sequence[ScheduleItem] = (),
+        deadline: int | None = None,
+    ) -> bool:
         with self._schedule.transaction():
             if (run.job_id, run.key) in self._rows:
                 return False
             self._rows[(run.job_id, run.key)] = StoredRun(
-                run.model_copy(deep=True), script_key, json.loads(json.dumps(parameters))
+                run.model_copy(deep=True, update={"deadline": None, "claim_id": None}),
+                script_key,
+                json.loads(json.dumps(parameters)),
+                deadline=deadline,
             )
+            for item in items:
+                self._schedule.put(item)
             return True
 
     def create_with_schedule_item(
         self, run: Run, script_key: str, parameters: dict[str, Any], item: ScheduleItem
     ) -> bool:
-        with self._schedule.transaction():
-            if not self.create(run, script_key, parameters):
-                return False
-            self._schedule.put(item)
-            return True
-
-    def create_counted(
-        self,
-        run: Run,
-        script_key: str,
-        parameters: dict[str, Any],
-        counter: MinuteCounter,
-        items: list[ScheduleItem],
-    ) -> bool:
-        """As RunRepository's transaction: the run's condition first, then the counter's."""
-        if self.counters is None:
-            raise RuntimeError("FakeRunStore.create_counted needs counters")
-        with self._schedule.transaction():
-            if (run.job_id, run.key) in self._rows:
-                return False
-            if not self.counters.take(counter):
-                raise QuotaFull(counter.pk)
-            self.create(run, script_key, parameters)
-            for item in items:
-                self._schedule.put(item)
-            return True
+        return self.create(run, script_key, parameters, items=[item])
 
     def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool:
         def apply(row: StoredRun) -> None:
@@ -554,7 +604,8 @@ class FakeRunStore:
             )
             row.deadline = deadline
 
-        return self._change(run, lambda row: row.run.status is RunStatus.PENDING, apply)
+        sendable = (RunStatus.PENDING, RunStatus.QUEUED)
+        return self._change(run, lambda row: row.run.status in sendable, apply)
 
     def claim(
         self, run: Run, claim_id: str, now: datetime, claim_seconds: int, pack_id: str = ""
@@ -764,13 +815,13 @@ class FakeRunStore:
     def all(self) -> list[Run]:
         """Every run, in key order (job id, then scheduled second)."""
         with self._schedule.transaction():
-            return [self._rows[k].run.model_copy(deep=True) for k in sorted(self._rows)]
+            return [self._rows[k].shown() for k in sorted(self._rows)]
 
     # -- plumbing ----------------------------------------------------------------------------
 
     def _newest_first(self, job_id: str) -> list[Run]:
         with self._schedule.transaction():
-            runs = [row.run.model_copy(deep=True) for row in self._rows.values()]
+            runs = [row.shown() for row in self._rows.values()]
         return sorted((r for r in runs if r.job_id == job_id), key=lambda r: r.key, reverse=True)
 
     def _end(
@@ -796,28 +847,6 @@ class FakeRunStore:
         return self._change(run, holding_as_read, give_back)
 
     # -- concurrent runs per owner -----------------------------------------------------------
-
-    def take_places(self, runs: list[Run], claim_id: str, limit: int) -> bool:
-        if self.counters is None:
-            raise RuntimeError("FakeRunStore.take_places needs counters")
-        if not runs:
-            return True
-        with self._schedule.transaction():
-            rows = [self._rows.get((run.job_id, run.key)) for run in runs]
-            for run, row in zip(runs, rows, strict=True):
-                if (
-                    row is None
-                    or row.run.attempt != run.attempt
-                    or not _claimed_by(claim_id)(row)
-                    or row.run.holds_place
-                ):
-                    return False
-            if not self.counters.take_running(runs[0].user_id, len(runs), limit):
-                return False
-            for row in rows:
-                assert row is not None
-                row.run = row.run.model_copy(update={"holds_place": True})
-            return True
 
     def defer(self, run: Run, claim_id: str, not_before: int, reason: str, now: datetime) -> bool:
         def apply(row: StoredRun) -> None:
@@ -977,6 +1006,7 @@ class FakeDispatchBackend:
 
     def __init__(self) -> None:
         self.dispatched: list[tuple[str, list[RunSpec]]] = []  # (pack_id, runs) per task
+        self.places: list[str | None] = []  # the place each task carries (its stop gives back)
         self._error: Exception | None = None
         self._lock = threading.Lock()
 
@@ -984,11 +1014,12 @@ class FakeDispatchBackend:
         """From now on, dispatch() raises `error` (None: it works again)."""
         self._error = error
 
-    def dispatch(self, pack_id: str, runs: list[RunSpec]) -> str:
+    def dispatch(self, pack_id: str, runs: list[RunSpec], place: str | None = None) -> str:
         if self._error is not None:
             raise self._error
         with self._lock:
             self.dispatched.append((pack_id, [run.model_copy(deep=True) for run in runs]))
+            self.places.append(place)
             return f"task-{len(self.dispatched)}"
 
 
@@ -1050,6 +1081,7 @@ def watcher_over(
     *,
     queue: FakeRunQueue | None = None,
     notifier: RunNotifier | None = None,
+    places: FakePlaces | None = None,
     **policy: Any,
 ) -> Watcher:
     """A watcher over these stores, with the local stack's defaults (90 s look-ahead, 5 min
@@ -1063,6 +1095,7 @@ def watcher_over(
         clock=clock,
         notifier=notifier,
         jobs=jobs,
+        places=places,
     )
     settings: dict[str, Any] = {
         "lookahead_seconds": 90,
@@ -1080,6 +1113,8 @@ def watcher_over(
         outcomes,
         WatcherPolicy(**settings | policy),
         clock,
+        counters=runs.counters,
+        places=places,
     )
 
 
@@ -1092,4 +1127,6 @@ if TYPE_CHECKING:  # mypy: the fakes are what the services take
     _objects: RunObjects = FakeRunObjects()
     _queue: RunQueue = FakeRunQueue()
     _backend: DispatchBackend = FakeDispatchBackend()
+    _places: Places = FakePlaces(FakeScheduleStore(), FakeQuotaCounters())
+    _counters: QuotaCounters = FakeQuotaCounters()
     _clock: Callable[[], datetime] = FakeClock(datetime.now(UTC))

@@ -4,7 +4,7 @@ ready for the message's redelivery."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -142,6 +142,27 @@ def test_a_messages_runs_are_claimed_and_started_in_one_task(
             NOW,
         )
         assert stored.deadline == epoch(NOON) + 120 + GRACE
+
+
+@pytest.mark.parametrize(("late", "moved"), [(30, False), (61, True)])
+def test_a_run_dispatched_late_keeps_its_queued_deadline_within_a_minute(
+    runs: FakeRunStore, backend: FakeDispatchBackend, jobs: FakeJobStore, late: int, moved: bool
+) -> None:
+    # Given a run queued for 12:00 (its deadline from that second), dispatched `late` s after
+    run = queued_run(runs, "job-a")
+    clock = FakeClock(NOON + timedelta(seconds=late))
+    executor = Executor(
+        runs, backend, jobs, claim_seconds=60, dispatch_grace_seconds=GRACE, clock=clock
+    )
+
+    assert executor.handle(message_for(run)) == [run.key]
+
+    # Then its deadline moves with the dispatch only past a minute late (an index rewrite)
+    stored = runs.get(run.job_id, run.key)
+    assert stored is not None
+    assert stored.status is RunStatus.DISPATCHED
+    queued_deadline = epoch(NOON) + 120 + GRACE
+    assert stored.deadline == (queued_deadline + late if moved else queued_deadline)
 
 
 def test_a_duplicate_message_does_nothing(

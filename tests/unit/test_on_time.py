@@ -192,15 +192,24 @@ def test_a_create_whose_send_is_refused_leaves_its_run_to_the_next_tick() -> Non
     pipeline.queue.refuse()
     job = pipeline.service.create("alice", JobCreate(name="soon", schedule="1 5 * * *", script="1"))
     (run,) = [r for r in pipeline.runs.all() if r.job_id == job.job_id]
-    assert run.status is RunStatus.PENDING
+    # (created QUEUED, to be sent: its schedule item stays until a send succeeds)
+    assert run.status is RunStatus.QUEUED
+    assert pipeline.queue.accepted == []
+    assert [i.scheduled_at for i in pipeline.schedule.items(job.job_id)] == [run.execution_time]
 
     # When the queue is back and the next tick runs
     pipeline.queue.accept()
     pipeline.clock.advance(5)
     pipeline.watcher.tick()
 
-    # Then the same run is queued once
+    # Then the same run is queued once, with a deadline from that send, and its item moved on
     assert pipeline.queue.accepted_runs() == [(run.key, 1)]
+    sent = pipeline.runs.get(run.job_id, run.key)
+    assert sent is not None
+    assert sent.status is RunStatus.QUEUED
+    assert sent.deadline is not None
+    assert sent.deadline == run.not_before + run.timeout_seconds + DAY_SECONDS
+    assert [i.scheduled_at for i in pipeline.schedule.items(job.job_id)] != [run.execution_time]
 
 
 def test_an_update_and_a_resume_that_bring_the_next_run_close_queue_it() -> None:

@@ -5,7 +5,7 @@ quota has room again in the next minute (a clock we move)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,17 +16,21 @@ from scheduler.errors import QuotaExceeded
 from scheduler.jobs.job_models import BackfillRequest, JobCreate, RunNowRequest
 from scheduler.jobs.job_service import JobService
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun
+from scheduler.pipeline.due_runs import DispatchPolicy, DueRuns
 from scheduler.pipeline.executor import Executor
 from scheduler.pipeline.ports import DispatchFailed
 from scheduler.quotas.quota_models import Quotas
-from scheduler.runs.run_models import Run, RunStatus, RunTrigger, new_run
+from scheduler.runs.run_models import Run, RunReport, RunStatus, RunTrigger, new_run
+from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.runs.run_service import RunService
-from scheduler.times import epoch
+from scheduler.times import epoch, from_epoch
 from unit.fakes import (
     FakeClock,
     FakeDispatchBackend,
     FakeJobStore,
+    FakePlaces,
     FakeQuotaCounters,
+    FakeRunObjects,
     FakeRunQueue,
     FakeRunStore,
     FakeScheduleStore,
@@ -221,6 +225,116 @@ def test_scheduled_runs_past_runs_per_minute_are_deferred_to_the_next_minute_not
     assert [r.status if r else None for r in now_stored] == [RunStatus.QUEUED] * 2
 
 
+def test_a_ticks_runs_of_one_owner_and_minute_are_counted_in_one_write(
+    schedule: FakeScheduleStore,
+) -> None:
+    clock = FakeClock(TICK)
+    counters = FakeQuotaCounters()
+    jobs = FakeJobStore(schedule)
+    runs = FakeRunStore(schedule, counters=counters)
+    created = datetime(2026, 11, 27, 11, 30, tzinfo=UTC)
+    for i in range(5):
+        add_job(jobs, now=created, name=f"a{i}")
+    for i in range(2):
+        add_job(jobs, now=created, user_id="bob", name=f"b{i}")
+    watcher = watcher_over(jobs, schedule, runs, clock, runs_per_minute=10)
+
+    watcher.tick()
+
+    # One conditional ADD per owner and minute, not one per run
+    assert len(runs.all()) == 7
+    assert sorted(counters.writes) == sorted(
+        [
+            (keys.quota_window_pk("alice", "runs_per_minute", epoch(NOON)), 5),
+            (keys.quota_window_pk("bob", "runs_per_minute", epoch(NOON)), 2),
+        ]
+    )
+    assert all(r.status is RunStatus.QUEUED and r.deferred is None for r in runs.all())
+
+
+def test_a_second_taker_of_an_occurrence_takes_its_count_back(
+    schedule: FakeScheduleStore,
+) -> None:
+    # Given an occurrence taken by a tick, and a second taker that read the same item before
+    # the tick moved it on (an overlapping tick, or an API call's early take)
+    clock = FakeClock(TICK)
+    counters = FakeQuotaCounters()
+    jobs = FakeJobStore(schedule)
+    runs = FakeRunStore(schedule, counters=counters)
+    job = add_job(jobs, now=datetime(2026, 11, 27, 11, 30, tzinfo=UTC), name="a")
+    (item,) = schedule.items(job.job_id)
+    watcher_over(jobs, schedule, runs, clock, runs_per_minute=10).tick()
+    pk = keys.quota_window_pk("alice", "runs_per_minute", epoch(NOON))
+    assert counters.counts == {pk: 1}
+
+    # When the second taker takes it too
+    queue = FakeRunQueue()
+    policy = DispatchPolicy(
+        lookahead_seconds=90,
+        pack_window_seconds=5,
+        max_runs_per_task=10,
+        dispatch_grace_seconds=300,
+        runs_per_minute=10,
+    )
+    due = DueRuns(jobs, schedule, runs, queue, policy, counters)
+    due.take([item], {job.job_id: job}, clock(), clock() + timedelta(seconds=90))
+
+    # Then its run is not created twice, and the count it took for it is taken back
+    assert len(runs.all()) == 1
+    assert counters.counts == {pk: 1}
+    assert counters.writes[-2:] == [(pk, 1), (pk, -1)]
+
+
+class DiesCreatingRuns(FakeRunStore):
+    """A runs table whose next `create` raises: the watcher died between counting and creating."""
+
+    dies = True
+
+    def create(self, *args: Any, **kwargs: Any) -> bool:
+        if self.dies:
+            self.dies = False
+            raise TimeoutError("killed between the count and the run's put")
+        return super().create(*args, **kwargs)
+
+
+def test_a_taker_that_dies_after_counting_over_counts_which_defers_a_run_but_drops_none(
+    schedule: FakeScheduleStore,
+) -> None:
+    # Given two of alice's jobs due at 12:00 under a quota of 3, and a tick that dies after
+    # counting them, before creating them
+    clock = FakeClock(TICK)
+    counters = FakeQuotaCounters()
+    jobs = FakeJobStore(schedule)
+    runs = DiesCreatingRuns(schedule, counters=counters)
+    created = datetime(2026, 11, 27, 11, 30, tzinfo=UTC)
+    first = add_job(jobs, now=created, name="a", job_id="a")
+    second = add_job(jobs, now=created, name="b", job_id="b")
+    watcher = watcher_over(jobs, schedule, runs, clock, runs_per_minute=3, workers=1)
+    with pytest.raises(TimeoutError):
+        watcher.tick()
+    pk = keys.quota_window_pk("alice", "runs_per_minute", epoch(NOON))
+    assert counters.counts == {pk: 2}
+
+    # When the next tick takes the same items again
+    clock.advance(20)
+    watcher.tick()
+
+    # Then both runs exist, counted again: the minute has room for one more only, so one of
+    # them starts a minute late (recorded, and sent then) instead of on time; neither is lost
+    by_job = {r.job_id: r for r in runs.all()}
+    assert set(by_job) == {first.job_id, second.job_id}
+    assert sorted(r.not_before for r in by_job.values()) == [epoch(NOON), epoch(NOON) + 60]
+    late = next(r for r in by_job.values() if r.not_before > epoch(NOON))
+    assert late.deferred is not None
+    assert late.status is RunStatus.PENDING
+    assert counters.counts[pk] == 3  # 2 of the dead tick, 1 of this one: over-counted
+    clock.set(NOON)
+    watcher.tick()
+    sent = runs.get(late.job_id, late.key)
+    assert sent is not None
+    assert sent.status is RunStatus.QUEUED
+
+
 # -- the OpenAPI document -----------------------------------------------------------------------
 
 
@@ -273,30 +387,68 @@ def message(*runs: Run) -> DispatchMessage:
     )
 
 
-def test_concurrent_runs_past_the_quota_wait_for_a_place_and_get_one_when_a_run_ends(
-    schedule: FakeScheduleStore,
-) -> None:
-    clock = FakeClock(datetime(2026, 11, 27, 11, 59, 10, tzinfo=UTC))
-    counters = FakeQuotaCounters()
-    runs = FakeRunStore(schedule, counters=counters)
+def place_executor(
+    runs: FakeRunStore,
+    backend: FakeDispatchBackend,
+    places: FakePlaces,
+    clock: FakeClock,
+    limit: int,
+    *names: str,
+) -> Executor:
     jobs = FakeJobStore(FakeScheduleStore())
-    for name in ("a", "b", "c"):
+    for name in names:
         add_job(jobs, now=clock(), name=name, job_id=name)
-    backend = FakeDispatchBackend()
-    executor = Executor(
+    return Executor(
         runs,
         backend,
         jobs,
         claim_seconds=60,
         dispatch_grace_seconds=300,
         clock=clock,
-        concurrent_runs=2,
+        concurrent_runs=limit,
+        places=places,
     )
+
+
+def stopped(backend: FakeDispatchBackend, task: int) -> dict[str, Any]:
+    """The task-stopped event of the `task`-th task the backend started (1-based)."""
+    from devstack.local_backend import task_stopped_event
+    from scheduler.pipeline.ecs_backend import run_refs
+
+    _, specs = backend.dispatched[task - 1]
+    place = backend.places[task - 1]
+    return task_stopped_event(f"task-{task}", run_refs(specs), 0, "done", place)["detail"]
+
+
+def outcomes_over(runs: FakeRunStore, places: FakePlaces, clock: FakeClock) -> RunOutcomes:
+    return RunOutcomes(
+        runs,
+        FakeRunObjects(),
+        retry_base_seconds=30,
+        running_grace_seconds=60,
+        clock=clock,
+        places=places,
+    )
+
+
+def test_concurrent_runs_are_taken_per_pack_and_given_back_when_its_task_stops(
+    schedule: FakeScheduleStore,
+) -> None:
+    clock = FakeClock(datetime(2026, 11, 27, 11, 59, 10, tzinfo=UTC))
+    counters = FakeQuotaCounters()
+    runs = FakeRunStore(schedule, counters=counters)
+    places = FakePlaces(schedule, counters)
+    backend = FakeDispatchBackend()
+    executor = place_executor(runs, backend, places, clock, 2, "a", "b", "c")
     a, b, c = (queued(runs, name, clock) for name in ("a", "b", "c"))
 
-    # A pack of three with room for two: two start, the third waits, recorded, not dropped
+    # A pack of three with room for two: two start under one place item, the third waits,
+    # recorded, not dropped
     assert sorted(executor.handle(message(a, b, c))) == sorted([a.key, b.key])
     assert counters.running == {"alice": 2}
+    (place,) = [i for i in schedule.items() if i.place is not None]
+    assert (place.count, place.due_at) == (2, epoch(NOON) + 120 + 300)
+    assert backend.places == [place.place_ref()]
     waiting = runs.get(c.job_id, c.key)
     assert waiting is not None
     assert waiting.status is RunStatus.PENDING
@@ -310,43 +462,86 @@ def test_concurrent_runs_past_the_quota_wait_for_a_place_and_get_one_when_a_run_
     assert executor.handle(message(waiting)) == []
     assert counters.running == {"alice": 2}
 
-    # A run that ends gives its place back, once
+    # A run that ends does not give its place back: its task still holds it
     started = runs.get(a.job_id, a.key)
     assert started is not None
-    assert started.holds_place
     assert runs.cancel(started, "stop", clock())
-    assert not runs.cancel(started, "stop", clock())
-    assert counters.running == {"alice": 1}
+    assert counters.running == {"alice": 2}
+
+    # The task's stop gives the pack's places back, once however often the event comes
+    outcomes = outcomes_over(runs, places, clock)
+    outcomes.on_task_stopped(stopped(backend, 1))
+    outcomes.on_task_stopped(stopped(backend, 1))
+    assert counters.running == {"alice": 0}
+    assert [i for i in schedule.items() if i.place is not None] == []
     pending = runs.get(c.job_id, c.key)
     assert pending is not None
     assert executor.handle(message(pending)) == [c.key]
-    assert counters.running == {"alice": 2}
+    assert counters.running == {"alice": 1}
 
 
-def test_a_run_keeps_its_place_through_a_failed_dispatch_and_takes_no_second(
+def test_a_failed_dispatch_gives_its_place_back_and_the_redelivery_takes_one(
     schedule: FakeScheduleStore,
 ) -> None:
     clock = FakeClock(datetime(2026, 11, 27, 11, 59, 10, tzinfo=UTC))
     counters = FakeQuotaCounters()
     runs = FakeRunStore(schedule, counters=counters)
-    jobs = FakeJobStore(FakeScheduleStore())
-    add_job(jobs, now=clock(), name="a", job_id="a")
+    places = FakePlaces(schedule, counters)
     backend = FakeDispatchBackend()
-    executor = Executor(
-        runs,
-        backend,
-        jobs,
-        claim_seconds=60,
-        dispatch_grace_seconds=300,
-        clock=clock,
-        concurrent_runs=1,
-    )
+    executor = place_executor(runs, backend, places, clock, 1, "a")
     run = queued(runs, "a", clock)
     backend.fail_with(DispatchFailed("no capacity"))
     with pytest.raises(DispatchFailed):
         executor.handle(message(run))
-    assert counters.running == {"alice": 1}
+    assert counters.running == {"alice": 0}
+    assert [i for i in schedule.items() if i.place is not None] == []
 
     backend.fail_with(None)
     assert executor.handle(message(run)) == [run.key]
     assert counters.running == {"alice": 1}
+
+
+def test_a_place_whose_task_stop_is_never_seen_is_given_back_by_the_watcher(
+    schedule: FakeScheduleStore,
+) -> None:
+    # Given a pack of two dispatched under one place item, whose task's stop event is lost
+    clock = FakeClock(datetime(2026, 11, 27, 11, 59, 10, tzinfo=UTC))
+    counters = FakeQuotaCounters()
+    runs = FakeRunStore(schedule, counters=counters)
+    places = FakePlaces(schedule, counters)
+    backend = FakeDispatchBackend()
+    jobs = FakeJobStore(schedule)
+    executor = place_executor(runs, backend, places, clock, 5, "a", "b")
+    a, b = (queued(runs, name, clock) for name in ("a", "b"))
+    assert len(executor.handle(message(a, b))) == 2
+    (place,) = [i for i in schedule.items() if i.place is not None]
+    watcher = watcher_over(jobs, schedule, runs, clock, places=places)
+
+    # When its due time comes with one run ended and the other still under way (its started
+    # report moved its deadline later)
+    ended = runs.get(a.job_id, a.key)
+    assert ended is not None
+    assert runs.cancel(ended, "stop", clock())
+    running = runs.get(b.job_id, b.key)
+    assert running is not None
+    later = place.due_at + 600
+    assert runs.mark_running(
+        running, RunReport(job_id="b", run_key=b.key, attempt=1), clock(), later
+    )
+    clock.set(from_epoch(place.due_at + 1))
+    watcher.tick()
+
+    # Then the places are kept, the item due again at that run's deadline
+    assert counters.running == {"alice": 2}
+    (moved,) = [i for i in schedule.items() if i.place is not None]
+    assert moved.due_at == later
+
+    # And once that run has ended too, the watcher gives them back, once
+    still = runs.get(b.job_id, b.key)
+    assert still is not None
+    assert runs.cancel(still, "stop", clock())
+    clock.set(from_epoch(later + 1))
+    watcher.tick()
+    watcher.tick()
+    assert counters.running == {"alice": 0}
+    assert [i for i in schedule.items() if i.place is not None] == []

@@ -36,7 +36,8 @@ _TAKE_RUNS = {
     "ScheduleTable": {"PutItem", "DeleteItem"},
     "RunsTable": {"GetItem", "PutItem", "UpdateItem"},
 }
-# How an attempt ends (runs/run_outcomes.py): the run, a retry's schedule item, the job's
+# How an attempt ends (runs/run_outcomes.py): the run, a retry's schedule item (and a stopped
+# task's pack place item, deleted with its owner's count: UpdateItem on the jobs table), the job's
 # failure count and its pause after too many (JobRepository.pause_for_failures); an unreported
 # attempt's cancel object (HEAD) and its job's overlap lock, freed if a dead task held it; and
 # ListBucket, without which S3 answers a missing object 403, not 404.
@@ -77,7 +78,13 @@ NEEDS: dict[str, dict[str, set[str]]] = {
     ),
     "GetJobFunction": {"JobsTable": {"GetItem"}, "RunsTable": {"Query"}},  # and its last run
     "PreviewScheduleFunction": {"JobsTable": {"GetItem"}},
-    "ListJobsFunction": {"JobsTable/index/by_owner": {"Query"}, "RunsTable": {"Query"}},
+    # the owner's jobs from the index, their next runs from the table (not projected: the
+    # watcher moves them), their last runs
+    "ListJobsFunction": {
+        "JobsTable/index/by_owner": {"Query"},
+        "JobsTable": {"BatchGetItem"},
+        "RunsTable": {"Query"},
+    },
     "UpdateJobFunction": merged(
         {"JobsTable": {"GetItem", "UpdateItem"}, "ScheduleTable": {"PutItem", "DeleteItem"}},
         {"ScriptsBucket/scripts/*": {"PutObject"}},
@@ -121,7 +128,9 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         # a run of a paused or deleted job is skipped; the owner's concurrent_runs places
         "JobsTable": {"BatchGetItem", "UpdateItem"},
         "RunsTable": {"GetItem", "UpdateItem"},  # claim, script snapshot, dispatched, skipped
-        "ScheduleTable": {"PutItem"},  # a run with no place waits for a schedule item
+        # a run with no place waits for a schedule item; a pack's place item (put with its
+        # owner's count, deleted when its RunTask fails)
+        "ScheduleTable": {"PutItem", "DeleteItem"},
         # signed into the manifest and its runs' URLs (pipeline/manifests.py)
         "ScriptsBucket/scripts/*": {"GetObject"},
         # DeleteObject: the runner consumes its manifest (a presigned DELETE in it)

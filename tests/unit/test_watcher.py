@@ -232,7 +232,7 @@ class CrashesInAdvance(FakeJobStore):
         return super().advance(job, current, following)
 
 
-def test_a_tick_that_died_before_moving_the_schedule_is_finished_without_a_second_send(
+def test_a_tick_that_died_before_moving_the_schedule_is_finished_by_sending_the_run_again(
     schedule: FakeScheduleStore,
     runs: FakeRunStore,
     queue: FakeRunQueue,
@@ -251,9 +251,11 @@ def test_a_tick_that_died_before_moving_the_schedule_is_finished_without_a_secon
     clock.advance(60)
     report = watcher.tick()
 
-    # Then the run, already QUEUED, is not sent again, and the schedule moves on
-    assert queue.accepted_runs() == [(run_key(job, NOON), 1)]
-    assert (report.queued, report.already_handled) == (0, 1)
+    # Then the run, QUEUED but perhaps never sent, is sent again (the executor's claim lets one
+    # dispatch through), no second run is created, and the schedule moves on
+    assert queue.accepted_runs() == [(run_key(job, NOON), 1)] * 2
+    assert (report.queued, report.already_handled) == (1, 0)
+    assert [r.key for r in runs.all()] == [run_key(job, NOON)]
     assert status_of(runs, job, run_key(job, NOON)) is RunStatus.QUEUED
     assert schedule.items() == [
         ScheduleItem.occurrence(job.job_id, "alice", NOON + timedelta(hours=1))
@@ -420,10 +422,11 @@ def test_an_unsent_run_keeps_its_item_and_holds_the_cursor_before_it(
     # When the watcher ticks
     report = watcher.tick()
 
-    # Then the run exists but stays PENDING, its item stays, and the cursor stops just before it
+    # Then the run exists (created QUEUED, to be sent), its item stays, and the cursor stops
+    # just before it
     key = run_key(job, NOON)
     assert report.queued == 0
-    assert status_of(runs, job, key) is RunStatus.PENDING
+    assert status_of(runs, job, key) is RunStatus.QUEUED
     assert schedule.items() == [ScheduleItem.occurrence(job.job_id, "alice", NOON)]
     assert schedule.cursor() < epoch(NOON)
 
@@ -440,6 +443,38 @@ def test_an_unsent_run_keeps_its_item_and_holds_the_cursor_before_it(
     assert schedule.items() == [
         ScheduleItem.occurrence(job.job_id, "alice", NOON + timedelta(hours=1))
     ]
+
+
+def test_a_run_never_sent_through_an_outage_past_its_deadline_is_sent_not_swept(
+    watcher: Watcher,
+    jobs: FakeJobStore,
+    schedule: FakeScheduleStore,
+    runs: FakeRunStore,
+    queue: FakeRunQueue,
+    clock: FakeClock,
+) -> None:
+    # Given a run created QUEUED whose send was refused, and a queue back only after the
+    # deadline it was created with (its second + timeout + grace)
+    job = hourly(jobs, timeout_seconds=60)
+    queue.refuse()
+    watcher.tick()
+    key = run_key(job, NOON)
+    created = runs.get(job.job_id, key)
+    assert created is not None
+    assert created.deadline == epoch(NOON) + 60 + GRACE
+    queue.accept()
+    clock.set(NOON + timedelta(seconds=60 + GRACE + 120))
+
+    # When the next tick takes it (from the cursor) and then sweeps
+    report = watcher.tick()
+
+    # Then it is sent with a deadline from this send, and the sweep leaves it alone
+    assert queue.accepted_runs() == [(key, 1)]
+    assert report.lost_runs_concluded == 0
+    sent = runs.get(job.job_id, key)
+    assert sent is not None
+    assert (sent.status, sent.attempt) == (RunStatus.QUEUED, 1)
+    assert sent.deadline == epoch(clock()) + 60 + GRACE
 
 
 def test_only_the_refused_runs_hold_their_items(
@@ -477,7 +512,7 @@ def test_a_queue_that_fails_outright_leaves_everything_for_the_next_tick(
         watcher.tick()
     assert schedule.items() == [ScheduleItem.occurrence(job.job_id, "alice", NOON)]
     assert schedule.cursor() is None
-    assert status_of(runs, job, run_key(job, NOON)) is RunStatus.PENDING
+    assert status_of(runs, job, run_key(job, NOON)) is RunStatus.QUEUED
 
     # And the next tick sends the run
     queue.accept()

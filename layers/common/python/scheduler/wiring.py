@@ -36,7 +36,7 @@ from scheduler.pipeline.manifests import Manifests
 from scheduler.pipeline.ports import DispatchBackend
 from scheduler.pipeline.run_queue import SqsRunQueue
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
-from scheduler.quotas.quota_repository import QuotaRepository
+from scheduler.quotas.quota_repository import PlaceRepository, QuotaRepository
 from scheduler.runs.run_cancels import RunCancels
 from scheduler.runs.run_object_store import S3RunObjects
 from scheduler.runs.run_outcomes import RunOutcomes
@@ -85,6 +85,8 @@ class Stores:
         )
         # Per-minute quota counters live in the jobs table too (QUOTA#... items, TTL).
         self.quota_counters = QuotaRepository(dynamodb, table=settings.jobs_table)
+        # concurrent_runs: a pack's place item (schedule table) and its owner's count (jobs).
+        self.places = PlaceRepository(dynamodb, table=settings.jobs_table, schedule=self.schedule)
         self.runs = RunRepository(
             dynamodb,
             table=settings.runs_table,
@@ -112,7 +114,7 @@ def _dispatch_fields(settings: DispatchSettings) -> dict[str, int]:
 def _due_runs(settings: DispatchSettings, stores: Stores) -> DueRuns:
     queue = SqsRunQueue(client("sqs"), settings.dispatch_queue_url)
     policy = DispatchPolicy(**_dispatch_fields(settings))
-    return DueRuns(stores.jobs, stores.schedule, stores.runs, queue, policy)
+    return DueRuns(stores.jobs, stores.schedule, stores.runs, queue, policy, stores.quota_counters)
 
 
 @cache
@@ -250,6 +252,7 @@ def _run_outcomes(settings: RunStatusSettings, stores: Stores) -> RunOutcomes:
         notifier=SnsRunNotifier(client("sns"), topic) if topic else None,
         jobs=stores.jobs,
         cancels=RunCancels(stores.runs, objects, now),
+        places=stores.places,
     )
 
 
@@ -278,6 +281,8 @@ def watcher() -> Watcher:
         _run_outcomes(settings, stores),
         policy,
         now,
+        counters=stores.quota_counters,
+        places=stores.places,
     )
 
 
@@ -331,6 +336,7 @@ def executor() -> Executor:
         dispatch_grace_seconds=settings.dispatch_grace_seconds,
         clock=now,
         concurrent_runs=settings.quotas.concurrent_runs,
+        places=stores.places,
     )
 
 

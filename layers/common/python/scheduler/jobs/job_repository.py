@@ -354,7 +354,9 @@ class JobRepository:
     ) -> ListPage:
         """The owner's jobs newest first, filtered; created_* filters narrow the key range."""
         query = self._owner_query(user_id, filters)
-        filtered = "FilterExpression" in query
+        filtered = "FilterExpression" in query or bool(
+            filters.next_run_after or filters.next_run_before
+        )
         jobs: list[Job] = []
         last_evaluated: dict[str, Any] | None = dump(start) if start else None
         for _ in range(MAX_PAGES_PER_LIST):
@@ -366,9 +368,16 @@ class JobRepository:
             except ClientError as exc:
                 raise_if_throttled(exc)
                 raise
-            for raw in response.get("Items", []):
+            page = response.get("Items", [])
+            # The index does not project next_run_utc (the watcher moves it at every run):
+            # read from the table for the page's jobs, and filtered on here.
+            next_runs = self._next_runs([load(raw)["pk"] for raw in page])
+            for raw in page:
                 item = load(raw)
-                jobs.append(to_job(item))
+                next_run = next_runs.get(item["pk"])
+                if not _next_run_matches(next_run, filters):
+                    continue
+                jobs.append(to_job(item | {"next_run_utc": next_run}))
                 if len(jobs) == limit:
                     more = raw is not response["Items"][-1] or "LastEvaluatedKey" in response
                     return ListPage(jobs, self._position(item) if more else None)
@@ -404,12 +413,6 @@ class JobRepository:
             conditions.append("begins_with(#name, :name)")
             names["#name"] = "name"
             values[":name"] = filters.name
-        if filters.next_run_after:
-            conditions.append("next_run_utc > :run_after")
-            values[":run_after"] = times.to_text(filters.next_run_after)
-        if filters.next_run_before:
-            conditions.append("next_run_utc < :run_before")
-            values[":run_before"] = times.to_text(filters.next_run_before)
         query: dict[str, Any] = {
             "TableName": self._jobs,
             "IndexName": OWNER_INDEX,
@@ -423,9 +426,43 @@ class JobRepository:
         query["ExpressionAttributeValues"] = dump(values)
         return query
 
+    def _next_runs(self, pks: list[str]) -> dict[str, str | None]:
+        """next_run_utc of the jobs `pks` (BatchGetItem, 100 keys a call)."""
+        found: dict[str, str | None] = {}
+        for offset in range(0, len(pks), 100):
+            request: dict[str, Any] = {
+                self._jobs: {
+                    "Keys": [dump({"pk": pk}) for pk in pks[offset : offset + 100]],
+                    "ProjectionExpression": "pk, next_run_utc",
+                }
+            }
+            while request:
+                try:
+                    response = self._db.batch_get_item(RequestItems=request)
+                except ClientError as exc:
+                    raise_if_throttled(exc)
+                    raise
+                for raw in response.get("Responses", {}).get(self._jobs, []):
+                    item = load(raw)
+                    found[item["pk"]] = item.get("next_run_utc")
+                request = dict(response.get("UnprocessedKeys") or {})
+        return found
+
     @staticmethod
     def _position(item: dict[str, Any]) -> dict[str, str]:
         return {"pk": item["pk"], "user_id": item["user_id"], "created_key": item["created_key"]}
+
+
+def _next_run_matches(next_run: str | None, filters: JobFilters) -> bool:
+    """The next_run_after/before filters, as DynamoDB's filter compared the stored text (a job
+    with no next run matches neither)."""
+    if filters.next_run_after and not (
+        next_run is not None and next_run > times.to_text(filters.next_run_after)
+    ):
+        return False
+    return not filters.next_run_before or (
+        next_run is not None and next_run < times.to_text(filters.next_run_before)
+    )
 
 
 def job_item(job: Job, script_key: str) -> dict[str, Any]:

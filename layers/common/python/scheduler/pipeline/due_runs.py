@@ -4,10 +4,16 @@ window; create, update and resume do it for a new occurrence the next tick could
 
 Per item, in this order (each step durable before the next, so a crash anywhere is finished by
 a later tick, and two takers at once do no harm):
-  1. the run record exists (conditional put on the run key; the truth for idempotency),
-  2. a PENDING run is sent to the queue, then marked QUEUED,
-  3. the item is replaced by the job's next occurrence (a conditional transaction: of two
-     takers, one moves it) or just deleted for retries and manual runs.
+  1. under a runs_per_minute quota, the owner's new runs of a minute are counted (one
+     conditional ADD per owner and minute, before the runs exist: a crash after it over-counts,
+     which can defer a later run but never lets one past the limit),
+  2. the run record exists (conditional put on the run key; the truth for idempotency),
+     created QUEUED with its deadline when it is sent now,
+  3. the run is sent to the queue (a PENDING one, a retry's, is then marked QUEUED; a QUEUED
+     one whose item is still there is sent again: its taker died before step 4, or its send
+     failed),
+  4. the item is replaced by the job's next occurrence (JobRepository.advance) or just deleted
+     for retries and manual runs.
 A successor that falls due inside the same window is taken in the same call, so an every-minute
 job is queued ahead of its second like any other.
 """
@@ -15,6 +21,7 @@ job is queued ahead of its second like any other.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,8 +44,8 @@ from scheduler.quotas.quota_models import (
     MINUTE,
     RUNS_PER_MINUTE,
     MinuteCounter,
-    QuotaFull,
-    counter_at,
+    QuotaCounters,
+    minute_of,
 )
 from scheduler.runs.ports import RunStore
 from scheduler.runs.run_log import run_changed
@@ -89,6 +96,14 @@ class TakeReport:
     deferred: int = 0  # runs created past this window by the runs_per_minute quota
 
 
+@dataclass(frozen=True)
+class _NewRun:
+    """An occurrence's run, not written yet, and its job."""
+
+    run: Run
+    job: Job
+
+
 class DueRuns:
     def __init__(
         self,
@@ -97,7 +112,9 @@ class DueRuns:
         runs: RunStore,
         queue: RunQueue,
         policy: DispatchPolicy,
+        counters: QuotaCounters | None = None,
     ) -> None:
+        self._counters = counters  # runs_per_minute's counters (the jobs table)
         self._jobs = jobs
         self._schedule = schedule
         self._runs = runs
@@ -151,7 +168,15 @@ class DueRuns:
 
         Each step fans out over a thread pool: at 100 runs/s a tick handles ~6,000 items, and
         one DynamoDB round trip after another would not fit in the watcher's timeout."""
-        runs = self._map(lambda item: self._run_for(item, jobs.get(item.job_id), now), items)
+        found = self._map(lambda item: self._run_for(item, jobs.get(item.job_id), now), items)
+        fresh = [(i, new) for i, new in enumerate(found) if isinstance(new, _NewRun)]
+        runs = [run if isinstance(run, Run) else None for run in found]
+        created: set[str] = set()  # queued as they were created: no QUEUED write after the send
+        made_runs = self._create_all([new for _, new in fresh], now, end)
+        for (i, _), (run, made) in zip(fresh, made_runs, strict=True):
+            runs[i] = run
+            if made and run is not None and run.status is RunStatus.QUEUED:
+                created.add(run.key)
         pending: list[tuple[ScheduleItem, Run]] = []
         settled: list[ScheduleItem] = []
         for item, run in zip(items, runs, strict=True):
@@ -162,7 +187,9 @@ class DueRuns:
                 # its new not_before) brings it back; the occurrence moves on meanwhile.
                 report.deferred += 1
                 settled.append(item)
-            elif run.status is RunStatus.PENDING:
+            elif run.status in (RunStatus.PENDING, RunStatus.QUEUED):
+                # QUEUED and not created now: its item is still there, so it may never have
+                # reached the queue (a taker died after creating it, or its send failed).
                 pending.append((item, run))
             else:
                 report.already_handled += 1
@@ -185,10 +212,7 @@ class DueRuns:
             (settled if run.key in queued_keys else report.unsent).append(item)
 
         def mark(run: Run) -> None:
-            # The deadline counts from when it can start (a late run is queued after its second).
-            earliest = max(run.not_before, epoch(now))
-            deadline = earliest + run.timeout_seconds + self._policy.dispatch_grace_seconds
-            if self._runs.mark_queued(run, now, deadline):
+            if run.key in created or self._runs.mark_queued(run, now, self._deadline(run, now)):
                 lead = run.not_before - epoch(now)
                 metrics.seconds(names.QUEUE_LEAD, lead)
                 run_changed("run queued", run, queue_lead_s=lead)
@@ -200,11 +224,18 @@ class DueRuns:
         follow_ups = self._map(lambda item: self._settle(item, jobs.get(item.job_id)), settled)
         return [item for item in follow_ups if item is not None and item.due_at <= epoch(end)]
 
+    def _deadline(self, run: Run, now: datetime) -> int:
+        """When the sweep concludes a run sent now: it counts from when the run can start (a
+        late run is queued after its second)."""
+        earliest = max(run.not_before, epoch(now))
+        return earliest + run.timeout_seconds + self._policy.dispatch_grace_seconds
+
     def _map(self, work: Callable[[Item], Result], items: list[Item]) -> list[Result]:
         return fan_out(work, items, self._policy.workers)
 
-    def _run_for(self, item: ScheduleItem, job: Job | None, now: datetime) -> Run | None:
-        """The run this item stands for, created if it is the first time we see it."""
+    def _run_for(self, item: ScheduleItem, job: Job | None, now: datetime) -> Run | _NewRun | None:
+        """The run this item stands for: the existing one of a retry or manual run, or the one
+        an occurrence would create (created by `_create_all`, which counts them first)."""
         if item.trigger is not RunTrigger.SCHEDULE:
             assert item.run_key is not None
             existing = self._runs.get(item.job_id, item.run_key)
@@ -226,19 +257,7 @@ class DueRuns:
             run = run.model_copy(
                 update={"status": RunStatus.SKIPPED, "finished_at": now, "error": skipped}
             )
-        script_key = keys.script_key(job.script_sha256)
-        created = self._create(run, script_key, job)
-        if created is not None:
-            run_changed(
-                "run created", created, status=created.status.value, trigger=created.trigger.value
-            )
-            if created.status is RunStatus.SKIPPED:
-                metrics.count(names.RUNS_SKIPPED)
-            if created.deferred is not None:
-                metrics.count(names.RUNS_DEFERRED)
-                run_changed("run deferred", created, not_before=created.not_before)
-            return created
-        return self._runs.get(run.job_id, run.key)
+        return _NewRun(run, job)
 
     @staticmethod
     def _catch_up_skip(job: Job, item: ScheduleItem, now: datetime) -> str | None:
@@ -261,14 +280,51 @@ class DueRuns:
                 return "skipped: a later missed occurrence runs instead (catch-up LATEST)"
         return None
 
-    def _create(self, run: Run, script_key: str, job: Job) -> Run | None:
-        """The run record (None if it exists), with its dead man's switch when the job asked
-        for one: a check item due `missed_after_seconds` after the run's second, written in the
-        same transaction; and, under a runs_per_minute quota, counted in its start minute."""
+    def _create_all(
+        self, news: list[_NewRun], now: datetime, end: datetime
+    ) -> list[tuple[Run | None, bool]]:
+        """The runs of `news`, each created unless it exists: (the run, created now). Under a
+        runs_per_minute quota they are counted first, per owner and minute; a count for a run
+        that existed after all (a second taker) is taken back."""
+        limit = self._policy.runs_per_minute
+        counted: list[tuple[Run, MinuteCounter | None]] = [(new.run, None) for new in news]
+        if limit is not None:
+            owners: dict[str, list[int]] = {}
+            for i, new in enumerate(news):
+                if new.run.status is not RunStatus.SKIPPED:
+                    owners.setdefault(new.run.user_id, []).append(i)
+            groups = list(owners.values())
+            done = self._map(lambda group: self._count([news[i].run for i in group], limit), groups)
+            for group, results in zip(groups, done, strict=True):
+                for i, result in zip(group, results, strict=True):
+                    counted[i] = result
+        made = self._map(
+            lambda pair: self._create_one(pair[0], pair[1][0], now, end),
+            list(zip(news, counted, strict=True)),
+        )
+        taken_back: dict[MinuteCounter, int] = {}
+        for (_, counter), (_, was_made) in zip(counted, made, strict=True):
+            if counter is not None and not was_made:
+                taken_back[counter] = taken_back.get(counter, 0) + 1
+        if taken_back:
+            assert self._counters is not None
+            for counter, amount in taken_back.items():
+                self._counters.uncount(counter, amount)
+        return made
+
+    def _create_one(
+        self, new: _NewRun, run: Run, now: datetime, end: datetime
+    ) -> tuple[Run | None, bool]:
+        """The run record (returns the existing one if it was there), with its dead man's
+        switch when the job asked for one: a check item due `missed_after_seconds` after the
+        run's second, written in the same transaction. A run sent now is created QUEUED with
+        its deadline; one deferred past this window PENDING, with a schedule item at its new
+        start (the watcher sends it then, as a retry's)."""
+        job = new.job
+        items: list[ScheduleItem] = []
         grace = job.notifications.missed_after_seconds
-        checks = []
         if grace is not None and run.status is not RunStatus.SKIPPED:
-            checks.append(
+            items.append(
                 ScheduleItem(
                     job_id=run.job_id,
                     user_id=run.user_id,
@@ -278,56 +334,73 @@ class DueRuns:
                     check=True,
                 )
             )
-        limit = self._policy.runs_per_minute
-        if limit is not None and run.status is not RunStatus.SKIPPED:
-            return self._create_counted(run, script_key, job, checks, limit)
-        if not checks:
-            return run if self._runs.create(run, script_key, job.parameters) else None
-        made = self._runs.create_with_schedule_item(run, script_key, job.parameters, checks[0])
-        return run if made else None
+        deadline = None
+        if run.status is RunStatus.PENDING and run.not_before <= epoch(end):
+            deadline = self._deadline(run, now)
+            run = run.model_copy(update={"status": RunStatus.QUEUED, "queued_at": now})
+        elif run.status is RunStatus.PENDING:
+            items.append(
+                ScheduleItem(
+                    job_id=run.job_id,
+                    user_id=run.user_id,
+                    scheduled_at=run.execution_time,
+                    due_at=run.not_before,
+                    trigger=RunTrigger.RETRY,
+                    run_key=run.key,
+                )
+            )
+        script_key = keys.script_key(job.script_sha256)
+        if not self._runs.create(run, script_key, job.parameters, items=items, deadline=deadline):
+            return self._runs.get(run.job_id, run.key), False
+        run_changed("run created", run, status=run.status.value, trigger=run.trigger.value)
+        if run.status is RunStatus.SKIPPED:
+            metrics.count(names.RUNS_SKIPPED)
+        if run.deferred is not None:
+            metrics.count(names.RUNS_DEFERRED)
+            run_changed("run deferred", run, not_before=run.not_before)
+        return run, True
 
-    def _create_counted(
-        self, run: Run, script_key: str, job: Job, checks: list[ScheduleItem], limit: int
-    ) -> Run | None:
-        """The run counted in its owner's runs_per_minute counter of the minute it starts in;
-        if that minute is full, in the first later minute with room, its start (not_before)
-        moved to that minute, the reason recorded on the run and a schedule item written for
-        it at its new start (the watcher sends it then, as a retry's): deferred, never dropped.
-        Each try is one transaction with the run's conditional put, so a second taker of the
-        same occurrence counts nothing and no two takers pass the limit."""
-        counter = counter_at(run.user_id, RUNS_PER_MINUTE, run.not_before, limit)
-        with self._full_lock:
-            full = self._full.get(run.user_id)
-        if full is not None and full >= counter.minute:
-            counter = MinuteCounter(run.user_id, RUNS_PER_MINUTE, full + MINUTE, limit)
-        candidate = run
-        for _ in range(MAX_DEFERRAL_MINUTES):
-            candidate = self._deferred_to(run, counter.minute, limit)
-            items = list(checks)
-            if candidate is not run:
-                items.append(
-                    ScheduleItem(
-                        job_id=run.job_id,
-                        user_id=run.user_id,
-                        scheduled_at=run.execution_time,
-                        due_at=candidate.not_before,
-                        trigger=RunTrigger.RETRY,
-                        run_key=run.key,
-                    )
-                )
-            try:
-                made = self._runs.create_counted(
-                    candidate, script_key, job.parameters, counter, items
-                )
-            except QuotaFull:
-                with self._full_lock:
-                    self._full[run.user_id] = max(self._full.get(run.user_id, 0), counter.minute)
-                counter = counter.next()
+    def _count(self, runs: list[Run], limit: int) -> list[tuple[Run, MinuteCounter | None]]:
+        """One owner's new runs counted in its runs_per_minute counters: each in the minute it
+        starts in, or if that minute is full in the first later minute with room, its start
+        (not_before) moved to that minute and the reason recorded: deferred, never dropped.
+        One conditional ADD per minute for all the runs that start in it (and a refusal's
+        retry with what is left of the limit), earliest runs first. Past the horizon a run is
+        created uncounted. Returns each run (moved or not) with the counter it was counted in."""
+        user = runs[0].user_id
+        order = sorted(range(len(runs)), key=lambda i: (runs[i].not_before, runs[i].key))
+        result: list[tuple[Run, MinuteCounter | None]] = [(run, None) for run in runs]
+        todo = deque(order)
+        waiting: list[int] = []  # not counted yet, earliest first
+        minute = minute_of(runs[order[0]].not_before)
+        horizon = minute + MAX_DEFERRAL_MINUTES * MINUTE
+        while todo or waiting:
+            if not waiting:
+                minute = max(minute, minute_of(runs[todo[0]].not_before))
+            while todo and minute_of(runs[todo[0]].not_before) <= minute:
+                waiting.append(todo.popleft())
+            if minute > horizon:
+                logger.warning("runs deferred beyond the horizon; created uncounted", user=user)
+                for i in [*waiting, *todo]:
+                    result[i] = (self._deferred_to(runs[i], minute, limit), None)
+                break
+            with self._full_lock:
+                full = self._full.get(user)
+            if full is not None and full >= minute:
+                minute += MINUTE
                 continue
-            return candidate if made else None
-        logger.warning("run deferred beyond the horizon; created uncounted", run_key=run.key)
-        made = self._runs.create(candidate, script_key, job.parameters)
-        return candidate if made else None
+            if self._counters is None:
+                raise RuntimeError("DueRuns needs the quota counters with runs_per_minute")
+            counter = MinuteCounter(user, RUNS_PER_MINUTE, minute, limit)
+            got = self._counters.take_up_to(counter, len(waiting))
+            for i in waiting[:got]:
+                result[i] = (self._deferred_to(runs[i], minute, limit), counter)
+            waiting = waiting[got:]
+            if waiting:
+                with self._full_lock:
+                    self._full[user] = max(self._full.get(user, 0), minute)
+                minute += MINUTE
+        return result
 
     @staticmethod
     def _deferred_to(run: Run, minute: int, limit: int) -> Run:

@@ -1,5 +1,5 @@
 """The Fargate dispatch backend: one RunTask per pack, the manifest URL in the container overrides
-and the pack's run references beside it, for the task-stopped event."""
+and the pack's run references and place item beside it, for the task-stopped event."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from scheduler.pipeline.ports import DispatchFailed, DispatchThrottled
 
 if TYPE_CHECKING:
     from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_ecs.type_defs import KeyValuePairTypeDef
 
 
 def run_refs(runs: list[RunSpec]) -> str:
@@ -50,10 +51,10 @@ class EcsBackend:
             }
         }
 
-    def dispatch(self, pack_id: str, runs: list[RunSpec]) -> str:
+    def dispatch(self, pack_id: str, runs: list[RunSpec], place: str | None = None) -> str:
         url = self._manifests.publish(pack_id, runs)
         try:
-            response = self._run_task(url, runs, pack_id)
+            response = self._run_task(url, runs, pack_id, place)
         except ClientError as exc:
             if error_code(exc) in THROTTLING_CODES:
                 raise DispatchThrottled(f"RunTask throttled: {error_code(exc)}") from exc
@@ -64,7 +65,13 @@ class EcsBackend:
             raise DispatchFailed(f"RunTask failed: {failures}")
         return str(tasks[0]["taskArn"])
 
-    def _run_task(self, url: str, runs: list[RunSpec], pack_id: str) -> Any:
+    def _run_task(self, url: str, runs: list[RunSpec], pack_id: str, place: str | None) -> Any:
+        environment: list[KeyValuePairTypeDef] = [
+            {"name": "RUNS_MANIFEST_URL", "value": url},
+            {"name": "RUN_REFS", "value": run_refs(runs)},
+        ]
+        if place is not None:  # read back from the task-stopped event, not by the runner
+            environment.append({"name": "PLACE", "value": place})
         return self._ecs.run_task(
             cluster=self._cluster,
             taskDefinition=self._task_definition,
@@ -76,10 +83,7 @@ class EcsBackend:
                 "containerOverrides": [
                     {
                         "name": self._container,
-                        "environment": [
-                            {"name": "RUNS_MANIFEST_URL", "value": url},
-                            {"name": "RUN_REFS", "value": run_refs(runs)},
-                        ],
+                        "environment": environment,
                     }
                 ]
             },

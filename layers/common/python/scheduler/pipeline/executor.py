@@ -1,7 +1,7 @@
 """The executor: claim each run of a dispatch message, then start one task for those it won
 whose job still runs (a run of a paused or deleted job is SKIPPED instead) and that got one of
-their owner's concurrent_runs places (a run that did not waits: back to PENDING, a little
-later, never dropped)."""
+their owner's concurrent_runs places, taken for the pack at once (a run that did not waits:
+back to PENDING, a little later, never dropped)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ from datetime import datetime
 
 from aws_lambda_powertools import Logger
 
+from scheduler import keys, metrics
 from scheduler import metric_names as names
-from scheduler import metrics
 from scheduler.fanout import fan_out
 from scheduler.jobs.job_models import why_no_run_starts
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun, RunSpec
 from scheduler.pipeline.ports import DispatchBackend, DispatchThrottled, JobLookup
+from scheduler.quotas.quota_models import Places
 from scheduler.runs.ports import RunStore
 from scheduler.runs.run_log import run_changed
 from scheduler.runs.run_models import Run, RunStatus
+from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import Clock, epoch, to_text
 
 logger = Logger(child=True)
@@ -40,7 +42,9 @@ class Executor:
         clock: Clock,
         concurrent_runs: int | None = None,
         place_wait_seconds: int = 30,
+        places: Places | None = None,
     ) -> None:
+        self._places = places
         self._concurrent_runs = concurrent_runs
         self._place_wait = place_wait_seconds
         self._runs = runs
@@ -62,17 +66,22 @@ class Executor:
             self._release(claimed, claim_id, now)
             raise RunBusy(f"a run of pack {message.pack_id} is being dispatched elsewhere")
         claimed = self._skip_stopped(claimed, now)
-        claimed = self._take_places(claimed, claim_id, now)
+        claimed, place = self._take_place(claimed, claim_id, now)
         if not claimed:
             return []
         specs = fan_out(self._spec, claimed, _WORKERS)
         try:
-            task_id = self._backend.dispatch(message.pack_id, specs)
+            task_id = self._backend.dispatch(
+                message.pack_id, specs, place.place_ref() if place else None
+            )
         except Exception as error:
             # Zeros too, below: a metric that only appears on failures cannot tell "none".
             metrics.count(names.DISPATCH_FAILURES)
             metrics.count(names.RUN_TASK_THROTTLES, int(isinstance(error, DispatchThrottled)))
             self._release(claimed, claim_id, now)
+            if place is not None:  # no task holds it: the redelivered message takes another
+                assert self._places is not None
+                self._places.give_back(place)
             raise
         metrics.count(names.TASKS_STARTED)
         metrics.count(names.RUNS_WAITING_FOR_PLACE, 0)
@@ -81,10 +90,12 @@ class Executor:
 
         def mark(run: Run) -> None:
             start = max(run.not_before, epoch(now))
-            deadline: int | None = start + run.timeout_seconds + self._grace
-            if run.status is RunStatus.QUEUED and epoch(now) <= run.not_before:
-                # Queued with this very deadline (the watcher's formula, from the same second):
-                # kept, so the in-flight index entry is not rewritten.
+            fresh = start + run.timeout_seconds + self._grace
+            deadline: int | None = fresh
+            if run.deadline is not None and fresh - run.deadline <= DEADLINE_SLACK_SECONDS:
+                # The deadline it was queued with stands (the same value when dispatched ahead
+                # of its second; at most a minute short when late, of a 300 s grace): the
+                # in-flight index entry is not rewritten (a changed key: a delete and a put).
                 deadline = None
             dispatched = self._clock()
             if self._runs.mark_dispatched(run, claim_id, task_id, dispatched, deadline):
@@ -124,25 +135,28 @@ class Executor:
                 run_changed("run skipped", run, error=stopped)
         return kept
 
-    def _take_places(self, claimed: list[Run], claim_id: str, now: datetime) -> list[Run]:
-        """The claimed runs that hold one of their owner's concurrent_runs places (taken now
-        for those that held none: the whole pack in one write, or run by run when it does not
-        fit). The others wait: PENDING again at least `place_wait_seconds` later, the reason
-        recorded, brought back by a schedule item (a place is given back when a run ends). A
-        run keeps its place through a failed dispatch and its message's redelivery."""
+    def _take_place(
+        self, claimed: list[Run], claim_id: str, now: datetime
+    ) -> tuple[list[Run], ScheduleItem | None]:
+        """The claimed runs that got one of their owner's concurrent_runs places, and the place
+        item that holds them: one for the pack (a transaction of the item and the owner's
+        count), as many runs as fit, earliest in the message first. The others wait: PENDING
+        again at least `place_wait_seconds` later, the reason recorded, brought back by a
+        schedule item. The places are given back when the pack's task stops (task_events), or
+        by the watcher once the runs' deadlines have passed, if that stop was never seen."""
         limit = self._concurrent_runs
         if limit is None or not claimed:
-            return claimed
-        holding = [run for run in claimed if run.holds_place]
-        needing = [run for run in claimed if not run.holds_place]
-        if self._runs.take_places(needing, claim_id, limit):
-            return holding + [run.model_copy(update={"holds_place": True}) for run in needing]
-        kept, waiting = list(holding), []
-        for index, run in enumerate(needing):
-            if not self._runs.take_places([run], claim_id, limit):
-                waiting = needing[index:]
+            return claimed, None
+        if self._places is None:
+            raise RuntimeError("Executor needs the places store with concurrent_runs")
+        place = None
+        size = min(len(claimed), limit)
+        while size > 0:
+            place = self._place_for(claimed[:size], claim_id, now)
+            if self._places.take(place, limit):
                 break
-            kept.append(run.model_copy(update={"holds_place": True}))
+            place, size = None, size - 1
+        kept, waiting = claimed[:size], claimed[size:]
         reason = (
             f"waiting for a place: its owner's concurrent_runs quota ({limit}) was full at "
             f"{to_text(now)}"
@@ -152,7 +166,22 @@ class Executor:
             if self._runs.defer(run, claim_id, not_before, reason, now):
                 metrics.count(names.RUNS_WAITING_FOR_PLACE)
                 run_changed("run deferred", run, not_before=not_before, quota="concurrent_runs")
-        return kept
+        return kept, place
+
+    def _place_for(self, runs: list[Run], claim_id: str, now: datetime) -> ScheduleItem:
+        """The pack's place item, due when the last of its runs' deadlines has passed."""
+        due = max(
+            max(run.not_before, epoch(now)) + run.timeout_seconds + self._grace for run in runs
+        )
+        return ScheduleItem(
+            job_id=runs[0].job_id,
+            user_id=runs[0].user_id,
+            scheduled_at=due,
+            due_at=due,
+            place=claim_id,
+            count=len(runs),
+            runs=keys.format_run_refs([(r.job_id, r.key, r.attempt) for r in runs]),
+        )
 
     def _release(self, claimed: list[Run], claim_id: str, now: datetime) -> None:
         fan_out(lambda run: self._runs.release(run, claim_id, now), claimed, _WORKERS)
@@ -173,6 +202,8 @@ class Executor:
         )
 
 
+# A run dispatched this much later than it was queued for keeps its queued deadline.
+DEADLINE_SLACK_SECONDS = 60
 # A message holds at most 10 runs: their DynamoDB calls go out together.
 _WORKERS = 10
 _BUSY = "busy"

@@ -22,8 +22,10 @@ class RunQueue(Protocol):
 
 
 class DispatchBackend(Protocol):
-    def dispatch(self, pack_id: str, runs: list[RunSpec]) -> str:
-        """Start one task running `runs`; return its id. Raises if no task was started."""
+    def dispatch(self, pack_id: str, runs: list[RunSpec], place: str | None = None) -> str:
+        """Start one task running `runs`; return its id. Raises if no task was started. The
+        task carries `place` (the pack's place item, ScheduleItem.place_ref) to its
+        task-stopped event, which gives the places back."""
 
 
 class JobLookup(Protocol):

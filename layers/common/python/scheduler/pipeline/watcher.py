@@ -10,18 +10,24 @@ from datetime import datetime, timedelta
 
 from aws_lambda_powertools import Logger
 
+from scheduler import keys, metrics
 from scheduler import metric_names as names
-from scheduler import metrics
 from scheduler.jobs.ports import JobStore
 from scheduler.pipeline.due_runs import DispatchPolicy, DueRuns
 from scheduler.pipeline.ports import RunQueue
+from scheduler.quotas.quota_models import Places, QuotaCounters
 from scheduler.runs.ports import RunStore
+from scheduler.runs.run_models import IN_FLIGHT, RunStatus
 from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.schedule.ports import ScheduleStore
 from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import Clock, epoch, from_epoch
 
 logger = Logger(child=True)
+
+# A pack place whose runs are still under way past its due time is looked at again this late.
+PLACE_RECHECK_SECONDS = 60
+UNDER_WAY = IN_FLIGHT | {RunStatus.QUEUED}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,14 +58,17 @@ class Watcher:
         silent_runs: RunOutcomes,
         policy: WatcherPolicy,
         clock: Clock,
+        counters: QuotaCounters | None = None,
+        places: Places | None = None,
     ) -> None:
+        self._places = places
         self._jobs = jobs
         self._schedule = schedule
         self._runs = runs
         self._silent_runs = silent_runs
         self._policy = policy
         self._clock = clock
-        self._due_runs = DueRuns(jobs, schedule, runs, queue, policy)
+        self._due_runs = DueRuns(jobs, schedule, runs, queue, policy, counters)
 
     def window(self, now: datetime) -> tuple[datetime, datetime]:
         """[start, end] of this tick: from the cursor (or the overlap) to now + lookahead."""
@@ -79,7 +88,8 @@ class Watcher:
         report = TickReport(window_start=epoch(start), window_end=epoch(end))
         items = list(self._schedule.due(start, end))
         self._check_runs([i for i in items if i.check and i.due_at <= epoch(now)])
-        items = [i for i in items if not i.check]
+        self._settle_places([i for i in items if i.place is not None and i.due_at <= epoch(now)])
+        items = [i for i in items if not i.check and i.place is None]
         jobs = self._jobs.get_many({i.job_id for i in items})  # a retry's job may be paused
         taken = self._due_runs.take(items, jobs, now, end)
         report.items, report.queued = taken.items, taken.queued
@@ -113,13 +123,38 @@ class Watcher:
                 self._silent_runs.check_succeeded(run)
             self._schedule.delete(check)
 
+    def _settle_places(self, places: list[ScheduleItem]) -> None:
+        """Pack places whose runs' deadlines have passed and whose task's stop was not seen
+        (it gives them back): given back if none of the pack's runs is still under way on the
+        claim that took them, else due again at the latest of those runs' deadlines."""
+        for place in places:
+            assert place.runs is not None
+            held = []
+            for job_id, key, attempt in keys.parse_run_refs(place.runs):
+                run = self._runs.get(job_id, key)
+                if (
+                    run is not None
+                    and run.attempt == attempt
+                    and run.claim_id == place.place
+                    and run.status in UNDER_WAY
+                ):
+                    held.append(run)
+            assert self._places is not None
+            if not held:
+                self._places.give_back(place)
+                continue
+            due = max(run.deadline or 0 for run in held)
+            self._places.move(place, max(due, epoch(self._clock()) + PLACE_RECHECK_SECONDS))
+
     def _conclude_lost(self, now: datetime) -> int:
         """Runs past their deadline with no end recorded (a task died unseen, a message went to
         the DLQ): concluded like a stopped task's, from a late report or as a failed attempt."""
         count = 0
         for job_id, key in self._runs.overdue(now):
             run = self._runs.get(job_id, key)
-            if run is not None:
+            # The index is read eventually consistent: a deadline moved since (a run sent
+            # again, a started report) is not past.
+            if run is not None and (run.deadline is None or run.deadline < epoch(now)):
                 error = f"no report from the runner before the deadline (was {run.status.value})"
                 count += self._silent_runs.conclude_unreported(run, error)
         return count

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from scheduler import keys
 from scheduler.errors import QuotaExceeded
+from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import epoch
 
 MINUTE = 60
@@ -87,6 +88,24 @@ class QuotaCounters(Protocol):
         """Count `amount` more in the counter if that keeps it within its limit (atomically);
         False, and nothing counted, if it would not."""
 
+    def take_up_to(self, counter: MinuteCounter, amount: int) -> int:
+        """Count as many of `amount` as the counter has room for (all of them, or what is left
+        of its limit, or none); how many were counted."""
 
-class QuotaFull(Exception):
-    """A run could not be created in a minute whose runs_per_minute counter is full."""
+    def uncount(self, counter: MinuteCounter, amount: int) -> None:
+        """Take back `amount` counted for what was not created after all (a second taker)."""
+
+
+class Places(Protocol):
+    """An owner's concurrent_runs places, taken and given back per pack: a pack's place item
+    (a ScheduleItem with `place` set) and the owner's count change together."""
+
+    def take(self, place: ScheduleItem, limit: int) -> bool:
+        """Write the place item and count its places, if that keeps the owner within `limit`;
+        False, and nothing written, if it would not."""
+
+    def give_back(self, place: ScheduleItem) -> bool:
+        """Delete the place item and uncount its places, once: False if it was gone."""
+
+    def move(self, place: ScheduleItem, due_at: int) -> ScheduleItem | None:
+        """The place item, due later (its runs are still under way); None if it was gone."""

@@ -3,10 +3,10 @@ production, in-memory fakes in unit tests."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from scheduler.quotas.quota_models import MinuteCounter
 from scheduler.runs.run_models import AttemptRecord, Run, RunNotification, RunReport
 from scheduler.schedule.schedule_item import ScheduleItem
 
@@ -29,30 +29,27 @@ class RunStore(Protocol):
 
     def overdue(self, now: datetime) -> list[tuple[str, str]]: ...
 
-    def create(self, run: Run, script_key: str, parameters: dict[str, Any]) -> bool: ...
+    def create(
+        self,
+        run: Run,
+        script_key: str,
+        parameters: dict[str, Any],
+        *,
+        items: Sequence[ScheduleItem] = (),
+        deadline: int | None = None,
+    ) -> bool:
+        """The run (QUEUED in the in-flight index when given its `deadline`) and `items`, all or
+        none; False if the run exists."""
 
     def create_with_schedule_item(
         self, run: Run, script_key: str, parameters: dict[str, Any], item: ScheduleItem
     ) -> bool: ...
 
-    def create_counted(
-        self,
-        run: Run,
-        script_key: str,
-        parameters: dict[str, Any],
-        counter: MinuteCounter,
-        items: list[ScheduleItem],
-    ) -> bool:
-        """The run, `items` and one more in `counter`, all or none: False if the run exists;
-        QuotaFull if the counter is at its limit (and the run did not exist)."""
-
-    def take_places(self, runs: list[Run], claim_id: str, limit: int) -> bool:
-        """A concurrent_runs place for each run (claimed, holding none), all or none."""
-
     def defer(self, run: Run, claim_id: str, not_before: int, reason: str, now: datetime) -> bool:
         """A claimed run with no place: PENDING at `not_before`, with a schedule item then."""
 
-    def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool: ...
+    def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool:
+        """Sent: PENDING -> QUEUED, or a QUEUED run sent again, with the deadline of this send."""
 
     def claim(
         self, run: Run, claim_id: str, now: datetime, claim_seconds: int, pack_id: str = ""

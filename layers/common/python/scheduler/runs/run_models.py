@@ -180,6 +180,10 @@ class Run(BaseModel):
     # The pack the attempt was first claimed for dispatch in: every task that holds it takes
     # that pack's claim objects (runner/jobrunner/claims.py); not shown.
     claim_pack: str | None = Field(default=None, exclude=True)
+    # While the run is in the in-flight index: when the sweep concludes it; not shown.
+    deadline: int | None = Field(default=None, exclude=True)
+    # The executor's claim on the attempt (also the id of the pack place it took); not shown.
+    claim_id: str | None = Field(default=None, exclude=True)
 
 
 class RunSummary(BaseModel):

@@ -15,6 +15,7 @@ from aws_lambda_powertools import Logger
 from scheduler import keys, metrics
 from scheduler import metric_names as names
 from scheduler.jobs.ports import JobHealth
+from scheduler.quotas.quota_models import Places
 from scheduler.runs.ports import RunNotifier, RunObjects, RunStore
 from scheduler.runs.run_cancels import RunCancels
 from scheduler.runs.run_log import run_changed
@@ -27,6 +28,7 @@ from scheduler.runs.run_models import (
     RunReport,
     RunStatus,
 )
+from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import Clock, epoch
 
 logger = Logger(child=True)
@@ -62,7 +64,9 @@ class RunOutcomes:
         notifier: RunNotifier | None = None,
         jobs: JobHealth | None = None,
         cancels: RunCancels | None = None,
+        places: Places | None = None,
     ) -> None:
+        self._places = places
         self._cancels = cancels
         self._notifier = notifier
         self._jobs = jobs
@@ -122,7 +126,8 @@ class RunOutcomes:
 
     def on_task_stopped(self, detail: dict[str, Any]) -> None:
         """A task stopped: each of its runs that did not report its end has failed (or, if its
-        report landed in the meantime, is concluded from that report)."""
+        report landed in the meantime, is concluded from that report), and its pack's
+        concurrent_runs places are given back (once: a repeated event finds the item gone)."""
         if detail.get("lastStatus") != "STOPPED":
             return
         exit_code = next(
@@ -136,6 +141,9 @@ class RunOutcomes:
             self.conclude_unreported(
                 run, f"task stopped before the run reported its end: {reason}", exit_code
             )
+        place = _place(detail)
+        if place is not None and self._places is not None:
+            self._places.give_back(place)
 
     # -- the end of an attempt -----------------------------------------------------------------
 
@@ -289,9 +297,20 @@ def _output_key(run: Run, report: RunReport) -> str | None:
 
 
 def _run_refs(detail: dict[str, Any]) -> list[keys.RunRef]:
-    refs: list[keys.RunRef] = []
-    for override in detail.get("overrides", {}).get("containerOverrides", []):
-        for variable in override.get("environment", []):
-            if variable.get("name") == "RUN_REFS":
-                refs += keys.parse_run_refs(str(variable.get("value", "")))
-    return refs
+    return [ref for text in _overrides(detail, "RUN_REFS") for ref in keys.parse_run_refs(text)]
+
+
+def _place(detail: dict[str, Any]) -> ScheduleItem | None:
+    """The task's pack place item (the executor's PLACE override), if it took one."""
+    found = [ScheduleItem.from_place_ref(text) for text in _overrides(detail, "PLACE")]
+    return next((place for place in found if place is not None), None)
+
+
+def _overrides(detail: dict[str, Any], name: str) -> list[str]:
+    """The values of the task's environment overrides named `name`."""
+    return [
+        str(variable.get("value", ""))
+        for override in detail.get("overrides", {}).get("containerOverrides", [])
+        for variable in override.get("environment", [])
+        if variable.get("name") == name
+    ]

@@ -4,6 +4,7 @@ redelivered message, an overlapping tick or a late report can never move a run b
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -11,9 +12,8 @@ from botocore.exceptions import ClientError
 
 from scheduler import keys, times
 from scheduler.aws.client_errors import raise_if_throttled
-from scheduler.aws.dynamo import cancelled_by_condition, condition_failed, dump, load, transact
-from scheduler.quotas.quota_models import MinuteCounter, QuotaFull
-from scheduler.quotas.quota_repository import counter_op, running_op
+from scheduler.aws.dynamo import condition_failed, dump, load, transact
+from scheduler.quotas.quota_repository import running_op
 from scheduler.runs.run_models import (
     IN_FLIGHT,
     TERMINAL,
@@ -152,20 +152,35 @@ class RunRepository:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def create(self, run: Run, script_key: str, parameters: dict[str, Any]) -> bool:
-        """Write a new PENDING run; False if it already exists (an overlapping or retried tick)."""
-        item = run_item(run) | {
+    def create(
+        self,
+        run: Run,
+        script_key: str,
+        parameters: dict[str, Any],
+        *,
+        items: Sequence[ScheduleItem] = (),
+        deadline: int | None = None,
+    ) -> bool:
+        """Write a new run (PENDING, or QUEUED with its `deadline`: it enters the in-flight
+        index as it is created); False if it already exists (an overlapping or retried tick).
+        With schedule `items` (a dead man's switch check, a deferred run's item), one
+        transaction; without, one conditional put."""
+        fields = run_item(run) | {
             "script_key": script_key,
             "parameters_json": json.dumps(parameters, separators=(",", ":")),
         }
+        if deadline is not None:
+            fields |= {"inflight_shard": self._inflight_shard(run.job_id), "deadline": deadline}
+        put = {
+            "TableName": self._table,
+            "Item": dump(fields),
+            "ConditionExpression": "attribute_not_exists(#k)",
+            "ExpressionAttributeNames": {"#k": "key"},
+        }
+        if items:
+            return transact(self._db, [{"Put": put}, *(self._schedule.put_op(i) for i in items)])
         try:
-            self._call(
-                self._db.put_item,
-                TableName=self._table,
-                Item=dump(item),
-                ConditionExpression="attribute_not_exists(#k)",
-                ExpressionAttributeNames={"#k": "key"},
-            )
+            self._call(self._db.put_item, **put)
         except ClientError as exc:
             if condition_failed(exc):
                 return False
@@ -177,68 +192,16 @@ class RunRepository:
     ) -> bool:
         """A manual run: the run and a schedule item that lets the watcher finish the job if we
         crash before the run reaches the queue. False if the run already exists."""
-        run_fields = run_item(run) | {
-            "script_key": script_key,
-            "parameters_json": json.dumps(parameters, separators=(",", ":")),
-        }
-        put_run = {
-            "Put": {
-                "TableName": self._table,
-                "Item": dump(run_fields),
-                "ConditionExpression": "attribute_not_exists(#k)",
-                "ExpressionAttributeNames": {"#k": "key"},
-            }
-        }
-        return transact(self._db, [put_run, self._schedule.put_op(item)])
-
-    def create_counted(
-        self,
-        run: Run,
-        script_key: str,
-        parameters: dict[str, Any],
-        counter: MinuteCounter,
-        items: list[ScheduleItem],
-    ) -> bool:
-        """A scheduled run counted in its owner's runs_per_minute counter of its start minute,
-        with its schedule items (a dead man's switch check, a deferred run's item): one
-        transaction. False if the run exists (the counter is then untouched: a second taker
-        counts nothing); QuotaFull if the counter is at its limit."""
-        if self._quota_table is None:
-            raise RuntimeError("RunRepository.create_counted needs the quota table")
-        run_fields = run_item(run) | {
-            "script_key": script_key,
-            "parameters_json": json.dumps(parameters, separators=(",", ":")),
-        }
-        writes: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": dump(run_fields),
-                    "ConditionExpression": "attribute_not_exists(#k)",
-                    "ExpressionAttributeNames": {"#k": "key"},
-                }
-            },
-            *(self._schedule.put_op(item) for item in items),
-            counter_op(self._quota_table, counter),
-        ]
-        try:
-            self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
-        except ClientError as exc:
-            failed = cancelled_by_condition(exc)
-            if failed and failed[0]:
-                return False
-            if failed and failed[-1]:
-                raise QuotaFull(counter.pk) from None
-            raise_if_throttled(exc)
-            raise
-        return True
+        return self.create(run, script_key, parameters, items=[item])
 
     def mark_queued(self, run: Run, now: datetime, deadline: int) -> bool:
+        """PENDING -> QUEUED once sent; a QUEUED run sent again (its item was still there: a
+        taker died after the send, or the send failed) gets a deadline from this send."""
         return self._update(
             run,
             "SET #st = :queued, queued_at = :now, updated_at = :now, "
             "inflight_shard = :shard, deadline = :deadline",
-            "#st = :pending AND attempt = :attempt",
+            "#st IN (:pending, :queued) AND attempt = :attempt",
             {
                 ":queued": RunStatus.QUEUED.value,
                 ":pending": RunStatus.PENDING.value,
@@ -490,41 +453,7 @@ class RunRepository:
         give_back = self._give_back(run, update["Update"])
         return transact(self._db, [update, self._schedule.put_op(item), *give_back])
 
-    # -- concurrent runs per owner (the executor takes places, ending writes give them back) --
-
-    def take_places(self, runs: list[Run], claim_id: str, limit: int) -> bool:
-        """One place of their owner's concurrent_runs for each of `runs` (claimed by
-        `claim_id`, holding none): all, or none if that would pass `limit`. Each run records it
-        in the same transaction, so a later claimant of a run never takes a second place."""
-        if self._quota_table is None:
-            raise RuntimeError("RunRepository.take_places needs the quota table")
-        if not runs:
-            return True
-        if len(runs) > limit:  # the count's condition passes on an owner item not yet written
-            return False
-        writes: list[dict[str, Any]] = [
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": dump({"job_id": run.job_id, "key": run.key}),
-                    "UpdateExpression": "SET holds_place = :held",
-                    "ConditionExpression": "attempt = :attempt AND #st = :dispatching AND "
-                    "claim_id = :claim AND attribute_not_exists(holds_place)",
-                    "ExpressionAttributeNames": {"#st": "status"},
-                    "ExpressionAttributeValues": dump(
-                        {
-                            ":held": True,
-                            ":attempt": run.attempt,
-                            ":dispatching": RunStatus.DISPATCHING.value,
-                            ":claim": claim_id,
-                        }
-                    ),
-                }
-            }
-            for run in runs
-        ]
-        writes.append(running_op(self._quota_table, runs[0].user_id, len(runs), limit))
-        return transact(self._db, writes)
+    # -- concurrent runs per owner: places are taken per pack (quotas.PlaceRepository) --------
 
     def defer(self, run: Run, claim_id: str, not_before: int, reason: str, now: datetime) -> bool:
         """A claimed run that found no place: back to PENDING at `not_before`, with the reason,
@@ -564,8 +493,10 @@ class RunRepository:
 
     def _give_back(self, run: Run, update: dict[str, Any]) -> list[dict[str, Any]]:
         """Make `update` (a write that ends the run's attempt) give back the place the run
-        holds, if it holds one: it removes the mark, on condition that it is still there, and
-        the owner's count goes down in the same transaction (returned, to add to it). A run
+        holds, if it holds one (a run dispatched before places were taken per pack, issue 12;
+        a pack's place item is given back when its task stops): it removes the mark, on
+        condition that it is still there, and the owner's count goes down in the same
+        transaction (returned, to add to it). A run
         read without a place is written on condition that it still has none (an executor may
         have taken one since: the write fails, and the caller reads the run again)."""
         if not run.holds_place:

@@ -3,6 +3,7 @@ or a manual run."""
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,15 +31,38 @@ class ScheduleItem(BaseModel):
     run_key: str | None = None  # set for retries and manual runs: the run already exists
     # A "dead man's switch": at due_at, tell the owner if run_key has not succeeded by then.
     check: bool = False
+    # A pack's concurrent_runs places (docs/architecture.md, "Quotas"): `place` is its id (the
+    # claim it was dispatched under), `count` the places it holds, `runs` its runs
+    # (keys.format_run_refs). Given back when its task stops; due when its runs' deadlines
+    # have passed, for the watcher to give back if that stop was never seen.
+    place: str | None = None
+    count: int | None = None
+    runs: str | None = None
 
     def identity(self) -> str:
         """What tells items due in the same second apart (the sort key's suffix): a job has one
-        next occurrence, but a retry, a manual run or a check can share its second."""
+        next occurrence, but a retry, a manual run, a check or a pack's places can share its
+        second."""
+        if self.place is not None:
+            return f"{self.job_id}#place#{self.place}"
         if self.check:
             return f"{self.job_id}#{self.run_key}#check"
         if self.trigger is RunTrigger.SCHEDULE:
             return self.job_id
         return f"{self.job_id}#{self.run_key}"
+
+    def place_ref(self) -> str:
+        """What a task carries to find its pack's place item when it stops (task_events)."""
+        return self.model_dump_json(include={"job_id", "user_id", "due_at", "place", "count"})
+
+    @classmethod
+    def from_place_ref(cls, text: str) -> ScheduleItem | None:
+        try:
+            fields = json.loads(text)
+            item = cls.model_validate(fields | {"scheduled_at": fields["due_at"]})
+        except (ValueError, KeyError, TypeError):
+            return None
+        return item if item.place is not None and item.count is not None else None
 
     @classmethod
     def occurrence(
