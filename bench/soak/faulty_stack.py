@@ -141,17 +141,17 @@ class Injector:
         status, headers, body = _answer(service, window["error"])
         return AWSResponse(request.url, status, headers, _Raw(body))
 
-    def run_task(self, dispatch: Any, *args: Any) -> Any:
+    def run_task(self, dispatch: Any) -> Any:
         """The local backend's dispatch, standing for RunTask, failing as RunTask would."""
         window = self.fault_for("ecs")
         if window is None:
-            return dispatch(*args)
+            return dispatch()
         error = window["error"]
         if error == "timeout":
             applied = _rng.random() < 0.5
             self.record("ecs", "RunTask", window, applied)
             if applied:
-                dispatch(*args)  # the task starts; the answer is lost
+                dispatch()  # the task starts; the answer is lost
                 raise ReadTimeoutError(endpoint_url="https://ecs.us-east-1.amazonaws.com")
             raise ConnectTimeoutError(endpoint_url="https://ecs.us-east-1.amazonaws.com")
         self.record("ecs", "RunTask", window, False)
@@ -184,8 +184,9 @@ def install(injector: Injector) -> None:
 
     original_dispatch = local_backend.TaskBackend.dispatch
 
-    def dispatch(self: local_backend.TaskBackend, pack_id: str, runs: Any) -> str:
-        return str(injector.run_task(original_dispatch, self, pack_id, runs))
+    def dispatch(self: local_backend.TaskBackend, *args: Any, **kwargs: Any) -> str:
+        # The backend's own signature, whatever it is (it gained the pack's place in issue 12)
+        return str(injector.run_task(lambda: original_dispatch(self, *args, **kwargs)))
 
     local_backend.TaskBackend.dispatch = dispatch  # type: ignore[method-assign]
 
