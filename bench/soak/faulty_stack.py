@@ -33,7 +33,6 @@ WINDOWS_ENV = "SOAK_FAULT_WINDOWS"
 INJECTION_LOG_ENV = "SOAK_INJECTION_LOG"
 
 _current = threading.local()  # the function this thread is invoking, if any
-_rng = random.Random()
 _log_lock = threading.Lock()
 
 
@@ -84,6 +83,7 @@ class Injector:
         self.windows: list[dict[str, Any]] = []
         self._read_at = 0.0
         self._http = URLLib3Session()
+        self._draws: dict[str, random.Random] = {}
 
     def _current_windows(self) -> list[dict[str, Any]]:
         """The windows file, re-read every few seconds: the soak writes it when its faults
@@ -106,10 +106,20 @@ class Injector:
             if (
                 window["service"] == service
                 and window["start"] <= now < window["end"]
-                and _rng.random() < window["probability"]
+                and self.draws(window).random() < window["probability"]
             ):
                 return window
         return None
+
+    def draws(self, window: dict[str, Any]) -> random.Random:
+        """The window's own random stream, seeded by the window (which the plan's seed fixes):
+        the n-th call that meets it fails or not alike in two soaks of one seed (which calls
+        meet it depends on timing, which no seed fixes)."""
+        key = f"{window['service']}@{window['start']}"
+        with _log_lock:
+            if key not in self._draws:
+                self._draws[key] = random.Random(key)
+            return self._draws[key]
 
     def record(self, service: str, operation: str, window: dict[str, Any], applied: bool) -> None:
         line = {
@@ -130,7 +140,7 @@ class Injector:
         if window is None:
             return None
         if window["error"] == "timeout":
-            applied = _rng.random() < 0.5
+            applied = self.draws(window).random() < 0.5
             if applied:  # the request reaches AWS; its answer is lost
                 self._http.send(request)
             self.record(service, operation, window, applied)
@@ -148,7 +158,7 @@ class Injector:
             return dispatch()
         error = window["error"]
         if error == "timeout":
-            applied = _rng.random() < 0.5
+            applied = self.draws(window).random() < 0.5
             self.record("ecs", "RunTask", window, applied)
             if applied:
                 dispatch()  # the task starts; the answer is lost
