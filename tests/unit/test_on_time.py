@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from scheduler.errors import ServiceUnavailable
 from scheduler.jobs.job_models import JobCreate, JobUpdate
 from scheduler.jobs.job_service import JobService
 from scheduler.pipeline.due_runs import DispatchPolicy, DueRuns, dispatch_lead_seconds
@@ -274,3 +275,40 @@ def test_a_change_while_the_watcher_is_late_records_the_occurrence_it_missed(cha
     ]
     if change == "pause":
         assert pipeline.service.get("alice", job.job_id).status.value == "PAUSED"
+
+
+@pytest.mark.parametrize("change", ["pause", "update", "delete"])
+def test_a_change_that_cannot_take_the_missed_occurrence_fails_and_loses_nothing(
+    change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an every-5-minutes job whose 05:05 occurrence no tick has taken, and a run store
+    # that is throttled (found by the chaos soak, issue 14: under load the take failed, was
+    # swallowed as a best-effort one, and the change went ahead past the occurrence)
+    pipeline = Pipeline(FakeClock(START))
+    job = pipeline.service.create("alice", JobCreate(name="a", schedule="*/5 * * * *", script="1"))
+    pipeline.clock.set(START + timedelta(minutes=5, seconds=12))
+
+    def throttled(*_: object, **__: object) -> bool:
+        raise ServiceUnavailable("the service is busy; retry shortly")
+
+    monkeypatch.setattr(pipeline.runs, "create", throttled)
+
+    # When the owner pauses, reschedules or deletes it
+    act = {
+        "pause": lambda: pipeline.service.pause("alice", job.job_id),
+        "update": lambda: pipeline.service.update(
+            "alice", job.job_id, JobUpdate(schedule="0 9 * * *")
+        ),
+        "delete": lambda: pipeline.service.delete("alice", job.job_id),
+    }[change]
+    with pytest.raises(ServiceUnavailable):
+        act()
+
+    # Then the change is refused (503: the client retries) and the job is as it was
+    monkeypatch.undo()
+    unchanged = pipeline.service.get("alice", job.job_id)
+    assert (unchanged.status.value, unchanged.schedule) == ("ACTIVE", "*/5 * * * *")
+    # And the next tick still takes the occurrence: it runs late, not never
+    pipeline.watcher.tick()
+    missed = epoch(START) + 300
+    assert missed in [run.execution_time for run in pipeline.runs.all()]

@@ -339,11 +339,12 @@ class JobService:
         """An occurrence already past its second that no tick has taken yet (the watcher is
         late or down) is taken before a pause, update or delete moves the job past it: else it
         would be neither run nor recorded. Its run then runs late (update) or ends SKIPPED
-        (pause, delete), as any run queued before such a change. True if it was taken."""
+        (pause, delete), as any run queued before such a change. True if it was taken. If the
+        take fails, so does the change (the client retries): the occurrence is never lost."""
         now = self._clock()
         if job.status is not JobStatus.ACTIVE or job.next_run_at is None or job.next_run_at > now:
             return False
-        return self._early is not None and self._early.take_if_soon(job, now) is not None
+        return self._early is not None and self._early.take_soon(job, now) is not None
 
     def _take_if_soon(self, job: Job, now: datetime) -> None:
         """A new occurrence the next tick might see too late is queued now (the job keeps

@@ -52,10 +52,14 @@ class ScriptStore(Protocol):
 
 
 class EarlyDispatch(Protocol):
-    """Takes a job's new next occurrence at once when the next watcher tick could see it too
-    late (pipeline.due_runs.DueRuns); best effort, the schedule item stays for the tick."""
+    """Takes a job's next occurrence at once (pipeline.due_runs.DueRuns): when the next watcher
+    tick could see it too late (best effort, the schedule item stays for the tick), or before a
+    change would move the job past an occurrence no tick has taken (must succeed)."""
 
     def take_if_soon(self, job: Job, now: datetime) -> object: ...
+
+    def take_soon(self, job: Job, now: datetime) -> object:
+        """As take_if_soon, but a failure raises (None: nothing to take)."""
 
 
 class JobHealth(Protocol):

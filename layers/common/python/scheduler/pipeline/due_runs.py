@@ -142,17 +142,23 @@ class DueRuns:
         """For create, update and resume: take the job's next occurrence now if it falls inside
         the lookahead (the next tick, up to a minute away, could see it too late). Best effort:
         if this fails, the occurrence's schedule item is still there for the next tick."""
+        try:
+            return self.take_soon(job, now)
+        except Exception:
+            logger.exception("could not take a new occurrence early", job_id=job.job_id)
+            return None
+
+    def take_soon(self, job: Job, now: datetime) -> TakeReport | None:
+        """Take the job's next occurrence (and its successors) due within the lookahead; None
+        if there is none. Raises if that fails: a pause, update or delete about to move the job
+        past an overdue occurrence must not go ahead then (the occurrence would be lost)."""
         if job.status is not JobStatus.ACTIVE or job.next_run_at is None:
             return None
         end = now + timedelta(seconds=self._policy.lookahead_seconds)
         if job.next_run_at > end:
             return None
         item = ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at, job.jitter_seconds)
-        try:
-            report = self.take([item], {job.job_id: job}, now, end)
-        except Exception:
-            logger.exception("could not take a new occurrence early", job_id=job.job_id)
-            return None
+        report = self.take([item], {job.job_id: job}, now, end)
         logger.info("occurrence taken early", job_id=job.job_id, queued=report.queued)
         return report
 
