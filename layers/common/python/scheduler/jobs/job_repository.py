@@ -4,6 +4,7 @@ and the schedule items that move with a job in the same transaction."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -125,12 +126,18 @@ class JobRepository:
 
     def get_many(self, job_ids: set[str]) -> dict[str, Job]:
         """Jobs by id (BatchGetItem, 100 a call); missing ones are absent from the result."""
-        found: dict[str, Job] = {}
-        ids = sorted(job_ids)
-        for offset in range(0, len(ids), 100):
-            request: dict[str, Any] = {
-                self._jobs: {"Keys": [dump({"pk": job_pk(i)}) for i in ids[offset : offset + 100]]}
+        jobs = (to_job(item) for item in self._batch_get([job_pk(i) for i in sorted(job_ids)]))
+        return {job.job_id: job for job in jobs}
+
+    def _batch_get(self, pks: list[str], projection: str | None = None) -> Iterator[dict[str, Any]]:
+        """The job items `pks` (BatchGetItem, 100 keys a call, unprocessed keys asked again)."""
+        for offset in range(0, len(pks), 100):
+            wanted: dict[str, Any] = {
+                "Keys": [dump({"pk": pk}) for pk in pks[offset : offset + 100]]
             }
+            if projection is not None:
+                wanted["ProjectionExpression"] = projection
+            request: dict[str, Any] = {self._jobs: wanted}
             while request:
                 try:
                     response = self._db.batch_get_item(RequestItems=request)
@@ -138,10 +145,8 @@ class JobRepository:
                     raise_if_throttled(exc)
                     raise
                 for raw in response.get("Responses", {}).get(self._jobs, []):
-                    job = to_job(load(raw))
-                    found[job.job_id] = job
+                    yield load(raw)
                 request = dict(response.get("UnprocessedKeys") or {})
-        return found
 
     def advance(
         self, job: Job, current: ScheduleItem, following: datetime | None
@@ -428,25 +433,8 @@ class JobRepository:
 
     def _next_runs(self, pks: list[str]) -> dict[str, str | None]:
         """next_run_utc of the jobs `pks` (BatchGetItem, 100 keys a call)."""
-        found: dict[str, str | None] = {}
-        for offset in range(0, len(pks), 100):
-            request: dict[str, Any] = {
-                self._jobs: {
-                    "Keys": [dump({"pk": pk}) for pk in pks[offset : offset + 100]],
-                    "ProjectionExpression": "pk, next_run_utc",
-                }
-            }
-            while request:
-                try:
-                    response = self._db.batch_get_item(RequestItems=request)
-                except ClientError as exc:
-                    raise_if_throttled(exc)
-                    raise
-                for raw in response.get("Responses", {}).get(self._jobs, []):
-                    item = load(raw)
-                    found[item["pk"]] = item.get("next_run_utc")
-                request = dict(response.get("UnprocessedKeys") or {})
-        return found
+        items = self._batch_get(pks, "pk, next_run_utc")
+        return {item["pk"]: item.get("next_run_utc") for item in items}
 
     @staticmethod
     def _position(item: dict[str, Any]) -> dict[str, str]:
