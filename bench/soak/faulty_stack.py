@@ -2,7 +2,8 @@
 injected into the functions' AWS calls, for the chaos soak only.
 
 Activated by SOAK_FAULT_WINDOWS (a JSON file: the soak's start and its AWS-error windows), which
-only the soak sets. Nothing in product code or in devstack changes:
+only the soak sets. Nothing in product code or in devstack changes; the stack's function
+workers install the same injection (devstack's `DEVSTACK_WORKER_SETUP` hook):
 
 - a botocore `before-send` handler, registered on every botocore session, answers a call made
   by a function (not by the stack's own pollers) inside a window with the service's throttling
@@ -201,11 +202,20 @@ def install(injector: Injector) -> None:
     local_backend.TaskBackend.dispatch = dispatch  # type: ignore[method-assign]
 
 
-def main() -> int:
+def install_from_environment() -> None:
+    """The injection, when the soak asked for it: in the stack's process and in each of its
+    worker processes (which run the API's and the pipeline's functions)."""
     windows = os.environ.get(WINDOWS_ENV)
     if windows:
         log = Path(os.environ.get(INJECTION_LOG_ENV) or Path(windows).with_suffix(".log"))
         install(Injector(Path(windows), log))
+
+
+def main() -> int:
+    from devstack.workers import WORKER_SETUP_ENV
+
+    install_from_environment()
+    os.environ[WORKER_SETUP_ENV] = "bench.soak.faulty_stack:install_from_environment"
     from devstack.__main__ import main as devstack_main
 
     return devstack_main(sys.argv[1:])

@@ -135,6 +135,15 @@ def _parser() -> argparse.ArgumentParser:
         "DEVSTACK_API_WORKERS)",
     )
     run.add_argument(
+        "--function-workers",
+        type=int,
+        default=_env_int("DEVSTACK_FUNCTION_WORKERS", 4),
+        help="worker processes running the event-driven functions (executor, run reports, task "
+        "events), started as load needs them; each SQS source runs up to this many batches at "
+        "once (default %(default)s; 0: in the stack's process, one at a time per function; env "
+        "DEVSTACK_FUNCTION_WORKERS)",
+    )
+    run.add_argument(
         "--fresh",
         action="store_true",
         default=bool(os.environ.get("DEVSTACK_FRESH")),
@@ -235,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             iam_revoke=tuple(arguments.iam_revoke),
             fresh=arguments.fresh,
             api_workers=arguments.api_workers,
+            function_workers=arguments.function_workers,
         )
         return stack.run(config)
     keys = auth.KeyPair.load_or_create(state_dir)

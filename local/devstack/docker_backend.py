@@ -142,7 +142,7 @@ def _build(manifests: Manifests) -> DockerBackend:
         taskDefinition=settings.task_definition
     )["taskDefinition"]
     spec = ContainerSpec.from_task_definition(definition, settings.runner_container)
-    backend = DockerBackend(
+    return DockerBackend(
         manifests,
         spec=spec,
         events=aws.client("sqs", config=wiring.RETRIES),
@@ -150,8 +150,6 @@ def _build(manifests: Manifests) -> DockerBackend:
         work_dir=local.local_work_dir,
         start_delay=local.start_delay,
     )
-    remove_containers(local.local_work_dir, running=False)  # a killed stack's leftovers
-    return backend
 
 
 def _docker(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from devstack.template import Route, Stack
 
 
 class Invoker(Protocol):
-    """Runs a function on an event: `Functions` (in this process) or `ApiWorkers`."""
+    """Runs a function on an event: `Functions` (in this process) or `FunctionWorkers`."""
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any: ...
 

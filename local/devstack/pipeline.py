@@ -78,8 +78,7 @@ def local_overrides(
     sized for its longest delay, as TASK_START_SECONDS is for Fargate in AWS."""
     if dispatch not in DISPATCH_BACKENDS:
         raise ValueError(f"dispatch backend {dispatch!r}: use one of {DISPATCH_BACKENDS}")
-    local_backend.register()
-    docker_backend.register()
+    register_dispatch_backends()
     low, high = task_start_delay
     executor = next(
         name for name in stack.events_of("SQS") if "Dispatch" in name or "Executor" in name
@@ -165,34 +164,92 @@ def scheduled_event() -> dict[str, Any]:
     }
 
 
-def sqs_pollers(stack: Stack, invoke: Invoke) -> list[Loop]:
-    """One poller per SQS event source in the template, like Lambda's event source mapping."""
-    sqs = boto3.client("sqs")
-    loops = []
+class Poller(Loop):
+    """Receives from a queue and hands each batch to `handle` on a thread of its own, up to
+    `concurrency` batches at once (as Lambda's event source mapping scales out); it receives
+    only when a batch may start, so no message waits out its visibility in a local queue."""
+
+    def __init__(
+        self,
+        name: str,
+        receive: Callable[[], list[dict[str, Any]]],
+        handle: Callable[[list[dict[str, Any]]], None],
+        concurrency: int,
+    ) -> None:
+        super().__init__(name, self._receive_one, 0.02)
+        self.concurrency = concurrency
+        self._receive = receive
+        self._handle = handle
+        self._slots = threading.BoundedSemaphore(concurrency)
+
+    def _receive_one(self) -> None:
+        if not self._slots.acquire(timeout=1):
+            return
+        try:
+            messages = self._receive()
+        except BaseException:
+            self._slots.release()
+            raise
+        if not messages:
+            self._slots.release()
+            return
+        threading.Thread(
+            target=self._handle_and_release,
+            args=(messages,),
+            name=f"{self.name}-batch",
+            daemon=True,
+        ).start()
+
+    def _handle_and_release(self, messages: list[dict[str, Any]]) -> None:
+        try:
+            self._handle(messages)
+        except Exception:
+            print(f"devstack: {self.name} failed:\n{traceback.format_exc()}", file=sys.stderr)
+        finally:
+            self._slots.release()
+
+
+def register_dispatch_backends() -> None:
+    """The executor's local backends (DISPATCH_BACKEND=local / docker), in every process that
+    runs it."""
+    local_backend.register()
+    docker_backend.register()
+
+
+def sqs_pollers(stack: Stack, invoke: Invoke, concurrency: int) -> list[Poller]:
+    """One poller per SQS event source in the template, like Lambda's event source mapping:
+    up to `concurrency` batches at once, or the source's `ScalingConfig.MaximumConcurrency`
+    when lower."""
+    sqs: Any = boto3.client("sqs")  # its answers are handed on as plain dicts
+    pollers = []
     for function, props in stack.events_of("SQS").items():
         arn = str(props["Queue"])
         url = sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[1])["QueueUrl"]
-        batch = int(props.get("BatchSize", 10))
-        loops.append(
-            Loop(f"{function}-poller", _sqs_step(sqs, url, arn, batch, function, invoke), 0.02)
-        )
-    return loops
+        batch = min(10, int(props.get("BatchSize", 10)))
+        cap = int(props.get("ScalingConfig", {}).get("MaximumConcurrency", concurrency))
+
+        def receive(url: str = url, batch: int = batch) -> list[dict[str, Any]]:
+            return list(
+                sqs.receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=batch,
+                    WaitTimeSeconds=1,
+                    MessageSystemAttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
+            )
+
+        handle = _sqs_batch(sqs, url, arn, function, invoke)
+        pollers.append(Poller(f"{function}-poller", receive, handle, min(cap, concurrency)))
+    return pollers
 
 
-def _sqs_step(
-    sqs: Any, url: str, arn: str, batch: int, function: str, invoke: Invoke
-) -> Callable[[], None]:
-    def step() -> None:
-        response = sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=min(10, batch),
-            WaitTimeSeconds=1,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        messages = response.get("Messages", [])
-        if not messages:
-            return
+def _sqs_batch(
+    sqs: Any, url: str, arn: str, function: str, invoke: Invoke
+) -> Callable[[list[dict[str, Any]]], None]:
+    """One invocation on a batch; the messages it did not report failed are deleted."""
+
+    def handle(messages: list[dict[str, Any]]) -> None:
         result = invoke(function, {"Records": [_record(m, arn) for m in messages]}) or {}
         failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
         done = [m for m in messages if m["MessageId"] not in failed]
@@ -204,7 +261,7 @@ def _sqs_step(
                 ],
             )
 
-    return step
+    return handle
 
 
 def _record(message: dict[str, Any], arn: str) -> dict[str, Any]:
@@ -226,23 +283,38 @@ def task_events_queue() -> str:
     return str(boto3.client("sqs").create_queue(QueueName=TASK_EVENTS_QUEUE)["QueueUrl"])
 
 
-def task_events_poller(stack: Stack, invoke: Invoke) -> Loop:
-    """ECS Task State Change events -> the function whose EventBridge rule matches aws.ecs."""
+def task_events_function(stack: Stack) -> str:
+    """The function whose EventBridge rule matches ECS task state changes."""
     (function,) = [
         name
         for name, props in stack.events_of("EventBridgeRule").items()
         if "aws.ecs" in props["Pattern"].get("source", [])
     ]
-    sqs = boto3.client("sqs")
+    return function
+
+
+def event_functions(stack: Stack) -> list[str]:
+    """The functions the pipeline's pollers invoke (all but the watcher's timer)."""
+    return [*stack.events_of("SQS"), task_events_function(stack)]
+
+
+def task_events_poller(stack: Stack, invoke: Invoke, concurrency: int) -> Poller:
+    """ECS Task State Change events -> the function whose EventBridge rule matches aws.ecs,
+    one invocation per event (as the rule invokes its target), up to `concurrency` at once."""
+    function = task_events_function(stack)
+    sqs: Any = boto3.client("sqs")  # its answers are handed on as plain dicts
     url = task_events_queue()
 
-    def step() -> None:
+    def receive() -> list[dict[str, Any]]:
         response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for message in response.get("Messages", []):
+        return list(response.get("Messages", []))
+
+    def handle(messages: list[dict[str, Any]]) -> None:
+        for message in messages:
             invoke(function, json.loads(message["Body"]))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
-    return Loop("task-events-poller", step, 0.02)
+    return Poller("task-events-poller", receive, handle, concurrency)
 
 
 def notifications_sink(stack: Stack) -> str:

@@ -23,12 +23,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from devstack import auth, iam, images, output, pipeline, resources, sam_local
-from devstack.api_workers import ApiWorkers
+from devstack import auth, docker_backend, iam, images, output, pipeline, resources, sam_local
 from devstack.gateway import ApiGateway
 from devstack.lambda_runtime import Handler, context_for, load_handler
 from devstack.moto_server import AttachedAws, MotoServer, port_in_use
 from devstack.template import ROOT, Stack, local_stack
+from devstack.workers import FunctionWorkers
 
 HOST = "127.0.0.1"
 DEFAULT_API_PORT = 3000
@@ -89,6 +89,10 @@ class Config:
     fresh: bool = False
     # Worker processes running the HTTP API's functions (0: in this process, one at a time).
     api_workers: int = 4
+    # Worker processes running the event-driven functions (SQS pollers, task-stopped events),
+    # started as load needs them; each event source runs up to this many batches at once
+    # (0: in this process, one at a time per function).
+    function_workers: int = 4
 
     @property
     def issuer(self) -> str:
@@ -168,7 +172,10 @@ def _api_gateway(runtime: Runtime) -> list[Service]:
     if config.api_workers:
         # Each worker signs its functions' calls as their roles too, when IAM is enforced.
         principals = iam.load_credentials(config.state_dir)
-        workers = ApiWorkers(runtime.stack, config.api_workers, principals)
+        api_functions = [route.function for route in runtime.stack.routes()]
+        workers = FunctionWorkers(
+            "api-worker", runtime.stack, list(set(api_functions)), config.api_workers, principals
+        )
     gateway = ApiGateway(
         runtime.stack,
         workers or runtime.functions,
@@ -184,20 +191,38 @@ def _api_gateway(runtime: Runtime) -> list[Service]:
     return [workers, gateway] if workers else [gateway]
 
 
-# The services started after moto and the resources, in order. Later work adds the watcher's
-# timer (the EventBridge rule) and the executor's SQS poller (the event source mapping) here.
 def _pipeline(runtime: Runtime) -> list[Service]:
+    """The watcher's timer (the EventBridge rule), in this process: it runs one tick at a
+    time (reserved concurrency 1); the SQS pollers (event source mappings) and the task
+    events poller (the task-stopped rule), whose functions run in worker processes."""
+    config, stack = runtime.config, runtime.stack
+    pipeline.notifications_sink(stack)  # where run notifications can be read locally
+    if config.dispatch == "docker":  # a killed stack's stopped containers
+        docker_backend.remove_containers(config.state_dir / "tasks", running=False)
+    services: list[Service] = []
     invoke = runtime.functions.invoke
-    pipeline.notifications_sink(runtime.stack)  # where run notifications can be read locally
+    if config.function_workers:
+        workers = FunctionWorkers(
+            "function-worker",
+            stack,
+            pipeline.event_functions(stack),
+            config.function_workers,
+            iam.load_credentials(config.state_dir),
+            warm=1,
+        )
+        services.append(workers)
+        invoke = workers.invoke
+    concurrency = max(1, config.function_workers)
     return [
-        *pipeline.sqs_pollers(runtime.stack, invoke),
-        pipeline.task_events_poller(runtime.stack, invoke),
+        *services,
+        *pipeline.sqs_pollers(stack, invoke, concurrency),
+        pipeline.task_events_poller(stack, invoke, concurrency),
         pipeline.watcher_timer(
-            runtime.stack,
-            invoke,
-            runtime.config.watcher_interval_seconds,
-            runtime.config.watcher_second,
-            runtime.config.state_dir,
+            stack,
+            runtime.functions.invoke,
+            config.watcher_interval_seconds,
+            config.watcher_second,
+            config.state_dir,
         ),
     ]
 
