@@ -655,9 +655,12 @@ def test_the_sweep_concludes_overdue_runs_as_failed_attempts(
     schedule: FakeScheduleStore,
     runs: FakeRunStore,
 ) -> None:
-    # Given a run queued for 11:00 that never reported, past its 11:10 deadline, and one not yet
+    # Given a run dispatched for 11:00 that never reported, past its 11:10 deadline, and one
+    # not yet past its deadline
     job = add_job(jobs, now=CREATED, schedule=YEARLY)
     lost = existing_run(runs, job, DAY.replace(hour=11), queued_until=epoch(TICK) - 2900)
+    assert runs.claim(lost, "claim-1", DAY.replace(hour=11), 60)
+    assert runs.mark_dispatched(lost, "claim-1", "task-1", DAY.replace(hour=11), None)
     fine = existing_run(runs, job, DAY.replace(hour=11, minute=30), queued_until=epoch(TICK) + 600)
 
     # When the watcher ticks
@@ -670,7 +673,7 @@ def test_the_sweep_concludes_overdue_runs_as_failed_attempts(
     assert (retried.status, retried.attempt) == (RunStatus.PENDING, 2)
     assert retried.attempts[0].status is RunStatus.FAILED
     assert retried.attempts[0].error == (
-        "no report from the runner before the deadline (was QUEUED)"
+        "no report from the runner before the deadline (was DISPATCHED)"
     )
     not_before = epoch(TICK) + retry_delay(1, RETRY_BASE)
     assert retried.not_before == not_before
@@ -686,6 +689,54 @@ def test_the_sweep_concludes_overdue_runs_as_failed_attempts(
         in schedule.items()
     )
     assert status_of(runs, job, fine.key) is RunStatus.QUEUED
+
+
+def test_the_sweep_sends_again_a_run_no_executor_claimed_before_its_deadline(
+    watcher: Watcher,
+    jobs: FakeJobStore,
+    runs: FakeRunStore,
+    queue: FakeRunQueue,
+) -> None:
+    # Given a run queued for 11:30 whose message no executor took (a backlog, or the DLQ), now
+    # past its deadline: the scheduler's delay, not an attempt of the script
+    job = add_job(jobs, now=CREATED, schedule=YEARLY)
+    stuck = existing_run(runs, job, DAY.replace(hour=11, minute=30), queued_until=epoch(TICK) - 1)
+
+    # When the watcher ticks
+    report = watcher.tick()
+
+    # Then it is sent again, still attempt 1, with a deadline counted from now
+    assert report.lost_runs_concluded == 1
+    assert queue.accepted_runs() == [(stuck.key, 1)]
+    stored = runs.stored(job.job_id, stuck.key)
+    assert stored is not None
+    assert (stored.run.status, stored.run.attempt, stored.run.attempts) == (RunStatus.QUEUED, 1, [])
+    assert stored.deadline == epoch(TICK) + job.timeout_seconds + GRACE
+
+
+def test_the_sweep_skips_an_unclaimed_run_its_catch_up_policy_calls_missed(
+    watcher: Watcher,
+    jobs: FakeJobStore,
+    runs: FakeRunStore,
+    queue: FakeRunQueue,
+) -> None:
+    # Given a job that does not catch up, and its run queued for 11:30 that no executor took
+    job = make_job(now=CREATED, schedule=YEARLY).model_copy(
+        update={"catch_up": CatchUp(policy=CatchUpPolicy.NONE)}
+    )
+    jobs.create(job, keys.script_key(job.script_sha256))
+    stuck = existing_run(runs, job, DAY.replace(hour=11, minute=30), queued_until=epoch(TICK) - 1)
+
+    # When the watcher ticks past its deadline
+    watcher.tick()
+
+    # Then it is not sent again: it ends SKIPPED, saying why
+    assert queue.accepted_runs() == []
+    skipped = runs.get(job.job_id, stuck.key)
+    assert skipped is not None
+    assert skipped.status is RunStatus.SKIPPED
+    assert skipped.error is not None
+    assert skipped.error.startswith("not started before its deadline; skipped: missed by 1740 s")
 
 
 def test_the_sweep_concludes_an_overdue_run_from_its_late_report(

@@ -201,17 +201,7 @@ class DueRuns:
                 report.already_handled += 1
                 settled.append(item)
 
-        packs = self._packs([run for _, run in pending])
-        messages = [
-            DispatchMessage(
-                pack_id=f"{pack[0].key}-{pack[0].attempt}",
-                user_id=pack[0].user_id,
-                runs=[DueRun(job_id=r.job_id, key=r.key, attempt=r.attempt) for r in pack],
-            )
-            for pack in packs
-        ]
-        sent = self._queue.send(messages)
-        queued = [run for pack, ok in zip(packs, sent, strict=True) if ok for run in pack]
+        queued = self._send([run for _, run in pending])
         queued_keys = {run.key for run in queued}
         for item, run in pending:
             # An unsent run keeps its item, which the next tick sends again.
@@ -229,6 +219,43 @@ class DueRuns:
 
         follow_ups = self._map(lambda item: self._settle(item, jobs.get(item.job_id)), settled)
         return [item for item in follow_ups if item is not None and item.due_at <= epoch(end)]
+
+    def _send(self, runs: list[Run]) -> list[Run]:
+        """Send `runs` in packs; returns those whose pack was sent."""
+        packs = self._packs(runs)
+        messages = [
+            DispatchMessage(
+                pack_id=f"{pack[0].key}-{pack[0].attempt}",
+                user_id=pack[0].user_id,
+                runs=[DueRun(job_id=r.job_id, key=r.key, attempt=r.attempt) for r in pack],
+            )
+            for pack in packs
+        ]
+        sent = self._queue.send(messages)
+        return [run for pack, ok in zip(packs, sent, strict=True) if ok for run in pack]
+
+    def resend_unclaimed(self, runs: list[Run], jobs: dict[str, Job], now: datetime) -> int:
+        """QUEUED runs past their deadline that no executor claimed (their message went to the
+        DLQ, or is still behind a backlog): the scheduler's delay, not a failed attempt. Each is
+        sent again with a new deadline, unless its job's catch-up policy says it is missed by
+        now (then SKIPPED, with why). A second delivery is harmless: the executor's claim lets
+        one through. Returns how many runs were sent or skipped."""
+        send: list[Run] = []
+        done = 0
+        for run in runs:
+            job = jobs.get(run.job_id)
+            missed = None if job is None else self._catch_up_skip(job, run.not_before, now)
+            if missed is None:
+                send.append(run)
+            elif self._runs.skip(run, f"not started before its deadline; {missed}", now):
+                done += 1
+                metrics.count(names.RUNS_SKIPPED)
+                run_changed("run skipped", run, error=missed)
+        for run in self._send(send):
+            if self._runs.mark_queued(run, now, self._deadline(run, now)):
+                done += 1
+                run_changed("run sent again", run, late_s=epoch(now) - run.not_before)
+        return done
 
     def _deadline(self, run: Run, now: datetime) -> int:
         """When the sweep concludes a run sent now: it counts from when the run can start (a
@@ -258,7 +285,7 @@ class DueRuns:
         run = job.new_run(item.scheduled_at, RunTrigger.SCHEDULE, now)
         run = run.model_copy(update={"not_before": item.due_at})  # its jitter, if any
         # (The overlap policy is applied by the runner, at the second: runner/jobrunner/overlap.py)
-        skipped = self._catch_up_skip(job, item, now)
+        skipped = self._catch_up_skip(job, item.scheduled_at, now)
         if skipped is not None:
             run = run.model_copy(
                 update={"status": RunStatus.SKIPPED, "finished_at": now, "error": skipped}
@@ -266,10 +293,10 @@ class DueRuns:
         return _NewRun(run, job)
 
     @staticmethod
-    def _catch_up_skip(job: Job, item: ScheduleItem, now: datetime) -> str | None:
+    def _catch_up_skip(job: Job, scheduled_at: int, now: datetime) -> str | None:
         """Why a missed occurrence (taken over a minute after its second) is not run, by the
         job's catch-up policy; None if it runs (late)."""
-        missed_by = epoch(now) - item.scheduled_at
+        missed_by = epoch(now) - scheduled_at
         if missed_by <= MISSED_AFTER_SECONDS:
             return None
         policy, window = job.catch_up.policy, job.catch_up.window_seconds
@@ -279,7 +306,7 @@ class DueRuns:
             return f"skipped: missed by {missed_by} s, beyond the catch-up window of {window} s"
         if policy is CatchUpPolicy.LATEST:
             try:
-                following = job.next_run_after(from_epoch(item.scheduled_at))
+                following = job.next_run_after(from_epoch(scheduled_at))
             except cron.CronError:
                 return None
             if following is not None and epoch(now) - epoch(following) > MISSED_AFTER_SECONDS:

@@ -17,7 +17,7 @@ from scheduler.pipeline.due_runs import DispatchPolicy, DueRuns
 from scheduler.pipeline.ports import RunQueue
 from scheduler.quotas.quota_models import Places, QuotaCounters
 from scheduler.runs.ports import RunStore
-from scheduler.runs.run_models import IN_FLIGHT, RunStatus
+from scheduler.runs.run_models import IN_FLIGHT, Run, RunStatus
 from scheduler.runs.run_outcomes import RunOutcomes
 from scheduler.schedule.ports import ScheduleStore
 from scheduler.schedule.schedule_item import ScheduleItem
@@ -148,13 +148,26 @@ class Watcher:
 
     def _conclude_lost(self, now: datetime) -> int:
         """Runs past their deadline with no end recorded (a task died unseen, a message went to
-        the DLQ): concluded like a stopped task's, from a late report or as a failed attempt."""
+        the DLQ): concluded like a stopped task's, from a late report or as a failed attempt;
+        one that no executor claimed is sent again or skipped by its catch-up policy."""
         count = 0
+        unclaimed: list[Run] = []
         for job_id, key in self._runs.overdue(now):
             run = self._runs.get(job_id, key)
             # The index is read eventually consistent: a deadline moved since (a run sent
             # again, a started report) is not past.
-            if run is not None and (run.deadline is None or run.deadline < epoch(now)):
-                error = f"no report from the runner before the deadline (was {run.status.value})"
-                count += self._silent_runs.conclude_unreported(run, error)
+            if run is None or (run.deadline is not None and run.deadline >= epoch(now)):
+                continue
+            if run.status is RunStatus.QUEUED:
+                # Unclaimed, unless a dispatch whose answer was lost released its claim
+                if self._silent_runs.conclude_if_reported(run):
+                    count += 1
+                else:
+                    unclaimed.append(run)
+                continue
+            error = f"no report from the runner before the deadline (was {run.status.value})"
+            count += self._silent_runs.conclude_unreported(run, error)
+        if unclaimed:
+            jobs = self._jobs.get_many({run.job_id for run in unclaimed})
+            count += self._due_runs.resend_unclaimed(unclaimed, jobs, now)
         return count

@@ -187,6 +187,17 @@ class RunOutcomes:
         self.conclude(run, finished)
         return True
 
+    def conclude_if_reported(self, run: Run) -> bool:
+        """End the current attempt from its finished report, if one landed (its notification
+        lost or still on its way); False if there is none."""
+        finished = self._objects.report(
+            keys.report_key(run.job_id, run.key, run.attempt, "finished")
+        )
+        if finished is None:
+            return False
+        self.conclude(run, finished)
+        return True
+
     def conclude(self, run: Run, report: RunReport) -> RunStatus:
         """Record the end of the run's current attempt; returns the run's new status."""
         now = self._clock()
