@@ -168,6 +168,32 @@ def test_a_resume_just_before_an_occurrence_queues_it(stack, invoke, clock: Cloc
     assert (run["status"], int(run["execution_time"])) == ("QUEUED", 1796119260)
 
 
+@pytest.mark.parametrize("change", ["pause", "delete"])
+def test_a_pause_or_delete_past_an_untaken_occurrence_records_it(
+    stack, invoke, clock: Clock, change: str
+) -> None:
+    # Given a job created an hour before its 10:01 occurrence, which no tick took (the watcher
+    # is late or down)
+    clock.at(NOW - timedelta(hours=1))
+    job = _create(invoke, "1 10 * * *")
+    assert runs_of(stack, job["job_id"]) == []
+
+    # When it is paused (or deleted) 30 s after that occurrence
+    clock.at(NOW + timedelta(seconds=70))
+    if change == "pause":
+        _call(invoke, "PauseJobFunction", "pause_job", job["job_id"])
+    else:
+        path = f"/jobs/{job['job_id']}"
+        event = api_event("delete_job", path=path, path_parameters={"job_id": job["job_id"]})
+        assert invoke("DeleteJobFunction", event)["statusCode"] == 204
+
+    # Then the occurrence is not lost: its run is recorded and sent (it ends SKIPPED when it
+    # would start, as any run queued before a pause or delete)
+    (run,) = runs_of(stack, job["job_id"])
+    assert (run["status"], int(run["execution_time"])) == ("QUEUED", 1796119260)
+    assert len(_queued_messages(stack)) == 1
+
+
 def test_every_minute_runs_are_queued_a_fargate_start_ahead_whatever_the_tick_second(
     stack, invoke, clock: Clock, settings: DispatchSettings
 ) -> None:

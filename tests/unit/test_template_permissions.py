@@ -90,15 +90,18 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         {"ScriptsBucket/scripts/*": {"PutObject"}},
         _TAKE_RUNS,
     ),
-    "PauseJobFunction": {"JobsTable": {"GetItem", "UpdateItem"}, "ScheduleTable": {"DeleteItem"}},
+    # an occurrence past its second that no tick took is taken before the pause or delete
+    "PauseJobFunction": merged(
+        {"JobsTable": {"GetItem", "UpdateItem"}, "ScheduleTable": {"DeleteItem"}}, _TAKE_RUNS
+    ),
     "ResumeJobFunction": merged(
         {"JobsTable": {"GetItem", "UpdateItem"}, "ScheduleTable": {"PutItem"}}, _TAKE_RUNS
     ),
-    "DeleteJobFunction": {
+    "DeleteJobFunction": merged(
         # the job and its name guard; the owner's job count (quotas)
-        "JobsTable": {"GetItem", "DeleteItem", "UpdateItem"},
-        "ScheduleTable": {"DeleteItem"},
-    },
+        {"JobsTable": {"GetItem", "DeleteItem", "UpdateItem"}, "ScheduleTable": {"DeleteItem"}},
+        _TAKE_RUNS,
+    ),
     "ListRunsFunction": {"JobsTable": {"GetItem"}, "RunsTable": {"Query"}},
     "GetRunFunction": {"JobsTable": {"GetItem"}, "RunsTable": {"GetItem"}},
     "CancelRunFunction": merged({"JobsTable": {"GetItem"}}, _CANCEL_RUNS),

@@ -135,7 +135,8 @@ def create_job_service() -> JobService:
 
 @cache
 def job_change_service() -> JobService:
-    """update and resume: a new next occurrence may be due before the next tick sees it."""
+    """update, resume, pause and delete: a new next occurrence may be due before the next tick
+    sees it, and an overdue one no tick took yet is taken before the job moves past it."""
     settings = DispatchSettings()  # type: ignore[call-arg]
     stores = Stores(settings)
     return JobService(
@@ -148,7 +149,7 @@ def job_change_service() -> JobService:
 
 @cache
 def job_service() -> JobService:
-    """get, pause and delete."""
+    """get and previews."""
     settings = JobApiSettings()  # type: ignore[call-arg]
     stores = Stores(settings)
     return JobService(

@@ -210,7 +210,7 @@ pause_router = Router()
     responses=responses(200, Job, JobNotFound, JobBusy, UnsupportedMediaType),
 )
 def pause_job(job_id: JobId) -> Job:
-    return wiring.job_service().pause(caller(pause_router), job_id)
+    return wiring.job_change_service().pause(caller(pause_router), job_id)
 
 
 resume_router = Router()
@@ -241,7 +241,7 @@ delete_router = Router()
     responses=responses(204, None, JobNotFound, JobBusy, description="Deleted"),
 )
 def delete_job(job_id: JobId) -> Response[None]:
-    wiring.job_service().delete(caller(delete_router), job_id)
+    wiring.job_change_service().delete(caller(delete_router), job_id)
     return Response(status_code=204)
 
 
