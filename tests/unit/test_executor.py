@@ -68,7 +68,7 @@ def executor(
     )
 
 
-def queued_run(runs: FakeRunStore, job_id: str, at: datetime = NOON) -> Run:
+def queued_run(runs: FakeRunStore, job_id: str, at: datetime = NOON, grace: int = GRACE) -> Run:
     """A scheduled run of alice's job `job_id` at `at`, QUEUED as the watcher leaves it."""
     run = new_run(
         job_id=job_id,
@@ -80,7 +80,7 @@ def queued_run(runs: FakeRunStore, job_id: str, at: datetime = NOON) -> Run:
         now=NOW,
     )
     assert runs.create(run, SCRIPT_KEY, {"job": job_id})
-    assert runs.mark_queued(run, NOW, epoch(at) + 120 + GRACE)
+    assert runs.mark_queued(run, NOW, epoch(at) + 120 + grace)
     found = runs.get(run.job_id, run.key)
     assert found is not None
     return found
@@ -144,24 +144,33 @@ def test_a_messages_runs_are_claimed_and_started_in_one_task(
         assert stored.deadline == epoch(NOON) + 120 + GRACE
 
 
-@pytest.mark.parametrize(("late", "moved"), [(30, False), (61, True)])
-def test_a_run_dispatched_late_keeps_its_queued_deadline_within_a_minute(
-    runs: FakeRunStore, backend: FakeDispatchBackend, jobs: FakeJobStore, late: int, moved: bool
+@pytest.mark.parametrize(
+    ("grace", "late", "moved"), [(300, 30, False), (300, 61, True), (30, 6, False), (30, 20, True)]
+)
+def test_a_run_dispatched_late_keeps_its_queued_deadline_within_a_fifth_of_the_grace(
+    runs: FakeRunStore,
+    backend: FakeDispatchBackend,
+    jobs: FakeJobStore,
+    grace: int,
+    late: int,
+    moved: bool,
 ) -> None:
     # Given a run queued for 12:00 (its deadline from that second), dispatched `late` s after
-    run = queued_run(runs, "job-a")
+    run = queued_run(runs, "job-a", grace=grace)
     clock = FakeClock(NOON + timedelta(seconds=late))
     executor = Executor(
-        runs, backend, jobs, claim_seconds=60, dispatch_grace_seconds=GRACE, clock=clock
+        runs, backend, jobs, claim_seconds=60, dispatch_grace_seconds=grace, clock=clock
     )
 
     assert executor.handle(message_for(run)) == [run.key]
 
-    # Then its deadline moves with the dispatch only past a minute late (an index rewrite)
+    # Then its deadline moves with the dispatch only past a fifth of the grace late (an index
+    # rewrite): a minute of the default 300 s, 6 s of a 30 s grace, which a 20 s late start
+    # would otherwise have eaten, the sweep failing the run while it still ran
     stored = runs.get(run.job_id, run.key)
     assert stored is not None
     assert stored.status is RunStatus.DISPATCHED
-    queued_deadline = epoch(NOON) + 120 + GRACE
+    queued_deadline = epoch(NOON) + 120 + grace
     assert stored.deadline == (queued_deadline + late if moved else queued_deadline)
 
 

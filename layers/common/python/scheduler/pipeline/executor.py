@@ -92,10 +92,11 @@ class Executor:
             start = max(run.not_before, epoch(now))
             fresh = start + run.timeout_seconds + self._grace
             deadline: int | None = fresh
-            if run.deadline is not None and fresh - run.deadline <= DEADLINE_SLACK_SECONDS:
+            if run.deadline is not None and fresh - run.deadline <= self._grace // DEADLINE_SLACK:
                 # The deadline it was queued with stands (the same value when dispatched ahead
-                # of its second; at most a minute short when late, of a 300 s grace): the
-                # in-flight index entry is not rewritten (a changed key: a delete and a put).
+                # of its second; when late, short by at most a fifth of the grace, a minute of
+                # the default 300 s): the in-flight index entry is not rewritten (a changed key:
+                # a delete and a put).
                 deadline = None
             dispatched = self._clock()
             if self._runs.mark_dispatched(run, claim_id, task_id, dispatched, deadline):
@@ -202,8 +203,10 @@ class Executor:
         )
 
 
-# A run dispatched this much later than it was queued for keeps its queued deadline.
-DEADLINE_SLACK_SECONDS = 60
+# A run dispatched up to grace / DEADLINE_SLACK later than it was queued for keeps its queued
+# deadline: most of the grace is left for its task to start and report (a fixed minute would
+# leave none of a 30 s grace, and the sweep would fail runs still running).
+DEADLINE_SLACK = 5
 # A message holds at most 10 runs: their DynamoDB calls go out together.
 _WORKERS = 10
 _BUSY = "busy"
