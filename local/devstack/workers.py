@@ -8,8 +8,9 @@ their events: within a worker, invocations are one at a time; a pool runs as man
 it has workers. Each worker is a process of its own (`spawn`: a fresh interpreter, its own
 powertools state and boto3 clients), loads its pool's handlers when it starts (a warm
 container), and dies with the stack (`PR_SET_PDEATHSIG`, so even a `kill -9` of the stack
-leaves none behind). A pool starts `warm` workers and adds one, up to its size, when an
-invocation finds none idle (a cold start, as Lambda scales out). A worker that dies is
+leaves none behind). A pool starts `warm` workers and starts one more, up to its size, when an
+invocation finds none idle (as Lambda scales out; the invocation takes whichever worker is free
+first, the new one or one that finished). A worker that dies is
 replaced; the invocation it was serving fails, as a crashed Lambda's would.
 
 `DEVSTACK_WORKER_SETUP=module:function`, when set, is called in each worker before it loads
@@ -195,10 +196,30 @@ class FunctionWorkers:
             self._idle.put(worker)
 
     def _take(self) -> _Worker:
+        """An idle worker; when there is none and the pool is not full, one more starts (in
+        the background: a worker that frees up sooner than it loads is taken first)."""
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            return self._spawn() or self._idle.get()
+            pass
+        worker = self._spawn()
+        if worker is not None:
+            threading.Thread(
+                target=self._warm_up, args=(worker,), name=f"{self.name}-start", daemon=True
+            ).start()
+        return self._idle.get()
+
+    def _warm_up(self, worker: _Worker) -> None:
+        try:
+            worker.wait_ready()
+        except RuntimeError as error:
+            print(f"devstack: {self.name}: {error}", file=sys.stderr)
+            with self._lock:
+                if worker in self._all:
+                    self._all.remove(worker)
+            worker.stop()
+            return
+        self._idle.put(worker)
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         worker = self._take()
