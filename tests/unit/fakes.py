@@ -30,6 +30,7 @@ from scheduler import keys
 from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import Job, JobFilters, JobStatus, ListPage
 from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
+from scheduler.pipeline.due_runs import is_live
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
 from scheduler.quotas.quota_models import MinuteCounter, Places, QuotaCounters, jobs_exceeded
 from scheduler.runs.run_models import (
@@ -215,7 +216,7 @@ class FakeJobStore:
             row = self._rows.get(job_id)
             return row.job.model_copy(deep=True) if row else None
 
-    def get_many(self, job_ids: set[str]) -> dict[str, Job]:
+    def get_many(self, job_ids: set[str], *, consistent: bool = False) -> dict[str, Job]:
         with self._schedule.transaction():
             return {
                 job_id: self._rows[job_id].job.model_copy(deep=True)
@@ -309,8 +310,28 @@ class FakeJobStore:
     def advance(
         self, job: Job, current: ScheduleItem, following: datetime | None
     ) -> ScheduleItem | None:
-        # JobRepository.advance: the job first (ACTIVE, and showing the taken occurrence or
-        # already the next), then the next item, then the taken one goes; plain writes.
+        # JobRepository.advance: the next item first, then the job (ACTIVE, and showing the
+        # taken occurrence or already the next); the taken item stays (it expires). Plain
+        # writes: `put_next` and `move_job` are the two, for tests that crash between them.
+        item = None if following is None else _occurrence(job, following)
+        if item is not None:
+            self.put_next(item)
+        return item if self.move_job(job, current, following) else None
+
+    def upcoming(self, job_id: str | None = None) -> list[ScheduleItem]:
+        """The schedule items still to be taken (of one job, if given): `schedule.items()`
+        without taken occurrences, which stay until they expire (due_runs.is_live)."""
+        with self._schedule.transaction():
+            return [
+                item
+                for item in self._schedule.items(job_id)
+                if is_live(item, self._rows[item.job_id].job if item.job_id in self._rows else None)
+            ]
+
+    def put_next(self, item: ScheduleItem) -> None:
+        self._schedule.put(item)
+
+    def move_job(self, job: Job, current: ScheduleItem, following: datetime | None) -> bool:
         with self._schedule.transaction():
             row = self._rows.get(job.job_id)
             shows = row is not None and row.job.next_run_at in (
@@ -318,15 +339,9 @@ class FakeJobStore:
                 following,
             )
             if row is None or row.job.status is not JobStatus.ACTIVE or not shows:
-                # Paused, gone, or advanced past this item by another taker: the item goes.
-                self._schedule.delete(current)
-                return None
+                return False  # paused, gone, or advanced past this item by another taker
             row.job = _as_stored(row.job.model_copy(update={"next_run_at": following}))
-            item = None if following is None else _occurrence(job, following)
-            if item is not None:
-                self._schedule.put(item)
-            self._schedule.delete(current)
-            return item
+            return True
 
     def list_for_owner(
         self, user_id: str, filters: JobFilters, limit: int, start: dict[str, str] | None

@@ -182,9 +182,14 @@ def test_a_tick_queues_a_due_run_once_and_writes_the_next_occurrence(
     )
     assert stored.deadline == epoch(NOON) + job.timeout_seconds + GRACE
     assert stored.script_key == keys.script_key(job.script_sha256)
-    # And the job's schedule item is now its 13:00 occurrence, shown on the job too
+    # And the job's schedule item is now its 13:00 occurrence, shown on the job too; the
+    # 12:00 item is left to expire (not deleted: 1 WRU a run), taken since the job shows 13:00
     thirteen = NOON + timedelta(hours=1)
-    assert schedule.items() == [ScheduleItem.occurrence(job.job_id, "alice", thirteen)]
+    assert jobs.upcoming() == [ScheduleItem.occurrence(job.job_id, "alice", thirteen)]
+    assert schedule.items() == [
+        ScheduleItem.occurrence(job.job_id, "alice", NOON),
+        ScheduleItem.occurrence(job.job_id, "alice", thirteen),
+    ]
     stored_job = jobs.get(job.job_id)
     assert stored_job is not None
     assert stored_job.next_run_at == thirteen
@@ -257,8 +262,83 @@ def test_a_tick_that_died_before_moving_the_schedule_is_finished_by_sending_the_
     assert (report.queued, report.already_handled) == (1, 0)
     assert [r.key for r in runs.all()] == [run_key(job, NOON)]
     assert status_of(runs, job, run_key(job, NOON)) is RunStatus.QUEUED
-    assert schedule.items() == [
+    assert jobs.upcoming() == [
         ScheduleItem.occurrence(job.job_id, "alice", NOON + timedelta(hours=1))
+    ]
+
+
+class CrashesBeforeMovingTheJob(FakeJobStore):
+    """The first `advance` dies after putting the next item, before moving the job to it."""
+
+    def __init__(self, schedule: FakeScheduleStore) -> None:
+        super().__init__(schedule)
+        self.crashed = False
+
+    def move_job(self, job: Job, current: ScheduleItem, following: datetime | None) -> bool:
+        if not self.crashed:
+            self.crashed = True
+            raise TimeoutError("the tick died here")
+        return super().move_job(job, current, following)
+
+
+def test_a_tick_that_died_between_the_next_item_and_the_job_loses_and_doubles_nothing(
+    schedule: FakeScheduleStore,
+    runs: FakeRunStore,
+    queue: FakeRunQueue,
+    objects: FakeRunObjects,
+    clock: FakeClock,
+) -> None:
+    # Given a tick that queued the 12:00 run, put the 13:00 item and died before moving the job
+    jobs = CrashesBeforeMovingTheJob(schedule)
+    job = hourly(jobs)
+    watcher = make_watcher(jobs, schedule, runs, queue, objects, clock)
+    with pytest.raises(TimeoutError):
+        watcher.tick()
+    thirteen = NOON + timedelta(hours=1)
+    assert jobs.upcoming() == [ScheduleItem.occurrence(job.job_id, "alice", NOON)]
+
+    # When the next ticks see both items
+    clock.advance(60)
+    watcher.tick()
+    clock.advance(60)
+    again = watcher.tick()
+
+    # Then the 12:00 run is sent again once (the job still showed it), the job moves to 13:00,
+    # and after that the 12:00 item is passed over: taken, left to expire
+    assert queue.accepted_runs() == [(run_key(job, NOON), 1)] * 2
+    assert jobs.upcoming() == [ScheduleItem.occurrence(job.job_id, "alice", thirteen)]
+    assert (again.items, again.queued) == (0, 0)
+    assert [r.key for r in runs.all()] == [run_key(job, NOON)]
+
+
+def test_an_item_put_by_a_taker_that_lost_to_an_update_is_never_run(
+    watcher: Watcher,
+    jobs: FakeJobStore,
+    schedule: FakeScheduleStore,
+    runs: FakeRunStore,
+    queue: FakeRunQueue,
+    clock: FakeClock,
+) -> None:
+    # Given a stale taker that put the job's 13:00 item after an update had moved the job to
+    # 12:30 (its move of the job then failed: the job shows neither 12:00 nor 13:00)
+    job = hourly(jobs)
+    half_past = NOON + timedelta(minutes=30)
+    moved = job.model_copy(update={"schedule": "30 * * * *", "next_run_at": half_past})
+    assert jobs.update(moved, job, keys.script_key(job.script_sha256)) is True
+    thirteen = NOON + timedelta(hours=1)
+    assert jobs.advance(job, ScheduleItem.occurrence(job.job_id, "alice", NOON), thirteen) is None
+    assert ScheduleItem.occurrence(job.job_id, "alice", thirteen) in schedule.items()
+
+    # When the watcher ticks through 13:00
+    for minute in range(0, 70):
+        clock.set(TICK + timedelta(minutes=minute))
+        watcher.tick()
+
+    # Then only the occurrence the job showed ran (12:30; it shows 13:30 next): the orphan
+    # 13:00 item made no run
+    assert [r.scheduled_at for r in runs.all()] == [half_past]
+    assert jobs.upcoming() == [
+        ScheduleItem.occurrence(job.job_id, "alice", thirteen + timedelta(minutes=30))
     ]
 
 
@@ -283,11 +363,11 @@ def test_the_item_of_a_paused_or_deleted_job_is_dropped(
     # When the watcher ticks
     report = watcher.tick()
 
-    # Then no run is created or sent, and the item is gone
+    # Then no run is created or sent, and the item is not taken (nor deleted: it expires)
     assert runs.all() == []
     assert queue.received == []
-    assert schedule.items() == []
-    assert (report.items, report.queued) == (1, 0)
+    assert jobs.upcoming() == []
+    assert (report.items, report.queued) == (0, 0)
 
 
 @pytest.mark.parametrize(
@@ -440,7 +520,7 @@ def test_an_unsent_run_keeps_its_item_and_holds_the_cursor_before_it(
     assert queue.accepted_runs() == [(key, 1)]
     assert late.late_seconds == [20 * 60]
     assert status_of(runs, job, key) is RunStatus.QUEUED
-    assert schedule.items() == [
+    assert jobs.upcoming() == [
         ScheduleItem.occurrence(job.job_id, "alice", NOON + timedelta(hours=1))
     ]
 
@@ -490,7 +570,7 @@ def test_only_the_refused_runs_hold_their_items(
 
     # Then alice's run is sent and her schedule moves on; bob's item stays for the next tick
     assert queue.accepted_runs() == [(run_key(alices, NOON), 1)]
-    assert sorted((i.job_id, i.due_at) for i in schedule.items()) == sorted(
+    assert sorted((i.job_id, i.due_at) for i in jobs.upcoming()) == sorted(
         [(alices.job_id, epoch(NOON) + 3600), (bobs.job_id, epoch(NOON))]
     )
     assert schedule.cursor() < epoch(NOON)
@@ -551,7 +631,7 @@ def test_after_an_outage_every_missed_occurrence_is_queued_from_the_cursor(
     assert all(status_of(runs, job, run_key(job, at)) is RunStatus.QUEUED for at in missed)
     assert sorted(report.late_seconds) == [1800, 5400, 9000, 12600]
     # And the job's next run is 13:00, with one schedule item there
-    assert schedule.items() == [ScheduleItem.occurrence(job.job_id, "alice", DAY.replace(hour=13))]
+    assert jobs.upcoming() == [ScheduleItem.occurrence(job.job_id, "alice", DAY.replace(hour=13))]
     stored = jobs.get(job.job_id)
     assert stored is not None
     assert stored.next_run_at == DAY.replace(hour=13)

@@ -65,6 +65,20 @@ MISSED_AFTER_SECONDS = 60
 MAX_DEFERRAL_MINUTES = 24 * 60
 
 
+def is_live(item: ScheduleItem, job: Job | None) -> bool:
+    """Whether `item` is still to be taken: any retry, manual run or check item (deleted once
+    taken), and an occurrence's item only while its job is ACTIVE and shows that occurrence as
+    its next run, at the same due second (its jitter). A taken occurrence's item is left to
+    expire, and the job shows the next one once its item exists (JobRepository.advance); an
+    item put by a taker that lost a race with an update or a pause is not shown either."""
+    if item.trigger is not RunTrigger.SCHEDULE:
+        return True
+    if job is None or job.status is not JobStatus.ACTIVE or job.next_run_at is None:
+        return False
+    shown = ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at, job.jitter_seconds)
+    return (shown.scheduled_at, shown.due_at) == (item.scheduled_at, item.due_at)
+
+
 def dispatch_lead_seconds(
     *, task_start_seconds: int, dispatch_seconds: int, tick_seconds: int, tick_delay_seconds: int
 ) -> int:
@@ -134,6 +148,8 @@ class DueRuns:
         # A zero too: a metric that only appears when runs are deferred cannot tell "none".
         metrics.count(names.RUNS_DEFERRED, 0)
         while items:
+            # A taken occurrence's item is not deleted (it expires): its job shows another.
+            items = [item for item in items if is_live(item, jobs.get(item.job_id))]
             report.items += len(items)
             items = self._take_round(items, jobs, now, end, report)
         return report
@@ -228,6 +244,10 @@ class DueRuns:
         report.late_seconds += [max(0, epoch(now) - run.not_before) for run in queued]
 
         follow_ups = self._map(lambda item: self._settle(item, jobs.get(item.job_id)), settled)
+        for follow_up in follow_ups:
+            if follow_up is not None:  # the job now shows it (JobRepository.advance)
+                moved = {"next_run_at": from_epoch(follow_up.scheduled_at)}
+                jobs[follow_up.job_id] = jobs[follow_up.job_id].model_copy(update=moved)
         return [item for item in follow_ups if item is not None and item.due_at <= epoch(end)]
 
     def _deadline(self, run: Run, now: datetime) -> int:
@@ -431,13 +451,12 @@ class DueRuns:
         ]
 
     def _settle(self, item: ScheduleItem, job: Job | None) -> ScheduleItem | None:
-        """Replace a scheduled item by the job's next occurrence (returned); drop a one-off."""
-        if (
-            item.trigger is not RunTrigger.SCHEDULE
-            or job is None
-            or job.status is not JobStatus.ACTIVE
-        ):
+        """Replace a scheduled item by the job's next occurrence (returned); drop a one-off.
+        (An occurrence's item is left to expire: the job no longer shows it.)"""
+        if item.trigger is not RunTrigger.SCHEDULE:
             self._schedule.delete(item)
+            return None
+        if job is None or job.status is not JobStatus.ACTIVE:
             return None
         after = from_epoch(item.scheduled_at)
         try:  # None past the job's end_at: it has no next run (completed)

@@ -90,7 +90,8 @@ class Watcher:
         self._check_runs([i for i in items if i.check and i.due_at <= epoch(now)])
         self._settle_places([i for i in items if i.place is not None and i.due_at <= epoch(now)])
         items = [i for i in items if not i.check and i.place is None]
-        jobs = self._jobs.get_many({i.job_id for i in items})  # a retry's job may be paused
+        # Consistent: an occurrence's item is taken once its job shows the next (due_runs).
+        jobs = self._jobs.get_many({i.job_id for i in items}, consistent=True)
         taken = self._due_runs.take(items, jobs, now, end)
         report.items, report.queued = taken.items, taken.queued
         report.already_handled, report.late_seconds = taken.already_handled, taken.late_seconds

@@ -18,6 +18,9 @@ from scheduler.times import from_epoch
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+# Long past any tick's window (a catch-up window starts at the cursor): a watcher down for
+# longer than this loses the occurrences it had not taken (docs/architecture.md).
+TAKEN_ITEM_TTL_SECONDS = 30 * 86400
 CURSOR_BUCKET = "watcher"
 CURSOR_SLOT = "cursor"
 
@@ -39,8 +42,12 @@ class ScheduleRepository:
         return {"bucket": keys.hour_bucket(due, shard), "slot": slot}
 
     def item_of(self, item: ScheduleItem) -> dict[str, Any]:
-        """The DynamoDB item (plain values) for `item`."""
-        return self.key_of(item) | item.model_dump(mode="json", exclude_none=True)
+        """The DynamoDB item (plain values) for `item`. An occurrence's item expires (the
+        table's TTL) `TAKEN_ITEM_TTL_SECONDS` after it is due: once taken it is not deleted."""
+        fields = self.key_of(item) | item.model_dump(mode="json", exclude_none=True)
+        if item.is_occurrence():
+            fields["expires_at"] = item.due_at + TAKEN_ITEM_TTL_SECONDS
+        return fields
 
     def put_op(self, item: ScheduleItem) -> dict[str, Any]:
         """`item` as a write of a DynamoDB transaction."""
