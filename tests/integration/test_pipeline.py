@@ -5,6 +5,7 @@ run status, and the ECS task-stopped safety net."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -636,12 +637,14 @@ def test_the_deadline_sweep_concludes_from_a_report_whose_notification_was_lost(
     _put_report(stack, run, "finished", {"status": "SUCCEEDED", "exit_code": 0})
     _receive(stack, "ReportsQueue")  # taken and never deleted: as if its consumer died
 
-    # When its deadline has passed and the watcher sweeps
+    # When its deadline has passed and the watcher sweeps (a deadline just after the last
+    # sweep's cursor: the sweep reads each deadline once, from its cursor)
     boto3.resource("dynamodb").Table(stack.physical_names["RunsTable"]).update_item(
         Key={"job_id": job["job_id"], "key": run["key"]},
-        UpdateExpression="SET deadline = :past",
-        ExpressionAttributeValues={":past": 1},
+        UpdateExpression="SET deadline = :soon",
+        ExpressionAttributeValues={":soon": int(time.time()) + 1},
     )
+    time.sleep(2.1)
     invoke("WatcherFunction", load_event("watcher"))
 
     # Then the run is concluded from the report, not failed and run again (the tick may also
@@ -650,6 +653,45 @@ def test_the_deadline_sweep_concludes_from_a_report_whose_notification_was_lost(
     assert run["status"] == "SUCCEEDED"
     assert run["attempt"] == 1
     assert "attempts" not in run
+
+
+def test_an_ended_run_keeps_its_in_flight_entry_and_the_sweep_passes_it_once(
+    stack, invoke, monkeypatch
+) -> None:
+    # Given a dispatched run whose start is recorded late (its report's start an hour back)
+    job = _create_job(invoke)
+    invoke("WatcherFunction", load_event("watcher"))
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    invoke("ExecutorFunction", _sqs_event(_receive(stack, "DispatchQueue"), arn))
+    (run,) = runs_of(stack, job["job_id"])
+    stores = stores_of(stack, "WatcherFunction", monkeypatch)
+    stored = stores.runs.get(job["job_id"], run["key"])
+    assert stored is not None
+    now = datetime.now(UTC)
+    report = SimpleNamespace(started_at=now - timedelta(hours=1), start_lag_ms=0)
+    assert stores.runs.mark_running(stored, report, now, int(now.timestamp()) - 3000)  # type: ignore[arg-type]
+
+    # Then its deadline is at least a minute ahead, never behind the sweep's cursor
+    (running,) = runs_of(stack, job["job_id"])
+    assert int(running["deadline"]) == int(now.timestamp()) + 60
+
+    # When it ends through its finished report
+    _put_report(stack, run, "finished", {"status": "SUCCEEDED", "exit_code": 0})
+    _deliver_reports(stack, invoke)
+
+    # Then its in-flight index entry was not removed (no index write at the end)
+    (ended,) = runs_of(stack, job["job_id"])
+    assert ended["status"] == "SUCCEEDED"
+    assert (ended["inflight_shard"], ended["deadline"]) == (
+        running["inflight_shard"],
+        running["deadline"],
+    )
+
+    # And when its deadline passes, the sweep finds it after its cursor, once
+    after = datetime.fromtimestamp(int(ended["deadline"]) + 1, UTC)
+    found = (job["job_id"], run["key"])
+    assert found in stores.runs.overdue(after, stores.schedule.swept())
+    assert found not in stores.runs.overdue(after, int(ended["deadline"]))
 
 
 def test_a_runs_output_is_given_as_text_or_as_a_link(stack, invoke) -> None:

@@ -42,7 +42,7 @@ from scheduler.runs.run_models import (
     RunTrigger,
 )
 from scheduler.runs.run_outcomes import RunOutcomes
-from scheduler.runs.run_repository import UNFINISHED
+from scheduler.runs.run_repository import UNFINISHED, ahead_of
 from scheduler.schedule import cron
 from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import epoch, from_epoch, to_text
@@ -94,6 +94,7 @@ class FakeScheduleStore:
     def __init__(self) -> None:
         self._items: dict[str, ScheduleItem] = {}
         self._cursor: int | None = None
+        self._swept: int | None = None
         self._lock = threading.RLock()
 
     def transaction(self) -> AbstractContextManager[Any]:
@@ -125,6 +126,15 @@ class FakeScheduleStore:
         with self._lock:
             if self._cursor is None or self._cursor < until:
                 self._cursor = until
+
+    def swept(self) -> int | None:
+        with self._lock:
+            return self._swept
+
+    def advance_swept(self, until: int) -> None:
+        with self._lock:
+            if self._swept is None or self._swept < until:
+                self._swept = until
 
     # -- what the repositories' transactions write, and what tests look at ------------------
 
@@ -575,12 +585,13 @@ class FakeRunStore:
             None,
         )
 
-    def overdue(self, now: datetime) -> list[tuple[str, str]]:
+    def overdue(self, now: datetime, since: int | None = None) -> list[tuple[str, str]]:
+        low = -1 if since is None else since
         with self._schedule.transaction():
             return [
                 (row.run.job_id, row.run.key)
                 for row in self._rows.values()
-                if row.deadline is not None and row.deadline < epoch(now)
+                if row.deadline is not None and low < row.deadline < epoch(now)
             ]
 
     # -- writes ------------------------------------------------------------------------------
@@ -674,7 +685,7 @@ class FakeRunStore:
 
         def apply(row: StoredRun) -> None:
             row.run = row.run.model_copy(update={"status": RunStatus.WAITING, "updated_at": now})
-            row.deadline = deadline
+            row.deadline = max(deadline, ahead_of(now))
 
         return self._change(run, lambda row: row.run.status in waitable, apply)
 
@@ -695,7 +706,7 @@ class FakeRunStore:
                     "updated_at": now,
                 }
             )
-            row.deadline = deadline
+            row.deadline = max(deadline, ahead_of(now))
 
         return self._change(run, lambda row: row.run.status in startable, apply)
 
@@ -722,7 +733,7 @@ class FakeRunStore:
             changes |= {name: value for name, value in optional.items() if value is not None}
             row.run = row.run.model_copy(update=changes)
             row.expires_at = epoch(now) + self._retention_seconds
-            row.deadline = row.claim_id = row.claim_until = None
+            row.claim_id = row.claim_until = None  # the in-flight entry (deadline) stays
 
         return self._end(run, lambda row: row.run.status in UNFINISHED, apply)
 

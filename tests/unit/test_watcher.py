@@ -795,9 +795,72 @@ def test_the_sweep_concludes_an_overdue_run_from_its_late_report(
     stored = runs.stored(job.job_id, lost.key)
     assert stored is not None
     assert (stored.run.status, stored.run.output_tail) == (RunStatus.SUCCEEDED, "done\n")
-    assert stored.deadline is None
+    assert stored.deadline is not None  # its in-flight entry stays; the sweep's cursor is past it
     # And a later tick does not conclude it again
     assert watcher.tick().lost_runs_concluded == 0
+
+
+class CountsReads(FakeRunStore):
+    def __init__(self, schedule: FakeScheduleStore) -> None:
+        super().__init__(schedule)
+        self.reads: list[str] = []
+
+    def get(self, job_id: str, key: str) -> Run | None:
+        self.reads.append(key)
+        return super().get(job_id, key)
+
+
+def test_the_sweep_reads_an_ended_runs_kept_entry_once_and_leaves_the_run_alone(
+    jobs: FakeJobStore,
+    schedule: FakeScheduleStore,
+    queue: FakeRunQueue,
+    objects: FakeRunObjects,
+    clock: FakeClock,
+) -> None:
+    # Given a run that ended (its in-flight entry kept, with a deadline that then passes)
+    runs = CountsReads(schedule)
+    watcher = make_watcher(jobs, schedule, runs, queue, objects, clock)
+    job = add_job(jobs, now=CREATED, schedule=YEARLY)
+    ended = existing_run(runs, job, DAY.replace(hour=11), queued_until=epoch(TICK) + 30)
+    report = RunReport(
+        job_id=job.job_id, run_key=ended.key, attempt=1, status=RunStatus.SUCCEEDED, exit_code=0
+    )
+    assert runs.finish(ended, report, None, TICK)
+    runs.reads.clear()
+
+    # When ticks pass its deadline
+    for minute in range(4):
+        clock.set(TICK + timedelta(minutes=minute))
+        assert watcher.tick().lost_runs_concluded == 0
+
+    # Then the sweep read it once (the tick after its deadline), and it stayed SUCCEEDED
+    assert runs.reads.count(ended.key) == 1
+    assert status_of(runs, job, ended.key) is RunStatus.SUCCEEDED
+    assert schedule.swept() == epoch(TICK + timedelta(minutes=3)) - 1
+
+
+def test_a_start_recorded_after_its_deadline_is_still_swept_if_the_run_goes_silent(
+    watcher: Watcher,
+    jobs: FakeJobStore,
+    runs: FakeRunStore,
+    clock: FakeClock,
+) -> None:
+    # Given a run whose started report was handled so late that its deadline (from its start)
+    # was already behind the sweep's cursor
+    job = add_job(jobs, now=CREATED, schedule=YEARLY)
+    run = existing_run(runs, job, DAY.replace(hour=11), queued_until=epoch(TICK) + 600)
+    watcher.tick()
+    late = TICK + timedelta(seconds=5)
+    report = RunReport(job_id=job.job_id, run_key=run.key, attempt=1, started_at=TICK)
+    assert runs.mark_running(run, report, late, epoch(TICK) - 500)
+
+    # Then its deadline is at least a minute after the write, past the cursor
+    stored = runs.stored(job.job_id, run.key)
+    assert stored is not None
+    assert stored.deadline == epoch(late) + 60
+    # And when the run stays silent, a tick after that concludes it
+    clock.set(late + timedelta(seconds=61))
+    assert watcher.tick().lost_runs_concluded == 1
 
 
 def test_jobs_that_are_not_active_get_no_runs(

@@ -12,6 +12,7 @@ from aws_lambda_powertools import Logger
 
 from scheduler import keys, metrics
 from scheduler import metric_names as names
+from scheduler.fanout import fan_out
 from scheduler.jobs.ports import JobStore
 from scheduler.pipeline.due_runs import DispatchPolicy, DueRuns
 from scheduler.pipeline.ports import RunQueue
@@ -149,13 +150,20 @@ class Watcher:
 
     def _conclude_lost(self, now: datetime) -> int:
         """Runs past their deadline with no end recorded (a task died unseen, a message went to
-        the DLQ): concluded like a stopped task's, from a late report or as a failed attempt."""
+        the DLQ): concluded like a stopped task's, from a late report or as a failed attempt.
+        The index keeps ended runs' entries, so the sweep reads only the deadlines passed since
+        its cursor (each entry once) and moves the cursor after them; no deadline is written
+        less than a minute ahead (run_repository.DEADLINE_FLOOR_SECONDS)."""
+        found = self._runs.overdue(now, self._schedule.swept())
+        runs = fan_out(lambda ref: self._runs.get(*ref), found, self._policy.workers)
         count = 0
-        for job_id, key in self._runs.overdue(now):
-            run = self._runs.get(job_id, key)
+        for run in runs:
             # The index is read eventually consistent: a deadline moved since (a run sent
-            # again, a started report) is not past.
-            if run is not None and (run.deadline is None or run.deadline < epoch(now)):
+            # again, a started report) is not past; its new entry is past the cursor.
+            if run is None or run.status.terminal:
+                continue
+            if run.deadline is None or run.deadline < epoch(now):
                 error = f"no report from the runner before the deadline (was {run.status.value})"
                 count += self._silent_runs.conclude_unreported(run, error)
+        self._schedule.advance_swept(epoch(now) - 1)
         return count

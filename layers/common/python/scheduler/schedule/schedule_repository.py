@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 TAKEN_ITEM_TTL_SECONDS = 30 * 86400
 CURSOR_BUCKET = "watcher"
 CURSOR_SLOT = "cursor"
+SWEPT_SLOT = "swept"  # the deadline sweep's own cursor (an ended run keeps its index entry)
 
 
 class ScheduleRepository:
@@ -95,20 +96,33 @@ class ScheduleRepository:
 
     def cursor(self) -> int | None:
         """Epoch second up to which every due item has been taken, or None before the first tick."""
+        return self._read_cursor(CURSOR_SLOT)
+
+    def advance_cursor(self, until: int) -> None:
+        """Move the cursor forward only (an overlapping, older tick never moves it back)."""
+        self._move_cursor(CURSOR_SLOT, until)
+
+    def swept(self) -> int | None:
+        """The highest deadline the watcher's sweep has covered, or None before its first."""
+        return self._read_cursor(SWEPT_SLOT)
+
+    def advance_swept(self, until: int) -> None:
+        self._move_cursor(SWEPT_SLOT, until)
+
+    def _read_cursor(self, slot: str) -> int | None:
         response = self._db.get_item(
             TableName=self._table,
-            Key=dump({"bucket": CURSOR_BUCKET, "slot": CURSOR_SLOT}),
+            Key=dump({"bucket": CURSOR_BUCKET, "slot": slot}),
             ConsistentRead=True,
         )
         item = response.get("Item")
         return int(load(item)["until"]) if item else None
 
-    def advance_cursor(self, until: int) -> None:
-        """Move the cursor forward only (an overlapping, older tick never moves it back)."""
+    def _move_cursor(self, slot: str, until: int) -> None:
         try:
             self._db.put_item(
                 TableName=self._table,
-                Item=dump({"bucket": CURSOR_BUCKET, "slot": CURSOR_SLOT, "until": until}),
+                Item=dump({"bucket": CURSOR_BUCKET, "slot": slot, "until": until}),
                 ConditionExpression="attribute_not_exists(#u) OR #u < :until",
                 ExpressionAttributeNames={"#u": "until"},
                 ExpressionAttributeValues=dump({":until": until}),
