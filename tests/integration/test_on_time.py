@@ -68,8 +68,18 @@ def _queued_messages(stack) -> list[dict[str, Any]]:
 
 
 def _schedule_items(stack, job_id: str) -> list[int]:
+    """Due seconds of the job's items still to be taken: a taken occurrence's item stays until
+    it expires, and the job shows its next occurrence (due_runs.is_live; no jitter here)."""
+    jobs = boto3.resource("dynamodb").Table(stack.physical_names["JobsTable"])
+    shown = jobs.get_item(Key={"pk": f"JOB#{job_id}"})["Item"].get("next_run_utc")
     table = boto3.resource("dynamodb").Table(stack.physical_names["ScheduleTable"])
-    return sorted(int(i["due_at"]) for i in table.scan()["Items"] if i.get("job_id") == job_id)
+    return sorted(
+        int(i["due_at"])
+        for i in table.scan()["Items"]
+        if i.get("job_id") == job_id
+        and shown is not None
+        and int(i["scheduled_at"]) == int(datetime.fromisoformat(str(shown)).timestamp())
+    )
 
 
 def _call(invoke, function: str, event: str, job_id: str, body: Any = None) -> dict[str, Any]:

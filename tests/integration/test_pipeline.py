@@ -5,6 +5,7 @@ run status, and the ECS task-stopped safety net."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -100,10 +101,11 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
     assert len(messages) == 1
     assert messages[0]["Attributes"]["MessageGroupId"] == job["job_id"]
 
-    # And the job's schedule moved to its next occurrence
+    # And the job's schedule moved to its next occurrence (the taken item is left to expire)
     schedule = boto3.resource("dynamodb").Table(stack.physical_names["ScheduleTable"])
     slots = [i for i in schedule.scan()["Items"] if i.get("job_id") == job["job_id"]]
-    assert [int(s["scheduled_at"]) for s in slots] == [int(run["execution_time"]) + 60]
+    at = int(run["execution_time"])
+    assert sorted(int(s["scheduled_at"]) for s in slots) == [at, at + 60]
 
     # When the executor receives the message (twice: a redelivery)
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
@@ -341,51 +343,94 @@ def test_a_watcher_that_dies_before_sending_loses_nothing(stack, invoke, monkeyp
     assert len(_receive(stack, "DispatchQueue")) == 1
 
 
-def test_a_watcher_that_dies_between_the_job_and_its_next_item_loses_nothing(
+def test_a_watcher_that_dies_between_the_next_item_and_the_job_loses_nothing(
     stack, invoke, monkeypatch
 ) -> None:
-    # Given a due every-minute job, and a tick that crashes after moving the job's next run,
-    # before putting the next occurrence's item (the three writes are no longer a transaction)
+    # Given a due every-minute job, and a tick that crashes after putting the next occurrence's
+    # item, before moving the job's next run to it (two plain writes, in that order)
     job = _create_job(invoke)
     use_function_environment(stack, "WatcherFunction", monkeypatch)
     schedule = boto3.resource("dynamodb").Table(stack.physical_names["ScheduleTable"])
 
-    def items() -> list[dict[str, Any]]:
-        return [i for i in schedule.scan()["Items"] if i["bucket"] != "watcher"]
+    def items() -> dict[int, dict[str, Any]]:
+        found = [i for i in schedule.scan()["Items"] if i["bucket"] != "watcher"]
+        return {int(i["slot"].split("#")[0]): i for i in found}
 
     (taken,) = items()
 
     def crash(params: dict[str, Any], **_: Any) -> None:
         body = params.get("body", b"")
         body = body.decode() if isinstance(body, bytes) else str(body)
-        if "ScheduleTable" in body and '"slot"' in body and "cursor" not in body:
-            raise RuntimeError("killed between the job and its next item")
+        if "next_run_utc" in body:
+            raise RuntimeError("killed between the next item and the job")
 
     boto3.setup_default_session()
-    boto3.DEFAULT_SESSION.events.register("before-call.dynamodb.PutItem", crash)
+    boto3.DEFAULT_SESSION.events.register("before-call.dynamodb.UpdateItem", crash)
     with pytest.raises(RuntimeError):
         wiring.watcher().tick()
     jobs = stores_of(stack, "WatcherFunction", monkeypatch).jobs
-    moved = jobs.get(job["job_id"])
-    assert moved is not None
-    assert moved.next_run_at is not None
-    assert [i["slot"] for i in items()] == [taken["slot"]]  # the taken item is still there
+    unmoved = jobs.get(job["job_id"])
+    assert unmoved is not None
+    assert unmoved.next_run_at is not None
+    assert int(unmoved.next_run_at.timestamp()) == taken  # the job still shows it
+    assert len(items()) == 2  # the taken item, and the next one put first
 
     # When the next tick runs normally
-    boto3.DEFAULT_SESSION.events.unregister("before-call.dynamodb.PutItem", crash)
+    boto3.DEFAULT_SESSION.events.unregister("before-call.dynamodb.UpdateItem", crash)
     wiring.reset()
     invoke("WatcherFunction", load_event("watcher"))
 
-    # Then the job has one next item, the one it shows (later than the one the crashed tick
-    # wrote on the job, if the minute turned meanwhile), and the taken item's run was queued once
-    (following,) = items()
+    # Then the job shows a later occurrence whose item exists, with a run for every
+    # occurrence before it (the taken item's queued once, sent again), and the taken items
+    # are still there, left to expire (the table's TTL attribute, 30 days after due)
     shown = jobs.get(job["job_id"])
     assert shown is not None
     assert shown.next_run_at is not None
-    assert int(following["slot"].split("#")[0]) == int(shown.next_run_at.timestamp())
-    assert shown.next_run_at >= moved.next_run_at
+    following = int(shown.next_run_at.timestamp())
+    assert following > taken
+    left = items()
+    assert following in left
     runs = {int(r["execution_time"]): r for r in runs_of(stack, job["job_id"])}
-    assert runs[int(taken["slot"].split("#")[0])]["status"] == "QUEUED"
+    assert sorted(runs) == sorted(at for at in left if at < following)
+    assert runs[taken]["status"] == "QUEUED"
+    assert {int(i["expires_at"]) - at for at, i in left.items()} == {30 * 86400}
+
+
+def test_a_taken_occurrence_item_is_passed_over_without_a_write(stack, invoke, monkeypatch) -> None:
+    # Given a tick that took a due every-minute job's occurrence: its item is still there
+    job = _create_job(invoke)
+    invoke("WatcherFunction", load_event("watcher"))
+    use_function_environment(stack, "WatcherFunction", monkeypatch)
+    (run,) = runs_of(stack, job["job_id"])
+    at = int(run["execution_time"])
+    schedule = boto3.resource("dynamodb").Table(stack.physical_names["ScheduleTable"])
+    slots = [i["slot"] for i in schedule.scan()["Items"] if i["bucket"] != "watcher"]
+    assert f"{at:010d}#{job['job_id']}" in slots
+
+    # When the next tick re-reads it in its overlap, its DynamoDB writes recorded
+    writes: list[str] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        body = params.get("body", b"")
+        writes.append(body.decode() if isinstance(body, bytes) else str(body))
+
+    operations = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems")
+    boto3.setup_default_session()
+    for operation in operations:
+        boto3.DEFAULT_SESSION.events.register(f"before-call.dynamodb.{operation}", record)
+    wiring.reset()
+    try:
+        wiring.watcher().tick()
+    finally:
+        for operation in operations:
+            boto3.DEFAULT_SESSION.events.unregister(f"before-call.dynamodb.{operation}", record)
+
+    # Then nothing is written for it (no run put, no send again, no delete): its job shows a
+    # later occurrence, read consistently, so the item is known taken
+    assert writes, "the tick wrote nothing at all (not even its cursor)"
+    assert not [w for w in writes if f"{at:010d}#" in w or run["key"] in w]
+    ((again,),) = [[r for r in runs_of(stack, job["job_id"]) if r["key"] == run["key"]]]
+    assert again == run
 
 
 def test_a_failed_dispatch_holds_back_only_its_own_jobs_records(stack, invoke) -> None:
@@ -503,7 +548,14 @@ def test_a_missed_tick_is_caught_up_from_the_cursor(stack, invoke, monkeypatch) 
     assert len(times) >= 20
     assert {r["status"] for r in runs} == {"QUEUED"}
     assert {int(r["attempt"]) for r in runs} == {1}
-    (upcoming,) = [i for i in schedule.due(*_wide_window()) if i.job_id == job["job_id"]]
+    shown = stores.jobs.get(job["job_id"])
+    assert shown is not None
+    assert shown.next_run_at is not None
+    (upcoming,) = [
+        i
+        for i in schedule.due(*_wide_window())
+        if i.job_id == job["job_id"] and i.scheduled_at == int(shown.next_run_at.timestamp())
+    ]
     assert upcoming.scheduled_at == times[-1] + 60
     assert upcoming.scheduled_at > datetime.now(UTC).timestamp()
 
@@ -585,12 +637,14 @@ def test_the_deadline_sweep_concludes_from_a_report_whose_notification_was_lost(
     _put_report(stack, run, "finished", {"status": "SUCCEEDED", "exit_code": 0})
     _receive(stack, "ReportsQueue")  # taken and never deleted: as if its consumer died
 
-    # When its deadline has passed and the watcher sweeps
+    # When its deadline has passed and the watcher sweeps (a deadline just after the last
+    # sweep's cursor: the sweep reads each deadline once, from its cursor)
     boto3.resource("dynamodb").Table(stack.physical_names["RunsTable"]).update_item(
         Key={"job_id": job["job_id"], "key": run["key"]},
-        UpdateExpression="SET deadline = :past",
-        ExpressionAttributeValues={":past": 1},
+        UpdateExpression="SET deadline = :soon",
+        ExpressionAttributeValues={":soon": int(time.time()) + 1},
     )
+    time.sleep(2.1)
     invoke("WatcherFunction", load_event("watcher"))
 
     # Then the run is concluded from the report, not failed and run again (the tick may also
@@ -599,6 +653,45 @@ def test_the_deadline_sweep_concludes_from_a_report_whose_notification_was_lost(
     assert run["status"] == "SUCCEEDED"
     assert run["attempt"] == 1
     assert "attempts" not in run
+
+
+def test_an_ended_run_keeps_its_in_flight_entry_and_the_sweep_passes_it_once(
+    stack, invoke, monkeypatch
+) -> None:
+    # Given a dispatched run whose start is recorded late (its report's start an hour back)
+    job = _create_job(invoke)
+    invoke("WatcherFunction", load_event("watcher"))
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    invoke("ExecutorFunction", _sqs_event(_receive(stack, "DispatchQueue"), arn))
+    (run,) = runs_of(stack, job["job_id"])
+    stores = stores_of(stack, "WatcherFunction", monkeypatch)
+    stored = stores.runs.get(job["job_id"], run["key"])
+    assert stored is not None
+    now = datetime.now(UTC)
+    report = SimpleNamespace(started_at=now - timedelta(hours=1), start_lag_ms=0)
+    assert stores.runs.mark_running(stored, report, now, int(now.timestamp()) - 3000)  # type: ignore[arg-type]
+
+    # Then its deadline is at least a minute ahead, never behind the sweep's cursor
+    (running,) = runs_of(stack, job["job_id"])
+    assert int(running["deadline"]) == int(now.timestamp()) + 60
+
+    # When it ends through its finished report
+    _put_report(stack, run, "finished", {"status": "SUCCEEDED", "exit_code": 0})
+    _deliver_reports(stack, invoke)
+
+    # Then its in-flight index entry was not removed (no index write at the end)
+    (ended,) = runs_of(stack, job["job_id"])
+    assert ended["status"] == "SUCCEEDED"
+    assert (ended["inflight_shard"], ended["deadline"]) == (
+        running["inflight_shard"],
+        running["deadline"],
+    )
+
+    # And when its deadline passes, the sweep finds it after its cursor, once
+    after = datetime.fromtimestamp(int(ended["deadline"]) + 1, UTC)
+    found = (job["job_id"], run["key"])
+    assert found in stores.runs.overdue(after, stores.schedule.swept())
+    assert found not in stores.runs.overdue(after, int(ended["deadline"]))
 
 
 def test_a_runs_output_is_given_as_text_or_as_a_link(stack, invoke) -> None:

@@ -30,6 +30,7 @@ from scheduler import keys
 from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import Job, JobFilters, JobStatus, ListPage
 from scheduler.pipeline.dispatch_models import DispatchMessage, RunSpec
+from scheduler.pipeline.due_runs import is_live
 from scheduler.pipeline.watcher import Watcher, WatcherPolicy
 from scheduler.quotas.quota_models import MinuteCounter, Places, QuotaCounters, jobs_exceeded
 from scheduler.runs.run_models import (
@@ -41,7 +42,7 @@ from scheduler.runs.run_models import (
     RunTrigger,
 )
 from scheduler.runs.run_outcomes import RunOutcomes
-from scheduler.runs.run_repository import UNFINISHED
+from scheduler.runs.run_repository import UNFINISHED, ahead_of
 from scheduler.schedule import cron
 from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import epoch, from_epoch, to_text
@@ -93,6 +94,7 @@ class FakeScheduleStore:
     def __init__(self) -> None:
         self._items: dict[str, ScheduleItem] = {}
         self._cursor: int | None = None
+        self._swept: int | None = None
         self._lock = threading.RLock()
 
     def transaction(self) -> AbstractContextManager[Any]:
@@ -124,6 +126,15 @@ class FakeScheduleStore:
         with self._lock:
             if self._cursor is None or self._cursor < until:
                 self._cursor = until
+
+    def swept(self) -> int | None:
+        with self._lock:
+            return self._swept
+
+    def advance_swept(self, until: int) -> None:
+        with self._lock:
+            if self._swept is None or self._swept < until:
+                self._swept = until
 
     # -- what the repositories' transactions write, and what tests look at ------------------
 
@@ -215,7 +226,7 @@ class FakeJobStore:
             row = self._rows.get(job_id)
             return row.job.model_copy(deep=True) if row else None
 
-    def get_many(self, job_ids: set[str]) -> dict[str, Job]:
+    def get_many(self, job_ids: set[str], *, consistent: bool = False) -> dict[str, Job]:
         with self._schedule.transaction():
             return {
                 job_id: self._rows[job_id].job.model_copy(deep=True)
@@ -309,8 +320,28 @@ class FakeJobStore:
     def advance(
         self, job: Job, current: ScheduleItem, following: datetime | None
     ) -> ScheduleItem | None:
-        # JobRepository.advance: the job first (ACTIVE, and showing the taken occurrence or
-        # already the next), then the next item, then the taken one goes; plain writes.
+        # JobRepository.advance: the next item first, then the job (ACTIVE, and showing the
+        # taken occurrence or already the next); the taken item stays (it expires). Plain
+        # writes: `put_next` and `move_job` are the two, for tests that crash between them.
+        item = None if following is None else _occurrence(job, following)
+        if item is not None:
+            self.put_next(item)
+        return item if self.move_job(job, current, following) else None
+
+    def upcoming(self, job_id: str | None = None) -> list[ScheduleItem]:
+        """The schedule items still to be taken (of one job, if given): `schedule.items()`
+        without taken occurrences, which stay until they expire (due_runs.is_live)."""
+        with self._schedule.transaction():
+            return [
+                item
+                for item in self._schedule.items(job_id)
+                if is_live(item, self._rows[item.job_id].job if item.job_id in self._rows else None)
+            ]
+
+    def put_next(self, item: ScheduleItem) -> None:
+        self._schedule.put(item)
+
+    def move_job(self, job: Job, current: ScheduleItem, following: datetime | None) -> bool:
         with self._schedule.transaction():
             row = self._rows.get(job.job_id)
             shows = row is not None and row.job.next_run_at in (
@@ -318,15 +349,9 @@ class FakeJobStore:
                 following,
             )
             if row is None or row.job.status is not JobStatus.ACTIVE or not shows:
-                # Paused, gone, or advanced past this item by another taker: the item goes.
-                self._schedule.delete(current)
-                return None
+                return False  # paused, gone, or advanced past this item by another taker
             row.job = _as_stored(row.job.model_copy(update={"next_run_at": following}))
-            item = None if following is None else _occurrence(job, following)
-            if item is not None:
-                self._schedule.put(item)
-            self._schedule.delete(current)
-            return item
+            return True
 
     def list_for_owner(
         self, user_id: str, filters: JobFilters, limit: int, start: dict[str, str] | None
@@ -560,12 +585,13 @@ class FakeRunStore:
             None,
         )
 
-    def overdue(self, now: datetime) -> list[tuple[str, str]]:
+    def overdue(self, now: datetime, since: int | None = None) -> list[tuple[str, str]]:
+        low = -1 if since is None else since
         with self._schedule.transaction():
             return [
                 (row.run.job_id, row.run.key)
                 for row in self._rows.values()
-                if row.deadline is not None and row.deadline < epoch(now)
+                if row.deadline is not None and low < row.deadline < epoch(now)
             ]
 
     # -- writes ------------------------------------------------------------------------------
@@ -659,7 +685,7 @@ class FakeRunStore:
 
         def apply(row: StoredRun) -> None:
             row.run = row.run.model_copy(update={"status": RunStatus.WAITING, "updated_at": now})
-            row.deadline = deadline
+            row.deadline = max(deadline, ahead_of(now))
 
         return self._change(run, lambda row: row.run.status in waitable, apply)
 
@@ -680,7 +706,7 @@ class FakeRunStore:
                     "updated_at": now,
                 }
             )
-            row.deadline = deadline
+            row.deadline = max(deadline, ahead_of(now))
 
         return self._change(run, lambda row: row.run.status in startable, apply)
 
@@ -707,7 +733,7 @@ class FakeRunStore:
             changes |= {name: value for name, value in optional.items() if value is not None}
             row.run = row.run.model_copy(update=changes)
             row.expires_at = epoch(now) + self._retention_seconds
-            row.deadline = row.claim_id = row.claim_until = None
+            row.claim_id = row.claim_until = None  # the in-flight entry (deadline) stays
 
         return self._end(run, lambda row: row.run.status in UNFINISHED, apply)
 

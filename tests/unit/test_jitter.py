@@ -64,5 +64,5 @@ def test_hourly_jobs_with_jitter_start_spread_over_it_keyed_by_their_second() ->
     # And a change of jitter moves the upcoming item with it
     job = created[0]
     service.update("alice", job.job_id, JobUpdate(jitter_seconds=0))
-    (item,) = schedule.items(job.job_id)
+    (item,) = jobs.upcoming(job.job_id)
     assert item.due_at == item.scheduled_at == epoch(TEN + timedelta(hours=1))

@@ -432,8 +432,8 @@ def test_a_change_that_lost_a_race_reads_the_job_again_and_succeeds(
     # Then the first write failed its condition, the second (on a fresh read) succeeded
     assert jobs.moved
     assert (paused.status, paused.next_run_at) == (JobStatus.PAUSED, None)
-    # And the moved schedule item went too
-    assert schedule.items() == []
+    # And the moved schedule item is not to be taken either
+    assert jobs.upcoming() == []
 
 
 class AlwaysLosingJobs(FakeJobStore):

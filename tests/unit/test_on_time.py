@@ -153,7 +153,7 @@ def test_an_every_minute_job_takes_its_successor_in_the_same_tick() -> None:
         epoch(START) + 120,
         epoch(START) + 180,
     ]
-    (item,) = pipeline.schedule.items(job.job_id)
+    (item,) = pipeline.jobs.upcoming(job.job_id)
     assert item.due_at == epoch(START) + 240
 
 
@@ -169,7 +169,7 @@ def test_a_job_created_seconds_before_its_first_run_is_queued_by_the_create(
 
     # Then its 05:01 run is queued at once (no tick ran), and its schedule moved to tomorrow
     assert pipeline.leads(job.job_id) == {epoch(START) + 60: before}
-    (item,) = pipeline.schedule.items(job.job_id)
+    (item,) = pipeline.jobs.upcoming(job.job_id)
     assert item.due_at == epoch(START) + 60 + 86400
 
     # And a tick right after does not queue it again

@@ -78,7 +78,7 @@ def test_a_one_time_job_runs_once_then_has_no_next_run() -> None:
     stored = jobs.get(job.job_id)
     assert stored is not None
     assert stored.next_run_at is None
-    assert schedule.items() == []
+    assert jobs.upcoming() == []
 
     # And one in the past is refused
     with pytest.raises(InvalidInput, match="never fires"):

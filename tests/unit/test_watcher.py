@@ -182,9 +182,14 @@ def test_a_tick_queues_a_due_run_once_and_writes_the_next_occurrence(
     )
     assert stored.deadline == epoch(NOON) + job.timeout_seconds + GRACE
     assert stored.script_key == keys.script_key(job.script_sha256)
-    # And the job's schedule item is now its 13:00 occurrence, shown on the job too
+    # And the job's schedule item is now its 13:00 occurrence, shown on the job too; the
+    # 12:00 item is left to expire (not deleted: 1 WRU a run), taken since the job shows 13:00
     thirteen = NOON + timedelta(hours=1)
-    assert schedule.items() == [ScheduleItem.occurrence(job.job_id, "alice", thirteen)]
+    assert jobs.upcoming() == [ScheduleItem.occurrence(job.job_id, "alice", thirteen)]
+    assert schedule.items() == [
+        ScheduleItem.occurrence(job.job_id, "alice", NOON),
+        ScheduleItem.occurrence(job.job_id, "alice", thirteen),
+    ]
     stored_job = jobs.get(job.job_id)
     assert stored_job is not None
     assert stored_job.next_run_at == thirteen
@@ -257,8 +262,83 @@ def test_a_tick_that_died_before_moving_the_schedule_is_finished_by_sending_the_
     assert (report.queued, report.already_handled) == (1, 0)
     assert [r.key for r in runs.all()] == [run_key(job, NOON)]
     assert status_of(runs, job, run_key(job, NOON)) is RunStatus.QUEUED
-    assert schedule.items() == [
+    assert jobs.upcoming() == [
         ScheduleItem.occurrence(job.job_id, "alice", NOON + timedelta(hours=1))
+    ]
+
+
+class CrashesBeforeMovingTheJob(FakeJobStore):
+    """The first `advance` dies after putting the next item, before moving the job to it."""
+
+    def __init__(self, schedule: FakeScheduleStore) -> None:
+        super().__init__(schedule)
+        self.crashed = False
+
+    def move_job(self, job: Job, current: ScheduleItem, following: datetime | None) -> bool:
+        if not self.crashed:
+            self.crashed = True
+            raise TimeoutError("the tick died here")
+        return super().move_job(job, current, following)
+
+
+def test_a_tick_that_died_between_the_next_item_and_the_job_loses_and_doubles_nothing(
+    schedule: FakeScheduleStore,
+    runs: FakeRunStore,
+    queue: FakeRunQueue,
+    objects: FakeRunObjects,
+    clock: FakeClock,
+) -> None:
+    # Given a tick that queued the 12:00 run, put the 13:00 item and died before moving the job
+    jobs = CrashesBeforeMovingTheJob(schedule)
+    job = hourly(jobs)
+    watcher = make_watcher(jobs, schedule, runs, queue, objects, clock)
+    with pytest.raises(TimeoutError):
+        watcher.tick()
+    thirteen = NOON + timedelta(hours=1)
+    assert jobs.upcoming() == [ScheduleItem.occurrence(job.job_id, "alice", NOON)]
+
+    # When the next ticks see both items
+    clock.advance(60)
+    watcher.tick()
+    clock.advance(60)
+    again = watcher.tick()
+
+    # Then the 12:00 run is sent again once (the job still showed it), the job moves to 13:00,
+    # and after that the 12:00 item is passed over: taken, left to expire
+    assert queue.accepted_runs() == [(run_key(job, NOON), 1)] * 2
+    assert jobs.upcoming() == [ScheduleItem.occurrence(job.job_id, "alice", thirteen)]
+    assert (again.items, again.queued) == (0, 0)
+    assert [r.key for r in runs.all()] == [run_key(job, NOON)]
+
+
+def test_an_item_put_by_a_taker_that_lost_to_an_update_is_never_run(
+    watcher: Watcher,
+    jobs: FakeJobStore,
+    schedule: FakeScheduleStore,
+    runs: FakeRunStore,
+    queue: FakeRunQueue,
+    clock: FakeClock,
+) -> None:
+    # Given a stale taker that put the job's 13:00 item after an update had moved the job to
+    # 12:30 (its move of the job then failed: the job shows neither 12:00 nor 13:00)
+    job = hourly(jobs)
+    half_past = NOON + timedelta(minutes=30)
+    moved = job.model_copy(update={"schedule": "30 * * * *", "next_run_at": half_past})
+    assert jobs.update(moved, job, keys.script_key(job.script_sha256)) is True
+    thirteen = NOON + timedelta(hours=1)
+    assert jobs.advance(job, ScheduleItem.occurrence(job.job_id, "alice", NOON), thirteen) is None
+    assert ScheduleItem.occurrence(job.job_id, "alice", thirteen) in schedule.items()
+
+    # When the watcher ticks through 13:00
+    for minute in range(0, 70):
+        clock.set(TICK + timedelta(minutes=minute))
+        watcher.tick()
+
+    # Then only the occurrence the job showed ran (12:30; it shows 13:30 next): the orphan
+    # 13:00 item made no run
+    assert [r.scheduled_at for r in runs.all()] == [half_past]
+    assert jobs.upcoming() == [
+        ScheduleItem.occurrence(job.job_id, "alice", thirteen + timedelta(minutes=30))
     ]
 
 
@@ -283,11 +363,11 @@ def test_the_item_of_a_paused_or_deleted_job_is_dropped(
     # When the watcher ticks
     report = watcher.tick()
 
-    # Then no run is created or sent, and the item is gone
+    # Then no run is created or sent, and the item is not taken (nor deleted: it expires)
     assert runs.all() == []
     assert queue.received == []
-    assert schedule.items() == []
-    assert (report.items, report.queued) == (1, 0)
+    assert jobs.upcoming() == []
+    assert (report.items, report.queued) == (0, 0)
 
 
 @pytest.mark.parametrize(
@@ -440,7 +520,7 @@ def test_an_unsent_run_keeps_its_item_and_holds_the_cursor_before_it(
     assert queue.accepted_runs() == [(key, 1)]
     assert late.late_seconds == [20 * 60]
     assert status_of(runs, job, key) is RunStatus.QUEUED
-    assert schedule.items() == [
+    assert jobs.upcoming() == [
         ScheduleItem.occurrence(job.job_id, "alice", NOON + timedelta(hours=1))
     ]
 
@@ -490,7 +570,7 @@ def test_only_the_refused_runs_hold_their_items(
 
     # Then alice's run is sent and her schedule moves on; bob's item stays for the next tick
     assert queue.accepted_runs() == [(run_key(alices, NOON), 1)]
-    assert sorted((i.job_id, i.due_at) for i in schedule.items()) == sorted(
+    assert sorted((i.job_id, i.due_at) for i in jobs.upcoming()) == sorted(
         [(alices.job_id, epoch(NOON) + 3600), (bobs.job_id, epoch(NOON))]
     )
     assert schedule.cursor() < epoch(NOON)
@@ -551,7 +631,7 @@ def test_after_an_outage_every_missed_occurrence_is_queued_from_the_cursor(
     assert all(status_of(runs, job, run_key(job, at)) is RunStatus.QUEUED for at in missed)
     assert sorted(report.late_seconds) == [1800, 5400, 9000, 12600]
     # And the job's next run is 13:00, with one schedule item there
-    assert schedule.items() == [ScheduleItem.occurrence(job.job_id, "alice", DAY.replace(hour=13))]
+    assert jobs.upcoming() == [ScheduleItem.occurrence(job.job_id, "alice", DAY.replace(hour=13))]
     stored = jobs.get(job.job_id)
     assert stored is not None
     assert stored.next_run_at == DAY.replace(hour=13)
@@ -714,6 +794,29 @@ def test_the_sweep_sends_again_a_run_no_executor_claimed_before_its_deadline(
     assert stored.deadline == epoch(TICK) + job.timeout_seconds + GRACE
 
 
+def test_an_unclaimed_run_whose_sending_again_fails_is_swept_again(
+    watcher: Watcher,
+    jobs: FakeJobStore,
+    runs: FakeRunStore,
+    queue: FakeRunQueue,
+    clock: FakeClock,
+) -> None:
+    # Given an unclaimed run past its deadline, and a queue that refuses it at the next tick
+    job = add_job(jobs, now=CREATED, schedule=YEARLY)
+    stuck = existing_run(runs, job, DAY.replace(hour=11, minute=30), queued_until=epoch(TICK) - 1)
+    queue.refuse()
+    watcher.tick()
+    assert status_of(runs, job, stuck.key) is RunStatus.QUEUED
+
+    # When the queue works again, a minute later
+    queue.accept()
+    clock.set(TICK + timedelta(minutes=1))
+    watcher.tick()
+
+    # Then the sweep has not passed it by: it is sent again
+    assert queue.accepted_runs() == [(stuck.key, 1)]
+
+
 def test_the_sweep_skips_an_unclaimed_run_its_catch_up_policy_calls_missed(
     watcher: Watcher,
     jobs: FakeJobStore,
@@ -766,9 +869,72 @@ def test_the_sweep_concludes_an_overdue_run_from_its_late_report(
     stored = runs.stored(job.job_id, lost.key)
     assert stored is not None
     assert (stored.run.status, stored.run.output_tail) == (RunStatus.SUCCEEDED, "done\n")
-    assert stored.deadline is None
+    assert stored.deadline is not None  # its in-flight entry stays; the sweep's cursor is past it
     # And a later tick does not conclude it again
     assert watcher.tick().lost_runs_concluded == 0
+
+
+class CountsReads(FakeRunStore):
+    def __init__(self, schedule: FakeScheduleStore) -> None:
+        super().__init__(schedule)
+        self.reads: list[str] = []
+
+    def get(self, job_id: str, key: str) -> Run | None:
+        self.reads.append(key)
+        return super().get(job_id, key)
+
+
+def test_the_sweep_reads_an_ended_runs_kept_entry_once_and_leaves_the_run_alone(
+    jobs: FakeJobStore,
+    schedule: FakeScheduleStore,
+    queue: FakeRunQueue,
+    objects: FakeRunObjects,
+    clock: FakeClock,
+) -> None:
+    # Given a run that ended (its in-flight entry kept, with a deadline that then passes)
+    runs = CountsReads(schedule)
+    watcher = make_watcher(jobs, schedule, runs, queue, objects, clock)
+    job = add_job(jobs, now=CREATED, schedule=YEARLY)
+    ended = existing_run(runs, job, DAY.replace(hour=11), queued_until=epoch(TICK) + 30)
+    report = RunReport(
+        job_id=job.job_id, run_key=ended.key, attempt=1, status=RunStatus.SUCCEEDED, exit_code=0
+    )
+    assert runs.finish(ended, report, None, TICK)
+    runs.reads.clear()
+
+    # When ticks pass its deadline
+    for minute in range(4):
+        clock.set(TICK + timedelta(minutes=minute))
+        assert watcher.tick().lost_runs_concluded == 0
+
+    # Then the sweep read it once (the tick after its deadline), and it stayed SUCCEEDED
+    assert runs.reads.count(ended.key) == 1
+    assert status_of(runs, job, ended.key) is RunStatus.SUCCEEDED
+    assert schedule.swept() == epoch(TICK + timedelta(minutes=3)) - 1
+
+
+def test_a_start_recorded_after_its_deadline_is_still_swept_if_the_run_goes_silent(
+    watcher: Watcher,
+    jobs: FakeJobStore,
+    runs: FakeRunStore,
+    clock: FakeClock,
+) -> None:
+    # Given a run whose started report was handled so late that its deadline (from its start)
+    # was already behind the sweep's cursor
+    job = add_job(jobs, now=CREATED, schedule=YEARLY)
+    run = existing_run(runs, job, DAY.replace(hour=11), queued_until=epoch(TICK) + 600)
+    watcher.tick()
+    late = TICK + timedelta(seconds=5)
+    report = RunReport(job_id=job.job_id, run_key=run.key, attempt=1, started_at=TICK)
+    assert runs.mark_running(run, report, late, epoch(TICK) - 500)
+
+    # Then its deadline is at least a minute after the write, past the cursor
+    stored = runs.stored(job.job_id, run.key)
+    assert stored is not None
+    assert stored.deadline == epoch(late) + 60
+    # And when the run stays silent, a tick after that concludes it
+    clock.set(late + timedelta(seconds=61))
+    assert watcher.tick().lost_runs_concluded == 1
 
 
 def test_jobs_that_are_not_active_get_no_runs(

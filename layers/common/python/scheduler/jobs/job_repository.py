@@ -124,12 +124,16 @@ class JobRepository:
         item = response.get("Item")
         return to_job(load(item)) if item else None
 
-    def get_many(self, job_ids: set[str]) -> dict[str, Job]:
-        """Jobs by id (BatchGetItem, 100 a call); missing ones are absent from the result."""
-        jobs = (to_job(item) for item in self._batch_get([job_pk(i) for i in sorted(job_ids)]))
+    def get_many(self, job_ids: set[str], *, consistent: bool = False) -> dict[str, Job]:
+        """Jobs by id (BatchGetItem, 100 a call); missing ones are absent from the result.
+        `consistent` for the watcher, which tells a taken occurrence from the job's next run."""
+        pks = [job_pk(i) for i in sorted(job_ids)]
+        jobs = (to_job(item) for item in self._batch_get(pks, consistent=consistent))
         return {job.job_id: job for job in jobs}
 
-    def _batch_get(self, pks: list[str], projection: str | None = None) -> Iterator[dict[str, Any]]:
+    def _batch_get(
+        self, pks: list[str], projection: str | None = None, *, consistent: bool = False
+    ) -> Iterator[dict[str, Any]]:
         """The job items `pks` (BatchGetItem, 100 keys a call, unprocessed keys asked again)."""
         for offset in range(0, len(pks), 100):
             wanted: dict[str, Any] = {
@@ -137,6 +141,8 @@ class JobRepository:
             }
             if projection is not None:
                 wanted["ProjectionExpression"] = projection
+            if consistent:
+                wanted["ConsistentRead"] = True
             request: dict[str, Any] = {self._jobs: wanted}
             while request:
                 try:
@@ -152,21 +158,24 @@ class JobRepository:
         self, job: Job, current: ScheduleItem, following: datetime | None
     ) -> ScheduleItem | None:
         """Replace the job's taken schedule item by its next occurrence, and show that
-        occurrence on the job. Three plain writes, each safe to repeat, in this order (a
-        transaction of the three cost twice their units, 7 WRU a run with the job's index):
+        occurrence on the job. Two plain writes, each safe to repeat, in this order:
 
-        1. the job's `next_run_utc` moves to `following`, on condition that the job is ACTIVE
-           and shows the taken occurrence or already `following` (a crash after this step is
-           redone by the next tick, which re-reads the taken item). A job paused, deleted or
-           moved elsewhere meanwhile (an update took its item) fails it: the taken item is
-           just deleted, and nothing is put, so a stale taker never brings back an old item;
-        2. the next occurrence's item is put (idempotent: the same key);
-        3. the taken item is deleted.
+        1. the next occurrence's item is put (idempotent: the same key);
+        2. the job's `next_run_utc` moves to `following`, on condition that the job is ACTIVE
+           and shows the taken occurrence or already `following`.
 
-        A job therefore never loses its next item: until step 3 the taken item is still there
-        for the next tick. A pause between steps 1 and 2 (it deletes the item at the job's new
-        next_run_utc, not yet written) leaves an item of a paused job, deleted unrun when it
-        falls due, as any item of a job that is not ACTIVE."""
+        The taken item is not deleted (1 WRU a run): it expires (the table's TTL), and the
+        watcher, which re-reads it in its overlap, tells it is taken because its job no longer
+        shows it (`due_runs.is_live`). Until step 2 the job shows it, so a crash anywhere is
+        redone by the next tick; the next item exists before the job points at it, so a job
+        never shows an occurrence without its item. A job paused, deleted or moved elsewhere
+        meanwhile (an update took its item) fails step 2: the item put in step 1 is then an
+        orphan its job does not show, skipped when it falls due and left to expire (deleting
+        it could delete an update's item of the same key)."""
+        item = None
+        if following is not None:
+            item = ScheduleItem.occurrence(job.job_id, job.user_id, following, job.jitter_seconds)
+            self._schedule.put(item)
         next_utc = times.to_text(following) if following else None
         taken = times.to_text(from_epoch(current.scheduled_at))
         values: dict[str, Any] = {":active": JobStatus.ACTIVE.value, ":taken": taken}
@@ -188,14 +197,7 @@ class JobRepository:
             if not condition_failed(exc):
                 raise_if_throttled(exc)
                 raise
-            # Paused, gone, or advanced past this item by another taker: it just goes.
-            self._schedule.delete(current)
-            return None
-        item = None
-        if following is not None:
-            item = ScheduleItem.occurrence(job.job_id, job.user_id, following, job.jitter_seconds)
-            self._schedule.put(item)
-        self._schedule.delete(current)
+            return None  # paused, gone, or advanced past this item by another taker
         return item
 
     def update(self, updated: Job, previous: Job, script_key: str) -> bool:

@@ -65,6 +65,20 @@ MISSED_AFTER_SECONDS = 60
 MAX_DEFERRAL_MINUTES = 24 * 60
 
 
+def is_live(item: ScheduleItem, job: Job | None) -> bool:
+    """Whether `item` is still to be taken: any retry, manual run or check item (deleted once
+    taken), and an occurrence's item only while its job is ACTIVE and shows that occurrence as
+    its next run, at the same due second (its jitter). A taken occurrence's item is left to
+    expire, and the job shows the next one once its item exists (JobRepository.advance); an
+    item put by a taker that lost a race with an update or a pause is not shown either."""
+    if item.trigger is not RunTrigger.SCHEDULE:
+        return True
+    if job is None or job.status is not JobStatus.ACTIVE or job.next_run_at is None:
+        return False
+    shown = ScheduleItem.occurrence(job.job_id, job.user_id, job.next_run_at, job.jitter_seconds)
+    return (shown.scheduled_at, shown.due_at) == (item.scheduled_at, item.due_at)
+
+
 def dispatch_lead_seconds(
     *, task_start_seconds: int, dispatch_seconds: int, tick_seconds: int, tick_delay_seconds: int
 ) -> int:
@@ -134,6 +148,8 @@ class DueRuns:
         # A zero too: a metric that only appears when runs are deferred cannot tell "none".
         metrics.count(names.RUNS_DEFERRED, 0)
         while items:
+            # A taken occurrence's item is not deleted (it expires): its job shows another.
+            items = [item for item in items if is_live(item, jobs.get(item.job_id))]
             report.items += len(items)
             items = self._take_round(items, jobs, now, end, report)
         return report
@@ -218,6 +234,10 @@ class DueRuns:
         report.late_seconds += [max(0, epoch(now) - run.not_before) for run in queued]
 
         follow_ups = self._map(lambda item: self._settle(item, jobs.get(item.job_id)), settled)
+        for follow_up in follow_ups:
+            if follow_up is not None:  # the job now shows it (JobRepository.advance)
+                moved = {"next_run_at": from_epoch(follow_up.scheduled_at)}
+                jobs[follow_up.job_id] = jobs[follow_up.job_id].model_copy(update=moved)
         return [item for item in follow_ups if item is not None and item.due_at <= epoch(end)]
 
     def _send(self, runs: list[Run]) -> list[Run]:
@@ -234,12 +254,15 @@ class DueRuns:
         sent = self._queue.send(messages)
         return [run for pack, ok in zip(packs, sent, strict=True) if ok for run in pack]
 
-    def resend_unclaimed(self, runs: list[Run], jobs: dict[str, Job], now: datetime) -> int:
+    def resend_unclaimed(
+        self, runs: list[Run], jobs: dict[str, Job], now: datetime
+    ) -> tuple[int, list[Run]]:
         """QUEUED runs past their deadline that no executor claimed (their message went to the
         DLQ, or is still behind a backlog): the scheduler's delay, not a failed attempt. Each is
         sent again with a new deadline, unless its job's catch-up policy says it is missed by
         now (then SKIPPED, with why). A second delivery is harmless: the executor's claim lets
-        one through. Returns how many runs were sent or skipped."""
+        one through. Returns how many runs were sent or skipped, and those whose send failed
+        (the sweep looks at them again)."""
         send: list[Run] = []
         done = 0
         for run in runs:
@@ -251,11 +274,13 @@ class DueRuns:
                 done += 1
                 metrics.count(names.RUNS_SKIPPED)
                 run_changed("run skipped", run, error=missed)
-        for run in self._send(send):
+        sent = self._send(send)
+        for run in sent:
             if self._runs.mark_queued(run, now, self._deadline(run, now)):
                 done += 1
                 run_changed("run sent again", run, late_s=epoch(now) - run.not_before)
-        return done
+        sent_keys = {run.key for run in sent}
+        return done, [run for run in send if run.key not in sent_keys]
 
     def _deadline(self, run: Run, now: datetime) -> int:
         """When the sweep concludes a run sent now: it counts from when the run can start (a
@@ -458,13 +483,12 @@ class DueRuns:
         ]
 
     def _settle(self, item: ScheduleItem, job: Job | None) -> ScheduleItem | None:
-        """Replace a scheduled item by the job's next occurrence (returned); drop a one-off."""
-        if (
-            item.trigger is not RunTrigger.SCHEDULE
-            or job is None
-            or job.status is not JobStatus.ACTIVE
-        ):
+        """Replace a scheduled item by the job's next occurrence (returned); drop a one-off.
+        (An occurrence's item is left to expire: the job no longer shows it.)"""
+        if item.trigger is not RunTrigger.SCHEDULE:
             self._schedule.delete(item)
+            return None
+        if job is None or job.status is not JobStatus.ACTIVE:
             return None
         after = from_epoch(item.scheduled_at)
         try:  # None past the job's end_at: it has no next run (completed)

@@ -12,6 +12,7 @@ from aws_lambda_powertools import Logger
 
 from scheduler import keys, metrics
 from scheduler import metric_names as names
+from scheduler.fanout import fan_out
 from scheduler.jobs.ports import JobStore
 from scheduler.pipeline.due_runs import DispatchPolicy, DueRuns
 from scheduler.pipeline.ports import RunQueue
@@ -90,7 +91,8 @@ class Watcher:
         self._check_runs([i for i in items if i.check and i.due_at <= epoch(now)])
         self._settle_places([i for i in items if i.place is not None and i.due_at <= epoch(now)])
         items = [i for i in items if not i.check and i.place is None]
-        jobs = self._jobs.get_many({i.job_id for i in items})  # a retry's job may be paused
+        # Consistent: an occurrence's item is taken once its job shows the next (due_runs).
+        jobs = self._jobs.get_many({i.job_id for i in items}, consistent=True)
         taken = self._due_runs.take(items, jobs, now, end)
         report.items, report.queued = taken.items, taken.queued
         report.already_handled, report.late_seconds = taken.already_handled, taken.late_seconds
@@ -149,14 +151,20 @@ class Watcher:
     def _conclude_lost(self, now: datetime) -> int:
         """Runs past their deadline with no end recorded (a task died unseen, a message went to
         the DLQ): concluded like a stopped task's, from a late report or as a failed attempt;
-        one that no executor claimed is sent again or skipped by its catch-up policy."""
+        one that no executor claimed is sent again or skipped by its catch-up policy. The index
+        keeps ended runs' entries, so the sweep reads only the deadlines passed since its
+        cursor (each entry once) and moves the cursor after them; no deadline is written less
+        than a minute ahead (run_repository.DEADLINE_FLOOR_SECONDS)."""
+        found = self._runs.overdue(now, self._schedule.swept())
+        runs = fan_out(lambda ref: self._runs.get(*ref), found, self._policy.workers)
         count = 0
         unclaimed: list[Run] = []
-        for job_id, key in self._runs.overdue(now):
-            run = self._runs.get(job_id, key)
+        for run in runs:
             # The index is read eventually consistent: a deadline moved since (a run sent
-            # again, a started report) is not past.
-            if run is None or (run.deadline is not None and run.deadline >= epoch(now)):
+            # again, a started report) is not past; its new entry is past the cursor.
+            if run is None or run.status.terminal:
+                continue
+            if run.deadline is not None and run.deadline >= epoch(now):
                 continue
             if run.status is RunStatus.QUEUED:
                 # Unclaimed, unless a dispatch whose answer was lost released its claim
@@ -167,7 +175,12 @@ class Watcher:
                 continue
             error = f"no report from the runner before the deadline (was {run.status.value})"
             count += self._silent_runs.conclude_unreported(run, error)
+        swept = epoch(now) - 1
         if unclaimed:
             jobs = self._jobs.get_many({run.job_id for run in unclaimed})
-            count += self._due_runs.resend_unclaimed(unclaimed, jobs, now)
+            resent, unsent = self._due_runs.resend_unclaimed(unclaimed, jobs, now)
+            count += resent
+            # A run not sent again keeps its deadline: the cursor stays below it.
+            swept = min([swept] + [run.deadline - 1 for run in unsent if run.deadline])
+        self._schedule.advance_swept(swept)
         return count

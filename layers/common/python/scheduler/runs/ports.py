@@ -27,7 +27,7 @@ class RunStore(Protocol):
     def last_run(self, job_id: str, now: datetime) -> Run | None:
         """The job's latest run whose second has come (read eventually consistent)."""
 
-    def overdue(self, now: datetime) -> list[tuple[str, str]]: ...
+    def overdue(self, now: datetime, since: int | None = None) -> list[tuple[str, str]]: ...
 
     def create(
         self,

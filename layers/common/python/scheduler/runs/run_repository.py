@@ -32,6 +32,16 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 IN_FLIGHT_INDEX = "in_flight"
+# No deadline is written less than this ahead: the sweep reads each deadline once, from a
+# cursor, so an entry must be in the index (eventually consistent) before its deadline passes.
+DEADLINE_FLOOR_SECONDS = 60
+
+
+def ahead_of(now: datetime) -> int:
+    """The earliest deadline that may be written at `now`."""
+    return int(now.timestamp()) + DEADLINE_FLOOR_SECONDS
+
+
 # A run whose current attempt is under way: its end (or failure) may still be recorded.
 UNFINISHED = IN_FLIGHT | {RunStatus.QUEUED}
 
@@ -134,20 +144,27 @@ class RunRepository:
         items = response.get("Items", [])
         return to_run(load(items[0])) if items else None
 
-    def overdue(self, now: datetime) -> list[tuple[str, str]]:
-        """(job_id, key) of in-flight runs past their deadline: lost messages or dead tasks."""
+    def overdue(self, now: datetime, since: int | None = None) -> list[tuple[str, str]]:
+        """(job_id, key) of runs whose deadline passed after `since` (the sweep's cursor) and
+        before `now`: lost messages or dead tasks, and runs that ended since (an ended run
+        keeps its entry, read once by the sweep, rather than a write to remove it)."""
+        low = -1 if since is None else since
         found = []
         for shard in range(self._shards):
             args: dict[str, Any] = {
                 "TableName": self._table,
                 "IndexName": IN_FLIGHT_INDEX,
-                "KeyConditionExpression": "inflight_shard = :s AND deadline < :now",
+                "KeyConditionExpression": "inflight_shard = :s AND deadline BETWEEN :low AND :high",
                 "ExpressionAttributeValues": dump(
-                    {":s": f"{shard:02d}", ":now": int(now.timestamp())}
+                    {":s": f"{shard:02d}", ":low": low + 1, ":high": int(now.timestamp()) - 1}
                 ),
             }
-            response = self._call(self._db.query, **args)
-            found += [(load(i)["job_id"], load(i)["key"]) for i in response.get("Items", [])]
+            while True:
+                response = self._call(self._db.query, **args)
+                found += [(load(i)["job_id"], load(i)["key"]) for i in response.get("Items", [])]
+                if "LastEvaluatedKey" not in response:
+                    break
+                args["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return found
 
     # -- writes --------------------------------------------------------------------------------
@@ -274,6 +291,7 @@ class RunRepository:
 
     def mark_waiting(self, run: Run, now: datetime, deadline: int) -> bool:
         """The run's task waits for the job's previous run: its deadline covers that wait."""
+        deadline = max(deadline, ahead_of(now))
         return self._update(
             run,
             "SET #st = :waiting, updated_at = :now, deadline = :deadline, inflight_shard = :shard",
@@ -290,6 +308,7 @@ class RunRepository:
         )
 
     def mark_running(self, run: Run, report: RunReport, now: datetime, deadline: int) -> bool:
+        deadline = max(deadline, ahead_of(now))  # a late report's start may be long past
         return self._update(
             run,
             "SET #st = :running, started_at = :started, start_lag_ms = :lag, updated_at = :now, "
@@ -335,7 +354,9 @@ class RunRepository:
         unfinished, statuses = _one_of(UNFINISHED)
         return self._end(
             run,
-            f"SET {', '.join(sets)} REMOVE inflight_shard, deadline, claim_id, claim_until",
+            # The in-flight entry stays (removing it cost 1 WRU a run): the sweep reads it once
+            # when its deadline passes, finds the run ended, and its cursor moves past it.
+            f"SET {', '.join(sets)} REMOVE claim_id, claim_until",
             f"attempt = :attempt AND #st IN ({unfinished})",
             values | statuses,
             names,

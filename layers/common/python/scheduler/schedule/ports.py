@@ -20,3 +20,9 @@ class ScheduleStore(Protocol):
 
     def advance_cursor(self, until: int) -> None:
         """Move the cursor forward only."""
+
+    def swept(self) -> int | None:
+        """The highest deadline the sweep has looked at (None before its first time)."""
+
+    def advance_swept(self, until: int) -> None:
+        """Move the sweep's cursor forward only."""

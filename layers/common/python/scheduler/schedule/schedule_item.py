@@ -51,6 +51,10 @@ class ScheduleItem(BaseModel):
             return self.job_id
         return f"{self.job_id}#{self.run_key}"
 
+    def is_occurrence(self) -> bool:
+        """A job's scheduled occurrence (not a retry, manual run, check or pack place)."""
+        return self.trigger is RunTrigger.SCHEDULE and not self.check and self.place is None
+
     def place_ref(self) -> str:
         """What a task carries to find its pack's place item when it stops (task_events)."""
         return self.model_dump_json(include={"job_id", "user_id", "due_at", "place", "count"})

@@ -18,8 +18,12 @@ from scheduler.times import from_epoch
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+# Long past any tick's window (a catch-up window starts at the cursor): a watcher down for
+# longer than this loses the occurrences it had not taken (docs/architecture.md).
+TAKEN_ITEM_TTL_SECONDS = 30 * 86400
 CURSOR_BUCKET = "watcher"
 CURSOR_SLOT = "cursor"
+SWEPT_SLOT = "swept"  # the deadline sweep's own cursor (an ended run keeps its index entry)
 
 
 class ScheduleRepository:
@@ -39,8 +43,12 @@ class ScheduleRepository:
         return {"bucket": keys.hour_bucket(due, shard), "slot": slot}
 
     def item_of(self, item: ScheduleItem) -> dict[str, Any]:
-        """The DynamoDB item (plain values) for `item`."""
-        return self.key_of(item) | item.model_dump(mode="json", exclude_none=True)
+        """The DynamoDB item (plain values) for `item`. An occurrence's item expires (the
+        table's TTL) `TAKEN_ITEM_TTL_SECONDS` after it is due: once taken it is not deleted."""
+        fields = self.key_of(item) | item.model_dump(mode="json", exclude_none=True)
+        if item.is_occurrence():
+            fields["expires_at"] = item.due_at + TAKEN_ITEM_TTL_SECONDS
+        return fields
 
     def put_op(self, item: ScheduleItem) -> dict[str, Any]:
         """`item` as a write of a DynamoDB transaction."""
@@ -88,20 +96,33 @@ class ScheduleRepository:
 
     def cursor(self) -> int | None:
         """Epoch second up to which every due item has been taken, or None before the first tick."""
+        return self._read_cursor(CURSOR_SLOT)
+
+    def advance_cursor(self, until: int) -> None:
+        """Move the cursor forward only (an overlapping, older tick never moves it back)."""
+        self._move_cursor(CURSOR_SLOT, until)
+
+    def swept(self) -> int | None:
+        """The highest deadline the watcher's sweep has covered, or None before its first."""
+        return self._read_cursor(SWEPT_SLOT)
+
+    def advance_swept(self, until: int) -> None:
+        self._move_cursor(SWEPT_SLOT, until)
+
+    def _read_cursor(self, slot: str) -> int | None:
         response = self._db.get_item(
             TableName=self._table,
-            Key=dump({"bucket": CURSOR_BUCKET, "slot": CURSOR_SLOT}),
+            Key=dump({"bucket": CURSOR_BUCKET, "slot": slot}),
             ConsistentRead=True,
         )
         item = response.get("Item")
         return int(load(item)["until"]) if item else None
 
-    def advance_cursor(self, until: int) -> None:
-        """Move the cursor forward only (an overlapping, older tick never moves it back)."""
+    def _move_cursor(self, slot: str, until: int) -> None:
         try:
             self._db.put_item(
                 TableName=self._table,
-                Item=dump({"bucket": CURSOR_BUCKET, "slot": CURSOR_SLOT, "until": until}),
+                Item=dump({"bucket": CURSOR_BUCKET, "slot": slot, "until": until}),
                 ConditionExpression="attribute_not_exists(#u) OR #u < :until",
                 ExpressionAttributeNames={"#u": "until"},
                 ExpressionAttributeValues=dump({":until": until}),
