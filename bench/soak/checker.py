@@ -149,6 +149,7 @@ def check(  # noqa: PLR0912, PLR0915  # one pass over the due runs, each rule in
             due.append((manual.key, workload.jobs[manual.job_id], int(manual.requested_at)))
 
     lost, unfinished, wrong, twice, skipped = [], [], [], [], Counter()
+    unobservable: list[str] = []  # due before its job was deleted, not in the last snapshot
     lags_in, lags_out, by_minute = [], [], defaultdict(lambda: {"due": 0, "started": 0})
     started_count = 0
     lags_by_minute: dict[int, list[int]] = defaultdict(list)
@@ -164,6 +165,14 @@ def check(  # noqa: PLR0912, PLR0915  # one pass over the due runs, each rule in
             inside = any(a <= second <= b for a, b in windows) or key in touched
             (lags_in if inside else lags_out).append(lag)
             lags_by_minute[minute].append(lag)
+        if run is None and job is not None and job.deleted_at is not None and attempts:
+            continue  # started (the runner logs say so), after the snapshot taken before delete
+        if run is None and job is not None and job.deleted_at is not None:
+            # Its job was deleted: the API no longer shows its runs, and the snapshot taken
+            # just before the delete cannot show a run the delete itself made (it takes an
+            # occurrence no tick took yet, which then ends SKIPPED) or a late tick made.
+            unobservable.append(key)
+            continue
         if run is None:
             lost.append(
                 {
@@ -256,6 +265,7 @@ def check(  # noqa: PLR0912, PLR0915  # one pass over the due runs, each rule in
         "ran_twice_unexplained": [t for t in twice if not t["marked"] or not t["causes"]],
         "manual_twice": manual_twice,
         "unfinished": unfinished,
+        "unobservable_after_delete": unobservable,
         "wrong_status": wrong,
         "not_what_the_script_asked": behaviours_wrong,
         "unexpected_runs": unexpected,

@@ -85,6 +85,11 @@ def write(
         ["run now made twice by a client retry", len(results["manual_twice"])],
         ["**wrong final status**", len(results["wrong_status"])],
         ["unfinished at the end", len(results["unfinished"])],
+        [
+            "due before their job was deleted, no run in the snapshot before the delete, none "
+            "started (unobservable: the API hides a deleted job's runs)",
+            len(results.get("unobservable_after_delete", [])),
+        ],
         ["scheduled runs that were not due", len(results["unexpected_runs"])],
         ["second task stopped by the runner claim", results["claimed_elsewhere"]],
     ]

@@ -138,10 +138,10 @@ def _parser() -> argparse.ArgumentParser:
         "--function-workers",
         type=int,
         default=_env_int("DEVSTACK_FUNCTION_WORKERS", 4),
-        help="worker processes running the event-driven functions (executor, run reports, task "
-        "events), started as load needs them; each SQS source runs up to this many batches at "
-        "once (default %(default)s; 0: in the stack's process, one at a time per function; env "
-        "DEVSTACK_FUNCTION_WORKERS)",
+        help="invocations at once of each event-driven function (executor, run reports, task "
+        "events; fewer where the template caps an SQS source), each in a worker process started "
+        "as load needs it (default %(default)s; 0: in the stack's process, one at a time per "
+        "function; env DEVSTACK_FUNCTION_WORKERS)",
     )
     run.add_argument(
         "--fresh",

@@ -226,7 +226,6 @@ def sqs_pollers(stack: Stack, invoke: Invoke, concurrency: int) -> list[Poller]:
         arn = str(props["Queue"])
         url = sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[1])["QueueUrl"]
         batch = min(10, int(props.get("BatchSize", 10)))
-        cap = int(props.get("ScalingConfig", {}).get("MaximumConcurrency", concurrency))
 
         def receive(url: str = url, batch: int = batch) -> list[dict[str, Any]]:
             return list(
@@ -240,8 +239,22 @@ def sqs_pollers(stack: Stack, invoke: Invoke, concurrency: int) -> list[Poller]:
             )
 
         handle = _sqs_batch(sqs, url, arn, function, invoke)
-        pollers.append(Poller(f"{function}-poller", receive, handle, min(cap, concurrency)))
+        pollers.append(Poller(f"{function}-poller", receive, handle, _capped(props, concurrency)))
     return pollers
+
+
+def _capped(props: Mapping[str, Any], concurrency: int) -> int:
+    """An SQS event source's concurrency: `concurrency`, or its MaximumConcurrency if lower."""
+    return min(
+        int(props.get("ScalingConfig", {}).get("MaximumConcurrency", concurrency)), concurrency
+    )
+
+
+def event_concurrency(stack: Stack, concurrency: int) -> int:
+    """How many invocations the pollers may run at once in all: each SQS source's (capped),
+    and the task events poller's."""
+    sources = stack.events_of("SQS").values()
+    return sum(_capped(props, concurrency) for props in sources) + concurrency
 
 
 def _sqs_batch(

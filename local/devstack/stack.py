@@ -89,9 +89,8 @@ class Config:
     fresh: bool = False
     # Worker processes running the HTTP API's functions (0: in this process, one at a time).
     api_workers: int = 4
-    # Worker processes running the event-driven functions (SQS pollers, task-stopped events),
-    # started as load needs them; each event source runs up to this many batches at once
-    # (0: in this process, one at a time per function).
+    # Invocations at once per event source (SQS pollers, task-stopped events), each in a worker
+    # process started as load needs it (0: in this process, one at a time per function).
     function_workers: int = 4
 
     @property
@@ -201,18 +200,20 @@ def _pipeline(runtime: Runtime) -> list[Service]:
         docker_backend.remove_containers(config.state_dir / "tasks", running=False)
     services: list[Service] = []
     invoke = runtime.functions.invoke
+    concurrency = max(1, config.function_workers)
     if config.function_workers:
+        # As many workers as the pollers may run invocations at once, so that no function's
+        # batch waits for another's worker (Lambda scales each function on its own).
         workers = FunctionWorkers(
             "function-worker",
             stack,
             pipeline.event_functions(stack),
-            config.function_workers,
+            pipeline.event_concurrency(stack, concurrency),
             iam.load_credentials(config.state_dir),
             warm=1,
         )
         services.append(workers)
         invoke = workers.invoke
-    concurrency = max(1, config.function_workers)
     return [
         *services,
         *pipeline.sqs_pollers(stack, invoke, concurrency),
