@@ -631,8 +631,7 @@ def test_the_deadline_sweep_concludes_from_a_report_whose_notification_was_lost(
     # notification never reached the run status function (say its invocation died)
     job = _create_job(invoke)
     invoke("WatcherFunction", load_event("watcher"))
-    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    invoke("ExecutorFunction", _sqs_event(_receive(stack, "DispatchQueue"), arn))
+    _dispatch(stack, invoke)
     (run,) = runs_of(stack, job["job_id"])
     _put_report(stack, run, "finished", {"status": "SUCCEEDED", "exit_code": 0})
     _receive(stack, "ReportsQueue")  # taken and never deleted: as if its consumer died
@@ -661,8 +660,7 @@ def test_an_ended_run_keeps_its_in_flight_entry_and_the_sweep_passes_it_once(
     # Given a dispatched run whose start is recorded late (its report's start an hour back)
     job = _create_job(invoke)
     invoke("WatcherFunction", load_event("watcher"))
-    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    invoke("ExecutorFunction", _sqs_event(_receive(stack, "DispatchQueue"), arn))
+    _dispatch(stack, invoke)
     (run,) = runs_of(stack, job["job_id"])
     stores = stores_of(stack, "WatcherFunction", monkeypatch)
     stored = stores.runs.get(job["job_id"], run["key"])
@@ -698,8 +696,7 @@ def test_a_runs_output_is_given_as_text_or_as_a_link(stack, invoke) -> None:
     # Given two finished runs: one whose output fits in its tail, one with an output object
     job = _create_job(invoke)
     invoke("WatcherFunction", load_event("watcher"))
-    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    invoke("ExecutorFunction", _sqs_event(_receive(stack, "DispatchQueue"), arn))
+    _dispatch(stack, invoke)
     (run,) = runs_of(stack, job["job_id"])
     short = {"status": "SUCCEEDED", "exit_code": 0, "output_tail": "all of it\n"}
     _put_report(stack, run, "finished", short | {"output_uploaded": False})
