@@ -177,7 +177,6 @@ class Poller(Loop):
         concurrency: int,
     ) -> None:
         super().__init__(name, self._receive_one, 0.02)
-        self.concurrency = concurrency
         self._receive = receive
         self._handle = handle
         self._slots = threading.BoundedSemaphore(concurrency)

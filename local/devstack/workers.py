@@ -235,11 +235,6 @@ class FunctionWorkers:
         finally:
             self._idle.put(worker)
 
-    def workers(self) -> int:
-        """How many workers the pool has started (and not lost) so far."""
-        with self._lock:
-            return len(self._all)
-
     def failure(self) -> str | None:
         return None
 
