@@ -434,7 +434,9 @@ def test_a_taken_occurrence_item_is_passed_over_without_a_write(stack, invoke, m
 
 
 def test_a_failed_dispatch_holds_back_only_its_own_jobs_records(stack, invoke) -> None:
-    # Given two owners' jobs due together: two packs, two messages, two message groups
+    # Given two owners' jobs due together: two packs, two messages, two message groups (at a
+    # fixed moment: on the wall clock a tick may take a second occurrence of each job)
+    wiring.use_clock(lambda: datetime(2026, 12, 1, 10, 0, 20, tzinfo=UTC))  # stack restores it
     first = _create_job(invoke)
     second_event = api_event(
         "create_job", user="bob", body={"name": "b", "schedule": "* * * * *", "script": SCRIPT}
