@@ -519,6 +519,8 @@ def _run_write_label(
     expression: str,
     names: dict[str, str],
 ) -> str:
+    if kind == "Put" and str(_plain(spec["Item"]).get("job_id", "")).startswith("dispatch#"):
+        return "pack dispatch record Put"
     if kind == "Put":
         return f"run created ({_plain(spec['Item']).get('status', '?')})"
     status = re.search(r"#st = (:\w+)", expression)

@@ -32,11 +32,13 @@ from bench.aws_meter import (
     item_size,
     worker_cpu,
 )
-from devstack import resources
+from devstack import iam, resources
 from devstack.lambda_runtime import context_for, load_handler
 from devstack.moto_server import MotoServer
 from devstack.stack import Functions, aws_environment
 from devstack.template import ROOT, Stack, local_stack
+from scheduler.aws.dynamo import load
+from scheduler.runs.run_repository import record_claim, with_dispatch_record
 
 RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
@@ -218,6 +220,20 @@ def plain_client(service: str) -> Any:
     return boto3.session.Session().client(service)  # type: ignore[call-overload]
 
 
+def admin_client(service: str, state_dir: Path, endpoint_url: str | None = None) -> Any:
+    """A client as a running local stack's admin: IAM is enforced, and each start of the stack
+    makes new admin keys (`<state dir>/aws-credentials.json`), so it is built from the current
+    ones."""
+    principals = iam.load_credentials(state_dir)
+    if principals is None:
+        raise RuntimeError(f"no AWS credentials in {state_dir}: is IAM enforced?")
+    return boto3.session.Session(
+        aws_access_key_id=principals.admin.access_key_id,
+        aws_secret_access_key=principals.admin.secret_access_key,
+        region_name="us-east-1",
+    ).client(service, endpoint_url=endpoint_url)  # type: ignore[call-overload]
+
+
 def batch_write(table: str, items: Sequence[dict[str, Any]], threads: int = 2) -> float:
     """BatchWriteItem (25 items a call) from a few threads; returns the seconds it took."""
     started = time.perf_counter()
@@ -248,6 +264,18 @@ def scan_all(table: str, **kwargs: Any) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return items
         args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def scan_runs(table: str) -> list[dict[str, Any]]:
+    """Every run of the runs table, as the pipeline reads it (plain values): a run in a
+    recorded dispatch is DISPATCHED in its task (run_repository.with_dispatch_record)."""
+    items = [load(raw) for raw in scan_all(table)]
+    records = {claim: item for item in items if (claim := record_claim(item))}
+    return [
+        with_dispatch_record(item, records.get(item.get("claim_id", "")))
+        for item in items
+        if record_claim(item) is None
+    ]
 
 
 def mean_item_sizes(stack: Stack, sample: int = 2000) -> dict[str, float]:

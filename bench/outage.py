@@ -24,11 +24,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import requests
 
 from bench.api_load import LocalStack, start_stack, stop_stack
-from bench.common import Mode, fmt, moto_server, say, table, write_result
+from bench.common import Mode, admin_client, fmt, moto_server, say, table, write_result
 from devstack.template import local_stack
 from scheduler import times
 from scheduler.aws.dynamo import dump
@@ -77,10 +76,11 @@ class Client:
                 return found
 
 
-def rewind(job_ids: list[str], outage_start: datetime) -> None:
-    """Leave the state a watcher outage since `outage_start` would have left."""
+def rewind(job_ids: list[str], outage_start: datetime, state_dir: Path) -> None:
+    """Leave the state a watcher outage since `outage_start` would have left (as the admin of
+    the stack in `state_dir`)."""
     stack = local_stack("local", {"ScheduleShards": str(SHARDS)})
-    dynamodb = boto3.client("dynamodb")
+    dynamodb = admin_client("dynamodb", state_dir)
     schedule = ScheduleRepository(
         dynamodb, table=stack.physical_names["ScheduleTable"], shards=SHARDS
     )
@@ -153,7 +153,7 @@ def run(mode: Mode) -> None:
             jobs = {p: [client.create(p) for _ in range(jobs_per_policy)] for p in POLICIES}
             now = datetime.now(UTC)
             outage_start = (now - timedelta(hours=hours)).replace(second=0, microsecond=0)
-            rewind([j for ids in jobs.values() for j in ids], outage_start)
+            rewind([j for ids in jobs.values() for j in ids], outage_start, stack.state_dir)
             say(f"outage: {3 * jobs_per_policy} jobs, watcher down since {outage_start:%H:%M}")
             paused.unlink()
             resumed = time.time()

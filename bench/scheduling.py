@@ -50,7 +50,7 @@ from bench.common import (
     moto_server,
     plain_client,
     say,
-    scan_all,
+    scan_runs,
     summary,
     table,
     write_result,
@@ -58,7 +58,7 @@ from bench.common import (
 from devstack import pipeline
 from devstack.template import Stack
 from scheduler import wiring
-from scheduler.aws.dynamo import dump, load
+from scheduler.aws.dynamo import dump
 from scheduler.jobs.job_models import Job, JobStatus
 from scheduler.jobs.job_repository import job_item
 from scheduler.jobs.script_store import S3ScriptStore
@@ -307,9 +307,11 @@ def run_scenario(mode: Mode, scenario: Scenario) -> dict[str, Any]:
             first_tick,
             lambda: functions.invoke(watcher_function, pipeline.scheduled_event()),
         )
-        pollers = pipeline.sqs_pollers(stack, functions.invoke)
+        # One batch at a time per queue, in this process: the figures stay comparable with
+        # earlier passes (the local stack runs several, in its worker processes).
+        pollers = pipeline.sqs_pollers(stack, functions.invoke, concurrency=1)
         if scenario.backend == "local":
-            pollers.append(pipeline.task_events_poller(stack, functions.invoke))
+            pollers.append(pipeline.task_events_poller(stack, functions.invoke, concurrency=1))
         else:  # dispatch only: no reports will come
             pollers = [p for p in pollers if p.name.startswith("ExecutorFunction")]
         for poller in pollers:
@@ -330,7 +332,7 @@ def run_scenario(mode: Mode, scenario: Scenario) -> dict[str, Any]:
         runner_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
         s3_requests = moto_log.s3_requests()
         sizes = mean_item_sizes(stack)
-        runs = [load(r) for r in scan_all(runs_table)]
+        runs = scan_runs(runs_table)
         dynamo = meter.finalize(sizes)
         calls = meter.calls_by()
 
@@ -360,9 +362,7 @@ def wait_for_runs(
     started = time.time()
     while True:
         time.sleep(mode.pick(5.0, 1.0))
-        names = {"#s": "status"}
-        runs = scan_all(runs_table, ProjectionExpression="#s", ExpressionAttributeNames=names)
-        statuses = Counter(load(r)["status"] for r in runs)
+        statuses = Counter(run["status"] for run in scan_runs(runs_table))
         done = sum(n for s, n in statuses.items() if s in wanted)
         say(f"{scenario.name}: +{time.time() - started:4.0f} s {dict(statuses)}")
         if done >= count or time.time() > last_due + scenario.drain:

@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import requests
 
-from bench.common import free_port
+from bench.common import admin_client, free_port
 from bench.soak.faulty_stack import INJECTION_LOG_ENV, WINDOWS_ENV
 from bench.soak.plan import Fault, Plan
-from devstack import iam, launcher
+from devstack import launcher
 from devstack.pipeline import WATCHER_PAUSED
 from devstack.template import ROOT
 from scheduler.keys import parse_run_refs
@@ -61,16 +60,8 @@ class SoakStack:
         return self.state_dir / "soak-injections.jsonl"
 
     def client(self, service: str) -> Any:
-        """A client as the stack's admin (IAM is enforced; each start of the stack makes new
-        admin keys, so it is built from the current ones)."""
-        principals = iam.load_credentials(self.state_dir)
-        if principals is None:
-            raise RuntimeError(f"no AWS credentials in {self.state_dir}: is IAM enforced?")
-        return boto3.session.Session(
-            aws_access_key_id=principals.admin.access_key_id,
-            aws_secret_access_key=principals.admin.secret_access_key,
-            region_name="us-east-1",
-        ).client(service, endpoint_url=self.aws_endpoint)  # type: ignore[call-overload]
+        """A client as the stack's admin."""
+        return admin_client(service, self.state_dir, self.aws_endpoint)
 
     def start(self) -> None:
         command = [sys.executable, "-m", "bench.soak.faulty_stack", "run"]

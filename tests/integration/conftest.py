@@ -16,8 +16,13 @@ from moto import mock_aws
 from devstack import resources
 from devstack.lambda_runtime import context_for, load_handler
 from devstack.template import Stack, local_stack
-from scheduler import times, wiring
+from scheduler import keys, times, wiring
 from scheduler.config import JobApiSettings
+from scheduler.runs.run_repository import (
+    DISPATCH_RECORD_KEY,
+    undispatched_claim,
+    with_dispatch_record,
+)
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 PAGE_TOKEN_SECRET = "integration-test-page-token-secret"
@@ -117,7 +122,21 @@ def load_event(name: str) -> dict[str, Any]:
 
 
 def runs_of(stack: Stack, job_id: str) -> list[dict[str, Any]]:
-    """The job's run records, straight from the runs table."""
+    """The job's run records from the runs table, as the pipeline reads them: a run claimed by
+    an executor that recorded its pack's dispatch is DISPATCHED in that task (the item itself
+    still says DISPATCHING; see `stored_runs_of`)."""
+    table = boto3.resource("dynamodb").Table(stack.physical_names["RunsTable"])
+    items = []
+    for item in stored_runs_of(stack, job_id):
+        claim = undispatched_claim(item)
+        record_key = {"job_id": keys.dispatch_record_id(claim or ""), "key": DISPATCH_RECORD_KEY}
+        record = table.get_item(Key=record_key).get("Item") if claim else None
+        items.append(with_dispatch_record(item, record))
+    return items
+
+
+def stored_runs_of(stack: Stack, job_id: str) -> list[dict[str, Any]]:
+    """The job's run items, straight from the runs table."""
     table = boto3.resource("dynamodb").Table(stack.physical_names["RunsTable"])
     items: list[dict[str, Any]] = table.query(
         KeyConditionExpression="job_id = :j", ExpressionAttributeValues={":j": job_id}

@@ -19,6 +19,7 @@ from integration.conftest import (
     body_of,
     load_event,
     runs_of,
+    stored_runs_of,
     stores_of,
     use_function_environment,
 )
@@ -478,6 +479,50 @@ def test_a_failed_dispatch_holds_back_only_its_own_jobs_records(stack, invoke) -
     failed_job = json.loads(messages[0]["Body"])["runs"][0]["job_id"]
     assert statuses[failed_job] == "QUEUED"  # its claim released, for the redelivery
     assert [s for j, s in statuses.items() if j != failed_job] == ["DISPATCHED"]
+
+
+def test_a_pack_is_dispatched_with_one_write_and_a_lapsed_claim_is_not_dispatched_again(
+    stack, invoke
+) -> None:
+    # Given two of one owner's every-minute jobs: one pack, one message (at a fixed moment)
+    noon = datetime(2026, 12, 1, 12, 0, 20, tzinfo=UTC)
+    wiring.use_clock(lambda: noon)  # the stack fixture restores the real clock
+    second = {"name": "every-minute-too", "schedule": "* * * * *", "script": SCRIPT}
+    headers = {"idempotency-key": "another-create"}  # events/create_job.json carries one
+    created = invoke("CreateJobFunction", api_event("create_job", body=second, headers=headers))
+    jobs = [_create_job(invoke), body_of(created)]
+    invoke("WatcherFunction", load_event("watcher"))
+    messages = _receive(stack, "DispatchQueue")
+    assert len(messages) == 1
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    message_event = _sqs_event(messages, arn)
+
+    # When the executor dispatches it
+    assert invoke("ExecutorFunction", message_event) == {"batchItemFailures": []}
+
+    # Then one task holds both runs, and one record says so: the run items keep their claim
+    # (no write to each), and the API shows each run DISPATCHED in that task
+    ecs = boto3.client("ecs")
+    (task,) = ecs.list_tasks(cluster=stack.physical_names["RunnerCluster"])["taskArns"]
+    stored = [item for job in jobs for item in stored_runs_of(stack, job["job_id"])]
+    assert [item["status"] for item in stored] == ["DISPATCHING", "DISPATCHING"]
+    table = boto3.resource("dynamodb").Table(stack.physical_names["RunsTable"])
+    records = [i for i in table.scan()["Items"] if i["job_id"].startswith("dispatch#")]
+    assert [record["task_id"] for record in records] == [task]
+    for item in stored:
+        path = {"job_id": item["job_id"], "key": item["key"]}
+        url = f"/jobs/{item['job_id']}/runs/{item['key']}"
+        event = api_event("get_run", path=url, path_parameters=path)
+        shown = body_of(invoke("GetRunFunction", event))
+        assert (shown["status"], shown["task_id"]) == ("DISPATCHED", task)
+
+    # When the message comes again after the claims have lapsed (an executor that died before
+    # deleting it: SQS redelivers after the visibility timeout)
+    wiring.use_clock(lambda: noon + timedelta(minutes=10))
+    assert invoke("ExecutorFunction", message_event) == {"batchItemFailures": []}
+
+    # Then no second task is started
+    assert ecs.list_tasks(cluster=stack.physical_names["RunnerCluster"])["taskArns"] == [task]
 
 
 def test_an_executor_that_dies_after_claiming_is_redone_after_the_claim_expires(

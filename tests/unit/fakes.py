@@ -680,6 +680,19 @@ class FakeRunStore:
 
         return self._change(run, _claimed_by(claim_id), apply)
 
+    def record_dispatch(self, claim_id: str, task_id: str, now: datetime) -> None:
+        """As RunRepository reads its runs after it: those claimed with `claim_id` DISPATCHED."""
+        with self._schedule.transaction():
+            for row in self._rows.values():
+                if _claimed_by(claim_id)(row):
+                    row.run = row.run.model_copy(
+                        update={
+                            "status": RunStatus.DISPATCHED,
+                            "task_id": task_id,
+                            "dispatched_at": now,
+                        }
+                    )
+
     def mark_waiting(self, run: Run, now: datetime, deadline: int) -> bool:
         waitable = (RunStatus.QUEUED, RunStatus.DISPATCHING, RunStatus.DISPATCHED)
 
@@ -733,7 +746,7 @@ class FakeRunStore:
             changes |= {name: value for name, value in optional.items() if value is not None}
             row.run = row.run.model_copy(update=changes)
             row.expires_at = epoch(now) + self._retention_seconds
-            row.claim_id = row.claim_until = None  # the in-flight entry (deadline) stays
+            row.claim_until = None  # the in-flight entry (deadline) and the claim_id stay
 
         return self._end(run, lambda row: row.run.status in UNFINISHED, apply)
 
@@ -748,7 +761,7 @@ class FakeRunStore:
                 }
             )
             row.expires_at = epoch(now) + self._retention_seconds
-            row.deadline = row.claim_id = row.claim_until = None
+            row.deadline = row.claim_until = None  # claim_id stays, as in RunRepository.cancel
 
         return self._end(run, lambda row: not row.run.status.terminal, apply)
 

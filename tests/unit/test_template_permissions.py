@@ -34,7 +34,7 @@ SAM_TEMPLATES = {
 _TAKE_RUNS = {
     "JobsTable": {"UpdateItem"},
     "ScheduleTable": {"PutItem", "DeleteItem"},
-    "RunsTable": {"GetItem", "PutItem", "UpdateItem"},
+    "RunsTable": {"BatchGetItem", "GetItem", "PutItem", "UpdateItem"},
 }
 # How an attempt ends (runs/run_outcomes.py): the run, a retry's schedule item (and a stopped
 # task's pack place item, deleted with its owner's count: UpdateItem on the jobs table), the job's
@@ -44,7 +44,7 @@ _TAKE_RUNS = {
 _CONCLUDE_RUNS = {
     "JobsTable": {"GetItem", "UpdateItem"},
     "ScheduleTable": {"PutItem", "DeleteItem"},
-    "RunsTable": {"GetItem", "UpdateItem"},
+    "RunsTable": {"BatchGetItem", "GetItem", "UpdateItem"},
     "ScriptsBucket": {"ListBucket"},
     "ScriptsBucket/reports/*": {"GetObject"},
     "ScriptsBucket/cancels/*": {"GetObject"},
@@ -54,7 +54,7 @@ _CONCLUDE_RUNS = {
 # and the cancel object the runner reads at the run's second and polls while it runs.
 _CANCEL_RUNS = {
     "JobsTable": {"UpdateItem"},
-    "RunsTable": {"GetItem", "UpdateItem"},
+    "RunsTable": {"BatchGetItem", "GetItem", "UpdateItem"},
     "ScriptsBucket/cancels/*": {"PutObject"},
 }
 
@@ -76,14 +76,17 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         {"ScriptsBucket/scripts/*": {"PutObject"}},
         _TAKE_RUNS,
     ),
-    "GetJobFunction": {"JobsTable": {"GetItem"}, "RunsTable": {"Query"}},  # and its last run
+    "GetJobFunction": {
+        "JobsTable": {"GetItem"},
+        "RunsTable": {"BatchGetItem", "Query"},
+    },  # and its last run
     "PreviewScheduleFunction": {"JobsTable": {"GetItem"}},
     # the owner's jobs from the index, their next runs from the table (not projected: the
     # watcher moves them), their last runs
     "ListJobsFunction": {
         "JobsTable/index/by_owner": {"Query"},
         "JobsTable": {"BatchGetItem"},
-        "RunsTable": {"Query"},
+        "RunsTable": {"BatchGetItem", "Query"},
     },
     "UpdateJobFunction": merged(
         {"JobsTable": {"GetItem", "UpdateItem"}, "ScheduleTable": {"PutItem", "DeleteItem"}},
@@ -102,12 +105,12 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         {"JobsTable": {"GetItem", "DeleteItem", "UpdateItem"}, "ScheduleTable": {"DeleteItem"}},
         _TAKE_RUNS,
     ),
-    "ListRunsFunction": {"JobsTable": {"GetItem"}, "RunsTable": {"Query"}},
-    "GetRunFunction": {"JobsTable": {"GetItem"}, "RunsTable": {"GetItem"}},
+    "ListRunsFunction": {"JobsTable": {"GetItem"}, "RunsTable": {"BatchGetItem", "Query"}},
+    "GetRunFunction": {"JobsTable": {"GetItem"}, "RunsTable": {"BatchGetItem", "GetItem"}},
     "CancelRunFunction": merged({"JobsTable": {"GetItem"}}, _CANCEL_RUNS),
     "GetRunOutputFunction": {
         "JobsTable": {"GetItem"},
-        "RunsTable": {"GetItem"},
+        "RunsTable": {"BatchGetItem", "GetItem"},
         "ScriptsBucket/outputs/*": {"GetObject"},  # the presigned link
     },
     "RunJobFunction": {
@@ -117,7 +120,7 @@ NEEDS: dict[str, dict[str, set[str]]] = {
     },
     "BackfillJobFunction": {
         "JobsTable": {"GetItem", "UpdateItem"},  # and the owner's runs-per-minute counter
-        "RunsTable": {"GetItem", "PutItem", "UpdateItem"},
+        "RunsTable": {"BatchGetItem", "GetItem", "PutItem", "UpdateItem"},
         "ScheduleTable": {"PutItem", "DeleteItem"},
     },
     "WatcherFunction": merged(
@@ -130,7 +133,8 @@ NEEDS: dict[str, dict[str, set[str]]] = {
     "ExecutorFunction": {
         # a run of a paused or deleted job is skipped; the owner's concurrent_runs places
         "JobsTable": {"BatchGetItem", "UpdateItem"},
-        "RunsTable": {"GetItem", "UpdateItem"},  # claim, script snapshot, dispatched, skipped
+        # claim, script snapshot, the pack's dispatch record (read back in a batch), skipped
+        "RunsTable": {"BatchGetItem", "GetItem", "PutItem", "UpdateItem"},
         # a run with no place waits for a schedule item; a pack's place item (put with its
         # owner's count, deleted when its RunTask fails)
         "ScheduleTable": {"PutItem", "DeleteItem"},

@@ -48,6 +48,11 @@ def inflight_shard(job_id: str, shards: int) -> str:
     return f"{shard_of(job_id, shards):02d}"
 
 
+def dispatch_record_id(claim_id: str) -> str:
+    """The runs-table partition of one executor dispatch (a pack's task): never a job's id."""
+    return f"dispatch#{claim_id}"
+
+
 def job_pk(job_id: str) -> str:
     return f"JOB#{job_id}"
 

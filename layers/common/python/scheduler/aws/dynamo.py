@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +33,33 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def batch_get(
+    dynamodb: Any,
+    table: str,
+    keys: list[dict[str, Any]],
+    *,
+    projection: str | None = None,
+    consistent: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """The items at `keys` (DynamoDB JSON; BatchGetItem, 100 keys a call, unprocessed keys asked
+    again); missing ones are not returned."""
+    for offset in range(0, len(keys), 100):
+        wanted: dict[str, Any] = {"Keys": keys[offset : offset + 100]}
+        if projection is not None:
+            wanted["ProjectionExpression"] = projection
+        if consistent:
+            wanted["ConsistentRead"] = True
+        request: dict[str, Any] = {table: wanted}
+        while request:
+            try:
+                response = dynamodb.batch_get_item(RequestItems=request)
+            except ClientError as exc:
+                raise_if_throttled(exc)
+                raise
+            yield from response.get("Responses", {}).get(table, [])
+            request = dict(response.get("UnprocessedKeys") or {})
 
 
 def transact(dynamodb: Any, writes: list[dict[str, Any]]) -> bool:

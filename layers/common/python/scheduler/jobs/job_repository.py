@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from scheduler import times
 from scheduler.aws.client_errors import error_code, raise_if_throttled
-from scheduler.aws.dynamo import condition_failed, dump, load, transact
+from scheduler.aws.dynamo import batch_get, condition_failed, dump, load, transact
 from scheduler.errors import JobNameConflict
 from scheduler.jobs.job_models import CatchUp, Job, JobFilters, JobStatus, ListPage
 from scheduler.keys import job_pk, name_pk
@@ -135,24 +135,11 @@ class JobRepository:
         self, pks: list[str], projection: str | None = None, *, consistent: bool = False
     ) -> Iterator[dict[str, Any]]:
         """The job items `pks` (BatchGetItem, 100 keys a call, unprocessed keys asked again)."""
-        for offset in range(0, len(pks), 100):
-            wanted: dict[str, Any] = {
-                "Keys": [dump({"pk": pk}) for pk in pks[offset : offset + 100]]
-            }
-            if projection is not None:
-                wanted["ProjectionExpression"] = projection
-            if consistent:
-                wanted["ConsistentRead"] = True
-            request: dict[str, Any] = {self._jobs: wanted}
-            while request:
-                try:
-                    response = self._db.batch_get_item(RequestItems=request)
-                except ClientError as exc:
-                    raise_if_throttled(exc)
-                    raise
-                for raw in response.get("Responses", {}).get(self._jobs, []):
-                    yield load(raw)
-                request = dict(response.get("UnprocessedKeys") or {})
+        keys = [dump({"pk": pk}) for pk in pks]
+        for raw in batch_get(
+            self._db, self._jobs, keys, projection=projection, consistent=consistent
+        ):
+            yield load(raw)
 
     def advance(
         self, job: Job, current: ScheduleItem, following: datetime | None

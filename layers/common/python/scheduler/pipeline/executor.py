@@ -88,24 +88,37 @@ class Executor:
         metrics.count(names.DISPATCH_FAILURES, 0)
         metrics.count(names.RUN_TASK_THROTTLES, 0)
 
-        def mark(run: Run) -> None:
-            start = max(run.not_before, epoch(now))
-            fresh = start + run.timeout_seconds + self._grace
-            deadline: int | None = fresh
-            if run.deadline is not None and fresh - run.deadline <= self._grace // DEADLINE_SLACK:
-                # The deadline it was queued with stands (the same value when dispatched ahead
-                # of its second; when late, short by at most a fifth of the grace, a minute of
-                # the default 300 s): the in-flight index entry is not rewritten (a changed key:
-                # a delete and a put).
-                deadline = None
-            dispatched = self._clock()
-            if self._runs.mark_dispatched(run, claim_id, task_id, dispatched, deadline):
-                lead = run.not_before - epoch(dispatched)
-                metrics.seconds(names.DISPATCH_LEAD, lead)
-                run_changed("run dispatched", run, task_id=task_id, dispatch_lead_s=lead)
+        dispatched = self._clock()
 
-        fan_out(mark, claimed, _WORKERS)
+        def logged(run: Run) -> None:
+            lead = run.not_before - epoch(dispatched)
+            metrics.seconds(names.DISPATCH_LEAD, lead)
+            run_changed("run dispatched", run, task_id=task_id, dispatch_lead_s=lead)
+
+        def mark(run: Run) -> None:
+            deadline = self._new_deadline(run, now)
+            assert deadline is not None
+            if self._runs.mark_dispatched(run, claim_id, task_id, dispatched, deadline):
+                logged(run)
+
+        # Runs that keep the deadline they were queued with (most): one dispatch record for
+        # the pack, not a write to each; the others are marked one by one with their new one.
+        kept = [run for run in claimed if self._new_deadline(run, now) is None]
+        if kept:
+            self._runs.record_dispatch(claim_id, task_id, dispatched)
+            for run in kept:
+                logged(run)
+        fan_out(mark, [run for run in claimed if run not in kept], _WORKERS)
         return [run.key for run in claimed]
+
+    def _new_deadline(self, run: Run, now: datetime) -> int | None:
+        """The run's deadline once dispatched at `now`: None if the one it was queued with
+        stands (the same value when dispatched ahead of its second; when late, short by at
+        most a fifth of the grace, a minute of the default 300 s), so nothing is rewritten."""
+        fresh = max(run.not_before, epoch(now)) + run.timeout_seconds + self._grace
+        if run.deadline is not None and fresh - run.deadline <= self._grace // DEADLINE_SLACK:
+            return None
+        return fresh
 
     def _take(self, due: DueRun, claim_id: str, now: datetime, pack_id: str) -> Run | str | None:
         """The run, claimed; None if there is nothing to do; _BUSY if another executor holds it."""

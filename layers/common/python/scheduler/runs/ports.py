@@ -61,6 +61,9 @@ class RunStore(Protocol):
         self, run: Run, claim_id: str, task_id: str, now: datetime, deadline: int | None
     ) -> bool: ...
 
+    def record_dispatch(self, claim_id: str, task_id: str, now: datetime) -> None:
+        """The runs still claimed with `claim_id` are dispatched in `task_id` (one write)."""
+
     def mark_waiting(self, run: Run, now: datetime, deadline: int) -> bool: ...
 
     def mark_running(self, run: Run, report: RunReport, now: datetime, deadline: int) -> bool: ...

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from scheduler import keys, times
 from scheduler.aws.client_errors import raise_if_throttled
-from scheduler.aws.dynamo import condition_failed, dump, load, transact
+from scheduler.aws.dynamo import batch_get, condition_failed, dump, load, transact
 from scheduler.quotas.quota_repository import running_op
 from scheduler.runs.run_models import (
     IN_FLIGHT,
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 IN_FLIGHT_INDEX = "in_flight"
+DISPATCH_RECORD_KEY = "task"
+# A dispatch record outlives its runs' own expiry: they end at most a day after dispatch.
+DISPATCH_RECORD_MARGIN_SECONDS = 2 * 86400
 # No deadline is written less than this ahead: the sweep reads each deadline once, from a
 # cursor, so an entry must be in the index (eventually consistent) before its deadline passes.
 DEADLINE_FLOOR_SECONDS = 60
@@ -95,7 +98,7 @@ class RunRepository:
             ConsistentRead=True,
         )
         item = response.get("Item")
-        return to_run(load(item)) if item else None
+        return to_run(self._with_dispatch([load(item)])[0]) if item else None
 
     def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
         """The script key and parameters snapshotted into the run when it was created."""
@@ -121,7 +124,8 @@ class RunRepository:
         if start:
             args["ExclusiveStartKey"] = dump(start)
         response = self._call(self._db.query, **args)
-        runs = [to_run(load(raw)) for raw in response.get("Items", [])]
+        items = self._with_dispatch([load(raw) for raw in response.get("Items", [])])
+        runs = [to_run(item) for item in items]
         last = response.get("LastEvaluatedKey")
         return runs, ({k: v["S"] for k, v in last.items()} if last else None)
 
@@ -142,7 +146,7 @@ class RunRepository:
             Limit=1,
         )
         items = response.get("Items", [])
-        return to_run(load(items[0])) if items else None
+        return to_run(self._with_dispatch([load(items[0])])[0]) if items else None
 
     def overdue(self, now: datetime, since: int | None = None) -> list[tuple[str, str]]:
         """(job_id, key) of runs whose deadline passed after `since` (the sweep's cursor) and
@@ -289,6 +293,27 @@ class RunRepository:
             run, sets, "attempt = :attempt AND claim_id = :claim AND #st = :dispatching", values
         )
 
+    def record_dispatch(self, claim_id: str, task_id: str, now: datetime) -> None:
+        """The runs claimed with `claim_id` are in task `task_id`: one item for the pack instead
+        of a write to each run (they stay DISPATCHING in the table and are read as DISPATCHED,
+        see `_with_dispatch`; their claim may lapse, but a reader finds them dispatched). Kept
+        as long as the runs are: the retention period after the longest a run can take."""
+        self._call(
+            self._db.put_item,
+            TableName=self._table,
+            Item=dump(
+                {
+                    "job_id": keys.dispatch_record_id(claim_id),
+                    "key": DISPATCH_RECORD_KEY,
+                    "task_id": task_id,
+                    "dispatched_at": times.to_text(now),
+                    "expires_at": int(now.timestamp())
+                    + self._retention_seconds
+                    + DISPATCH_RECORD_MARGIN_SECONDS,
+                }
+            ),
+        )
+
     def mark_waiting(self, run: Run, now: datetime, deadline: int) -> bool:
         """The run's task waits for the job's previous run: its deadline covers that wait."""
         deadline = max(deadline, ahead_of(now))
@@ -356,7 +381,8 @@ class RunRepository:
             run,
             # The in-flight entry stays (removing it cost 1 WRU a run): the sweep reads it once
             # when its deadline passes, finds the run ended, and its cursor moves past it.
-            f"SET {', '.join(sets)} REMOVE claim_id, claim_until",
+            # claim_id stays: it finds the run's dispatch record (its task and dispatch time).
+            f"SET {', '.join(sets)} REMOVE claim_until",
             f"attempt = :attempt AND #st IN ({unfinished})",
             values | statuses,
             names,
@@ -375,7 +401,7 @@ class RunRepository:
         return self._end(
             run,
             "SET #st = :cancelled, updated_at = :now, finished_at = :now, #err = :reason, "
-            "expires_at = :expires REMOVE inflight_shard, deadline, claim_id, claim_until",
+            "expires_at = :expires REMOVE inflight_shard, deadline, claim_until",
             f"attempt = :attempt AND NOT (#st IN ({terminal}))",
             values,
             {"#err": "error"},
@@ -566,6 +592,22 @@ class RunRepository:
 
     # -- plumbing ------------------------------------------------------------------------------
 
+    def _with_dispatch(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The run items as the pipeline knows them (`with_dispatch_record`): one read of the
+        dispatch records they point at (eventually consistent: a record is written long
+        before a redelivered message or a reader needs it; the claim's condition guards the
+        rest)."""
+        claims = {claim for item in items if (claim := undispatched_claim(item))}
+        if not claims:
+            return items
+        wanted = [
+            dump({"job_id": keys.dispatch_record_id(claim), "key": DISPATCH_RECORD_KEY})
+            for claim in sorted(claims)
+        ]
+        records = [load(raw) for raw in batch_get(self._db, self._table, wanted)]
+        by_claim = {record_claim(record): record for record in records}
+        return [with_dispatch_record(i, by_claim.get(i.get("claim_id", ""))) for i in items]
+
     def _inflight_shard(self, job_id: str) -> str:
         return keys.inflight_shard(job_id, self._shards)
 
@@ -611,6 +653,30 @@ _TIME_FIELDS = (
     "started_at",
     "finished_at",
 )
+
+
+def undispatched_claim(item: dict[str, Any]) -> str | None:
+    """The claim of a run item that may be in a recorded dispatch (claimed, no task on it)."""
+    return None if "task_id" in item else item.get("claim_id")
+
+
+def record_claim(item: dict[str, Any]) -> str | None:
+    """The claim whose dispatch record `item` is; None for a run's item."""
+    job_id = str(item.get("job_id", ""))
+    prefix = keys.dispatch_record_id("")
+    return job_id.removeprefix(prefix) if job_id.startswith(prefix) else None
+
+
+def with_dispatch_record(item: dict[str, Any], record: dict[str, Any] | None) -> dict[str, Any]:
+    """A run item (plain values) as the pipeline reads it: claimed by an executor that recorded
+    its pack's dispatch (`RunRepository.record_dispatch`), it is in that task, DISPATCHED if
+    the item still says DISPATCHING."""
+    if record is None or "task_id" in item:
+        return item
+    read = item | {"task_id": record["task_id"], "dispatched_at": record["dispatched_at"]}
+    if read.get("status") == RunStatus.DISPATCHING.value:
+        read["status"] = RunStatus.DISPATCHED.value
+    return read
 
 
 def run_item(run: Run) -> dict[str, Any]:
