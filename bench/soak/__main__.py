@@ -30,6 +30,7 @@ FUNCTION_ENV = {
 DISPATCH_VISIBILITY_SECONDS = 20
 REPORTS_VISIBILITY_SECONDS = 15  # the template's 60 s: a failed report batch comes back sooner
 TASK_START_DELAY = "0-3"
+CREATES_PER_SECOND = 12  # Workload.setup's parallel creates on this machine
 RETRY_BASE_SECONDS = 10
 # Jobs per owner: (owners, every minute, every 5 minutes, hourly, run-now targets); each owner
 # also has a flaky, a failing and a timing-out job.
@@ -136,16 +137,18 @@ def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # typ
     workload = Workload.for_stack(
         stack.url, stack.api_port, stack.state_dir, shape["owners"], plan.seed
     )
-    # The jobs start once every one of them exists (about 4 creates a second here).
+    # The jobs start once every one of them exists (about CREATES_PER_SECOND here).
     setup_began = time.time()
     per_owner = shape["minute"] + shape["five"] + shape["hourly"] + shape["burst"] + 3
-    start_at = setup_began + len(workload.owners) * per_owner / 4 + 15
+    setup_seconds = len(workload.owners) * per_owner / CREATES_PER_SECOND
+    start_at = setup_began + setup_seconds + 15
     start_at = start_at - start_at % 60 + 30  # between two occurrences: no doubt which is first
-    if start_at < setup_began + len(workload.owners) * per_owner / 4:
+    if start_at < setup_began + setup_seconds:
         start_at += 60
     workload.setup(shape, start_at)
     say(
-        f"soak: {len(workload.jobs)} jobs for {shape['owners']} owners; faults for "
+        f"soak: {len(workload.jobs)} jobs for {shape['owners']} owners in "
+        f"{time.time() - setup_began:.0f} s; faults for "
         f"{minutes:g} min (seed {plan.seed}, {len(plan.faults)} faults planned)"
     )
     time.sleep(max(0.0, start_at - time.time()))

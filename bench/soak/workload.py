@@ -10,8 +10,10 @@ is down or answers 5xx / 409 job_busy, as a careful client would."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +40,7 @@ DST_ZONES = (
     "America/Santiago",
 )
 YEARLY = "0 0 1 1 *"
+SETUP_THREADS = 8
 # What each kind of script does; the checker expects the matching final status.
 SCRIPTS = {
     "ok": "import json, os\nprint(json.dumps({'run': os.environ['RUN_KEY'], "
@@ -89,8 +92,15 @@ class Api:
         self.url = url
         self.tokens = tokens
         self.give_up_s = give_up_s
-        self.session = requests.Session()
+        self._local = threading.local()  # a session per thread: the setup creates in parallel
         self.errors = 0
+
+    @property
+    def session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
 
     def call(
         self, method: str, path: str, user: str, *, retry: bool = True, **kwargs: Any
@@ -186,20 +196,27 @@ class Workload:
 
     def setup(self, per_owner: dict[str, int], start_at: float) -> None:
         """The owners' jobs, none running before `start_at`: their first runs are then taken
-        by the watcher's ticks, packed by owner, instead of one task per job created."""
+        by the watcher's ticks, packed by owner, instead of one task per job created. Created
+        SETUP_THREADS at a time (as many teams would), kept in the order they were drawn."""
+        specs: list[tuple[str, str, str, str, float | None]] = []
         for user in self.owners:
             for _ in range(per_owner["minute"]):
-                self.create(user, "* * * * *", self.rng.choice(ZONES), "ok", start_at)
+                specs.append((user, "* * * * *", self.rng.choice(ZONES), "ok", start_at))
             for _ in range(per_owner["five"]):
-                self.create(user, "*/5 * * * *", self.rng.choice(ZONES), "ok", start_at)
+                specs.append((user, "*/5 * * * *", self.rng.choice(ZONES), "ok", start_at))
             for _ in range(per_owner["hourly"]):
                 minute = self.rng.randrange(60)
-                self.create(user, f"{minute} * * * *", self.rng.choice(DST_ZONES), "ok", start_at)
-            self.create(user, "*/2 * * * *", "UTC", "flaky", start_at)
-            self.create(user, "*/5 * * * *", "Europe/Paris", "fail", start_at)
-            self.create(user, "*/5 * * * *", "America/New_York", "timeout", start_at)
+                zone = self.rng.choice(DST_ZONES)
+                specs.append((user, f"{minute} * * * *", zone, "ok", start_at))
+            specs.append((user, "*/2 * * * *", "UTC", "flaky", start_at))
+            specs.append((user, "*/5 * * * *", "Europe/Paris", "fail", start_at))
+            specs.append((user, "*/5 * * * *", "America/New_York", "timeout", start_at))
             for _ in range(per_owner["burst"]):
-                self.create(user, YEARLY, "UTC", "ok")
+                specs.append((user, YEARLY, "UTC", "ok", None))
+        with ThreadPoolExecutor(SETUP_THREADS) as pool:
+            created = list(pool.map(lambda spec: self.create(*spec), specs))
+        drawn = {record.job_id: record for record in created if record is not None}
+        self.jobs = drawn | {k: v for k, v in self.jobs.items() if k not in drawn}
 
     # -- changes during the soak -----------------------------------------------------------
 
