@@ -8,8 +8,11 @@ their events: within a worker, invocations are one at a time; a pool runs as man
 it has workers. Each worker is a process of its own (`spawn`: a fresh interpreter, its own
 powertools state and boto3 clients), loads its pool's handlers when it starts (a warm
 container), and dies with the stack (`PR_SET_PDEATHSIG`, so even a `kill -9` of the stack
-leaves none behind). A pool starts `warm` workers and starts one more, up to its size, when an
-invocation finds none idle (as Lambda scales out; the invocation takes whichever worker is free
+leaves none behind). That signal comes when the *thread* that started the process ends, not
+the process: every worker is started by its pool's own long-lived thread, never by the
+short-lived thread of an invocation (which killed each worker it started as it returned).
+A pool starts `warm` workers and starts one more, up to its size, when an invocation finds none
+idle (as Lambda scales out; the invocation takes whichever worker is free
 first, the new one or one that finished). A worker that dies is
 replaced; the invocation it was serving fails, as a crashed Lambda's would.
 
@@ -28,6 +31,7 @@ import signal
 import sys
 import threading
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -171,9 +175,14 @@ class FunctionWorkers:
         self._lock = threading.Lock()
         self._spawned = 0
         self._stopped = False
+        # The one thread that starts workers: it lives as long as the pool (see the module doc).
+        self._starter = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-starter")
 
     def _spawn(self) -> _Worker | None:
         """A new worker, or None when the pool is full (or stopped)."""
+        return self._starter.submit(self._start_worker).result()
+
+    def _start_worker(self) -> _Worker | None:
         with self._lock:
             if self._stopped or len(self._all) >= self.size:
                 return None
@@ -229,7 +238,8 @@ class FunctionWorkers:
             if not worker.process.is_alive():  # replaced by a fresh one (a cold start)
                 worker.stop()
                 with self._lock:
-                    self._all.remove(worker)
+                    if worker in self._all:
+                        self._all.remove(worker)
                 worker = self._spawn() or worker
             raise
         finally:
@@ -244,3 +254,4 @@ class FunctionWorkers:
             workers, self._all = self._all, []
         for worker in workers:
             worker.stop()
+        self._starter.shutdown(wait=False)
