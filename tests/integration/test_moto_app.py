@@ -6,6 +6,8 @@ kill is dropped, and its faster queries answer exactly what a scan says they sho
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import random
 import signal
 import socket
@@ -284,3 +286,52 @@ def test_queries_answer_what_a_scan_says(servers: list[Moto]) -> None:
                 ExpressionAttributeValues={":p": {"S": partition}},
             )["Items"]
             assert got == expected
+
+
+# moto's own clock moved by the script below; the patched check runs in a process of its own,
+# so that no other test's moto is patched.
+_RETENTION_SCRIPT = """
+import datetime as dt
+import json
+
+import boto3
+from moto import mock_aws
+from moto.core import utils
+
+import devstack.moto_fast  # noqa: F401  (the patch under test)
+
+real = utils.utcnow
+with mock_aws():
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    answers = []
+    for later in (30, 90):
+        url = sqs.create_queue(
+            QueueName=f"kept-{later}", Attributes={"MessageRetentionPeriod": "60"}
+        )["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody=f"after {later} s")
+        sent = real()
+        utils.utcnow = lambda: sent + dt.timedelta(seconds=later)
+        received = sqs.receive_message(QueueUrl=url, VisibilityTimeout=0)
+        answers.append([m["Body"] for m in received.get("Messages", [])])
+        utils.utcnow = real
+    print(json.dumps(answers))
+"""
+
+
+def test_a_receive_hands_out_only_messages_within_the_retention_period() -> None:
+    """moto_fast's cheaper retention check (moto's computed every attribute of the queue for
+    each message received) keeps moto's answer: kept 30 s into a 60 s retention, gone at 90."""
+    done = subprocess.run(
+        [sys.executable, "-c", _RETENTION_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=os.environ
+        | {
+            "PYTHONPATH": str(Path(moto_app.__file__).parents[1]),  # devstack's directory
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        },
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [["after 30 s"], []]
