@@ -233,6 +233,9 @@ def test_concurrent_runs_past_the_quota_wait_and_start_when_a_place_is_given_bac
     [waiting] = [r for r in runs if r["status"] == "PENDING"]
     assert "concurrent_runs quota (1)" in waiting["deferred"]
     assert waiting["not_before"] == epoch(noon)
+    # its first claim's pack and second stay with it: a later task shares that pack claim
+    assert waiting["claim_pack"] == started["claim_pack"]
+    assert waiting["claim_second"] == epoch(noon)
     assert owner_item(stack, "alice")["running"] == 1
 
     # The first run ends: its task still holds the pack's place

@@ -648,8 +648,14 @@ class FakeRunStore:
 
         def apply(row: StoredRun) -> None:
             pack = row.run.claim_pack or pack_id or f"{row.run.key}-{row.run.attempt}"
+            second = row.run.claim_second or row.run.not_before
             row.run = row.run.model_copy(
-                update={"status": RunStatus.DISPATCHING, "updated_at": now, "claim_pack": pack}
+                update={
+                    "status": RunStatus.DISPATCHING,
+                    "updated_at": now,
+                    "claim_pack": pack,
+                    "claim_second": second,
+                }
             )
             row.claim_id = claim_id
             row.claim_until = epoch(now) + claim_seconds
@@ -896,7 +902,6 @@ class FakeRunStore:
                     "deferred": reason,
                     "updated_at": now,
                     "queued_at": None,
-                    "claim_pack": None,
                 }
             )
             row.deadline = row.claim_id = row.claim_until = None
@@ -942,6 +947,7 @@ def _claimed_by(claim_id: str) -> Callable[[StoredRun], bool]:
 _ATTEMPT_FIELDS = (
     "task_id",
     "claim_pack",
+    "claim_second",
     "queued_at",
     "dispatched_at",
     "started_at",

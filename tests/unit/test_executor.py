@@ -127,6 +127,7 @@ def test_a_messages_runs_are_claimed_and_started_in_one_task(
                 parameters={"job": run.job_id},
                 script_key=SCRIPT_KEY,
                 claim_pack=message.pack_id,  # the pack its attempt was first claimed in
+                claim_second=epoch(NOON),  # and the second it was due then
             )
             for run in (first, second)
         ],

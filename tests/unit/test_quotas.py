@@ -431,6 +431,35 @@ def outcomes_over(runs: FakeRunStore, places: FakePlaces, clock: FakeClock) -> R
     )
 
 
+def test_a_run_deferred_for_a_place_keeps_the_pack_claim_of_its_first_claim(
+    schedule: FakeScheduleStore,
+) -> None:
+    # Given a pack of two claimed 20 s late with one place: b waits, 30 s later. Its first
+    # claim may already have put it in a task (a RunTask whose answer was lost)
+    clock = FakeClock(NOON + timedelta(seconds=20))
+    counters = FakeQuotaCounters()
+    runs = FakeRunStore(schedule, counters=counters)
+    places = FakePlaces(schedule, counters)
+    backend = FakeDispatchBackend()
+    executor = place_executor(runs, backend, places, clock, 1, "a", "b")
+    a, b = (queued(runs, name, clock) for name in ("a", "b"))
+    first = message(a, b)
+    assert executor.handle(first) == [a.key]
+    waiting = runs.get(b.job_id, b.key)
+    assert waiting is not None
+    assert waiting.not_before == epoch(NOON) + 50
+
+    # When a place is free and it goes out in a pack of its own
+    outcomes_over(runs, places, clock).on_task_stopped(stopped(backend, 1))
+    assert executor.handle(message(waiting)) == [b.key]
+
+    # Then its task claims it under its first pack and second, as a task of the first pack
+    # would: one of the two starts it, not both
+    _, (spec,) = backend.dispatched[-1]
+    assert (spec.claim_pack, spec.claim_second) == (first.pack_id, epoch(NOON))
+    assert spec.not_before == epoch(NOON) + 50
+
+
 def test_concurrent_runs_are_taken_per_pack_and_given_back_when_its_task_stops(
     schedule: FakeScheduleStore,
 ) -> None:

@@ -36,6 +36,8 @@ class RunSpec(BaseModel):
     parameters: dict[str, Any]
     script_key: str
     overlap: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
-    # The pack this attempt was first dispatched in (recorded with its claim): every task that
-    # holds it shares that pack's claim objects. None: the pack it is dispatched in now.
+    # The pack this attempt was first dispatched in, and the second it was then due (recorded
+    # with its claim): every task that holds it shares that pack claim object, even after a
+    # deferral moved its second. None: the pack it is dispatched in now, at its second.
     claim_pack: str | None = None
+    claim_second: int | None = None

@@ -127,7 +127,10 @@ class Executor:
             return None  # done, or already dispatched for this attempt: a duplicate message
         if self._runs.claim(run, claim_id, now, self._claim_seconds, pack_id):
             # The attempt's pack is the one it was first claimed in (kept by a later claim).
-            return run.model_copy(update={"claim_pack": run.claim_pack or pack_id})
+            first = {"claim_pack": run.claim_pack or pack_id}
+            return run.model_copy(
+                update=first | {"claim_second": run.claim_second or run.not_before}
+            )
         current = self._runs.get(due.job_id, due.key)
         if current is not None and current.status is RunStatus.DISPATCHING:
             return _BUSY
@@ -213,6 +216,7 @@ class Executor:
             script_key=script_key,
             overlap=run.overlap,
             claim_pack=run.claim_pack,
+            claim_second=run.claim_second,
         )
 
 

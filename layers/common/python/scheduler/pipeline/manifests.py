@@ -77,7 +77,9 @@ class Manifests:
         for run in runs:
             ttl = self._ttl + run.timeout_seconds + max(0, run.not_before - epoch(self._clock()))
             ids = (run.job_id, run.run_key, run.attempt)
-            claim = keys.pack_claim_key(run.claim_pack or pack_id, run.not_before)
+            claim = keys.pack_claim_key(
+                run.claim_pack or pack_id, run.claim_second or run.not_before
+            )
             entry: dict[str, Any] = {
                 "job_id": run.job_id,
                 "run_key": run.run_key,

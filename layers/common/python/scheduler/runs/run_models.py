@@ -180,6 +180,8 @@ class Run(BaseModel):
     # The pack the attempt was first claimed for dispatch in: every task that holds it takes
     # that pack's claim objects (runner/jobrunner/claims.py); not shown.
     claim_pack: str | None = Field(default=None, exclude=True)
+    # The second the attempt was due when first claimed: with claim_pack, names its pack claim.
+    claim_second: int | None = Field(default=None, exclude=True)
     # While the run is in the in-flight index: when the sweep concludes it; not shown.
     deadline: int | None = Field(default=None, exclude=True)
     # The executor's claim on the attempt (also the id of the pack place it took); not shown.

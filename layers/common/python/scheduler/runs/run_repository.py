@@ -243,7 +243,8 @@ class RunRepository:
         return self._update(
             run,
             "SET #st = :dispatching, claim_id = :claim, claim_until = :until, updated_at = :now, "
-            "claim_pack = if_not_exists(claim_pack, :pack)",
+            "claim_pack = if_not_exists(claim_pack, :pack), "
+            "claim_second = if_not_exists(claim_second, :second)",
             "attempt = :attempt AND (#st IN (:pending, :queued) OR "
             "(#st = :dispatching AND claim_until < :epoch))",
             {
@@ -255,6 +256,7 @@ class RunRepository:
                 ":epoch": epoch,
                 ":now": times.to_text(now),
                 ":pack": pack_id or f"{run.key}-{run.attempt}",
+                ":second": run.not_before,
             },
         )
 
@@ -488,6 +490,7 @@ class RunRepository:
                     "updated_at = :now, attempts = "
                     "list_append(if_not_exists(attempts, :empty), :history) "
                     "REMOVE inflight_shard, deadline, claim_id, claim_until, claim_pack, "
+                    "claim_second, "
                     "task_id, queued_at, dispatched_at, started_at, start_lag_ms, "
                     "finished_at, exit_code, output_tail, output_bytes, "
                     "output_truncated, output_key, duration_ms, #err"
@@ -518,8 +521,10 @@ class RunRepository:
                 "TableName": self._table,
                 "Key": dump({"job_id": run.job_id, "key": run.key}),
                 "UpdateExpression": "SET #st = :pending, not_before = :nb, #deferred = :reason, "
+                # claim_pack and claim_second stay: a task the attempt may already be in (a
+                # RunTask whose answer was lost) and the one it goes in later share one claim.
                 "updated_at = :now REMOVE inflight_shard, deadline, claim_id, claim_until, "
-                "claim_pack, queued_at",
+                "queued_at",
                 "ConditionExpression": "attempt = :attempt AND #st = :dispatching AND "
                 "claim_id = :claim AND attribute_not_exists(holds_place)",
                 "ExpressionAttributeNames": {"#st": "status", "#deferred": "deferred"},
