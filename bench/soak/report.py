@@ -84,6 +84,10 @@ def write(
         ["  of which unexplained or unmarked", len(results["ran_twice_unexplained"])],
         ["run now made twice by a client retry", len(results["manual_twice"])],
         ["**wrong final status**", len(results["wrong_status"])],
+        [
+            "SUCCEEDED with no end in the runner's log (killed between its report and its log)",
+            len(results.get("end_unlogged_runner_killed", [])),
+        ],
         ["unfinished at the end", len(results["unfinished"])],
         [
             "due before their job was deleted, no run in the snapshot before the delete, none "
