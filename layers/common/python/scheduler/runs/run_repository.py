@@ -237,8 +237,8 @@ class RunRepository:
     ) -> bool:
         """Take the run for dispatch. Only one claimant wins; an abandoned claim (the executor
         died between claim and dispatch) can be taken again once it expires. The first claim
-        of an attempt binds it to its pack (`claim_pack`), whose claim objects every task that
-        holds it then shares."""
+        of an attempt binds it to its pack and the second it is due (`claim_pack`,
+        `claim_second`), whose claim object every task that holds it then shares."""
         epoch = int(now.timestamp())
         return self._update(
             run,
