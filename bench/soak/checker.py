@@ -136,6 +136,20 @@ def check(  # noqa: PLR0912, PLR0915  # one pass over the due runs, each rule in
             listed = workload.last_listed.get(job.job_id) or api.runs(job.job_id, job.user)
         for run in listed or []:
             runs[run["key"]] = run
+    # The drain's listings are up to minutes older than the runners' logs read since: a job
+    # whose listing is behind what its runners started (a run it did not show yet, an attempt
+    # it had not recorded yet) is listed again, so the API is judged on what it shows now.
+    behind = {
+        key.split("-")[1]  # <second>-<job id>[-m<token>]
+        for key, attempt in truth.started
+        if (run := runs.get(key)) is None or int(run["attempt"]) < attempt
+    }
+    for job_id in sorted(behind):
+        job = workload.jobs.get(job_id)
+        if job is None or job.deleted_at is not None:
+            continue
+        for run in api.runs(job.job_id, job.user):
+            runs[run["key"]] = run
 
     due: list[tuple[str, JobRecord | None, int]] = []  # key, job, scheduled second
     maybe = 0
