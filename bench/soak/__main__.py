@@ -30,7 +30,8 @@ FUNCTION_ENV = {
 DISPATCH_VISIBILITY_SECONDS = 20
 REPORTS_VISIBILITY_SECONDS = 15  # the template's 60 s: a failed report batch comes back sooner
 TASK_START_DELAY = "0-3"
-CREATES_PER_SECOND = 12  # Workload.setup's parallel creates on this machine
+CREATES_PER_SECOND = 40  # Workload.setup creates 8 at a time: ~48 a second here
+DRAIN_SECONDS = 180  # the soak stays within ~25 minutes
 RETRY_BASE_SECONDS = 10
 # Jobs per owner: (owners, every minute, every 5 minutes, hourly, run-now targets); each owner
 # also has a flaky, a failing and a timing-out job.
@@ -192,12 +193,12 @@ def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # typ
 
 
 def drain(workload: Workload, first_due: int, last_due: int) -> dict[str, list[dict[str, Any]]]:
-    """Until every run due by `last_due` exists and has ended (or 4 minutes have passed); the
+    """Until every run due by `last_due` exists and has ended (or DRAIN_SECONDS have passed); the
     jobs go on running, but what falls due after `last_due` is not counted. Returns each job's
     runs as last listed (listing a job's runs costs ~1 s of moto's time at 10,000 runs: the
     checker reuses them)."""
     listings: dict[str, list[dict[str, Any]]] = {}
-    deadline = time.time() + 240
+    deadline = time.time() + DRAIN_SECONDS
     expected: dict[str, set[str]] = {
         job.job_id: {
             f"{second}-{job.job_id}" for second in due_seconds(job, first_due, last_due)[0]
