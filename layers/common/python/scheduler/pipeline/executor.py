@@ -95,20 +95,21 @@ class Executor:
             metrics.seconds(names.DISPATCH_LEAD, lead)
             run_changed("run dispatched", run, task_id=task_id, dispatch_lead_s=lead)
 
-        def mark(run: Run) -> None:
-            deadline = self._new_deadline(run, now)
-            assert deadline is not None
-            if self._runs.mark_dispatched(run, claim_id, task_id, dispatched, deadline):
-                logged(run)
-
         # Runs that keep the deadline they were queued with (most): one dispatch record for
         # the pack, not a write to each; the others are marked one by one with their new one.
-        kept = [run for run in claimed if self._new_deadline(run, now) is None]
+        deadlines = {run.key: self._new_deadline(run, now) for run in claimed}
+        moved = {key: deadline for key, deadline in deadlines.items() if deadline is not None}
+        kept = [run for run in claimed if run.key not in moved]
         if kept:
             self._runs.record_dispatch(claim_id, task_id, dispatched)
             for run in kept:
                 logged(run)
-        fan_out(mark, [run for run in claimed if run not in kept], _WORKERS)
+
+        def mark(run: Run) -> None:
+            if self._runs.mark_dispatched(run, claim_id, task_id, dispatched, moved[run.key]):
+                logged(run)
+
+        fan_out(mark, [run for run in claimed if run.key in moved], _WORKERS)
         return [run.key for run in claimed]
 
     def _new_deadline(self, run: Run, now: datetime) -> int | None:
