@@ -16,10 +16,10 @@ from moto import mock_aws
 from devstack import resources
 from devstack.lambda_runtime import context_for, load_handler
 from devstack.template import Stack, local_stack
-from scheduler import keys, times, wiring
+from scheduler import times, wiring
 from scheduler.config import JobApiSettings
 from scheduler.runs.run_repository import (
-    DISPATCH_RECORD_KEY,
+    dispatch_record_key,
     undispatched_claim,
     with_dispatch_record,
 )
@@ -129,8 +129,7 @@ def runs_of(stack: Stack, job_id: str) -> list[dict[str, Any]]:
     items = []
     for item in stored_runs_of(stack, job_id):
         claim = undispatched_claim(item)
-        record_key = {"job_id": keys.dispatch_record_id(claim or ""), "key": DISPATCH_RECORD_KEY}
-        record = table.get_item(Key=record_key).get("Item") if claim else None
+        record = table.get_item(Key=dispatch_record_key(claim)).get("Item") if claim else None
         items.append(with_dispatch_record(item, record))
     return items
 

@@ -304,9 +304,8 @@ class RunRepository:
             self._db.put_item,
             TableName=self._table,
             Item=dump(
-                {
-                    "job_id": keys.dispatch_record_id(claim_id),
-                    "key": DISPATCH_RECORD_KEY,
+                dispatch_record_key(claim_id)
+                | {
                     "task_id": task_id,
                     "dispatched_at": times.to_text(now),
                     "expires_at": int(now.timestamp())
@@ -605,10 +604,7 @@ class RunRepository:
         claims = {claim for item in items if (claim := undispatched_claim(item))}
         if not claims:
             return items
-        wanted = [
-            dump({"job_id": keys.dispatch_record_id(claim), "key": DISPATCH_RECORD_KEY})
-            for claim in sorted(claims)
-        ]
+        wanted = [dump(dispatch_record_key(claim)) for claim in sorted(claims)]
         records = [load(raw) for raw in batch_get(self._db, self._table, wanted)]
         by_claim = {record_claim(record): record for record in records}
         return [with_dispatch_record(i, by_claim.get(i.get("claim_id", ""))) for i in items]
@@ -658,6 +654,11 @@ _TIME_FIELDS = (
     "started_at",
     "finished_at",
 )
+
+
+def dispatch_record_key(claim_id: str) -> dict[str, str]:
+    """The key of the dispatch record of the runs claimed with `claim_id` (plain values)."""
+    return {"job_id": keys.dispatch_record_id(claim_id), "key": DISPATCH_RECORD_KEY}
 
 
 def undispatched_claim(item: dict[str, Any]) -> str | None:
