@@ -516,6 +516,30 @@ def test_a_pack_is_dispatched_with_one_write_and_a_lapsed_claim_is_not_dispatche
         shown = body_of(invoke("GetRunFunction", event))
         assert (shown["status"], shown["task_id"]) == ("DISPATCHED", task)
 
+    # When the runner reports one run's start, the status path's DynamoDB reads recorded
+    reads: list[str] = []
+    runs_table = stack.physical_names["RunsTable"]
+
+    def record(event_name: str, params: dict[str, Any], **_: Any) -> None:
+        body = params.get("body", b"")
+        if runs_table in (body.decode() if isinstance(body, bytes) else str(body)):
+            reads.append(event_name.rsplit(".", 1)[-1])
+
+    started = {"started_at": "2026-12-01T12:01:00.050Z", "start_lag_ms": 50}
+    _put_report(stack, runs_of(stack, jobs[0]["job_id"])[0], "started", started)
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register("before-call.dynamodb", record)
+    wiring.reset()
+    try:
+        _deliver_reports(stack, invoke)
+    finally:
+        boto3.DEFAULT_SESSION.events.unregister("before-call.dynamodb", record)
+
+    # Then it is RUNNING, from one read of the run (not of its pack's dispatch record: the
+    # status path's writes take a DISPATCHING run as they take a DISPATCHED one)
+    assert runs_of(stack, jobs[0]["job_id"])[0]["status"] == "RUNNING"
+    assert [r for r in reads if r in ("GetItem", "Query", "BatchGetItem")] == ["GetItem"]
+
     # When the message comes again after the claims have lapsed (an executor that died before
     # deleting it: SQS redelivers after the visibility timeout)
     wiring.use_clock(lambda: noon + timedelta(minutes=10))

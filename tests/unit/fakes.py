@@ -564,6 +564,10 @@ class FakeRunStore:
             row = self._rows.get((job_id, key))
             return row.shown() if row else None
 
+    def get_stored(self, job_id: str, key: str) -> Run | None:
+        # Dispatch records are kept on the runs here (record_dispatch): the same as get.
+        return self.get(job_id, key)
+
     def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
         with self._schedule.transaction():
             row = self._rows[(job_id, key)]

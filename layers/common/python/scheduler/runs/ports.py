@@ -17,6 +17,9 @@ class RunStore(Protocol):
 
     def get(self, job_id: str, key: str) -> Run | None: ...
 
+    def get_stored(self, job_id: str, key: str) -> Run | None:
+        """The run without its pack's dispatch record (DISPATCHING, no task, once dispatched)."""
+
     def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
         """The script key and parameters snapshotted into the run when it was created."""
 

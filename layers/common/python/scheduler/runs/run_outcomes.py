@@ -91,7 +91,7 @@ class RunOutcomes:
             logger.warning("ignoring an object that is not a run report", key=key)
             return
         job_id, run_key, attempt, kind = parsed
-        run = self._runs.get(job_id, run_key)
+        run = self._runs.get_stored(job_id, run_key)
         report = self._objects.report(key)
         if run is None or report is None or run.attempt != attempt:
             return  # an old attempt, or a report we cannot trust: nothing to do
@@ -135,7 +135,7 @@ class RunOutcomes:
         )
         reason = str(detail.get("stoppedReason", "task stopped"))
         for job_id, run_key, attempt in _run_refs(detail):
-            run = self._runs.get(job_id, run_key)
+            run = self._runs.get_stored(job_id, run_key)
             if run is None or run.attempt != attempt:
                 continue
             self.conclude_unreported(
