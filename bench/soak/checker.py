@@ -128,13 +128,12 @@ def check(  # noqa: PLR0912, PLR0915  # one pass over the due runs, each rule in
             if len(parts) > 2:
                 touched[parts[2]].append(event["kind"])
 
+    live = [job for job in workload.jobs.values() if job.deleted_at is None]
+    listed = dict(workload.last_listed)
+    listed |= api.runs_of([job for job in live if job.job_id not in listed])
     runs: dict[str, dict[str, Any]] = {}
     for job in workload.jobs.values():
-        if job.deleted_at is not None:
-            listed = job.snapshot
-        else:
-            listed = workload.last_listed.get(job.job_id) or api.runs(job.job_id, job.user)
-        for run in listed or []:
+        for run in (job.snapshot if job.deleted_at is not None else listed[job.job_id]) or []:
             runs[run["key"]] = run
     # The drain's listings are up to minutes older than the runners' logs read since: a job
     # whose listing is behind what its runners started (a run it did not show yet, an attempt
@@ -144,11 +143,8 @@ def check(  # noqa: PLR0912, PLR0915  # one pass over the due runs, each rule in
         for key, attempt in truth.started
         if (run := runs.get(key)) is None or int(run["attempt"]) < attempt
     }
-    for job_id in sorted(behind):
-        job = workload.jobs.get(job_id)
-        if job is None or job.deleted_at is not None:
-            continue
-        for run in api.runs(job.job_id, job.user):
+    for again in api.runs_of([job for job in live if job.job_id in behind]).values():
+        for run in again:
             runs[run["key"]] = run
 
     due: list[tuple[str, JobRecord | None, int]] = []  # key, job, scheduled second

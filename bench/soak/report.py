@@ -109,7 +109,7 @@ def write(
             "## Chaos soak (`bench/soak`)",
             f"Seed {plan.seed}, {plan.duration_s / 60:g} min of faults and due runs, "
             f"{len(workload.jobs)} jobs of {len(workload.owners)} owners, "
-            f"{seconds / 60:.1f} min in all. Rates per minute: "
+            f"{seconds / 60:.1f} min in all ({_phases(times)}). Rates per minute: "
             + ", ".join(f"{k} {v:g}" for k, v in sorted(plan.rates.items()))
             + ".",
             "Faults carried out: "
@@ -127,6 +127,19 @@ def write(
         ]
     )
     return write_result(mode, "soak", data, markdown)
+
+
+def _phases(times: dict[str, float]) -> str:
+    """Where the soak's minutes went: before the faults (the stack's start, the jobs' setup
+    and the wait for their first runs), the faults, the drain, and the check."""
+    spans = [
+        ("before the faults", times["faults_from"] - times["began"]),
+        ("of which the setup", times.get("setup_ended", 0) - times.get("setup_began", 0)),
+        ("faults", times["last_due"] - times["faults_from"]),
+        ("drain", times["drained"] - times["last_due"]),
+        ("check", times["checked"] - times["drained"]),
+    ]
+    return ", ".join(f"{name} {span / 60:.1f} min" for name, span in spans)
 
 
 def _cause(twice: dict[str, Any]) -> str:

@@ -41,6 +41,7 @@ DST_ZONES = (
 )
 YEARLY = "0 0 1 1 *"
 SETUP_THREADS = 8
+LISTING_THREADS = 4  # the drain and the checker list the jobs' runs this many at a time
 # What each kind of script does; the checker expects the matching final status.
 SCRIPTS = {
     "ok": "import json, os\nprint(json.dumps({'run': os.environ['RUN_KEY'], "
@@ -137,6 +138,20 @@ class Api:
             token = page.get("next_token")
             if not token:
                 return found
+
+    def runs_of(
+        self, jobs: list[JobRecord], until: float | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Each job's runs (job id -> runs), LISTING_THREADS jobs at a time; once `until` has
+        passed, the jobs not listed yet are left out."""
+
+        def listed(job: JobRecord) -> tuple[str, list[dict[str, Any]] | None]:
+            if until is not None and time.time() >= until:
+                return job.job_id, None
+            return job.job_id, self.runs(job.job_id, job.user)
+
+        with ThreadPoolExecutor(LISTING_THREADS) as pool:
+            return {job_id: runs for job_id, runs in pool.map(listed, jobs) if runs is not None}
 
 
 @dataclass
