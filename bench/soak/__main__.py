@@ -34,8 +34,11 @@ TASK_START_DELAY = "0-3"
 # runs are planned for a slower setup: one still under way when they fall due competes with
 # them for the 2 cores, and slows down further.
 CREATES_PER_SECOND = 15
-DRAIN_SECONDS = 180  # the soak stays within ~25 minutes
-DRAIN_FIRST_LOOK_SECONDS = 60
+# The drain's length, and when it first lists the jobs (the runs due last start about a minute
+# later, ending seconds after; listing before would only slow the stack down), full and quick:
+# the soak stays within 25 minutes, the quick one within 3.
+DRAIN_SECONDS = {"full": 180, "quick": 90}
+DRAIN_FIRST_LOOK_SECONDS = {"full": 60, "quick": 15}
 RETRY_BASE_SECONDS = 10
 # Jobs per owner: (owners, every minute, every 5 minutes, hourly, run-now targets); each owner
 # also has a flaky, a failing and a timing-out job.
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan-only", action="store_true", help="print the fault plan and stop")
     arguments = parser.parse_args(argv)
     mode = Mode(quick=arguments.quick)
-    minutes = arguments.minutes or mode.pick(18.0, 1.5)
+    minutes = arguments.minutes or mode.pick(18.0, 1.0)
     rates = parse_rates(arguments.rate, mode.pick(DEFAULT_RATES, QUICK_RATES))
     plan = generate(arguments.seed, rates, minutes * 60)
     if arguments.plan_only:
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def soak(mode: Mode, plan, minutes: float) -> int:  # type: ignore[no-untyped-def]
-    shape = SHAPES["quick" if mode.quick else "full"]
+    size = "quick" if mode.quick else "full"
     work = mode.results_dir / "work" / "soak"
     work.mkdir(parents=True, exist_ok=True)
     options = ["--watcher-interval", "60", "--watcher-second", str(plan.tick_second)]
@@ -89,7 +92,7 @@ def soak(mode: Mode, plan, minutes: float) -> int:  # type: ignore[no-untyped-de
         stack = SoakStack(state_dir, moto.endpoint, options)
         stack.start()
         try:
-            chaos_events, down, workload, times = drive(stack, plan, shape, minutes)
+            chaos_events, down, workload, times = drive(stack, plan, size, minutes)
             # The checker reads the API (and the runners' logs): before the stack stops.
             truth = GroundTruth.read(state_dir / "tasks")
             results = check(
@@ -128,9 +131,10 @@ def soak(mode: Mode, plan, minutes: float) -> int:  # type: ignore[no-untyped-de
     return 0
 
 
-def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # type: ignore[no-untyped-def]
+def drive(stack: SoakStack, plan, size: str, minutes: float):  # type: ignore[no-untyped-def]
     from bench.soak.chaos import DISPATCH_QUEUE, REPORTS_QUEUE
 
+    shape = SHAPES[size]
     sqs = stack.client("sqs")
     url = sqs.get_queue_url(QueueName=DISPATCH_QUEUE)["QueueUrl"]
     sqs.set_queue_attributes(
@@ -171,7 +175,7 @@ def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # typ
         if at < now:
             at += 60
         if at >= end:
-            break
+            break  # the last faults of the plan are still to come
         time.sleep(at - now)
         minute += 1
         workload.churn(minute)
@@ -181,10 +185,11 @@ def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # typ
             f"soak: minute {minute}: {len(chaos.events)} faults so far, "
             f"{workload.api.errors} API errors retried"
         )
+    time.sleep(max(0.0, end - time.time()))
     chaos.stop()
     last_due = int(time.time())
     say("soak: faults stopped; waiting for the runs due until now to end")
-    workload.last_listed = drain(workload, first_due, last_due)
+    workload.last_listed = drain(workload, first_due, last_due, size)
     return (
         chaos.events,
         chaos.down,
@@ -200,13 +205,15 @@ def drive(stack: SoakStack, plan, shape: dict[str, int], minutes: float):  # typ
     )
 
 
-def drain(workload: Workload, first_due: int, last_due: int) -> dict[str, list[dict[str, Any]]]:
+def drain(
+    workload: Workload, first_due: int, last_due: int, size: str
+) -> dict[str, list[dict[str, Any]]]:
     """Until every run due by `last_due` exists and has ended, for at most DRAIN_SECONDS (the
     last listing stops there too); the jobs go on running, but what falls due after
     `last_due` is not counted. Returns each job's runs as last listed (listing a job's runs
     costs ~0.2 s of the busy stack's time: the checker reuses them)."""
     listings: dict[str, list[dict[str, Any]]] = {}
-    deadline = time.time() + DRAIN_SECONDS
+    deadline = time.time() + DRAIN_SECONDS[size]
     expected: dict[str, set[str]] = {
         job.job_id: {
             f"{second}-{job.job_id}" for second in due_seconds(job, first_due, last_due)[0]
@@ -218,9 +225,7 @@ def drain(workload: Workload, first_due: int, last_due: int) -> dict[str, list[d
         if manual.key is not None and manual.job_id in expected:
             expected[manual.job_id].add(manual.key)
     waiting = [job for job in workload.jobs.values() if expected.get(job.job_id)]
-    # The runs due last start about a minute later, and end seconds after: listing the jobs
-    # before then would only slow the stack down.
-    time.sleep(min(DRAIN_FIRST_LOOK_SECONDS, DRAIN_SECONDS))
+    time.sleep(DRAIN_FIRST_LOOK_SECONDS[size])
     while waiting and time.time() < deadline:
         listed = workload.api.runs_of(waiting, until=deadline)
         listings |= listed

@@ -38,7 +38,7 @@ DEFAULT_RATES: dict[str, float] = {
     "skip_tick": 0.15,
     "late_runner": 0.3,
 }
-# The quick soak lasts 1.5 minutes: rates high enough for every kind to show up.
+# The quick soak lasts 1 minute: rates high enough for kinds to show up (each at least once).
 QUICK_RATES: dict[str, float] = {
     kind: 0.5 if kind.startswith("kill_") and kind != "kill_runner" else max(1.0, 2 * rate)
     for kind, rate in DEFAULT_RATES.items()
