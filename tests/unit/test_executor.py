@@ -36,11 +36,6 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def runs() -> FakeRunStore:
-    return FakeRunStore(FakeScheduleStore())
-
-
-@pytest.fixture
 def backend() -> FakeDispatchBackend:
     return FakeDispatchBackend()
 

@@ -38,16 +38,6 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def schedule() -> FakeScheduleStore:
-    return FakeScheduleStore()
-
-
-@pytest.fixture
-def jobs(schedule: FakeScheduleStore) -> FakeJobStore:
-    return FakeJobStore(schedule)
-
-
-@pytest.fixture
 def scripts() -> FakeScriptStore:
     return FakeScriptStore()
 

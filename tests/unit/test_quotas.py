@@ -53,11 +53,6 @@ def clock() -> FakeClock:
     return FakeClock(START)
 
 
-@pytest.fixture
-def schedule() -> FakeScheduleStore:
-    return FakeScheduleStore()
-
-
 # -- jobs per owner -----------------------------------------------------------------------------
 
 

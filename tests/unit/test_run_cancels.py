@@ -32,7 +32,6 @@ from unit.fakes import (
     FakeJobStore,
     FakeRunObjects,
     FakeRunStore,
-    FakeScheduleStore,
     add_job,
 )
 
@@ -43,26 +42,6 @@ NOW = NOON + timedelta(seconds=30)
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(NOW)
-
-
-@pytest.fixture
-def schedule() -> FakeScheduleStore:
-    return FakeScheduleStore()
-
-
-@pytest.fixture
-def runs(schedule: FakeScheduleStore) -> FakeRunStore:
-    return FakeRunStore(schedule)
-
-
-@pytest.fixture
-def jobs(schedule: FakeScheduleStore) -> FakeJobStore:
-    return FakeJobStore(schedule)
-
-
-@pytest.fixture
-def objects() -> FakeRunObjects:
-    return FakeRunObjects()
 
 
 @pytest.fixture

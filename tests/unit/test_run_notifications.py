@@ -43,18 +43,8 @@ class RecordingNotifier:
 
 
 @pytest.fixture
-def runs() -> FakeRunStore:
-    return FakeRunStore(FakeScheduleStore())
-
-
-@pytest.fixture
 def notifier() -> RecordingNotifier:
     return RecordingNotifier()
-
-
-@pytest.fixture
-def objects() -> FakeRunObjects:
-    return FakeRunObjects()
 
 
 @pytest.fixture

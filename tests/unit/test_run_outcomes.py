@@ -31,21 +31,6 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def schedule() -> FakeScheduleStore:
-    return FakeScheduleStore()
-
-
-@pytest.fixture
-def runs(schedule: FakeScheduleStore) -> FakeRunStore:
-    return FakeRunStore(schedule)
-
-
-@pytest.fixture
-def objects() -> FakeRunObjects:
-    return FakeRunObjects()
-
-
-@pytest.fixture
 def outcomes(runs: FakeRunStore, objects: FakeRunObjects, clock: FakeClock) -> RunOutcomes:
     return RunOutcomes(
         runs,

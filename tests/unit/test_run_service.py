@@ -42,31 +42,6 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def schedule() -> FakeScheduleStore:
-    return FakeScheduleStore()
-
-
-@pytest.fixture
-def jobs(schedule: FakeScheduleStore) -> FakeJobStore:
-    return FakeJobStore(schedule)
-
-
-@pytest.fixture
-def runs(schedule: FakeScheduleStore) -> FakeRunStore:
-    return FakeRunStore(schedule)
-
-
-@pytest.fixture
-def queue() -> FakeRunQueue:
-    return FakeRunQueue()
-
-
-@pytest.fixture
-def objects() -> FakeRunObjects:
-    return FakeRunObjects()
-
-
-@pytest.fixture
 def service(
     jobs: FakeJobStore,
     runs: FakeRunStore,

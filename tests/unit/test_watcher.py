@@ -67,31 +67,6 @@ def clock() -> FakeClock:
     return FakeClock(TICK)
 
 
-@pytest.fixture
-def schedule() -> FakeScheduleStore:
-    return FakeScheduleStore()
-
-
-@pytest.fixture
-def jobs(schedule: FakeScheduleStore) -> FakeJobStore:
-    return FakeJobStore(schedule)
-
-
-@pytest.fixture
-def runs(schedule: FakeScheduleStore) -> FakeRunStore:
-    return FakeRunStore(schedule)
-
-
-@pytest.fixture
-def queue() -> FakeRunQueue:
-    return FakeRunQueue()
-
-
-@pytest.fixture
-def objects() -> FakeRunObjects:
-    return FakeRunObjects()
-
-
 def make_watcher(
     jobs: FakeJobStore,
     schedule: FakeScheduleStore,
