@@ -452,6 +452,21 @@ class StoredRun:
         )
 
 
+def dies_once(store: object, method: str) -> None:
+    """`store.<method>` raises TimeoutError on its first call, as a function killed right
+    there would stop, and works from the second call on."""
+    real = getattr(store, method)
+    calls = {"n": 0}
+
+    def once(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TimeoutError(f"died in {method}")
+        return real(*args, **kwargs)
+
+    setattr(store, method, once)
+
+
 # -- quota counters (items of the jobs table) ----------------------------------------------------
 
 

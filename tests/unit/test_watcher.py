@@ -38,6 +38,7 @@ from unit.fakes import (
     FakeRunStore,
     FakeScheduleStore,
     add_job,
+    dies_once,
     make_job,
 )
 
@@ -196,22 +197,6 @@ def test_overlapping_ticks_do_not_queue_a_run_twice(
     assert (again.queued, later.queued) == (0, 0)
 
 
-class CrashesInAdvance(FakeJobStore):
-    """The first `advance` dies (the watcher's Lambda timing out, say) before it writes."""
-
-    def __init__(self, schedule: FakeScheduleStore) -> None:
-        super().__init__(schedule)
-        self.crashed = False
-
-    def advance(
-        self, job: Job, current: ScheduleItem, following: datetime | None
-    ) -> ScheduleItem | None:
-        if not self.crashed:
-            self.crashed = True
-            raise TimeoutError("the tick died here")
-        return super().advance(job, current, following)
-
-
 def test_a_tick_that_died_before_moving_the_schedule_is_finished_by_sending_the_run_again(
     schedule: FakeScheduleStore,
     runs: FakeRunStore,
@@ -220,7 +205,8 @@ def test_a_tick_that_died_before_moving_the_schedule_is_finished_by_sending_the_
     clock: FakeClock,
 ) -> None:
     # Given a tick that queued the 12:00 run and died before replacing its schedule item
-    jobs = CrashesInAdvance(schedule)
+    jobs = FakeJobStore(schedule)
+    dies_once(jobs, "advance")  # the watcher's Lambda timing out there, say, before it writes
     job = hourly(jobs)
     watcher = make_watcher(jobs, schedule, runs, queue, objects, clock)
     with pytest.raises(TimeoutError):
@@ -242,20 +228,6 @@ def test_a_tick_that_died_before_moving_the_schedule_is_finished_by_sending_the_
     ]
 
 
-class CrashesBeforeMovingTheJob(FakeJobStore):
-    """The first `advance` dies after putting the next item, before moving the job to it."""
-
-    def __init__(self, schedule: FakeScheduleStore) -> None:
-        super().__init__(schedule)
-        self.crashed = False
-
-    def move_job(self, job: Job, current: ScheduleItem, following: datetime | None) -> bool:
-        if not self.crashed:
-            self.crashed = True
-            raise TimeoutError("the tick died here")
-        return super().move_job(job, current, following)
-
-
 def test_a_tick_that_died_between_the_next_item_and_the_job_loses_and_doubles_nothing(
     schedule: FakeScheduleStore,
     runs: FakeRunStore,
@@ -264,7 +236,8 @@ def test_a_tick_that_died_between_the_next_item_and_the_job_loses_and_doubles_no
     clock: FakeClock,
 ) -> None:
     # Given a tick that queued the 12:00 run, put the 13:00 item and died before moving the job
-    jobs = CrashesBeforeMovingTheJob(schedule)
+    jobs = FakeJobStore(schedule)
+    dies_once(jobs, "move_job")  # after putting the next item, before moving the job to it
     job = hourly(jobs)
     watcher = make_watcher(jobs, schedule, runs, queue, objects, clock)
     with pytest.raises(TimeoutError):
