@@ -777,15 +777,7 @@ class FakeRunStore:
 
     def cancel(self, run: Run, reason: str, now: datetime) -> bool:
         def apply(row: StoredRun) -> None:
-            row.run = row.run.model_copy(
-                update={
-                    "status": RunStatus.CANCELLED,
-                    "updated_at": now,
-                    "finished_at": now,
-                    "error": reason,
-                }
-            )
-            row.expires_at = epoch(now) + self._retention_seconds
+            self._close(row, RunStatus.CANCELLED, reason, now)
             row.deadline = row.claim_until = None  # claim_id stays, as in RunRepository.cancel
 
         return self._end(run, lambda row: not row.run.status.terminal, apply)
@@ -849,18 +841,16 @@ class FakeRunStore:
 
     def skip(self, run: Run, reason: str, now: datetime) -> bool:
         def apply(row: StoredRun) -> None:
-            row.run = row.run.model_copy(
-                update={
-                    "status": RunStatus.SKIPPED,
-                    "updated_at": now,
-                    "finished_at": now,
-                    "error": reason,
-                }
-            )
-            row.expires_at = epoch(now) + self._retention_seconds
+            self._close(row, RunStatus.SKIPPED, reason, now)
             row.deadline = row.claim_id = row.claim_until = None
 
         return self._end(run, lambda row: row.run.status is run.status, apply)
+
+    def _close(self, row: StoredRun, status: RunStatus, reason: str, now: datetime) -> None:
+        """The run ended without a report of its own (cancelled, skipped): history from now."""
+        changes = {"status": status, "updated_at": now, "finished_at": now, "error": reason}
+        row.run = row.run.model_copy(update=changes)
+        row.expires_at = epoch(now) + self._retention_seconds
 
     # -- for tests ---------------------------------------------------------------------------
 
