@@ -79,6 +79,15 @@ def _put_report(stack, run: dict[str, Any], kind: str, report: dict[str, Any]) -
     )
 
 
+def _put_claim(stack, job_id: str, run_key: str, attempt: int) -> None:
+    """A run's own claim, as its runner PUTs it just before the script starts."""
+    boto3.client("s3").put_object(
+        Bucket=stack.physical_names["ScriptsBucket"],
+        Key=f"claims/{job_id}/{run_key}/{attempt}.json",
+        Body=json.dumps({"job_id": job_id, "run_key": run_key}).encode(),
+    )
+
+
 def _deliver_reports(stack, invoke) -> None:
     messages = _receive(stack, "ReportsQueue")
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['ReportsQueue']}"
@@ -164,7 +173,9 @@ def test_a_task_that_dies_unreported_is_retried_then_fails(stack, invoke) -> Non
     invoke("ExecutorFunction", _sqs_event(messages, arn))
     (run,) = runs_of(stack, job["job_id"])
 
-    # When ECS says the task stopped and no report exists
+    # When its runner claims it (its script starts), then ECS says the task stopped and no
+    # report exists
+    _put_claim(stack, job["job_id"], run["key"], 1)
     stopped = load_event("task_stopped")
     refs = f"{job['job_id']}/{run['key']}/1"
     stopped["detail"]["overrides"]["containerOverrides"][0]["environment"][0]["value"] = refs
@@ -188,10 +199,37 @@ def test_a_task_that_dies_unreported_is_retried_then_fails(stack, invoke) -> Non
         ExpressionAttributeNames={"#s": "status"},
         ExpressionAttributeValues={":d": "DISPATCHED"},
     )
+    _put_claim(stack, job["job_id"], run["key"], 2)
     invoke("TaskEventsFunction", stopped)
     (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "FAILED"
     assert run["attempt"] == 2
+
+
+def test_a_task_that_stops_before_its_runner_claims_the_run_does_not_spend_an_attempt(
+    stack, invoke
+) -> None:
+    # Given the only attempt of a run, dispatched, that no runner has claimed yet
+    job = _create_job(invoke, max_attempts=1)
+    invoke("WatcherFunction", load_event("watcher"))
+    messages = _receive(stack, "DispatchQueue")
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    invoke("ExecutorFunction", _sqs_event(messages, arn))
+    (run,) = runs_of(stack, job["job_id"])
+
+    # When ECS says its task stopped (killed before the run's second, say)
+    stopped = load_event("task_stopped")
+    refs = f"{job['job_id']}/{run['key']}/1"
+    stopped["detail"]["overrides"]["containerOverrides"][0]["environment"][0]["value"] = refs
+    invoke("TaskEventsFunction", stopped)
+
+    # Then the run is not failed: its script never started, so it runs again (attempt 2, at
+    # once) and the attempt that never started is not counted against max_attempts
+    (run,) = runs_of(stack, job["job_id"])
+    assert (run["status"], run["attempt"]) == ("PENDING", 2)
+    (unstarted,) = run["attempts"]
+    assert unstarted["script_started"] is False
+    assert unstarted["error"].startswith("the script never started: task stopped")
 
 
 def test_run_now_queues_immediately_and_shows_in_history(stack, invoke) -> None:

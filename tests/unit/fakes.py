@@ -985,6 +985,12 @@ class FakeRunObjects:
         self.objects[key] = report.model_dump_json(exclude_none=True)
         return key
 
+    def put_claim(self, run: Run) -> str:
+        """The run's own claim, as a runner PUTs it just before the script starts; its key."""
+        key = keys.claim_key(run.job_id, run.key, run.attempt)
+        self.objects[key] = json.dumps({"job_id": run.job_id, "run_key": run.key})
+        return key
+
     # -- RunObjects --------------------------------------------------------------------------
 
     def report(self, key: str) -> RunReport | None:
@@ -1006,6 +1012,16 @@ class FakeRunObjects:
 
     def cancel_requested(self, job_id: str, run_key: str, attempt: int) -> bool:
         return keys.cancel_key(job_id, run_key, attempt) in self.objects
+
+    def attempt_claimed(self, run: Run) -> bool:
+        if keys.claim_key(run.job_id, run.key, run.attempt) in self.objects:
+            return True
+        if run.claim_pack is None or run.claim_second is None:
+            return True
+        body = self.objects.get(keys.pack_claim_key(run.claim_pack, run.claim_second))
+        if body is None:
+            return False
+        return f"{run.job_id}/{run.key}/{run.attempt}" in json.loads(body).get("runs", [])
 
     def release_lock(self, job_id: str, run_key: str, attempt: int) -> None:
         body = self.objects.get(keys.lock_key(job_id))

@@ -13,7 +13,7 @@ import pytest
 
 from scheduler import keys
 from scheduler.runs.run_models import AttemptRecord, Run, RunReport, RunStatus, RunTrigger, new_run
-from scheduler.runs.run_outcomes import RunOutcomes, retry_delay
+from scheduler.runs.run_outcomes import MAX_UNSTARTED_ATTEMPTS, RunOutcomes, retry_delay
 from scheduler.schedule.schedule_item import ScheduleItem
 from scheduler.times import epoch
 from unit.fakes import FakeClock, FakeRunObjects, FakeRunStore, FakeScheduleStore
@@ -262,8 +262,10 @@ def test_a_stopped_task_concludes_the_runs_that_did_not_report(
     outcomes: RunOutcomes, runs: FakeRunStore, objects: FakeRunObjects
 ) -> None:
     # Given a task of three runs: one finished and reported, one whose finished report landed
-    # but was not processed yet, and one that never reported its end
+    # but was not processed yet, and one whose script started (its runner claimed it) and
+    # never reported its end
     reported, late, silent = (dispatched_run(runs, f"job-{n}") for n in "abc")
+    objects.put_claim(silent)
     done = finished(reported, RunStatus.SUCCEEDED)
     outcomes.on_report(objects.put_report(done, "finished"))
     objects.put_report(finished(late, RunStatus.SUCCEEDED, output_tail="late\n"), "finished")
@@ -289,12 +291,81 @@ def test_a_stopped_task_concludes_the_runs_that_did_not_report(
 
 
 def test_a_stopped_task_fails_a_silent_last_attempt(
-    outcomes: RunOutcomes, runs: FakeRunStore
+    outcomes: RunOutcomes, runs: FakeRunStore, objects: FakeRunObjects
 ) -> None:
     run = dispatched_run(runs, max_attempts=1)
+    objects.put_claim(run)  # its runner claimed it: the script started
     outcomes.on_task_stopped(task_stopped((run.job_id, run.key, 1), exit_code=1))
     ended = current(runs, run)
     assert (ended.status, ended.exit_code, ended.output_key) == (RunStatus.FAILED, 1, None)
+
+
+def test_a_task_that_stopped_before_any_runner_claimed_the_run_runs_it_again_uncounted(
+    outcomes: RunOutcomes, runs: FakeRunStore, objects: FakeRunObjects, clock: FakeClock
+) -> None:
+    # Given the last attempt of a run, dispatched, that no runner claimed (a runner claims
+    # each run just before its script starts: the script never ran)
+    run = dispatched_run(runs, max_attempts=1)
+
+    # When its task stops
+    outcomes.on_task_stopped(task_stopped((run.job_id, run.key, 1)))
+
+    # Then it is not failed: it runs again at once, the attempt not counted against
+    # max_attempts, and its history says why
+    again = current(runs, run)
+    assert (again.status, again.attempt, again.not_before) == (
+        RunStatus.PENDING,
+        2,
+        epoch(clock()),
+    )
+    (unstarted,) = again.attempts
+    assert unstarted.script_started is False
+    assert unstarted.error is not None
+    assert unstarted.error.startswith("the script never started")
+
+    # When its second attempt's script starts (claimed) and its task dies too
+    runs.mark_queued(again, clock(), epoch(clock()) + 600)
+    assert runs.claim(again, "claim-2", clock(), 60)
+    objects.put_claim(current(runs, again))
+    outcomes.on_task_stopped(task_stopped((run.job_id, run.key, 2)))
+
+    # Then that one counts: the run's one attempt is spent
+    assert current(runs, run).status is RunStatus.FAILED
+
+
+def test_a_run_named_by_its_pack_claim_counts_as_started(
+    outcomes: RunOutcomes, runs: FakeRunStore, objects: FakeRunObjects
+) -> None:
+    # Given the last attempt of a run whose pack claim (one object for the pack's runs of its
+    # second) names it, its own claim absent
+    run = dispatched_run(runs, max_attempts=1)
+    assert run.claim_pack is not None
+    assert run.claim_second is not None
+    named = {"runs": [f"{run.job_id}/{run.key}/1"], "token": "t"}
+    objects.objects[keys.pack_claim_key(run.claim_pack, run.claim_second)] = json.dumps(named)
+
+    # When its task stops, Then the attempt counts: the run fails
+    outcomes.on_task_stopped(task_stopped((run.job_id, run.key, 1)))
+    assert current(runs, run).status is RunStatus.FAILED
+
+
+def test_a_run_whose_tasks_never_start_fails_after_a_few_uncounted_attempts(
+    outcomes: RunOutcomes, runs: FakeRunStore
+) -> None:
+    # Given a run whose every task stops before any runner claims it (an image that cannot
+    # be pulled, say)
+    run = dispatched_run(runs, max_attempts=1)
+    for attempt in range(1, MAX_UNSTARTED_ATTEMPTS + 2):
+        outcomes.on_task_stopped(task_stopped((run.job_id, run.key, attempt)))
+        again = current(runs, run)
+        if again.status is not RunStatus.PENDING:
+            break
+        runs.mark_queued(again, NOON, epoch(NOON) + 600)
+        assert runs.claim(again, f"claim-{attempt + 1}", NOON, 60)
+
+    # Then it fails after MAX_UNSTARTED_ATTEMPTS attempts that did not count, not forever
+    ended = current(runs, run)
+    assert (ended.status, ended.attempt) == (RunStatus.FAILED, MAX_UNSTARTED_ATTEMPTS + 1)
 
 
 def test_a_task_event_that_is_not_a_stop_or_names_an_old_attempt_changes_nothing(

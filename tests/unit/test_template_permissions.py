@@ -50,6 +50,9 @@ _CONCLUDE_RUNS = {
     "ScriptsBucket/cancels/*": {"GetObject"},
     "ScriptsBucket/locks/*": {"GetObject", "DeleteObject"},
 }
+# A run concluded unreported (a stopped task, the deadline sweep) whose runner never claimed it:
+# its script never started, and the attempt is not counted (the run's claim, its pack's claim).
+_UNSTARTED_RUNS = {"ScriptsBucket/claims/*": {"GetObject"}}
 # A cancel (runs/run_cancels.py): the run (and the owner's concurrent_runs place it gives back),
 # and the cancel object the runner reads at the run's second and polls while it runs.
 _CANCEL_RUNS = {
@@ -129,6 +132,7 @@ NEEDS: dict[str, dict[str, set[str]]] = {
         {"RunsTable/index/in_flight": {"Query"}},  # the deadline sweep
         _TAKE_RUNS,
         _CONCLUDE_RUNS,
+        _UNSTARTED_RUNS,
     ),
     "ExecutorFunction": {
         # a run of a paused or deleted job is skipped; the owner's concurrent_runs places
@@ -151,7 +155,7 @@ NEEDS: dict[str, dict[str, set[str]]] = {
     },
     # a REPLACE run waiting for the job's lock has the runs it replaces cancelled
     "RunReportsFunction": merged(_CONCLUDE_RUNS, _CANCEL_RUNS),
-    "TaskEventsFunction": _CONCLUDE_RUNS,
+    "TaskEventsFunction": merged(_CONCLUDE_RUNS, _UNSTARTED_RUNS),
     "ApiDocsFunction": {},
 }
 

@@ -682,13 +682,15 @@ def test_the_sweep_concludes_overdue_runs_as_failed_attempts(
     jobs: FakeJobStore,
     schedule: FakeScheduleStore,
     runs: FakeRunStore,
+    objects: FakeRunObjects,
 ) -> None:
-    # Given a run dispatched for 11:00 that never reported, past its 11:10 deadline, and one
-    # not yet past its deadline
+    # Given a run dispatched for 11:00 whose runner claimed it (its script started) and never
+    # reported, past its 11:10 deadline, and one not yet past its deadline
     job = add_job(jobs, now=CREATED, schedule=YEARLY)
     lost = existing_run(runs, job, DAY.replace(hour=11), queued_until=epoch(TICK) - 2900)
     assert runs.claim(lost, "claim-1", DAY.replace(hour=11), 60)
     assert runs.mark_dispatched(lost, "claim-1", "task-1", DAY.replace(hour=11), None)
+    objects.put_claim(lost)
     fine = existing_run(runs, job, DAY.replace(hour=11, minute=30), queued_until=epoch(TICK) + 600)
 
     # When the watcher ticks

@@ -290,6 +290,10 @@ class AttemptRecord(BaseModel):
     exit_code: Annotated[int | None, Field(title="Exit Code")] = None
     finished_at: Annotated[AwareDatetime | None, Field(title="Finished At")] = None
     error: Annotated[str | None, Field(title="Error")] = None
+    script_started: Annotated[bool | None, Field(title="Script Started")] = True
+    """
+    False: the attempt's task stopped (or went silent) before any runner claimed it, so its script never started; such an attempt does not count against max_attempts
+    """
 
 
 class CatchUp(BaseModel):

@@ -110,6 +110,11 @@ class RunObjects(Protocol):
     def cancel_requested(self, job_id: str, run_key: str, attempt: int) -> bool:
         """Was the attempt's cancel object written?"""
 
+    def attempt_claimed(self, run: Run) -> bool:
+        """Did a runner claim the run's current attempt (its own claim, or its pack's claim
+        naming it)? A runner claims a run just before starting its script: False means the
+        script never started. True when it cannot tell (no pack recorded for the attempt)."""
+
     def release_lock(self, job_id: str, run_key: str, attempt: int) -> None:
         """Free the job's lock (overlap policies) if this attempt holds it: its task died."""
 

@@ -129,6 +129,12 @@ class AttemptRecord(BaseModel):
     exit_code: int | None = None
     finished_at: datetime | None = None
     error: str | None = None
+    script_started: bool = Field(
+        default=True,
+        description="False: the attempt's task stopped (or went silent) before any runner "
+        "claimed it, so its script never started; such an attempt does not count against "
+        "max_attempts",
+    )
 
 
 class Run(BaseModel):
@@ -186,6 +192,11 @@ class Run(BaseModel):
     deadline: int | None = Field(default=None, exclude=True)
     # The executor's claim on the attempt (also the id of the pack place it took); not shown.
     claim_id: str | None = Field(default=None, exclude=True)
+
+    @property
+    def unstarted_attempts(self) -> int:
+        """Earlier attempts whose script never started (not counted against max_attempts)."""
+        return sum(1 for attempt in self.attempts if not attempt.script_started)
 
 
 class RunSummary(BaseModel):

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from scheduler import keys
 from scheduler.aws.client_errors import error_code, raise_if_throttled
-from scheduler.runs.run_models import RunReport
+from scheduler.runs.run_models import Run, RunReport
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -51,8 +51,27 @@ class S3RunObjects:
         )
 
     def cancel_requested(self, job_id: str, run_key: str, attempt: int) -> bool:
+        return self._exists(keys.cancel_key(job_id, run_key, attempt))
+
+    def attempt_claimed(self, run: Run) -> bool:
+        if self._exists(keys.claim_key(run.job_id, run.key, run.attempt)):
+            return True
+        if run.claim_pack is None or run.claim_second is None:
+            return True  # its pack claim cannot be named: assume its script may have started
+        body = self._read(keys.pack_claim_key(run.claim_pack, run.claim_second))
+        if body is None:
+            return False
         try:
-            self._s3.head_object(Bucket=self._bucket, Key=keys.cancel_key(job_id, run_key, attempt))
+            named = json.loads(body).get("runs")
+        except (ValueError, AttributeError):
+            return True  # unreadable: the winner may hold it
+        if not isinstance(named, list):
+            return True
+        return f"{run.job_id}/{run.key}/{run.attempt}" in named
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self._bucket, Key=key)
         except ClientError as exc:
             if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return False
@@ -60,15 +79,20 @@ class S3RunObjects:
             raise
         return True
 
-    def release_lock(self, job_id: str, run_key: str, attempt: int) -> None:
-        key = keys.lock_key(job_id)
+    def _read(self, key: str) -> bytes | None:
         try:
-            body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+            return self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
         except ClientError as exc:
             if error_code(exc) in ("NoSuchKey", "404"):
-                return
+                return None
             raise_if_throttled(exc)
             raise
+
+    def release_lock(self, job_id: str, run_key: str, attempt: int) -> None:
+        key = keys.lock_key(job_id)
+        body = self._read(key)
+        if body is None:
+            return
         try:
             holder = json.loads(body)
         except ValueError:

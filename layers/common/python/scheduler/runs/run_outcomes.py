@@ -38,6 +38,11 @@ logger = Logger(child=True)
 LATE_AFTER_MS = 2000
 # What an attempt can end as that is tried again (a cancel or a skip is final).
 RETRIED = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT})
+# Statuses of a run that no runner may have claimed yet (see conclude_unreported).
+_BEFORE_A_RUNNER = frozenset({RunStatus.QUEUED, RunStatus.DISPATCHING, RunStatus.DISPATCHED})
+# Attempts of one run whose script never started (its task stopped first), not counted against
+# max_attempts; past them, the run fails.
+MAX_UNSTARTED_ATTEMPTS = 3
 _FINAL_METRIC = {
     RunStatus.SUCCEEDED: names.RUNS_SUCCEEDED,
     RunStatus.FAILED: names.RUNS_FAILED,
@@ -173,18 +178,24 @@ class RunOutcomes:
                 error="cancelled before the script started",
                 output_uploaded=False,
             )
+        started = True
         if finished is None:
-            run_changed("run unreported", run, error=error, exit_code=exit_code)
+            # A runner claims each run just before its script starts: if none did, the task
+            # stopped (or went silent) before the script ever ran, which is no attempt of the
+            # script: it is retried at once, not counted against max_attempts.
+            if run.status in _BEFORE_A_RUNNER:
+                started = self._objects.attempt_claimed(run)
+            run_changed("run unreported", run, error=error, exit_code=exit_code, started=started)
             finished = RunReport(
                 job_id=run.job_id,
                 run_key=run.key,
                 attempt=run.attempt,
                 status=RunStatus.FAILED,
                 exit_code=exit_code,
-                error=error,
+                error=error if started else f"the script never started: {error}",
                 output_uploaded=False,
             )
-        self.conclude(run, finished)
+        self.conclude(run, finished, script_started=started)
         return True
 
     def conclude_if_reported(self, run: Run) -> bool:
@@ -198,18 +209,24 @@ class RunOutcomes:
         self.conclude(run, finished)
         return True
 
-    def conclude(self, run: Run, report: RunReport) -> RunStatus:
-        """Record the end of the run's current attempt; returns the run's new status."""
+    def conclude(self, run: Run, report: RunReport, *, script_started: bool = True) -> RunStatus:
+        """Record the end of the run's current attempt; returns the run's new status. An
+        attempt whose script never started is not counted against max_attempts (up to
+        MAX_UNSTARTED_ATTEMPTS of them: a task that can never start must end somewhere)."""
         now = self._clock()
         status = report.status or RunStatus.FAILED
-        if status in RETRIED and run.attempt < run.max_attempts:
-            not_before = epoch(now) + retry_delay(run.attempt, self._retry_base)
+        unstarted = run.unstarted_attempts + (0 if script_started else 1)
+        counted = run.attempt - unstarted
+        if status in RETRIED and counted < run.max_attempts and unstarted <= MAX_UNSTARTED_ATTEMPTS:
+            delay = retry_delay(counted, self._retry_base) if script_started else 0
+            not_before = epoch(now) + delay
             failed = AttemptRecord(
                 attempt=run.attempt,
                 status=status,
                 exit_code=report.exit_code,
                 finished_at=report.finished_at or now,
                 error=report.error,
+                script_started=script_started,
             )
             if self._runs.retry(run, failed, not_before, now):
                 if run.status is not RunStatus.RUNNING:  # its started report was not applied
