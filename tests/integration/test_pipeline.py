@@ -23,7 +23,7 @@ from integration.conftest import (
     stores_of,
     use_function_environment,
 )
-from scheduler import wiring
+from scheduler import keys, wiring
 
 SCRIPT = "import os\nprint(os.environ['JOB_PARAMETERS'])\n"
 
@@ -83,9 +83,28 @@ def _put_claim(stack, job_id: str, run_key: str, attempt: int) -> None:
     """A run's own claim, as its runner PUTs it just before the script starts."""
     boto3.client("s3").put_object(
         Bucket=stack.physical_names["ScriptsBucket"],
-        Key=f"claims/{job_id}/{run_key}/{attempt}.json",
+        Key=keys.claim_key(job_id, run_key, attempt),
         Body=json.dumps({"job_id": job_id, "run_key": run_key}).encode(),
     )
+
+
+def _dispatched_run(stack, invoke, **job_fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A job due within the look-ahead, and its run as the executor leaves it (in a task)."""
+    job = _create_job(invoke, **job_fields)
+    invoke("WatcherFunction", load_event("watcher"))
+    messages = _receive(stack, "DispatchQueue")
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+    invoke("ExecutorFunction", _sqs_event(messages, arn))
+    (run,) = runs_of(stack, job["job_id"])
+    return job, run
+
+
+def _stop_task(invoke, job_id: str, run_key: str, attempt: int) -> None:
+    """ECS's event for the stop of the task holding the run's `attempt` (events/task_stopped)."""
+    stopped = load_event("task_stopped")
+    refs = f"{job_id}/{run_key}/{attempt}"
+    stopped["detail"]["overrides"]["containerOverrides"][0]["environment"][0]["value"] = refs
+    invoke("TaskEventsFunction", stopped)
 
 
 def _deliver_reports(stack, invoke) -> None:
@@ -166,20 +185,12 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
 
 
 def test_a_task_that_dies_unreported_is_retried_then_fails(stack, invoke) -> None:
-    job = _create_job(invoke, max_attempts=2)
-    invoke("WatcherFunction", load_event("watcher"))
-    messages = _receive(stack, "DispatchQueue")
-    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    invoke("ExecutorFunction", _sqs_event(messages, arn))
-    (run,) = runs_of(stack, job["job_id"])
+    job, run = _dispatched_run(stack, invoke, max_attempts=2)
 
     # When its runner claims it (its script starts), then ECS says the task stopped and no
     # report exists
     _put_claim(stack, job["job_id"], run["key"], 1)
-    stopped = load_event("task_stopped")
-    refs = f"{job['job_id']}/{run['key']}/1"
-    stopped["detail"]["overrides"]["containerOverrides"][0]["environment"][0]["value"] = refs
-    invoke("TaskEventsFunction", stopped)
+    _stop_task(invoke, job["job_id"], run["key"], 1)
 
     # Then the attempt failed and attempt 2 is pending with a retry schedule item
     (run,) = runs_of(stack, job["job_id"])
@@ -189,9 +200,6 @@ def test_a_task_that_dies_unreported_is_retried_then_fails(stack, invoke) -> Non
     assert run["attempts"][0]["exit_code"] == 137
 
     # When attempt 2 also dies, the run ends FAILED (max_attempts = 2)
-    stopped["detail"]["overrides"]["containerOverrides"][0]["environment"][0]["value"] = (
-        f"{job['job_id']}/{run['key']}/2"
-    )
     table = boto3.resource("dynamodb").Table(stack.physical_names["RunsTable"])
     table.update_item(
         Key={"job_id": job["job_id"], "key": run["key"]},
@@ -200,7 +208,7 @@ def test_a_task_that_dies_unreported_is_retried_then_fails(stack, invoke) -> Non
         ExpressionAttributeValues={":d": "DISPATCHED"},
     )
     _put_claim(stack, job["job_id"], run["key"], 2)
-    invoke("TaskEventsFunction", stopped)
+    _stop_task(invoke, job["job_id"], run["key"], 2)
     (run,) = runs_of(stack, job["job_id"])
     assert run["status"] == "FAILED"
     assert run["attempt"] == 2
@@ -210,18 +218,10 @@ def test_a_task_that_stops_before_its_runner_claims_the_run_does_not_spend_an_at
     stack, invoke
 ) -> None:
     # Given the only attempt of a run, dispatched, that no runner has claimed yet
-    job = _create_job(invoke, max_attempts=1)
-    invoke("WatcherFunction", load_event("watcher"))
-    messages = _receive(stack, "DispatchQueue")
-    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    invoke("ExecutorFunction", _sqs_event(messages, arn))
-    (run,) = runs_of(stack, job["job_id"])
+    job, run = _dispatched_run(stack, invoke, max_attempts=1)
 
     # When ECS says its task stopped (killed before the run's second, say)
-    stopped = load_event("task_stopped")
-    refs = f"{job['job_id']}/{run['key']}/1"
-    stopped["detail"]["overrides"]["containerOverrides"][0]["environment"][0]["value"] = refs
-    invoke("TaskEventsFunction", stopped)
+    _stop_task(invoke, job["job_id"], run["key"], 1)
 
     # Then the run is not failed: its script never started, so it runs again (attempt 2, at
     # once) and the attempt that never started is not counted against max_attempts
