@@ -36,7 +36,8 @@ from jobrunner.transfer import TransferError, http_get_if_present, http_put_if_a
 MAX_CLAIM_BYTES = 64 * 1024
 
 
-def _ref(spec: RunSpec) -> str:
+def run_ref(spec: RunSpec) -> str:
+    """How a pack claim names a run's attempt (scheduler.keys.run_ref writes it the same way)."""
     return f"{spec.job_id}/{spec.run_key}/{spec.attempt}"
 
 
@@ -63,13 +64,13 @@ class PackClaims:
             named = self._named[url]
         if named is None:  # this task's: every run it holds under this claim starts
             return True
-        if _ref(spec) in named:
+        if run_ref(spec) in named:
             return False
         return self._claim_run(spec)
 
     def _claim_pack(self, spec: RunSpec, url: str) -> set[str] | None:
         """None if this task took the pack claim; else the runs its winner holds."""
-        mine = sorted(_ref(s) for s in self._runs if s.claim_url == url)
+        mine = sorted(run_ref(s) for s in self._runs if s.claim_url == url)
         token = uuid.uuid4().hex  # tells our own claim from another task's, read back
         body = json.dumps(
             {"runs": mine, "token": token, "pid": os.getpid(), "host": os.uname().nodename}

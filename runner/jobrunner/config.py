@@ -27,6 +27,9 @@ STOP_REPORT_SECONDS: Final = 15.0
 # The claim (and the job's lock) is taken this long before the run's second, early enough to add
 # nothing to the start lag. (A cancel is read at the second itself: cancel.cancelled_before_start.)
 CLAIM_AHEAD_SECONDS: Final = 1.0
+# A run that ends waits this long at most for the other runs of its pack claim still under way,
+# to send their finished reports in one batch (batching.py): its status lands up to this late.
+BATCH_LINGER_SECONDS: Final = 2.0
 # While a script runs (or waits for the job's lock), how often its cancel object is polled: one
 # S3 GET a run per interval, none for a run shorter than it. Bounds how late a cancel lands.
 CANCEL_POLL_SECONDS: Final = 10.0

@@ -10,13 +10,12 @@ import os
 import threading
 import time
 
-from jobrunner import overlap
+from jobrunner import overlap, reporting
 from jobrunner.cancel import CancelWatch, cancelled_before_start
 from jobrunner.config import CLAIM_AHEAD_SECONDS, MAX_SCRIPT_BYTES
 from jobrunner.log import log
 from jobrunner.manifest import RunSpec
 from jobrunner.outcome import CANCELLED, FAILED, SKIPPED, Outcome
-from jobrunner.reporting import deliver
 from jobrunner.sandbox import RunDirs
 from jobrunner.supervision import Runtime, run_script
 from jobrunner.transfer import TransferError, http_get
@@ -37,15 +36,19 @@ def execute(spec: RunSpec, rt: Runtime, index: int = 0) -> bool:
     it was cancelled before it started)."""
     dirs: RunDirs | None = None
     user = rt.sandbox.user_for(index)
+
+    def deliver(outcome: Outcome, output_path: str | None) -> bool:
+        return reporting.deliver(spec, outcome, output_path, rt.batches)
+
     try:
         if rt.sandbox.error is not None:
-            return deliver(spec, Outcome(status=FAILED, error=rt.sandbox.error), None)
+            return deliver(Outcome(status=FAILED, error=rt.sandbox.error), None)
         try:
             source = http_get(spec.script_url, MAX_SCRIPT_BYTES)
         except TransferError as exc:
             log("script_fetch_failed", "error", **spec.ids, error=str(exc))
             outcome = Outcome(status=FAILED, error=f"script download failed: {exc}")
-            return deliver(spec, outcome, None)
+            return deliver(outcome, None)
         dirs = RunDirs.create(user)
         dirs.write_script(source, user)
         log("run_ready", **spec.ids, script_bytes=len(source), not_before=spec.not_before)
@@ -67,7 +70,7 @@ def execute(spec: RunSpec, rt: Runtime, index: int = 0) -> bool:
                 if decision.skip is None:
                     overlap.release(spec)
                 outcome = Outcome(status=FAILED, error="runner stopped before the script started")
-                return deliver(spec, outcome, None)
+                return deliver(outcome, None)
             if decision.skip is None and (reason := cancelled_before_start(spec)) is not None:
                 # Cancelled before its second: never started, reports nothing (the run is
                 # CANCELLED already; its task's stop or the sweep finds the cancel object).
@@ -77,16 +80,16 @@ def execute(spec: RunSpec, rt: Runtime, index: int = 0) -> bool:
             if decision.skip is not None:
                 status = CANCELLED if decision.cancelled else SKIPPED
                 error = cancel.reason if cancel.requested.is_set() else decision.skip
-                return deliver(spec, Outcome(status=status, error=error), None)
+                return deliver(Outcome(status=status, error=error), None)
             try:
                 outcome = run_script(spec, dirs, rt, cancel, user)
             finally:
                 overlap.release(spec)
-        return deliver(spec, outcome, dirs.output if os.path.exists(dirs.output) else None)
+        return deliver(outcome, dirs.output if os.path.exists(dirs.output) else None)
     except Exception as exc:  # a bug of ours: still try to tell the scheduler
         log("run_crashed", "error", **spec.ids, error=f"{type(exc).__name__}: {exc}")
         with contextlib.suppress(Exception):
-            return deliver(spec, Outcome(status=FAILED, error=f"runner error: {exc}"), None)
+            return deliver(Outcome(status=FAILED, error=f"runner error: {exc}"), None)
         return False
     finally:
         if dirs is not None:

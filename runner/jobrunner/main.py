@@ -5,7 +5,7 @@ fetch the script, wait until ``not_before``, claim it (one conditional PUT per p
 start it in a private working directory with a scrubbed environment (as its own uid when the
 runner is root), drain its output (capped), enforce the timeout, PUT a "started" report if it is
 still running after the pack's report interval, then the output if the tail does not hold it
-all, then a "finished" report.
+all, then a "finished" report (with those of its pack claim's runs that end with it: batching.py).
 
 Exit status: 0 every run reported; 1 no or unreadable manifest; 2 a report could not be
 delivered; 143 (or 130) the runner was stopped by SIGTERM (SIGINT), after reporting what it could.
@@ -21,8 +21,10 @@ import time
 from types import FrameType
 
 from jobrunner import reaper
+from jobrunner.batching import FinishedBatches
 from jobrunner.claims import PackClaims
 from jobrunner.config import (
+    BATCH_LINGER_SECONDS,
     EXIT_NO_MANIFEST,
     EXIT_OK,
     EXIT_UNREPORTED,
@@ -34,7 +36,7 @@ from jobrunner.config import (
 from jobrunner.execution import execute
 from jobrunner.log import log
 from jobrunner.manifest import Manifest, RunSpec, parse_manifest
-from jobrunner.reporting import report_invalid
+from jobrunner.reporting import report_invalid, send_finished
 from jobrunner.sandbox import Limits, Sandbox, choose_sandbox, make_scratch_private
 from jobrunner.supervision import Runtime
 from jobrunner.transfer import TransferError, http_delete, http_get
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.sandbox = choose_sandbox(config)
     rt.limits = Limits.for_pack(config, len(manifest.runs))
     rt.claims = PackClaims(manifest.runs)
+    rt.batches = batches = FinishedBatches(manifest, BATCH_LINGER_SECONDS, rt.stop, send_finished)
     rt.started_report_seconds = manifest.started_report_seconds
     log(
         "runner_started",
@@ -122,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[int, bool] = {}
 
     def target(index: int, spec: RunSpec) -> None:
-        results[index] = execute(spec, rt, index)
+        try:
+            results[index] = execute(spec, rt, index)
+        finally:
+            batches.leave(spec)  # a run that sent nothing holds up no batch
 
     threads = [
         threading.Thread(target=target, args=(index, spec), name=f"run-{index}", daemon=True)

@@ -23,7 +23,7 @@ def _field(raw: Mapping[str, Any], name: str, kind: type, default: Any = None) -
 OVERLAP_POLICIES: Final = frozenset({"ALLOW", "FORBID", "BUFFER_ONE", "REPLACE"})
 
 
-def _optional_url(raw: Mapping[str, Any], name: str) -> str | None:
+def _optional_text(raw: Mapping[str, Any], name: str) -> str | None:
     value = raw.get(name)
     return value if isinstance(value, str) else None
 
@@ -73,6 +73,8 @@ class RunSpec:
     run_claim_url: str | None = field(default=None, repr=False)
     # GET of the attempt's cancel object, polled while the script runs (optional).
     cancel_url: str | None = field(default=None, repr=False)
+    # The pack claim whose batches of finished reports may carry this run's (Manifest.batches).
+    batch: str | None = None
     # The job's overlap policy; for all but ALLOW, the URLs of the job's lock (see overlap.py).
     overlap: str = "ALLOW"
     lock: OverlapUrls | None = field(default=None, repr=False)
@@ -94,10 +96,11 @@ class RunSpec:
             started_url=_field(raw, "started_url", str),
             finished_url=_field(raw, "finished_url", str),
             output_url=_field(raw, "output_url", str),
-            claim_url=_optional_url(raw, "claim_url"),
-            claim_read_url=_optional_url(raw, "claim_read_url"),
-            run_claim_url=_optional_url(raw, "run_claim_url"),
-            cancel_url=_optional_url(raw, "cancel_url"),
+            claim_url=_optional_text(raw, "claim_url"),
+            claim_read_url=_optional_text(raw, "claim_read_url"),
+            run_claim_url=_optional_text(raw, "run_claim_url"),
+            cancel_url=_optional_text(raw, "cancel_url"),
+            batch=_optional_text(raw, "batch"),
             overlap=_field(raw, "overlap", str, "ALLOW"),
             lock=OverlapUrls.parse(raw["lock"]) if raw.get("lock") is not None else None,
         )
@@ -125,6 +128,18 @@ class Manifest:
     # A run still running this long after its start reports "started" (RUNNING); a shorter one
     # goes straight to its finished report, which carries its start. None: at once.
     started_report_seconds: float | None = None
+    # Per pack claim (RunSpec.batch): conditional PUTs of batches of finished reports, in turn.
+    batches: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+
+def _batches(raw: object) -> dict[str, list[str]]:
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        str(name): [url for url in urls if isinstance(url, str)]
+        for name, urls in raw.items()
+        if isinstance(urls, list)
+    }
 
 
 def parse_manifest(body: bytes) -> Manifest:
@@ -149,6 +164,7 @@ def parse_manifest(body: bytes) -> Manifest:
         runs=runs,
         invalid=invalid,
         consume_url=consume_url if isinstance(consume_url, str) else None,
+        batches=_batches(document.get("batches")),
         started_report_seconds=float(after)
         if isinstance(after, int | float) and not isinstance(after, bool) and after >= 0
         else None,

@@ -1,6 +1,7 @@
 """Reports to the scheduler, each a PUT to a presigned URL: started (only for a run still
 running after the pack's report interval), output (only when the tail does not hold it all),
-finished, and the entries of the manifest that could not be parsed."""
+finished (alone, or in a batch of its pack claim's runs: batching.py), and the entries of the
+manifest that could not be parsed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from jobrunner.batching import FinishedBatches
 from jobrunner.log import iso_ms, log
 from jobrunner.manifest import RunSpec
 from jobrunner.outcome import FAILED, Outcome
@@ -59,9 +61,14 @@ def finished_report(spec: RunSpec, outcome: Outcome, output_uploaded: bool) -> d
     }
 
 
-def deliver(spec: RunSpec, outcome: Outcome, output_path: str | None) -> bool:
-    """PUT the output (if the tail does not already hold all of it), then the finished report.
-    True when the report arrived."""
+def deliver(
+    spec: RunSpec,
+    outcome: Outcome,
+    output_path: str | None,
+    batches: FinishedBatches | None = None,
+) -> bool:
+    """PUT the output (if the tail does not already hold all of it), then the finished report
+    (in a batch of its pack claim's runs, given `batches`). True when the report arrived."""
     uploaded = False
     if output_path is not None and outcome.output_bytes > len(outcome.tail):
         try:
@@ -72,10 +79,8 @@ def deliver(spec: RunSpec, outcome: Outcome, output_path: str | None) -> bool:
         except (OSError, TransferError) as exc:
             log("report_failed", "error", **spec.ids, report="output", error=str(exc))
     report = finished_report(spec, outcome, uploaded)
-    try:
-        http_put(spec.finished_url, json.dumps(report).encode(), "application/json")
-    except TransferError as exc:
-        log("report_failed", "error", **spec.ids, report="finished", error=str(exc))
+    sent = batches.send(spec, report) if batches is not None else send_finished(spec, report)
+    if not sent:
         return False
     log(
         "run_finished",
@@ -86,6 +91,16 @@ def deliver(spec: RunSpec, outcome: Outcome, output_path: str | None) -> bool:
         output_bytes=outcome.output_bytes,
         error=outcome.error,
     )
+    return True
+
+
+def send_finished(spec: RunSpec, report: dict[str, Any]) -> bool:
+    """PUT the finished report to the run's own URL. True when it arrived."""
+    try:
+        http_put(spec.finished_url, json.dumps(report).encode(), "application/json")
+    except TransferError as exc:
+        log("report_failed", "error", **spec.ids, report="finished", error=str(exc))
+        return False
     return True
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunner import reaper
+from jobrunner.batching import FinishedBatches
 from jobrunner.cancel import CancelWatch
 from jobrunner.claims import PackClaims
 from jobrunner.config import (
@@ -48,6 +49,7 @@ class Runtime:
     sandbox: Sandbox
     limits: Limits | None = None  # set once the pack's size is known
     claims: PackClaims | None = None  # set once the manifest is read
+    batches: FinishedBatches | None = None  # set once the manifest is read
     started_report_seconds: float | None = None  # the pack's (None: report a start at once)
     stop: threading.Event = field(default_factory=threading.Event)
     stop_signal: int | None = None

@@ -587,6 +587,72 @@ def test_a_pack_is_dispatched_with_one_write_and_a_lapsed_claim_is_not_dispatche
     assert ecs.list_tasks(cluster=stack.physical_names["RunnerCluster"])["taskArns"] == [task]
 
 
+def _put_batch(stack, item: dict[str, Any], index: int, *runs: dict[str, Any]) -> None:
+    """A batch of finished reports of runs of `item`'s pack claim, as their runner PUTs it."""
+    key = keys.batch_report_key(item["claim_pack"], int(item["claim_second"]), index)
+    reports = [
+        {"job_id": run["job_id"], "run_key": run["key"], "attempt": 1, "status": "SUCCEEDED"}
+        | {"exit_code": 0, "output_tail": f"{run['job_id']} done\n", "output_uploaded": False}
+        for run in runs
+    ]
+    boto3.client("s3").put_object(
+        Bucket=stack.physical_names["ScriptsBucket"],
+        Key=key,
+        Body=json.dumps({"reports": reports}).encode(),
+    )
+
+
+def test_a_batch_of_finished_reports_ends_its_runs_even_when_its_notification_is_lost(
+    stack, invoke
+) -> None:
+    # Given two of one owner's every-minute jobs, dispatched in one pack (at a fixed moment)
+    noon = datetime(2026, 12, 1, 12, 0, 20, tzinfo=UTC)
+    wiring.use_clock(lambda: noon)  # the stack fixture restores the real clock
+    second = {"name": "every-minute-too", "schedule": "* * * * *", "script": SCRIPT}
+    headers = {"idempotency-key": "another-create"}
+    created = invoke("CreateJobFunction", api_event("create_job", body=second, headers=headers))
+    jobs = [_create_job(invoke), body_of(created)]
+    invoke("WatcherFunction", load_event("watcher"))
+    _dispatch(stack, invoke)
+    first, other = (runs_of(stack, job["job_id"])[0] for job in jobs)
+    (item,) = stored_runs_of(stack, first["job_id"])
+    assert stored_runs_of(stack, other["job_id"])[0]["claim_pack"] == item["claim_pack"]
+
+    # When the runner reports both ends in one batch of their pack claim
+    _put_batch(stack, item, 0, first, other)
+    _deliver_reports(stack, invoke)
+
+    # Then both runs end as reported, from that one object
+    for run in (first, other):
+        ended = runs_of(stack, run["job_id"])[0]
+        assert (ended["status"], ended["output_tail"]) == ("SUCCEEDED", f"{run['job_id']} done\n")
+
+    # Given a third run of the claim, whose end a second batch carries, but whose notification
+    # never reaches the status function (its consumer died)
+    third = body_of(
+        invoke(
+            "CreateJobFunction",
+            api_event(
+                "create_job",
+                body=second | {"name": "late-reporter"},
+                headers={"idempotency-key": "third"},
+            ),
+        )
+    )
+    invoke("WatcherFunction", load_event("watcher"))
+    _dispatch(stack, invoke)
+    (late,) = runs_of(stack, third["job_id"])
+    (late_item,) = stored_runs_of(stack, third["job_id"])
+    _put_batch(stack, late_item, 0, late)
+    _receive(stack, "ReportsQueue")  # taken and never deleted
+
+    # When its task stops
+    _stop_task(invoke, late["job_id"], late["key"], 1)
+
+    # Then it is concluded from the batch (read by its pack claim's keys), not failed
+    assert runs_of(stack, third["job_id"])[0]["status"] == "SUCCEEDED"
+
+
 def test_an_executor_that_dies_after_claiming_is_redone_after_the_claim_expires(
     stack, invoke, monkeypatch
 ) -> None:

@@ -985,6 +985,13 @@ class FakeRunObjects:
         self.objects[key] = report.model_dump_json(exclude_none=True)
         return key
 
+    def put_batch(self, pack_id: str, second: int, index: int, reports: list[RunReport]) -> str:
+        """A batch of finished reports of the runs of one pack claim, as a runner PUTs it."""
+        key = keys.batch_report_key(pack_id, second, index)
+        entries = [report.model_dump(mode="json", exclude_none=True) for report in reports]
+        self.objects[key] = json.dumps({"reports": entries})
+        return key
+
     def put_claim(self, run: Run) -> str:
         """The run's own claim, as a runner PUTs it just before the script starts; its key."""
         key = keys.claim_key(run.job_id, run.key, run.attempt)
@@ -1001,6 +1008,29 @@ class FakeRunObjects:
             return RunReport.model_validate_json(body)
         except ValidationError:
             return None
+
+    def batch_reports(self, key: str) -> list[RunReport]:
+        body = self.objects.get(key)
+        entries = json.loads(body)["reports"] if body is not None else []
+        return [RunReport.model_validate(entry) for entry in entries]
+
+    def finished_report(self, run: Run) -> RunReport | None:
+        own = self.report(keys.report_key(run.job_id, run.key, run.attempt, "finished"))
+        if own is not None or run.claim_pack is None or run.claim_second is None:
+            return own
+        index = 0
+        while (
+            key := keys.batch_report_key(run.claim_pack, run.claim_second, index)
+        ) in self.objects:
+            for report in self.batch_reports(key):
+                if (report.job_id, report.run_key, report.attempt) == (
+                    run.job_id,
+                    run.key,
+                    run.attempt,
+                ):
+                    return report
+            index += 1
+        return None
 
     def link(self, key: str, seconds: int) -> str:
         self.links.append((key, seconds))
@@ -1021,7 +1051,7 @@ class FakeRunObjects:
         body = self.objects.get(keys.pack_claim_key(run.claim_pack, run.claim_second))
         if body is None:
             return False
-        return f"{run.job_id}/{run.key}/{run.attempt}" in json.loads(body).get("runs", [])
+        return keys.run_ref((run.job_id, run.key, run.attempt)) in json.loads(body).get("runs", [])
 
     def release_lock(self, job_id: str, run_key: str, attempt: int) -> None:
         body = self.objects.get(keys.lock_key(job_id))

@@ -73,6 +73,12 @@ def test_every_run_the_scheduler_writes_is_one_the_runner_parses_whole() -> None
         own_claim = keys.claim_key(spec.job_id, spec.run_key, spec.attempt)
         assert f"/put_object/{own_claim}?" in str(run.run_claim_url)
         assert keys.cancel_key(spec.job_id, spec.run_key, spec.attempt) in str(run.cancel_url)
+        # the batches of finished reports of its pack claim: one key per run of the claim
+        assert run.batch is not None
+        batch_keys = [keys.batch_report_key("pack-1", spec.not_before, 0)]
+        assert [url.split("?")[0] for url in parsed.batches[run.batch]] == [
+            f"https://s3.test/put_object/{key}" for key in batch_keys
+        ]
         assert run.overlap == spec.overlap.value
     allow, buffer_one = parsed.runs
     assert allow.lock is None

@@ -41,8 +41,11 @@ def outcomes(runs: FakeRunStore, objects: FakeRunObjects, clock: FakeClock) -> R
     )
 
 
-def dispatched_run(runs: FakeRunStore, job_id: str = "job-a", *, max_attempts: int = 3) -> Run:
-    """The 12:00 run of `job_id`, dispatched to task-1 (as the executor leaves it)."""
+def dispatched_run(
+    runs: FakeRunStore, job_id: str = "job-a", *, max_attempts: int = 3, pack: str = ""
+) -> Run:
+    """The 12:00 run of `job_id`, dispatched to task-1 (as the executor leaves it), in `pack`
+    (by default, a pack of its own)."""
     run = new_run(
         job_id=job_id,
         user_id="alice",
@@ -54,7 +57,7 @@ def dispatched_run(runs: FakeRunStore, job_id: str = "job-a", *, max_attempts: i
     )
     assert runs.create(run, "scripts/ab/ab.py", {})
     assert runs.mark_queued(run, NOON, epoch(NOON) + 600)
-    assert runs.claim(run, "claim-1", NOON, 60)
+    assert runs.claim(run, "claim-1", NOON, 60, pack)
     assert runs.mark_dispatched(run, "claim-1", "task-1", NOON, epoch(NOON) + 600)
     return current(runs, run)
 
@@ -236,6 +239,45 @@ def test_an_s3_notification_is_read_for_every_report_it_names(
     assert [current(runs, r).status for r in (first, second)] == [RunStatus.RUNNING] * 2
 
 
+def pack_claim_of(run: Run) -> tuple[str, int]:
+    assert run.claim_pack is not None
+    assert run.claim_second is not None
+    return run.claim_pack, run.claim_second
+
+
+def test_a_batch_of_finished_reports_ends_each_run_its_pack_claim_holds(
+    outcomes: RunOutcomes, runs: FakeRunStore, objects: FakeRunObjects
+) -> None:
+    # Given two runs of one pack claim, and a run of another pack
+    first, second = (dispatched_run(runs, job, pack="pack-1") for job in ("job-a", "job-b"))
+    other = dispatched_run(runs, "job-c", pack="pack-2")
+    pack, second_of_claim = pack_claim_of(first)
+    assert pack_claim_of(second) == (pack, second_of_claim)
+
+    # When one batch of the claim reports all three ends
+    key = objects.put_batch(
+        pack,
+        second_of_claim,
+        0,
+        [
+            finished(first, RunStatus.SUCCEEDED, output_tail="a\n"),
+            finished(second, RunStatus.FAILED, exit_code=3),
+            finished(other, RunStatus.SUCCEEDED),
+        ],
+    )
+    outcomes.on_report(key)
+
+    # Then the claim's runs end as reported (a failure retried), and the other pack's run,
+    # which a batch of this claim cannot speak for, is left as it was
+    assert (current(runs, first).status, current(runs, first).output_tail) == (
+        RunStatus.SUCCEEDED,
+        "a\n",
+    )
+    retried = current(runs, second)
+    assert (retried.status, retried.attempts[0].exit_code) == (RunStatus.PENDING, 3)
+    assert current(runs, other).status is RunStatus.DISPATCHED
+
+
 # -- stopped tasks ------------------------------------------------------------------------------
 
 
@@ -288,6 +330,23 @@ def test_a_stopped_task_concludes_the_runs_that_did_not_report(
     assert retried.attempts[0].error == (
         "task stopped before the run reported its end: Essential container in task exited"
     )
+
+
+def test_a_stopped_task_concludes_a_run_from_its_batch_not_yet_notified(
+    outcomes: RunOutcomes, runs: FakeRunStore, objects: FakeRunObjects
+) -> None:
+    # Given a run whose end landed in its pack claim's second batch, not processed yet
+    run = dispatched_run(runs, max_attempts=1)
+    objects.put_claim(run)
+    pack, second = pack_claim_of(run)
+    objects.put_batch(pack, second, 0, [])
+    objects.put_batch(pack, second, 1, [finished(run, RunStatus.SUCCEEDED)])
+
+    # When its task's stopped event comes first
+    outcomes.on_task_stopped(task_stopped((run.job_id, run.key, 1), exit_code=0))
+
+    # Then the run is concluded from its batched report, not failed
+    assert current(runs, run).status is RunStatus.SUCCEEDED
 
 
 def test_a_stopped_task_fails_a_silent_last_attempt(

@@ -636,6 +636,83 @@ def test_a_short_run_reports_no_start_and_a_long_one_does(s3: FakeS3) -> None:
     assert finished["status"] == "SUCCEEDED"
 
 
+# ------------------------------------------------------------------- batched finished reports
+
+
+def batched_pack(s3: FakeS3, scripts: dict[str, str], path: str = "/batched.json") -> str:
+    """A manifest whose runs share one pack claim, with a batch key per run."""
+    claim = f"{s3.base}/claims/packs/p/3.json?X-Amz-Signature=abc"
+    runs = [
+        s3.run(name, source, claim_url=claim, claim_read_url=claim, batch="p/3")
+        for name, source in scripts.items()
+    ]
+    batches = {"p/3": [f"{s3.base}/reports/packs/p/3/{i:03d}.json?sig" for i in range(len(runs))]}
+    return s3.manifest(runs, path, batches=batches)
+
+
+def batch(s3: FakeS3, index: int) -> dict[str, dict[str, Any]]:
+    """The reports of the claim's `index`-th batch, by job id."""
+    body = s3.store.puts[f"/reports/packs/p/3/{index:03d}.json"]
+    return {report["job_id"]: report for report in json.loads(body)["reports"]}
+
+
+def test_runs_of_a_pack_claim_that_end_together_report_in_one_batch(s3: FakeS3) -> None:
+    # Given three runs of one pack claim: two end at once, one 4 s later (past the 2 s linger)
+    url = batched_pack(
+        s3,
+        {
+            "a": "print('a')\n",
+            "b": "import sys\nprint('b')\nsys.exit(3)\n",
+            "slow": "import time\ntime.sleep(4)\nprint('slow')\n",
+        },
+    )
+
+    # When the runner runs them
+    proc = start_runner(runner_env(url))
+    assert proc.wait(timeout=30) == 0
+
+    # Then a and b's ends travel in the claim's first batch, the slow one's in the second
+    first, second = batch(s3, 0), batch(s3, 1)
+    assert sorted(first) == ["job-a", "job-b"]
+    assert (first["job-a"]["status"], first["job-b"]["status"]) == ("SUCCEEDED", "FAILED")
+    assert first["job-b"]["exit_code"] == 3
+    assert first["job-a"]["output_tail"] == "a\n"
+    assert first["job-a"]["run_key"].endswith("-job-a")
+    assert list(second) == ["job-slow"]
+    assert second["job-slow"]["status"] == "SUCCEEDED"
+    # And no run PUT a finished report of its own
+    assert not [path for path in s3.store.puts if path.endswith("/finished.json")]
+
+
+def test_a_batch_key_another_task_took_is_passed_over(s3: FakeS3) -> None:
+    # Given the claim's first batch key already holds another task's batch
+    s3.store.puts["/reports/packs/p/3/000.json"] = b'{"reports": []}'
+    url = batched_pack(s3, {"a": "print('a')\n", "b": "print('b')\n"})
+
+    # When the runner runs its two runs
+    proc = start_runner(runner_env(url))
+    assert proc.wait(timeout=30) == 0
+
+    # Then the other batch is left whole, and both ends travel in the next key
+    assert s3.store.puts["/reports/packs/p/3/000.json"] == b'{"reports": []}'
+    assert sorted(batch(s3, 1)) == ["job-a", "job-b"]
+
+
+def test_a_batch_that_cannot_be_put_falls_back_to_each_runs_own_report(s3: FakeS3) -> None:
+    # Given a batch key that answers 500 to every try
+    s3.store.failures["/reports/packs/p/3/000.json"] = 100
+    url = batched_pack(s3, {"a": "print('a')\n", "b": "print('b')\n"})
+
+    # When the runner runs the claim's runs
+    proc = start_runner(runner_env(url))
+    assert proc.wait(timeout=30) == 0
+
+    # Then each run's end went to its own finished report instead, and no batch was stored
+    assert s3.report("a", "finished")["status"] == "SUCCEEDED"
+    assert s3.report("b", "finished")["status"] == "SUCCEEDED"
+    assert not [path for path in s3.store.puts if path.startswith("/reports/packs/")]
+
+
 # --------------------------------------------------------------------------- cancel and overlap
 
 

@@ -66,6 +66,8 @@ def name_pk(user_id: str, name: str) -> str:
 
 REPORT_PREFIX = "reports/"
 REPORT_KINDS = ("started", "finished", "waiting")
+# Finished reports of several runs of a pack at once (see batch_report_key).
+BATCH_REPORT_PREFIX = f"{REPORT_PREFIX}packs/"
 
 
 def script_key(sha256: str) -> str:
@@ -84,12 +86,35 @@ def report_key(job_id: str, run_key: str, attempt: int, kind: str) -> str:
 def parse_report_key(key: str) -> tuple[str, str, int, str] | None:
     """(job_id, run_key, attempt, kind) of a report object key, or None."""
     parts = key.removeprefix(REPORT_PREFIX).split("/")
-    if not key.startswith(REPORT_PREFIX) or len(parts) != 4 or not parts[2].isdigit():
+    if (
+        not key.startswith(REPORT_PREFIX)
+        or key.startswith(BATCH_REPORT_PREFIX)
+        or len(parts) != 4
+        or not parts[2].isdigit()
+    ):
         return None
     kind = parts[3].removesuffix(".json")
     if kind not in REPORT_KINDS:
         return None
     return parts[0], parts[1], int(parts[2]), kind
+
+
+def batch_report_key(pack_id: str, second: int, index: int) -> str:
+    """The `index`-th batch of finished reports of the runs of pack `pack_id` that start at
+    `second` (those its pack claim names): the claim's winner PUTs them in turn, each one
+    conditionally, so two tasks that both started runs of the claim never overwrite a batch."""
+    return f"{BATCH_REPORT_PREFIX}{pack_id}/{second:0{EPOCH_DIGITS}d}/{index:03d}.json"
+
+
+def parse_batch_report_key(key: str) -> tuple[str, int, int] | None:
+    """(pack_id, second, index) of a batch report key, or None."""
+    parts = key.removeprefix(BATCH_REPORT_PREFIX).split("/")
+    if not key.startswith(BATCH_REPORT_PREFIX) or len(parts) != 3:
+        return None
+    index = parts[2].removesuffix(".json")
+    if not (parts[1].isdigit() and index.isdigit() and parts[2].endswith(".json")):
+        return None
+    return parts[0], int(parts[1]), int(index)
 
 
 def claim_key(job_id: str, run_key: str, attempt: int) -> str:
@@ -128,8 +153,14 @@ def output_key(job_id: str, run_key: str, attempt: int) -> str:
 RunRef = tuple[str, str, int]  # job_id, run_key, attempt
 
 
+def run_ref(ref: RunRef) -> str:
+    """`job/run/attempt`: how a task's overrides, and a pack claim's list, name a run's attempt."""
+    job_id, run_key, attempt = ref
+    return f"{job_id}/{run_key}/{attempt}"
+
+
 def format_run_refs(refs: list[RunRef]) -> str:
-    return ",".join(f"{job_id}/{run_key}/{attempt}" for job_id, run_key, attempt in refs)
+    return ",".join(run_ref(ref) for ref in refs)
 
 
 def parse_run_refs(text: str) -> list[RunRef]:

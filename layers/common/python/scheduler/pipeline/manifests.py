@@ -74,12 +74,15 @@ class Manifests:
 
     def publish(self, pack_id: str, runs: list[RunSpec]) -> str:
         entries = []
+        # Per pack claim ("<pack>/<second>"): its runs' count and the longest of their URL TTLs.
+        batches: dict[tuple[str, int], tuple[int, int]] = {}
         for run in runs:
             ttl = self._ttl + run.timeout_seconds + max(0, run.not_before - epoch(self._clock()))
             ids = (run.job_id, run.run_key, run.attempt)
-            claim = keys.pack_claim_key(
-                run.claim_pack or pack_id, run.claim_second or run.not_before
-            )
+            pack_claim = (run.claim_pack or pack_id, run.claim_second or run.not_before)
+            count, longest = batches.get(pack_claim, (0, 0))
+            batches[pack_claim] = (count + 1, max(longest, ttl))
+            claim = keys.pack_claim_key(*pack_claim)
             entry: dict[str, Any] = {
                 "job_id": run.job_id,
                 "run_key": run.run_key,
@@ -101,6 +104,8 @@ class Manifests:
                     "put_object", keys.claim_key(*ids), ttl, IfNoneMatch="*"
                 ),
                 "cancel_url": self._url("get_object", keys.cancel_key(*ids), ttl),
+                # Its finished report may travel in a batch of its pack claim's runs.
+                "batch": _batch_name(*pack_claim),
                 "overlap": run.overlap.value,
             }
             if run.overlap is not ConcurrencyPolicy.ALLOW:
@@ -111,6 +116,20 @@ class Manifests:
             "version": MANIFEST_VERSION,
             "pack_id": pack_id,
             "runs": entries,
+            # Per pack claim, the conditional PUTs of the batches of its runs' finished reports
+            # (one each at most, so as many as it has runs), to be used in turn from the first.
+            "batches": {
+                _batch_name(pack, second): [
+                    self._url(
+                        "put_object",
+                        keys.batch_report_key(pack, second, index),
+                        ttl,
+                        IfNoneMatch="*",
+                    )
+                    for index in range(count)
+                ]
+                for (pack, second), (count, ttl) in batches.items()
+            },
             # The runner deletes the manifest once read: the URL in the overrides is then dead.
             "consume_url": self._url("delete_object", key, self._manifest_ttl),
         }
@@ -123,3 +142,7 @@ class Manifests:
             ContentType="application/json",
         )
         return self._url("get_object", key, self._manifest_ttl)
+
+
+def _batch_name(pack_id: str, second: int) -> str:
+    return f"{pack_id}/{second}"

@@ -100,6 +100,14 @@ class RunObjects(Protocol):
     def report(self, key: str) -> RunReport | None:
         """The report at `key`; None if it is missing or malformed."""
 
+    def batch_reports(self, key: str) -> list[RunReport]:
+        """The finished reports in the batch at `key` (empty if it is missing; malformed
+        entries left out)."""
+
+    def finished_report(self, run: Run) -> RunReport | None:
+        """The finished report of the run's current attempt, wherever its runner put it: its
+        own object, or a batch of the runs of its pack claim. None if there is none yet."""
+
     def link(self, key: str, seconds: int) -> str:
         """A presigned GET of `key`, valid for `seconds`."""
 

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 logger = Logger(child=True)
 
+# At most one batch of finished reports per run of a pack claim (the manifest presigns as many).
+MAX_BATCHES = 100
+
 
 class S3RunObjects:
     def __init__(self, s3: S3Client, bucket: str) -> None:
@@ -37,6 +40,44 @@ class S3RunObjects:
         except ValidationError:
             logger.warning("malformed run report", key=key)
             return None
+
+    def batch_reports(self, key: str) -> list[RunReport]:
+        return self._batch(key) or []
+
+    def finished_report(self, run: Run) -> RunReport | None:
+        own = self.report(keys.report_key(run.job_id, run.key, run.attempt, "finished"))
+        if own is not None or run.claim_pack is None or run.claim_second is None:
+            return own
+        wanted = (run.job_id, run.key, run.attempt)
+        # Batches are PUT in turn from index 0, each conditionally: the first missing one ends them.
+        for index in range(MAX_BATCHES):
+            batch = self._batch(keys.batch_report_key(run.claim_pack, run.claim_second, index))
+            if batch is None:
+                return None
+            found = [r for r in batch if (r.job_id, r.run_key, r.attempt) == wanted]
+            if found:
+                return found[0]
+        return None
+
+    def _batch(self, key: str) -> list[RunReport] | None:
+        """The reports of the batch at `key`; None if there is no such object."""
+        body = self._read(key)
+        if body is None:
+            return None
+        try:
+            entries = json.loads(body).get("reports")
+        except (ValueError, AttributeError):
+            entries = None
+        if not isinstance(entries, list):
+            logger.warning("malformed batch report", key=key)
+            return []
+        reports = []
+        for entry in entries:
+            try:
+                reports.append(RunReport.model_validate(entry))
+            except ValidationError:
+                logger.warning("malformed entry in a batch report", key=key)
+        return reports
 
     def link(self, key: str, seconds: int) -> str:
         params = {"Bucket": self._bucket, "Key": key}
@@ -67,7 +108,7 @@ class S3RunObjects:
             return True  # unreadable: the winner may hold it
         if not isinstance(named, list):
             return True
-        return f"{run.job_id}/{run.key}/{run.attempt}" in named
+        return keys.run_ref((run.job_id, run.key, run.attempt)) in named
 
     def _exists(self, key: str) -> bool:
         try:

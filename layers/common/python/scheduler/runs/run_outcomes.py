@@ -1,5 +1,6 @@
 """How an attempt ends, from whichever signal arrives first: the runner's reports (S3 objects
-under reports/, through their notifications), the ECS task-stopped event (the safety net for a
+under reports/, through their notifications: one run's, or a batch of finished reports of the
+runs of one pack claim), the ECS task-stopped event (the safety net for a
 task that died before reporting), or the watcher's deadline sweep. Success is final; a failure
 is retried with exponential backoff while attempts last."""
 
@@ -91,6 +92,10 @@ class RunOutcomes:
             self.on_report(unquote_plus(record["s3"]["object"]["key"]))
 
     def on_report(self, key: str) -> None:
+        batch = keys.parse_batch_report_key(key)
+        if batch is not None:
+            self._on_batch(key, *batch)
+            return
         parsed = keys.parse_report_key(key)
         if parsed is None:
             logger.warning("ignoring an object that is not a run report", key=key)
@@ -100,6 +105,26 @@ class RunOutcomes:
         report = self._objects.report(key)
         if run is None or report is None or run.attempt != attempt:
             return  # an old attempt, or a report we cannot trust: nothing to do
+        self._apply(run, report, kind)
+
+    def _on_batch(self, key: str, pack_id: str, second: int, _index: int) -> None:
+        """The finished reports of several runs of one pack claim: each is applied only to a
+        run whose current attempt that claim holds (a batch speaks for its claim's runs only)."""
+        for report in self._objects.batch_reports(key):
+            run = self._runs.get_stored(report.job_id, report.run_key)
+            if run is None or run.attempt != report.attempt:
+                continue  # an old attempt: nothing to do
+            if (run.claim_pack, run.claim_second) != (pack_id, second):
+                logger.warning(
+                    "ignoring a batched report of a run its pack claim does not hold",
+                    key=key,
+                    job_id=run.job_id,
+                    run_key=run.key,
+                )
+                continue
+            self._apply(run, report, "finished")
+
+    def _apply(self, run: Run, report: RunReport, kind: str) -> None:
         if run.status.terminal:
             if run.status is RunStatus.CANCELLED and kind == "finished":
                 # What the cancelled script did before it stopped: kept, the status stays.
@@ -159,9 +184,7 @@ class RunOutcomes:
         if run.status.terminal or run.status is RunStatus.PENDING:
             metrics.count(names.UNREPORTED_RUNS, 0)  # its runner had reported: "none" counts
             return False  # finished, or already being retried
-        finished = self._objects.report(
-            keys.report_key(run.job_id, run.key, run.attempt, "finished")
-        )
+        finished = self._objects.finished_report(run)
         metrics.count(names.UNREPORTED_RUNS, int(finished is None))
         if run.overlap is not ConcurrencyPolicy.ALLOW:
             # A task that died holding the job's lock would block the next runs until it
@@ -201,9 +224,7 @@ class RunOutcomes:
     def conclude_if_reported(self, run: Run) -> bool:
         """End the current attempt from its finished report, if one landed (its notification
         lost or still on its way); False if there is none."""
-        finished = self._objects.report(
-            keys.report_key(run.job_id, run.key, run.attempt, "finished")
-        )
+        finished = self._objects.finished_report(run)
         if finished is None:
             return False
         self.conclude(run, finished)
