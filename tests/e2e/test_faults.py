@@ -55,6 +55,7 @@ from e2e.conftest import (
     free_port,
     stop_stack,
 )
+from scheduler.keys import parse_run_refs
 
 pytestmark = pytest.mark.e2e
 
@@ -445,6 +446,41 @@ def test_runner_killed_mid_script_is_retried(faulty: FaultyStack) -> None:
     assert "task stopped" in first["error"], first
     assert first["exit_code"] in {-signal.SIGKILL, 128 + signal.SIGKILL}, first
     assert_no_attempt_ran_twice(faulty.state_dir, {job["job_id"]})
+
+
+def test_a_runner_killed_before_its_runs_second_does_not_spend_an_attempt(
+    faulty: FaultyStack,
+) -> None:
+    if faulty.backend:
+        pytest.skip("a container's start takes most of the look-ahead: caught by the local one")
+    # Given a one-attempt job every minute, and its runner up ahead of the run's second (the
+    # run queued LOOKAHEAD_SECONDS ahead), before it claims the run (a second before it)
+    stack = faulty.current
+    job = faulty.track(create_job(stack, schedule="* * * * *", script=QUICK_SCRIPT, max_attempts=1))
+
+    def waiting_runner() -> dict[str, Any] | None:
+        for pid in task_processes({job["job_id"]}, scripts=False):
+            # (a pack may hold other jobs' runs of the same second: only ours is looked at)
+            refs = parse_run_refs(_environ(str(pid)).get("RUN_REFS", ""))
+            (run_key,) = [key for job_id, key, _ in refs if job_id == job["job_id"]]
+            if time.time() < int(run_key.split("-")[0]) - 2:  # its claim is still ahead
+                return {"pid": pid, "run_key": run_key}
+        return None
+
+    runner = wait_for("a runner waiting for its run's second", waiting_runner, 80, stack)
+    key = runner["run_key"]
+
+    # When it is killed (SIGKILL: no report, no claim)
+    os.kill(runner["pid"], signal.SIGKILL)
+
+    # Then the attempt is not counted (its script never started: its task's stop finds no claim
+    # and no finished report, read under the task_events role's grants) and the run runs again
+    run = wait_for_status(stack, job, key, TERMINAL, timeout=100)
+    assert (run["status"], run["attempt"]) == ("SUCCEEDED", 2), run
+    (unstarted,) = run["attempts"]
+    assert unstarted["script_started"] is False, run
+    assert unstarted["error"].startswith("the script never started"), run
+    assert output_json(run) == {"attempt": "2", "run_key": key}
 
 
 # -- 2. everything of ours is SIGKILLed and restarted while moto stays up ---------------------
