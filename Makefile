@@ -171,7 +171,7 @@ bench: export PYTHONPATH := layers/common/python:local:.
 bench: $(BENCH_STAMP) $(LAMBDA_VENV)/.installed
 	$(BIN)/python -m bench
 
-## A short pass over every benchmark but on_time (< 1 min): make bench-quick
+## A short pass over every benchmark but on_time (~12 min, most of it outage and fairness): make bench-quick
 bench-quick: export PYTHONPATH := layers/common/python:local:.
 bench-quick: $(BENCH_STAMP) $(LAMBDA_VENV)/.installed
 	$(BIN)/python -m bench --quick
