@@ -295,7 +295,7 @@ def task_processes(job_ids: set[str], *, scripts: bool = True) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         environment = _environ(entry.name)
-        refs = {ref.split("/")[0] for ref in environment.get("RUN_REFS", "").split(",") if ref}
+        refs = {job_id for job_id, _, _ in parse_run_refs(environment.get("RUN_REFS", ""))}
         try:
             command = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
