@@ -454,13 +454,16 @@ def test_a_runner_killed_before_its_runs_second_does_not_spend_an_attempt(
     if faulty.backend:
         pytest.skip("a container's start takes most of the look-ahead: caught by the local one")
     # Given a one-attempt job every minute, and its runner up ahead of the run's second (the
-    # run queued LOOKAHEAD_SECONDS ahead), before it claims the run (a second before it)
+    # run queued LOOKAHEAD_SECONDS ahead), before it claims the run (a second before it). Its
+    # owner has no other job: runs are packed per owner, and a pack-mate of another test's job
+    # killed with it would start that run's attempt 2 under the next test.
     stack = faulty.current
-    job = faulty.track(create_job(stack, schedule="* * * * *", script=QUICK_SCRIPT, max_attempts=1))
+    job = faulty.track(
+        create_job(stack, user="carol", schedule="* * * * *", script=QUICK_SCRIPT, max_attempts=1)
+    )
 
     def waiting_runner() -> dict[str, Any] | None:
         for pid in task_processes({job["job_id"]}, scripts=False):
-            # (a pack may hold other jobs' runs of the same second: only ours is looked at)
             refs = parse_run_refs(_environ(str(pid)).get("RUN_REFS", ""))
             (run_key,) = [key for job_id, key, _ in refs if job_id == job["job_id"]]
             if time.time() < int(run_key.split("-")[0]) - 2:  # its claim is still ahead
