@@ -342,11 +342,35 @@ def test_a_stopped_task_concludes_a_run_from_its_batch_not_yet_notified(
     objects.put_batch(pack, second, 0, [])
     objects.put_batch(pack, second, 1, [finished(run, RunStatus.SUCCEEDED)])
 
-    # When its task's stopped event comes first
-    outcomes.on_task_stopped(task_stopped((run.job_id, run.key, 1), exit_code=0))
+    # When its task's stopped event comes first, from a runner that could not deliver a
+    # report of another run (exit 2)
+    outcomes.on_task_stopped(task_stopped((run.job_id, run.key, 1), exit_code=2))
 
     # Then the run is concluded from its batched report, not failed
     assert current(runs, run).status is RunStatus.SUCCEEDED
+
+
+def test_a_task_whose_runner_reported_every_run_leaves_them_to_their_reports(
+    outcomes: RunOutcomes, runs: FakeRunStore, objects: FakeRunObjects
+) -> None:
+    # Given a run whose finished report landed but was not processed yet, and a run whose
+    # runner left it to the task holding its claim (no report of this task's)
+    reported, elsewhere = (dispatched_run(runs, f"job-{n}", max_attempts=1) for n in "ab")
+    objects.put_claim(reported)
+    objects.put_claim(elsewhere)
+    report_key = objects.put_report(finished(reported, RunStatus.SUCCEEDED), "finished")
+
+    # When the task stops with the runner's exit 0 (every report delivered)
+    outcomes.on_task_stopped(
+        task_stopped(*[(r.job_id, r.key, 1) for r in (reported, elsewhere)], exit_code=0)
+    )
+
+    # Then the stop ends neither (it would have failed the second, and concluded the first
+    # from its report): the report's notification ends the first
+    assert current(runs, reported).status is RunStatus.DISPATCHED
+    assert current(runs, elsewhere).status is RunStatus.DISPATCHED
+    outcomes.on_report(report_key)
+    assert current(runs, reported).status is RunStatus.SUCCEEDED
 
 
 def test_a_stopped_task_fails_a_silent_last_attempt(

@@ -41,6 +41,9 @@ LATE_AFTER_MS = 2000
 RETRIED = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT})
 # Statuses of a run that no runner may have claimed yet (see conclude_unreported).
 _BEFORE_A_RUNNER = frozenset({RunStatus.QUEUED, RunStatus.DISPATCHING, RunStatus.DISPATCHED})
+# The runner's exit status when it delivered every run's report (or left a run to the task
+# that holds its claim, or to the cancel that stopped it): runner/jobrunner/config.py EXIT_OK.
+RUNNER_REPORTED_ALL = 0
 # Attempts of one run whose script never started (its task stopped first), not counted against
 # max_attempts; past them, the run fails.
 MAX_UNSTARTED_ATTEMPTS = 3
@@ -157,14 +160,20 @@ class RunOutcomes:
     def on_task_stopped(self, detail: dict[str, Any]) -> None:
         """A task stopped: each of its runs that did not report its end has failed (or, if its
         report landed in the meantime, is concluded from that report), and its pack's
-        concurrent_runs places are given back (once: a repeated event finds the item gone)."""
+        concurrent_runs places are given back (once: a repeated event finds the item gone).
+        A runner that exited 0 reported every run: their reports' notifications end them (the
+        sweep, from the reports, if a notification is lost), so none is read here."""
         if detail.get("lastStatus") != "STOPPED":
             return
         exit_code = next(
             (c.get("exitCode") for c in detail.get("containers", []) if "exitCode" in c), None
         )
         reason = str(detail.get("stoppedReason", "task stopped"))
-        for job_id, run_key, attempt in _run_refs(detail):
+        refs = _run_refs(detail)
+        if exit_code == RUNNER_REPORTED_ALL:
+            metrics.count(names.UNREPORTED_RUNS, 0)
+            refs = []
+        for job_id, run_key, attempt in refs:
             run = self._runs.get_stored(job_id, run_key)
             if run is None or run.attempt != attempt:
                 continue
