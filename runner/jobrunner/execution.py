@@ -12,13 +12,13 @@ import time
 
 from jobrunner import overlap, reporting
 from jobrunner.cancel import CancelWatch, cancelled_before_start
-from jobrunner.config import CLAIM_AHEAD_SECONDS, MAX_SCRIPT_BYTES
+from jobrunner.config import CLAIM_AHEAD_SECONDS
 from jobrunner.log import log
 from jobrunner.manifest import RunSpec
 from jobrunner.outcome import CANCELLED, FAILED, SKIPPED, Outcome
 from jobrunner.sandbox import RunDirs
 from jobrunner.supervision import Runtime, run_script
-from jobrunner.transfer import TransferError, http_get
+from jobrunner.transfer import TransferError
 
 
 def wait_until(instant: float, stop: threading.Event) -> None:
@@ -44,7 +44,7 @@ def execute(spec: RunSpec, rt: Runtime, index: int = 0) -> bool:
         if rt.sandbox.error is not None:
             return deliver(Outcome(status=FAILED, error=rt.sandbox.error), None)
         try:
-            source = http_get(spec.script_url, MAX_SCRIPT_BYTES)
+            source = rt.scripts.fetch(spec.script_url)
         except TransferError as exc:
             log("script_fetch_failed", "error", **spec.ids, error=str(exc))
             outcome = Outcome(status=FAILED, error=f"script download failed: {exc}")

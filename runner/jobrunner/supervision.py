@@ -39,6 +39,7 @@ from jobrunner.sandbox import (
     child_environment,
     resource_limiter,
 )
+from jobrunner.scripts import Scripts
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Runtime:
     limits: Limits | None = None  # set once the pack's size is known
     claims: PackClaims | None = None  # set once the manifest is read
     batches: FinishedBatches | None = None  # set once the manifest is read
+    scripts: Scripts = field(default_factory=Scripts)  # each fetched once per task
     started_report_seconds: float | None = None  # the pack's (None: report a start at once)
     stop: threading.Event = field(default_factory=threading.Event)
     stop_signal: int | None = None

@@ -81,6 +81,8 @@ def test_every_run_the_scheduler_writes_is_one_the_runner_parses_whole() -> None
         ]
         assert run.overlap == spec.overlap.value
     allow, buffer_one = parsed.runs
+    # one URL for the script both runs share, so the runner fetches it once
+    assert allow.script_url == buffer_one.script_url
     assert allow.lock is None
     assert buffer_one.lock is not None
     assert f"/put_object/{keys.lock_key('job1')}?" in buffer_one.lock.take

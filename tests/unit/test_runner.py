@@ -46,6 +46,7 @@ class Store:
     # path -> PUTs still to store and then answer 500 (S3 wrote it, the answer was lost)
     lost_answers: dict[str, int] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)  # DELETE paths, in order
+    gets: list[str] = field(default_factory=list)  # GET paths, in order
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail_first(self, path: str) -> bool:
@@ -67,6 +68,8 @@ class FakeS3:
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]  # the "signature" is not checked
+                with store.lock:
+                    store.gets.append(path)
                 if store.fail_first(path):
                     self.send_error(503)
                     return
@@ -407,6 +410,27 @@ def test_transient_http_errors_are_retried(pack: PackResult) -> None:
     finished = pack.s3.report("flaky", "finished")
     assert finished["status"] == "SUCCEEDED"
     assert "made it" in finished["output_tail"]
+
+
+def test_runs_of_one_script_fetch_it_once(s3: FakeS3) -> None:
+    # Given three runs of one script (the executor gives them its one URL) and one of another
+    shared = s3.run("shared", "print('shared')\n")["script_url"]
+    runs = [s3.run(name, "", script_url=shared) for name in ("a", "b", "c")]
+    runs.append(s3.run("other", "print('other')\n"))
+
+    # When the runner runs the pack
+    proc = start_runner(runner_env(s3.manifest(runs)))
+    assert proc.wait(timeout=30) == 0
+
+    # Then each script was fetched once, and every run ran its own script
+    assert s3.store.gets.count("/scripts/shared.py") == 1
+    assert s3.store.gets.count("/scripts/other.py") == 1
+    assert [s3.report(name, "finished")["output_tail"] for name in ("a", "b", "c", "other")] == [
+        "shared\n",
+        "shared\n",
+        "shared\n",
+        "other\n",
+    ]
 
 
 def test_missing_script_is_reported_failed(pack: PackResult) -> None:

@@ -68,6 +68,10 @@ class Manifests:
             ),
         }
 
+    def _run_ttl(self, run: RunSpec) -> int:
+        """Seconds a run's URLs must live: the base, its wait for its second, its timeout."""
+        return self._ttl + run.timeout_seconds + max(0, run.not_before - epoch(self._clock()))
+
     def _url(self, method: str, key: str, ttl: int, **extra: str) -> str:
         params = {"Bucket": self._bucket, "Key": key, **extra}
         return str(self._s3.generate_presigned_url(method, Params=params, ExpiresIn=ttl))
@@ -76,8 +80,14 @@ class Manifests:
         entries = []
         # Per pack claim ("<pack>/<second>"): its runs' count and the longest of their URL TTLs.
         batches: dict[tuple[str, int], tuple[int, int]] = {}
-        for run in runs:
-            ttl = self._ttl + run.timeout_seconds + max(0, run.not_before - epoch(self._clock()))
+        ttls = [self._run_ttl(run) for run in runs]
+        # One URL per script, for as long as its longest run needs it: the runner fetches each
+        # URL once (a pack of one script's runs makes one GET; scripts are content-addressed).
+        script_ttls: dict[str, int] = {}
+        for run, ttl in zip(runs, ttls, strict=True):
+            script_ttls[run.script_key] = max(ttl, script_ttls.get(run.script_key, 0))
+        script_urls = {key: self._url("get_object", key, ttl) for key, ttl in script_ttls.items()}
+        for run, ttl in zip(runs, ttls, strict=True):
             ids = (run.job_id, run.run_key, run.attempt)
             pack_claim = (run.claim_pack or pack_id, run.claim_second or run.not_before)
             count, longest = batches.get(pack_claim, (0, 0))
@@ -91,7 +101,7 @@ class Manifests:
                 "not_before": run.not_before,
                 "timeout_seconds": run.timeout_seconds,
                 "parameters": run.parameters,
-                "script_url": self._url("get_object", run.script_key, ttl),
+                "script_url": script_urls[run.script_key],
                 "started_url": self._url("put_object", keys.report_key(*ids, "started"), ttl),
                 "finished_url": self._url("put_object", keys.report_key(*ids, "finished"), ttl),
                 "output_url": self._url("put_object", keys.output_key(*ids), ttl),
