@@ -638,7 +638,7 @@ def run_local(mode: Mode) -> dict[str, Any]:
         name="scheduling_local",
         backend="local",
         rate=mode.pick(LOCAL_RATE, 10.0),
-        duration=mode.pick(float(os.environ.get("BENCH_LOCAL_DURATION") or 60.0), 2.0),
+        duration=mode.pick(float(os.environ.get("BENCH_LOCAL_DURATION") or 60.0), 6.0),
         tick=mode.pick(60.0, 2.0),
         lookahead=mode.pick(90, 4),
         lead=mode.pick(30.0, 1.5),

@@ -1,12 +1,15 @@
 """The cancel channel of one run: its attempt's cancel object, polled through a presigned GET
-while the run is live (waiting for the job's lock, or running). No credentials are involved: the
-runner may read that one object and nothing else. Cost: one S3 GET per poll interval of a run's
-life, none for a run shorter than the interval."""
+while the run is live (waiting for the job's lock, or running), and read at its second if its
+pack claim's cancel mark is there. No credentials are involved: the runner may read those
+objects and nothing else. Cost: one S3 GET per pack claim at its second, and one per poll
+interval of a run's life (none for a run shorter than the interval)."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+from dataclasses import dataclass, field
 
 from jobrunner.log import log
 from jobrunner.manifest import RunSpec
@@ -47,11 +50,47 @@ class CancelWatch:
             return
 
 
-def cancelled_before_start(spec: RunSpec) -> str | None:
-    """One GET of the cancel object just before the script would start: a cancel recorded
-    before then (the API writes the object before it records CANCELLED) keeps the script from
-    ever starting. Its reason, or None (also when S3 cannot be reached: the poll still runs)."""
+# A pack claim's runs start in the same second: one read of its mark serves them all.
+MARK_FRESH_SECONDS = 1.0
+
+
+@dataclass
+class _Mark:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    read_at: float | None = None
+    present: bool = True
+
+
+class CancelMarks:
+    """The cancel marks of the pack's claims, each read once for the runs that start together
+    (a failed read is not kept: those runs read their own cancel objects instead)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_url: dict[str, _Mark] = {}
+
+    def present(self, url: str) -> bool:
+        with self._lock:
+            mark = self._by_url.setdefault(url, _Mark())
+        with mark.lock:
+            now = time.monotonic()
+            if mark.read_at is None or now - mark.read_at > MARK_FRESH_SECONDS:
+                try:
+                    mark.present = http_get_if_present(url, MAX_CANCEL_BYTES) is not None
+                    mark.read_at = now
+                except TransferError:
+                    return True  # unknown: the run's own object says
+            return mark.present
+
+
+def cancelled_before_start(spec: RunSpec, marks: CancelMarks) -> str | None:
+    """Just before the script would start, its pack claim's cancel mark (read once for the
+    claim's runs) and, only if that is there, the run's own cancel object: a cancel recorded
+    before then (the API writes both before it records CANCELLED) keeps the script from ever
+    starting. Its reason, or None (also when S3 cannot be reached: the poll still runs)."""
     if spec.cancel_url is None:
+        return None
+    if spec.pack_cancel_url is not None and not marks.present(spec.pack_cancel_url):
         return None
     try:
         body = http_get_if_present(spec.cancel_url, MAX_CANCEL_BYTES)

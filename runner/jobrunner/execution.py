@@ -71,7 +71,10 @@ def execute(spec: RunSpec, rt: Runtime, index: int = 0) -> bool:
                     overlap.release(spec)
                 outcome = Outcome(status=FAILED, error="runner stopped before the script started")
                 return deliver(outcome, None)
-            if decision.skip is None and (reason := cancelled_before_start(spec)) is not None:
+            if (
+                decision.skip is None
+                and (reason := cancelled_before_start(spec, rt.cancel_marks)) is not None
+            ):
                 # Cancelled before its second: never started, reports nothing (the run is
                 # CANCELLED already; its task's stop or the sweep finds the cancel object).
                 overlap.release(spec)

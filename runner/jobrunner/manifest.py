@@ -73,6 +73,9 @@ class RunSpec:
     run_claim_url: str | None = field(default=None, repr=False)
     # GET of the attempt's cancel object, polled while the script runs (optional).
     cancel_url: str | None = field(default=None, repr=False)
+    # GET of its pack claim's cancel mark, read at the second (once for the claim's runs): the
+    # run's own cancel object is read then only if the mark is there (optional).
+    pack_cancel_url: str | None = field(default=None, repr=False)
     # The pack claim whose batches of finished reports may carry this run's (Manifest.batches).
     batch: str | None = None
     # The job's overlap policy; for all but ALLOW, the URLs of the job's lock (see overlap.py).
@@ -100,6 +103,7 @@ class RunSpec:
             claim_read_url=_optional_text(raw, "claim_read_url"),
             run_claim_url=_optional_text(raw, "run_claim_url"),
             cancel_url=_optional_text(raw, "cancel_url"),
+            pack_cancel_url=_optional_text(raw, "pack_cancel_url"),
             batch=_optional_text(raw, "batch"),
             overlap=_field(raw, "overlap", str, "ALLOW"),
             lock=OverlapUrls.parse(raw["lock"]) if raw.get("lock") is not None else None,

@@ -15,7 +15,7 @@ from typing import Any
 
 from jobrunner import reaper
 from jobrunner.batching import FinishedBatches
-from jobrunner.cancel import CancelWatch
+from jobrunner.cancel import CancelMarks, CancelWatch
 from jobrunner.claims import PackClaims
 from jobrunner.config import (
     HTTP_TIMEOUT_SECONDS,
@@ -52,6 +52,7 @@ class Runtime:
     claims: PackClaims | None = None  # set once the manifest is read
     batches: FinishedBatches | None = None  # set once the manifest is read
     scripts: Scripts = field(default_factory=Scripts)  # each fetched once per task
+    cancel_marks: CancelMarks = field(default_factory=CancelMarks)  # read once per pack claim
     started_report_seconds: float | None = None  # the pack's (None: report a start at once)
     stop: threading.Event = field(default_factory=threading.Event)
     stop_signal: int | None = None

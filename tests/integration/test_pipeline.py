@@ -332,6 +332,41 @@ def test_a_queued_run_cancelled_by_its_owner_is_never_dispatched(stack, invoke) 
     assert shown["last_run"]["status"] == "CANCELLED"
 
 
+def test_a_dispatched_run_cancelled_marks_its_pack_claim_for_the_runner(
+    stack, invoke, monkeypatch
+) -> None:
+    # Given a run dispatched to a task, and the same run as read before its claim
+    job = _create_job(invoke)
+    invoke("WatcherFunction", load_event("watcher"))
+    runs = stores_of(stack, "CancelRunFunction", monkeypatch).runs
+    (queued,) = runs_of(stack, job["job_id"])
+    before_claim = runs.get(job["job_id"], queued["key"])
+    assert before_claim is not None
+    assert before_claim.claim_pack is None
+    _dispatch(stack, invoke)
+    (run,) = runs_of(stack, job["job_id"])
+
+    # When a cancel goes on with the run as read before its claim, then its write is refused
+    # (it would leave the claim's runner unaware: it reads the run's own cancel object only
+    # under its claim's mark)
+    assert not runs.cancel(before_claim, "cancelled by its owner", datetime.now(UTC))
+
+    # When its owner cancels it through the API
+    path = {"job_id": job["job_id"], "key": run["key"]}
+    event = api_event(
+        "cancel_run", path=f"/jobs/{job['job_id']}/runs/{run['key']}/cancel", path_parameters=path
+    )
+    assert body_of(invoke("CancelRunFunction", event))["status"] == "CANCELLED"
+
+    # Then the run's own cancel object and its pack claim's mark are both in the bucket
+    s3 = boto3.client("s3")
+    bucket = stack.physical_names["ScriptsBucket"]
+    s3.head_object(Bucket=bucket, Key=keys.cancel_key(job["job_id"], run["key"], 1))
+    s3.head_object(
+        Bucket=bucket, Key=keys.pack_cancel_key(run["claim_pack"], int(run["claim_second"]))
+    )
+
+
 def test_a_run_that_ended_cannot_be_cancelled(stack, invoke) -> None:
     # Given a run that ended SUCCEEDED
     job = _create_job(invoke)

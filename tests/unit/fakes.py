@@ -780,7 +780,10 @@ class FakeRunStore:
             self._close(row, RunStatus.CANCELLED, reason, now)
             row.deadline = row.claim_until = None  # claim_id stays, as in RunRepository.cancel
 
-        return self._end(run, lambda row: not row.run.status.terminal, apply)
+        def cancellable(row: StoredRun) -> bool:
+            return not row.run.status.terminal and row.run.claim_pack == run.claim_pack
+
+        return self._end(run, cancellable, apply)
 
     def record_cancelled(
         self, run: Run, report: RunReport, output_key: str | None, now: datetime
@@ -1036,9 +1039,11 @@ class FakeRunObjects:
         self.links.append((key, seconds))
         return f"https://objects.test/{key}?expires_in={seconds}"
 
-    def request_cancel(self, job_id: str, run_key: str, attempt: int, reason: str) -> None:
+    def request_cancel(self, run: Run, reason: str) -> None:
         body = json.dumps({"cancelled": True, "reason": reason})
-        self.objects[keys.cancel_key(job_id, run_key, attempt)] = body
+        self.objects[keys.cancel_key(run.job_id, run.key, run.attempt)] = body
+        if run.claim_pack is not None and run.claim_second is not None:
+            self.objects[keys.pack_cancel_key(run.claim_pack, run.claim_second)] = "{}"
 
     def cancel_requested(self, job_id: str, run_key: str, attempt: int) -> bool:
         return keys.cancel_key(job_id, run_key, attempt) in self.objects

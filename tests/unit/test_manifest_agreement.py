@@ -73,6 +73,8 @@ def test_every_run_the_scheduler_writes_is_one_the_runner_parses_whole() -> None
         own_claim = keys.claim_key(spec.job_id, spec.run_key, spec.attempt)
         assert f"/put_object/{own_claim}?" in str(run.run_claim_url)
         assert keys.cancel_key(spec.job_id, spec.run_key, spec.attempt) in str(run.cancel_url)
+        pack_cancel = keys.pack_cancel_key("pack-1", spec.not_before)
+        assert f"/get_object/{pack_cancel}?" in str(run.pack_cancel_url)
         # the batches of finished reports of its pack claim: one key per run of the claim
         assert run.batch is not None
         batch_keys = [keys.batch_report_key("pack-1", spec.not_before, 0)]
@@ -91,6 +93,37 @@ def test_every_run_the_scheduler_writes_is_one_the_runner_parses_whole() -> None
     runner_fields = set(runner_manifest.RunSpec.__dataclass_fields__)
     assert set(entries[1]) == runner_fields
     assert set(entries[1]["lock"]) == set(runner_manifest.OverlapUrls.__dataclass_fields__)
+
+
+def test_runs_of_one_claim_and_script_share_their_urls_whatever_their_timeouts() -> None:
+    # Given a pack of two runs due in the same second, of one script, with different timeouts
+    # (so their own URLs live for different times)
+    specs = [
+        RunSpec(
+            job_id=f"job{i}",
+            run_key=f"1796040060-job{i}",
+            attempt=1,
+            scheduled_at=1796040060,
+            not_before=1796040060,  # a minute after NOW: a wait to cover too
+            timeout_seconds=timeout,
+            parameters={},
+            script_key=keys.script_key("cd" * 32),
+        )
+        for i, timeout in enumerate([30, 3600])
+    ]
+    s3 = RecordingS3()
+
+    # When the manifest is published
+    manifests.Manifests(s3, "bucket", 900, clock=lambda: NOW).publish("pack-1", specs)  # type: ignore[arg-type]
+    short, long = runner_manifest.parse_manifest(s3.objects[keys.manifest_key("pack-1")]).runs
+
+    # Then what the runner does once per URL has one URL for both, living as long as the
+    # longer run needs it (the runner PUTs the claim once, reads the mark and the script once)
+    for name in ("claim_url", "claim_read_url", "pack_cancel_url", "script_url"):
+        assert getattr(short, name) == getattr(long, name), name
+        assert getattr(long, name).endswith(f"expires={900 + 3600 + 60}"), name
+    # And each run's own URLs live as long as that run needs
+    assert short.finished_url.endswith(f"expires={900 + 30 + 60}")
 
 
 def test_the_manifest_url_is_short_lived_and_the_manifest_deletes_itself() -> None:

@@ -138,6 +138,26 @@ def test_cancelling_a_running_run_signals_its_runner_and_ends_it_cancelled(
     assert keys.claim_key(job.job_id, run.key, 1) not in objects.objects
 
 
+def test_a_cancel_marks_the_pack_claim_of_a_run_claimed_while_it_was_being_cancelled(
+    cancels: RunCancels, jobs: FakeJobStore, runs: FakeRunStore, objects: FakeRunObjects
+) -> None:
+    # Given a queued run read by a cancel, then claimed by an executor into pack p's claim
+    job = add_job(jobs, now=NOON)
+    read = queued(runs, a_run(runs, job.job_id))
+    assert runs.claim(read, "c1", NOON, 60, "p")
+    claimed = now_of(runs, read)
+    assert (claimed.claim_pack, claimed.claim_second) == ("p", epoch(NOON))
+
+    # When the cancel goes on with the run as it read it (no pack claim)
+    ended = cancels.cancel(read, "cancelled by its owner")
+
+    # Then it is CANCELLED only after it marked that claim, which its runner reads at the
+    # second (else the runner would not read the run's own cancel object, and start it)
+    assert ended.status is RunStatus.CANCELLED
+    assert keys.pack_cancel_key("p", epoch(NOON)) in objects.objects
+    assert objects.cancel_requested(job.job_id, read.key, 1)
+
+
 def test_a_cancelled_queued_run_is_not_dispatched(
     service: RunService, jobs: FakeJobStore, runs: FakeRunStore, clock: FakeClock
 ) -> None:
@@ -257,7 +277,7 @@ def test_a_cancel_that_crashed_before_recording_is_obeyed_and_not_retried(
 ) -> None:
     # Given a running run whose cancel signal was written, but the API died before the record
     run = running(runs, a_run(runs, "job-a", max_attempts=3))
-    objects.request_cancel("job-a", run.key, 1, "cancelled by its owner")
+    objects.request_cancel(run, "cancelled by its owner")
 
     # When the runner reports the script it stopped
     report = RunReport(
@@ -279,7 +299,7 @@ def test_a_task_that_never_started_a_cancelled_run_concludes_it_cancelled(
     # Given a dispatched run whose cancel object its runner found at the second (it never
     # started it) and whose cancel was not recorded
     run = dispatched(runs, a_run(runs, "job-a"))
-    objects.request_cancel("job-a", run.key, 1, "cancelled by its owner")
+    objects.request_cancel(run, "cancelled by its owner")
 
     # When its task stops without a report from it
     outcomes.conclude_unreported(run, "task stopped before the run reported its end")

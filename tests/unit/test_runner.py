@@ -826,6 +826,41 @@ def overlap_pack() -> Iterator[OverlapResult]:
     s3.close()
 
 
+def test_the_cancel_objects_are_read_at_the_second_only_under_their_claims_mark(
+    s3: FakeS3,
+) -> None:
+    # Given two pack claims of two runs each: a cancel marked the first claim (one of its runs
+    # is cancelled), none marked the second, whose runs have cancel objects no cancel wrote
+    def run(name: str, claim: str) -> dict[str, Any]:
+        return s3.run(
+            name,
+            f"print('{name} ran')\n",
+            cancel_url=f"{s3.base}/cancels/{name}.json?sig",
+            pack_cancel_url=f"{s3.base}/cancels/packs/{claim}.json?sig",
+        )
+
+    runs = [run("kept", "p/1"), run("cancelled", "p/1"), run("quiet", "p/2"), run("calm", "p/2")]
+    s3.store.puts["/cancels/packs/p/1.json"] = b"{}"
+    s3.store.puts["/cancels/cancelled.json"] = b'{"reason": "cancelled by its owner"}'
+
+    # When the runner runs them
+    proc = start_runner(runner_env(s3.manifest(runs)))
+    assert proc.wait(timeout=30) == 0
+
+    # Then the cancelled run never started and the others ran
+    assert "/reports/cancelled/finished.json" not in s3.store.puts
+    assert [s3.report(name, "finished")["status"] for name in ("kept", "quiet", "calm")] == [
+        "SUCCEEDED"
+    ] * 3
+    # And each claim's mark was read once; the runs' own objects only under the marked claim
+    gets = s3.store.gets
+    assert (gets.count("/cancels/packs/p/1.json"), gets.count("/cancels/packs/p/2.json")) == (1, 1)
+    assert sorted(path for path in gets if path.count("/") == 2 and "cancels" in path) == [
+        "/cancels/cancelled.json",
+        "/cancels/kept.json",
+    ]
+
+
 def test_a_cancelled_script_is_stopped_and_reported_cancelled(overlap_pack: OverlapResult) -> None:
     finished = overlap_pack.s3.report("cancelled", "finished")
     assert finished["status"] == "CANCELLED"

@@ -134,6 +134,13 @@ def cancel_key(job_id: str, run_key: str, attempt: int) -> str:
     return f"cancels/{job_id}/{run_key}/{attempt}.json"
 
 
+def pack_cancel_key(pack_id: str, second: int) -> str:
+    """The mark that some run of pack claim `pack_id`/`second` was cancelled: its runner reads
+    this one object at the claim's second, and each run's own cancel object only if it is there
+    (one GET per pack claim, not one per run)."""
+    return f"cancels/packs/{pack_id}/{second:0{EPOCH_DIGITS}d}.json"
+
+
 def lock_key(job_id: str) -> str:
     """The job's lock: held by the run whose script runs, for overlap policies but ALLOW."""
     return f"locks/{job_id}.json"

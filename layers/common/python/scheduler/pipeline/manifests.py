@@ -68,6 +68,19 @@ class Manifests:
             ),
         }
 
+    def _claim_urls(self, pack_claim: tuple[str, int], ttl: int) -> dict[str, str]:
+        """The URLs of a pack claim, shared by its runs."""
+        claim = keys.pack_claim_key(*pack_claim)
+        return {
+            # If-None-Match: * makes the first task to PUT it the only one to start the pack's
+            # runs of that second, should the executor ever dispatch them twice.
+            "claim_url": self._url("put_object", claim, ttl, IfNoneMatch="*"),
+            "claim_read_url": self._url("get_object", claim, ttl),
+            # Read at the second, once for the claim's runs: the run's own cancel object is
+            # read then only if a cancel marked its claim.
+            "pack_cancel_url": self._url("get_object", keys.pack_cancel_key(*pack_claim), ttl),
+        }
+
     def _run_ttl(self, run: RunSpec) -> int:
         """Seconds a run's URLs must live: the base, its wait for its second, its timeout."""
         return self._ttl + run.timeout_seconds + max(0, run.not_before - epoch(self._clock()))
@@ -78,21 +91,25 @@ class Manifests:
 
     def publish(self, pack_id: str, runs: list[RunSpec]) -> str:
         entries = []
+        ttls = [self._run_ttl(run) for run in runs]
+        claims = [(run.claim_pack or pack_id, run.claim_second or run.not_before) for run in runs]
+        # What runs share, signed once for as long as the longest of them needs it: the runner
+        # keys what it does once by URL (a script fetched once, a pack claim PUT once, its
+        # cancel mark read once), so runs of one script or claim must get the very same URL.
+        script_ttls: dict[str, int] = {}
         # Per pack claim ("<pack>/<second>"): its runs' count and the longest of their URL TTLs.
         batches: dict[tuple[str, int], tuple[int, int]] = {}
-        ttls = [self._run_ttl(run) for run in runs]
-        # One URL per script, for as long as its longest run needs it: the runner fetches each
-        # URL once (a pack of one script's runs makes one GET; scripts are content-addressed).
-        script_ttls: dict[str, int] = {}
-        for run, ttl in zip(runs, ttls, strict=True):
+        for run, ttl, pack_claim in zip(runs, ttls, claims, strict=True):
             script_ttls[run.script_key] = max(ttl, script_ttls.get(run.script_key, 0))
-        script_urls = {key: self._url("get_object", key, ttl) for key, ttl in script_ttls.items()}
-        for run, ttl in zip(runs, ttls, strict=True):
-            ids = (run.job_id, run.run_key, run.attempt)
-            pack_claim = (run.claim_pack or pack_id, run.claim_second or run.not_before)
             count, longest = batches.get(pack_claim, (0, 0))
             batches[pack_claim] = (count + 1, max(longest, ttl))
-            claim = keys.pack_claim_key(*pack_claim)
+        script_urls = {key: self._url("get_object", key, ttl) for key, ttl in script_ttls.items()}
+        claim_urls = {
+            pack_claim: self._claim_urls(pack_claim, ttl)
+            for pack_claim, (_, ttl) in batches.items()
+        }
+        for run, ttl, pack_claim in zip(runs, ttls, claims, strict=True):
+            ids = (run.job_id, run.run_key, run.attempt)
             entry: dict[str, Any] = {
                 "job_id": run.job_id,
                 "run_key": run.run_key,
@@ -105,11 +122,8 @@ class Manifests:
                 "started_url": self._url("put_object", keys.report_key(*ids, "started"), ttl),
                 "finished_url": self._url("put_object", keys.report_key(*ids, "finished"), ttl),
                 "output_url": self._url("put_object", keys.output_key(*ids), ttl),
-                # If-None-Match: * makes the first task to PUT it the only one to start the
-                # pack's runs of that second, should the executor ever dispatch them twice;
-                # the run's own claim is for a task that lost it (runner/jobrunner/claims.py).
-                "claim_url": self._url("put_object", claim, ttl, IfNoneMatch="*"),
-                "claim_read_url": self._url("get_object", claim, ttl),
+                **claim_urls[pack_claim],
+                # The run's own claim is for a task that lost the pack claim (claims.py).
                 "run_claim_url": self._url(
                     "put_object", keys.claim_key(*ids), ttl, IfNoneMatch="*"
                 ),

@@ -111,9 +111,10 @@ class RunObjects(Protocol):
     def link(self, key: str, seconds: int) -> str:
         """A presigned GET of `key`, valid for `seconds`."""
 
-    def request_cancel(self, job_id: str, run_key: str, attempt: int, reason: str) -> None:
-        """Tell the runner to stop the attempt: its claim object taken first (a runner that has
-        not started the script yet then never does), and the cancel object it polls for."""
+    def request_cancel(self, run: Run, reason: str) -> None:
+        """Tell the runner to stop the run's current attempt: the cancel object it polls for,
+        then, for a run an executor claimed, its pack claim's cancel mark (which the runner
+        reads at the second before the run's own object)."""
 
     def cancel_requested(self, job_id: str, run_key: str, attempt: int) -> bool:
         """Was the attempt's cancel object written?"""

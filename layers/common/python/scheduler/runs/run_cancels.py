@@ -38,7 +38,7 @@ class RunCancels:
         for _ in range(ROUNDS):
             if run.status.terminal:
                 return run
-            self._objects.request_cancel(run.job_id, run.key, run.attempt, reason)
+            self._objects.request_cancel(run, reason)
             now = self._clock()
             if self._runs.cancel(run, reason, now):
                 metrics.count(names.RUNS_CANCELLED)

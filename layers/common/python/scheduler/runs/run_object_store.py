@@ -83,13 +83,20 @@ class S3RunObjects:
         params = {"Bucket": self._bucket, "Key": key}
         return str(self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds))
 
-    def request_cancel(self, job_id: str, run_key: str, attempt: int, reason: str) -> None:
-        """The cancel object: the runner reads it at the run's second (found: the script never
-        starts) and polls it while the script runs (found: SIGTERM)."""
+    def request_cancel(self, run: Run, reason: str) -> None:
+        """The cancel object: the runner polls it while the script runs (found: SIGTERM). Then
+        the pack claim's mark, for a claimed run: at the second the runner reads the mark, and
+        the run's own object only if the mark is there (found: the script never starts)."""
         body = json.dumps({"cancelled": True, "reason": reason}).encode()
         self._s3.put_object(
-            Bucket=self._bucket, Key=keys.cancel_key(job_id, run_key, attempt), Body=body
+            Bucket=self._bucket, Key=keys.cancel_key(run.job_id, run.key, run.attempt), Body=body
         )
+        if run.claim_pack is not None and run.claim_second is not None:
+            self._s3.put_object(
+                Bucket=self._bucket,
+                Key=keys.pack_cancel_key(run.claim_pack, run.claim_second),
+                Body=b"{}",
+            )
 
     def cancel_requested(self, job_id: str, run_key: str, attempt: int) -> bool:
         return self._exists(keys.cancel_key(job_id, run_key, attempt))

@@ -392,7 +392,9 @@ class RunRepository:
 
     def cancel(self, run: Run, reason: str, now: datetime) -> bool:
         """End the run as CANCELLED if it has not ended (any attempt: its claim on the attempt it
-        was read at is the caller's, see RunService.cancel). It leaves the in-flight index."""
+        was read at is the caller's, see RunService.cancel), and is in the pack claim it was
+        read in (none, or `claim_pack`): the cancel marked that claim for its runner, so a run
+        claimed since is read again and its new claim marked. It leaves the in-flight index."""
         terminal, statuses = _one_of(TERMINAL)
         values = {
             ":cancelled": RunStatus.CANCELLED.value,
@@ -400,11 +402,16 @@ class RunRepository:
             ":reason": reason,
             ":expires": int(now.timestamp()) + self._retention_seconds,
         } | statuses
+        if run.claim_pack is None:
+            same_claim = "attribute_not_exists(claim_pack)"
+        else:
+            same_claim = "claim_pack = :pack"
+            values[":pack"] = run.claim_pack
         return self._end(
             run,
             "SET #st = :cancelled, updated_at = :now, finished_at = :now, #err = :reason, "
             "expires_at = :expires REMOVE inflight_shard, deadline, claim_until",
-            f"attempt = :attempt AND NOT (#st IN ({terminal}))",
+            f"attempt = :attempt AND NOT (#st IN ({terminal})) AND {same_claim}",
             values,
             {"#err": "error"},
         )
