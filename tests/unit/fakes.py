@@ -583,6 +583,10 @@ class FakeRunStore:
         # Dispatch records are kept on the runs here (record_dispatch): the same as get.
         return self.get(job_id, key)
 
+    def get_with_script(self, job_id: str, key: str) -> tuple[Run, str, dict[str, Any]] | None:
+        run = self.get(job_id, key)
+        return None if run is None else (run, *self.script_of(job_id, key))
+
     def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
         with self._schedule.transaction():
             row = self._rows[(job_id, key)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
@@ -58,8 +59,11 @@ class Executor:
         """Dispatch the message's runs that nobody dispatched yet; returns their keys."""
         now = self._clock()
         claim_id = uuid.uuid4().hex
+        scripts: dict[str, tuple[str, dict[str, Any]]] = {}  # run key -> its script, as read
         taken = fan_out(
-            lambda due: self._take(due, claim_id, now, message.pack_id), message.runs, _WORKERS
+            lambda due: self._take(due, claim_id, now, message.pack_id, scripts),
+            message.runs,
+            _WORKERS,
         )
         claimed = [run for run in taken if isinstance(run, Run)]
         if _BUSY in taken:
@@ -69,7 +73,7 @@ class Executor:
         claimed, place = self._take_place(claimed, claim_id, now)
         if not claimed:
             return []
-        specs = fan_out(self._spec, claimed, _WORKERS)
+        specs = [_spec(run, *scripts[run.key]) for run in claimed]
         try:
             task_id = self._backend.dispatch(
                 message.pack_id, specs, place.place_ref() if place else None
@@ -121,11 +125,23 @@ class Executor:
             return None
         return fresh
 
-    def _take(self, due: DueRun, claim_id: str, now: datetime, pack_id: str) -> Run | str | None:
-        """The run, claimed; None if there is nothing to do; _BUSY if another executor holds it."""
-        run = self._runs.get(due.job_id, due.key)
-        if run is None or run.attempt != due.attempt or run.status not in _CLAIMABLE:
+    def _take(
+        self,
+        due: DueRun,
+        claim_id: str,
+        now: datetime,
+        pack_id: str,
+        scripts: dict[str, tuple[str, dict[str, Any]]],
+    ) -> Run | str | None:
+        """The run, claimed (its script put in `scripts`); None if there is nothing to do;
+        _BUSY if another executor holds it."""
+        found = self._runs.get_with_script(due.job_id, due.key)
+        if found is None:
+            return None
+        run, script_key, parameters = found
+        if run.attempt != due.attempt or run.status not in _CLAIMABLE:
             return None  # done, or already dispatched for this attempt: a duplicate message
+        scripts[run.key] = (script_key, parameters)
         if self._runs.claim(run, claim_id, now, self._claim_seconds, pack_id):
             # The attempt's pack is the one it was first claimed in (kept by a later claim).
             first = {"claim_pack": run.claim_pack or pack_id}
@@ -204,21 +220,21 @@ class Executor:
     def _release(self, claimed: list[Run], claim_id: str, now: datetime) -> None:
         fan_out(lambda run: self._runs.release(run, claim_id, now), claimed, _WORKERS)
 
-    def _spec(self, run: Run) -> RunSpec:
-        script_key, parameters = self._runs.script_of(run.job_id, run.key)
-        return RunSpec(
-            job_id=run.job_id,
-            run_key=run.key,
-            attempt=run.attempt,
-            scheduled_at=run.execution_time,
-            not_before=run.not_before,
-            timeout_seconds=run.timeout_seconds,
-            parameters=parameters,
-            script_key=script_key,
-            overlap=run.overlap,
-            claim_pack=run.claim_pack,
-            claim_second=run.claim_second,
-        )
+
+def _spec(run: Run, script_key: str, parameters: dict[str, Any]) -> RunSpec:
+    return RunSpec(
+        job_id=run.job_id,
+        run_key=run.key,
+        attempt=run.attempt,
+        scheduled_at=run.execution_time,
+        not_before=run.not_before,
+        timeout_seconds=run.timeout_seconds,
+        parameters=parameters,
+        script_key=script_key,
+        overlap=run.overlap,
+        claim_pack=run.claim_pack,
+        claim_second=run.claim_second,
+    )
 
 
 # A run dispatched up to grace / DEADLINE_SLACK later than it was queued for keeps its queued

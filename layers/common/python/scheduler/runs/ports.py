@@ -23,6 +23,9 @@ class RunStore(Protocol):
     def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
         """The script key and parameters snapshotted into the run when it was created."""
 
+    def get_with_script(self, job_id: str, key: str) -> tuple[Run, str, dict[str, Any]] | None:
+        """The run as `get` reads it, with its script key and parameters, in the same read."""
+
     def list_for_job(
         self, job_id: str, limit: int, start: dict[str, str] | None
     ) -> tuple[list[Run], dict[str, str] | None]: ...

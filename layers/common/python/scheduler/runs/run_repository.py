@@ -101,6 +101,13 @@ class RunRepository:
         item = self._item(job_id, key)
         return to_run(item) if item else None
 
+    def get_with_script(self, job_id: str, key: str) -> tuple[Run, str, dict[str, Any]] | None:
+        item = self._item(job_id, key)
+        if item is None:
+            return None
+        run = to_run(self._with_dispatch([item])[0])
+        return run, item["script_key"], json.loads(item["parameters_json"])
+
     def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
         """The script key and parameters snapshotted into the run when it was created."""
         response = self._call(
