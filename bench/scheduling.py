@@ -4,8 +4,9 @@ FIFO -> executor -> dispatch, with the real handlers in-process against moto ser
 How it is driven (what AWS does, done here in this process):
 - jobs, their script and their schedule items are written straight into moto (BatchWriteItem,
   the repositories' own item formats): `rate` runs a second, due from `lead` seconds after the
-  first tick, for `duration` seconds. Ten consecutive runs share an owner, so packing (same
-  owner, same 5 s window, at most 10 a task) can fill tasks;
+  first tick, for `duration` seconds. Ten consecutive runs share an owner and their second (as
+  an owner's cron runs of a minute do), so packing (same owner, same 5 s window, at most 10 a
+  task) can fill tasks;
 - a fixed-rate timer invokes the watcher every `tick` seconds, like the EventBridge rule (a tick
   still running at the next boundary makes the timer skip it, as reserved concurrency 1 would);
 - pollers feed the executor (and, for the local backend, run_reports and task_events) like
@@ -22,7 +23,6 @@ requests (botocore's and the runner's presigned ones, from moto's access log) an
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 import shutil
@@ -202,14 +202,22 @@ def seed_jobs(
     return batch_write(table_name, items)
 
 
-def seed_schedule(stack: Stack, jobs: list[Job], first_due: float, rate: float) -> float:
-    """One schedule item per job: job i due at first_due + i / rate (whole seconds)."""
+def due_seconds(first_due: float, count: int, rate: float) -> list[int]:
+    """Each job's due second: `rate` runs a second on average, each owner's ten on one second.
+    Cron fires at second 0, so an owner's runs of a minute share their second; spreading them
+    evenly (i / rate) split most owners' ten runs over two seconds, and so over two pack
+    claims, which no cron schedule does."""
+    block = RUNS_PER_OWNER_BLOCK
+    return [int(first_due + (i // block) * block / rate) for i in range(count)]
+
+
+def seed_schedule(stack: Stack, jobs: list[Job], due: list[int]) -> float:
+    """One schedule item per job, due at its second."""
     schedule = ScheduleRepository(
         plain_client("dynamodb"), table=stack.physical_names["ScheduleTable"], shards=SHARDS
     )
     items = []
-    for i, job in enumerate(jobs):
-        second = int(first_due + i / rate)
+    for job, second in zip(jobs, due, strict=True):
         item = ScheduleItem(
             job_id=job.job_id, user_id=job.user_id, scheduled_at=second, due_at=second
         )
@@ -274,15 +282,12 @@ def seed(
     # Writing a job or an item into moto takes ~0.3-0.6 ms (batches of 25): the first tick is
     # planned after both are written.
     first_tick = time.time() + scenario.runs * 0.0006 * 2 + 1
-    # From a whole second: an owner's ten consecutive runs share their second, as its cron
-    # jobs' runs do (a random phase split about half the packs over two seconds, so the S3
-    # counts per run varied from pass to pass).
-    first_due = float(math.ceil(first_tick + scenario.lead))
-    due = [int(first_due + i / scenario.rate) for i in range(len(jobs))]
-    seconds_items = seed_schedule(stack, jobs, first_due, scenario.rate)
+    first_due = first_tick + scenario.lead
+    due = due_seconds(first_due, len(jobs), scenario.rate)
+    seconds_items = seed_schedule(stack, jobs, due)
     seconds_jobs = seed_jobs(stack, meter, jobs, script_key, due)
     first_tick = max(first_tick, time.time() + 0.2)
-    expected = {job.job_id: int(first_due + i / scenario.rate) for i, job in enumerate(jobs)}
+    expected = {job.job_id: second for job, second in zip(jobs, due, strict=True)}
     say(
         f"{scenario.name}: {len(jobs)} jobs in {seconds_jobs:.1f} s, schedule items in "
         f"{seconds_items:.1f} s; runs due from +{first_due - time.time():.0f} s for "
