@@ -162,3 +162,22 @@ def one_run_per_tick(stack: Stack) -> None:
     The early path has tests of its own (test_on_time.py)."""
     stack.overrides = {function: {"LOOKAHEAD_SECONDS": "60"} for function in stack.functions}
     stack.overrides["CreateJobFunction"] = {"LOOKAHEAD_SECONDS": "0"}
+
+
+def sqs_event(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
+    """The executor's SQS event (events/executor.json's shape) for received `messages`."""
+    template = load_event("executor")["Records"][0]
+    records = []
+    for message in messages:
+        record = dict(template)
+        record |= {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "eventSourceARN": arn,
+        }
+        group = message.get("Attributes", {}).get("MessageGroupId")
+        if group is not None:  # as Lambda's event carries the FIFO message's group
+            record["attributes"] = record["attributes"] | {"MessageGroupId": group}
+        records.append(record)
+    return {"Records": records}

@@ -5,6 +5,7 @@ next tick might see too late. Production pacing: one tick a minute, at an arbitr
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from integration.conftest import (
     body_of,
     load_event,
     runs_of,
+    sqs_event,
     use_function_environment,
 )
 from scheduler import times, wiring
@@ -231,3 +233,33 @@ def test_every_minute_runs_are_queued_a_fargate_start_ahead_whatever_the_tick_se
         second = int(run["execution_time"])
         lead = second - times.epoch(times.from_text(run["queued_at"]))
         assert lead >= min(needed, second - created), run
+
+
+def test_an_early_pack_is_held_in_the_queue_until_its_task_is_needed(
+    stack, invoke, clock: Clock
+) -> None:
+    # Given 10:00:20 and a job created to run at 10:03 (160 s ahead, inside the 170 s lead):
+    # the create queues its run at once
+    job = _create(invoke, "3 10 * * *")
+    (message,) = _queued_messages(stack)
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
+
+    # When the executor receives it 120 s before 10:03: its task (expected to start in 90 s,
+    # +20 s of margin) is needed only in 10 s
+    clock.at(datetime(2026, 12, 1, 10, 1, 0, tzinfo=UTC))
+    result = invoke("ExecutorFunction", sqs_event([message], arn))
+
+    # Then the message goes back to the queue, held for those 10 s, and nothing is dispatched
+    assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    (run,) = runs_of(stack, job["job_id"])
+    assert run["status"] == "QUEUED"
+    ecs = boto3.client("ecs")
+    assert ecs.list_tasks(cluster=stack.physical_names["RunnerCluster"])["taskArns"] == []
+    assert _queued_messages(stack) == []  # out of sight...
+    time.sleep(11)
+    (again,) = _queued_messages(stack)  # ...for 10 s, not the queue's 180 s
+
+    # When it comes back at 10:01:10, its task is dispatched
+    clock.at(datetime(2026, 12, 1, 10, 1, 10, tzinfo=UTC))
+    assert invoke("ExecutorFunction", sqs_event([again], arn)) == {"batchItemFailures": []}
+    assert len(ecs.list_tasks(cluster=stack.physical_names["RunnerCluster"])["taskArns"]) == 1

@@ -19,6 +19,7 @@ from integration.conftest import (
     body_of,
     load_event,
     runs_of,
+    sqs_event,
     stored_runs_of,
     stores_of,
     use_function_environment,
@@ -51,24 +52,6 @@ def _receive(stack, logical: str) -> list[dict[str, Any]]:
     return response.get("Messages", [])
 
 
-def _sqs_event(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
-    template = load_event("executor")["Records"][0]
-    records = []
-    for message in messages:
-        record = dict(template)
-        record |= {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "eventSourceARN": arn,
-        }
-        group = message.get("Attributes", {}).get("MessageGroupId")
-        if group is not None:  # as Lambda's event carries the FIFO message's group
-            record["attributes"] = record["attributes"] | {"MessageGroupId": group}
-        records.append(record)
-    return {"Records": records}
-
-
 def _put_report(stack, run: dict[str, Any], kind: str, report: dict[str, Any]) -> None:
     key = f"reports/{run['job_id']}/{run['key']}/{run['attempt']}/{kind}.json"
     body = {"job_id": run["job_id"], "run_key": run["key"], "attempt": int(run["attempt"])}
@@ -94,7 +77,7 @@ def _dispatched_run(stack, invoke, **job_fields: Any) -> tuple[dict[str, Any], d
     invoke("WatcherFunction", load_event("watcher"))
     messages = _receive(stack, "DispatchQueue")
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    invoke("ExecutorFunction", _sqs_event(messages, arn))
+    invoke("ExecutorFunction", sqs_event(messages, arn))
     (run,) = runs_of(stack, job["job_id"])
     return job, run
 
@@ -110,7 +93,7 @@ def _stop_task(invoke, job_id: str, run_key: str, attempt: int) -> None:
 def _deliver_reports(stack, invoke) -> None:
     messages = _receive(stack, "ReportsQueue")
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['ReportsQueue']}"
-    result = invoke("RunReportsFunction", _sqs_event(messages, arn))
+    result = invoke("RunReportsFunction", sqs_event(messages, arn))
     assert result == {"batchItemFailures": []}
 
 
@@ -138,7 +121,7 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
 
     # When the executor receives the message (twice: a redelivery)
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    event = _sqs_event(messages, arn)
+    event = sqs_event(messages, arn)
     assert invoke("ExecutorFunction", event) == {"batchItemFailures": []}
     assert invoke("ExecutorFunction", event) == {"batchItemFailures": []}
 
@@ -538,7 +521,7 @@ def test_a_failed_dispatch_holds_back_only_its_own_jobs_records(stack, invoke) -
     wiring.reset()
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
     try:
-        result = invoke("ExecutorFunction", _sqs_event(messages, arn))
+        result = invoke("ExecutorFunction", sqs_event(messages, arn))
     finally:
         boto3.DEFAULT_SESSION.events.unregister("before-call.ecs.RunTask", refuse_first)
         wiring.reset()
@@ -568,7 +551,7 @@ def test_a_pack_is_dispatched_with_one_write_and_a_lapsed_claim_is_not_dispatche
     messages = _receive(stack, "DispatchQueue")
     assert len(messages) == 1
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    message_event = _sqs_event(messages, arn)
+    message_event = sqs_event(messages, arn)
 
     # When the executor dispatches it
     assert invoke("ExecutorFunction", message_event) == {"batchItemFailures": []}
@@ -705,7 +688,7 @@ def test_an_executor_that_dies_after_claiming_is_redone_after_the_claim_expires(
 
     # When SQS redelivers the message (after its visibility timeout)
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    assert invoke("ExecutorFunction", _sqs_event(messages, arn)) == {"batchItemFailures": []}
+    assert invoke("ExecutorFunction", sqs_event(messages, arn)) == {"batchItemFailures": []}
 
     # Then the run is dispatched, once
     tasks = boto3.client("ecs").list_tasks(cluster=stack.physical_names["RunnerCluster"])
@@ -725,7 +708,7 @@ def test_a_live_claim_makes_the_message_come_back_later(stack, invoke, monkeypat
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
     # The whole batch failed: the handler raises, and SQS redelivers it after its visibility timeout
     with pytest.raises(BatchProcessingError):
-        invoke("ExecutorFunction", _sqs_event(messages, arn))
+        invoke("ExecutorFunction", sqs_event(messages, arn))
     assert (
         boto3.client("ecs").list_tasks(cluster=stack.physical_names["RunnerCluster"])["taskArns"]
         == []
@@ -791,7 +774,7 @@ def _manifest_of(stack, run_key: str) -> dict[str, Any]:
 
 def _dispatch(stack, invoke) -> None:
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    event = _sqs_event(_receive(stack, "DispatchQueue"), arn)
+    event = sqs_event(_receive(stack, "DispatchQueue"), arn)
     assert invoke("ExecutorFunction", event) == {"batchItemFailures": []}
 
 
@@ -1025,7 +1008,7 @@ def test_a_run_queued_before_its_job_was_paused_is_skipped_not_started(stack, in
     # When the executor receives the queued run
     messages = _receive(stack, "DispatchQueue")
     arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical_names['DispatchQueue']}"
-    assert invoke("ExecutorFunction", _sqs_event(messages, arn)) == {"batchItemFailures": []}
+    assert invoke("ExecutorFunction", sqs_event(messages, arn)) == {"batchItemFailures": []}
 
     # Then no task starts, and the run is SKIPPED, saying why
     tasks = boto3.client("ecs").list_tasks(cluster=stack.physical_names["RunnerCluster"])

@@ -10,7 +10,7 @@ import pytest
 
 from scheduler import keys
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun, RunSpec
-from scheduler.pipeline.executor import Executor, RunBusy
+from scheduler.pipeline.executor import Executor, PackNotDue, RunBusy
 from scheduler.pipeline.ports import DispatchFailed
 from scheduler.runs.run_models import AttemptRecord, Run, RunReport, RunStatus, RunTrigger, new_run
 from scheduler.times import epoch
@@ -347,3 +347,93 @@ def test_a_run_dispatched_again_keeps_the_pack_it_was_first_claimed_in(
     # Then its task shares p1's claim objects with the first task: only one of them starts it
     ((pack_id, (spec,)),) = backend.dispatched
     assert (pack_id, spec.claim_pack) == ("p2", "p1")
+
+
+# -- an early pack is held back in the queue --------------------------------------------------
+
+AHEAD = 110  # the task's expected start (90 s) + the margin (20 s)
+
+
+class RecordingHolds:
+    """The dispatch queue's holds: which receipt was held for how long; refuses if told."""
+
+    def __init__(self, accept: bool = True) -> None:
+        self.held: list[tuple[str, int]] = []
+        self._accept = accept
+
+    def hold(self, receipt_handle: str, seconds: int) -> bool:
+        self.held.append((receipt_handle, seconds))
+        return self._accept
+
+
+def holding_executor(
+    runs: FakeRunStore,
+    backend: FakeDispatchBackend,
+    jobs: FakeJobStore,
+    clock: FakeClock,
+    holds: RecordingHolds,
+) -> Executor:
+    return Executor(
+        runs,
+        backend,
+        jobs,
+        claim_seconds=CLAIM_SECONDS,
+        dispatch_grace_seconds=GRACE,
+        clock=clock,
+        dispatch_ahead_seconds=AHEAD,
+        holds=holds,
+    )
+
+
+def early_message(*runs: Run) -> DispatchMessage:
+    return message_for(*runs).model_copy(update={"first_second": min(r.not_before for r in runs)})
+
+
+def test_a_pack_that_comes_before_its_task_is_needed_is_held_until_it_is(
+    runs: FakeRunStore, backend: FakeDispatchBackend, jobs: FakeJobStore, clock: FakeClock
+) -> None:
+    # Given a pack due at noon, received 170 s ahead (the watcher's lead)
+    holds = RecordingHolds()
+    executor = holding_executor(runs, backend, jobs, clock, holds)
+    run = queued_run(runs, "job-a")
+    clock.set(NOON - timedelta(seconds=170))
+
+    # When the executor receives it, then it holds the message until 110 s before noon
+    with pytest.raises(PackNotDue):
+        executor.handle(early_message(run), "receipt-1")
+    assert holds.held == [("receipt-1", 60)]
+    # And nothing was claimed or started
+    assert backend.dispatched == []
+    stored = runs.get(run.job_id, run.key)
+    assert stored is not None
+    assert stored.status is RunStatus.QUEUED
+
+    # When it comes back then, it is dispatched
+    clock.set(NOON - timedelta(seconds=AHEAD))
+    assert executor.handle(early_message(run), "receipt-2") == [run.key]
+    assert holds.held == [("receipt-1", 60)]
+    assert len(backend.dispatched) == 1
+
+
+@pytest.mark.parametrize(
+    ("ahead_of_noon", "receipt", "accept"),
+    [
+        (AHEAD + 9, "receipt-1", True),  # less early than worth holding
+        (170, None, True),  # no receipt to hold (a direct call)
+        (170, "receipt-1", False),  # the queue would not hold it
+    ],
+)
+def test_a_pack_not_held_is_dispatched_at_once(
+    runs: FakeRunStore,
+    backend: FakeDispatchBackend,
+    jobs: FakeJobStore,
+    clock: FakeClock,
+    ahead_of_noon: int,
+    receipt: str | None,
+    accept: bool,
+) -> None:
+    executor = holding_executor(runs, backend, jobs, clock, RecordingHolds(accept))
+    run = queued_run(runs, "job-a")
+    clock.set(NOON - timedelta(seconds=ahead_of_noon))
+    assert executor.handle(early_message(run), receipt) == [run.key]
+    assert len(backend.dispatched) == 1

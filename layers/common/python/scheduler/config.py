@@ -120,6 +120,12 @@ class ExecutorSettings(JobApiSettings):
     # have read it: the expected task start plus MANIFEST_URL_MARGIN_SECONDS (unless set).
     task_start_seconds: int = Field(default=90, ge=0, le=600)
     manifest_url_seconds: int | None = Field(default=None, ge=30)
+    # The dispatch queue: a pack that comes more than task_start_seconds + this margin before
+    # its second (the watcher's lead is longer by a tick) is held back in it until then, so
+    # its task does not wait long for the second. The margin covers the queue's return of
+    # the message, the dispatch and a task slower than expected ("On time", D + J).
+    dispatch_queue_url: str | None = None
+    dispatch_margin_seconds: int = Field(default=20, ge=0, le=600)
     # A run still running this long after its script started reports "started" (RUNNING); a
     # shorter one goes from DISPATCHED to its end with one report (docs/performance.md, cost).
     started_report_seconds: int = Field(default=10, ge=0, le=600)
@@ -130,6 +136,10 @@ class ExecutorSettings(JobApiSettings):
     subnets: str = ""  # comma-separated
     security_groups: str = ""
     assign_public_ip: bool = False
+
+    @property
+    def dispatch_ahead_seconds(self) -> int:
+        return self.task_start_seconds + self.dispatch_margin_seconds
 
     @property
     def manifest_url_ttl(self) -> int:

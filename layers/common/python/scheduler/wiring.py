@@ -338,6 +338,12 @@ def executor() -> Executor:
         clock=now,
         concurrent_runs=settings.quotas.concurrent_runs,
         places=stores.places,
+        dispatch_ahead_seconds=settings.dispatch_ahead_seconds,
+        holds=(
+            SqsRunQueue(client("sqs"), settings.dispatch_queue_url)
+            if settings.dispatch_queue_url
+            else None
+        ),
     )
 
 

@@ -22,6 +22,9 @@ class DispatchMessage(BaseModel):
     pack_id: str
     user_id: str
     runs: list[DueRun]
+    # The earliest not_before of its runs: the executor holds a pack that came this early
+    # back in the queue until its task is needed (None: dispatch it when received).
+    first_second: int | None = None
 
 
 class RunSpec(BaseModel):

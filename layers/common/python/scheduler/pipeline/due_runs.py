@@ -248,6 +248,7 @@ class DueRuns:
                 pack_id=f"{pack[0].key}-{pack[0].attempt}",
                 user_id=pack[0].user_id,
                 runs=[DueRun(job_id=r.job_id, key=r.key, attempt=r.attempt) for r in pack],
+                first_second=min(r.not_before for r in pack),
             )
             for pack in packs
         ]

@@ -1,7 +1,8 @@
 """The executor: claim each run of a dispatch message, then start one task for those it won
 whose job still runs (a run of a paused or deleted job is SKIPPED instead) and that got one of
 their owner's concurrent_runs places, taken for the pack at once (a run that did not waits:
-back to PENDING, a little later, never dropped)."""
+back to PENDING, a little later, never dropped). A message that comes earlier than its task is
+needed is held back in the queue first, so that the task does not wait long for its second."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from scheduler import metric_names as names
 from scheduler.fanout import fan_out
 from scheduler.jobs.job_models import why_no_run_starts
 from scheduler.pipeline.dispatch_models import DispatchMessage, DueRun, RunSpec
-from scheduler.pipeline.ports import DispatchBackend, DispatchThrottled, JobLookup
+from scheduler.pipeline.ports import DispatchBackend, DispatchThrottled, JobLookup, MessageHolds
 from scheduler.quotas.quota_models import Places
 from scheduler.runs.ports import RunStore
 from scheduler.runs.run_log import run_changed
@@ -29,6 +30,12 @@ logger = Logger(child=True)
 
 class RunBusy(Exception):
     """Another executor holds a live claim on a run: let SQS redeliver the message later."""
+
+
+class PackNotDue(Exception):
+    """The pack came before its task is needed: held out of sight in the queue, it comes back
+    when it is (the record fails; the later packs of its message group are not held with it:
+    pipeline/dispatch_batches.py)."""
 
 
 class Executor:
@@ -44,7 +51,11 @@ class Executor:
         concurrent_runs: int | None = None,
         place_wait_seconds: int = 30,
         places: Places | None = None,
+        dispatch_ahead_seconds: int | None = None,
+        holds: MessageHolds | None = None,
     ) -> None:
+        self._ahead = dispatch_ahead_seconds
+        self._holds = holds
         self._places = places
         self._concurrent_runs = concurrent_runs
         self._place_wait = place_wait_seconds
@@ -55,9 +66,15 @@ class Executor:
         self._grace = dispatch_grace_seconds
         self._clock = clock
 
-    def handle(self, message: DispatchMessage) -> list[str]:
-        """Dispatch the message's runs that nobody dispatched yet; returns their keys."""
+    def handle(self, message: DispatchMessage, receipt_handle: str | None = None) -> list[str]:
+        """Dispatch the message's runs that nobody dispatched yet; returns their keys. Raises
+        PackNotDue, having held the message (`receipt_handle`) in the queue, if its task is
+        not needed yet."""
         now = self._clock()
+        held = self._hold(message, receipt_handle, now)
+        if held is not None:
+            logger.info("pack held", pack_id=message.pack_id, hold_s=held)
+            raise PackNotDue(f"pack {message.pack_id} is held for {held} s")
         claim_id = uuid.uuid4().hex
         scripts: dict[str, tuple[str, dict[str, Any]]] = {}  # run key -> its script, as read
         taken = fan_out(
@@ -115,6 +132,20 @@ class Executor:
 
         fan_out(mark, [run for run in claimed if run.key in moved], _WORKERS)
         return [run.key for run in claimed]
+
+    def _hold(
+        self, message: DispatchMessage, receipt_handle: str | None, now: datetime
+    ) -> int | None:
+        """Seconds the message is held for, if it came more than `dispatch_ahead_seconds`
+        (the task's expected start plus a margin) before its first run's second; None if it
+        is dispatched now (due, or the queue would not hold it)."""
+        ahead, holds, first = self._ahead, self._holds, message.first_second
+        if ahead is None or holds is None or receipt_handle is None or first is None:
+            return None
+        wait = min(first - ahead - epoch(now), MAX_HOLD_SECONDS)
+        if wait < MIN_HOLD_SECONDS:
+            return None
+        return wait if holds.hold(receipt_handle, wait) else None
 
     def _new_deadline(self, run: Run, now: datetime) -> int | None:
         """The run's deadline once dispatched at `now`: None if the one it was queued with
@@ -241,6 +272,10 @@ def _spec(run: Run, script_key: str, parameters: dict[str, Any]) -> RunSpec:
 # deadline: most of the grace is left for its task to start and report (a fixed minute would
 # leave none of a 30 s grace, and the sweep would fail runs still running).
 DEADLINE_SLACK = 5
+# A pack less early than this is dispatched at once: holding it would save its task little wait.
+MIN_HOLD_SECONDS = 10
+# SQS's longest visibility timeout (12 h).
+MAX_HOLD_SECONDS = 43200
 # A message holds at most 10 runs: their DynamoDB calls go out together.
 _WORKERS = 10
 _BUSY = "busy"

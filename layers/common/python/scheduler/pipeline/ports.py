@@ -21,6 +21,12 @@ class RunQueue(Protocol):
         """Send every message; for each, whether the queue accepted it."""
 
 
+class MessageHolds(Protocol):
+    def hold(self, receipt_handle: str, seconds: int) -> bool:
+        """Keep a received message out of sight for `seconds` (it comes back then); False if
+        the queue would not (the message is then handled now)."""
+
+
 class DispatchBackend(Protocol):
     def dispatch(self, pack_id: str, runs: list[RunSpec], place: str | None = None) -> str:
         """Start one task running `runs`; return its id. Raises if no task was started. The

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from scheduler.aws.client_errors import raise_if_throttled
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 SQS_BATCH = 10
+logger = Logger(child=True)
 
 
 class SqsRunQueue:
@@ -45,6 +47,16 @@ class SqsRunQueue:
             for ok in response.get("Successful", []):
                 accepted[offset + int(ok["Id"])] = True
         return accepted
+
+    def hold(self, receipt_handle: str, seconds: int) -> bool:
+        try:
+            self._sqs.change_message_visibility(
+                QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+            )
+        except ClientError as exc:
+            logger.warning("a pack could not be held in the queue", error=str(exc))
+            return False
+        return True
 
 
 def dedup_id(message: DispatchMessage) -> str:
