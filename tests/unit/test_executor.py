@@ -5,6 +5,7 @@ ready for the message's redelivery."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -49,9 +50,12 @@ def jobs() -> FakeJobStore:
     return store
 
 
-@pytest.fixture
-def executor(
-    runs: FakeRunStore, backend: FakeDispatchBackend, jobs: FakeJobStore, clock: FakeClock
+def make_executor(
+    runs: FakeRunStore,
+    backend: FakeDispatchBackend,
+    jobs: FakeJobStore,
+    clock: FakeClock,
+    **options: Any,
 ) -> Executor:
     return Executor(
         runs,
@@ -60,7 +64,15 @@ def executor(
         claim_seconds=CLAIM_SECONDS,
         dispatch_grace_seconds=GRACE,
         clock=clock,
+        **options,
     )
+
+
+@pytest.fixture
+def executor(
+    runs: FakeRunStore, backend: FakeDispatchBackend, jobs: FakeJobStore, clock: FakeClock
+) -> Executor:
+    return make_executor(runs, backend, jobs, clock)
 
 
 def queued_run(runs: FakeRunStore, job_id: str, at: datetime = NOON, grace: int = GRACE) -> Run:
@@ -373,16 +385,7 @@ def holding_executor(
     clock: FakeClock,
     holds: RecordingHolds,
 ) -> Executor:
-    return Executor(
-        runs,
-        backend,
-        jobs,
-        claim_seconds=CLAIM_SECONDS,
-        dispatch_grace_seconds=GRACE,
-        clock=clock,
-        dispatch_ahead_seconds=AHEAD,
-        holds=holds,
-    )
+    return make_executor(runs, backend, jobs, clock, dispatch_ahead_seconds=AHEAD, holds=holds)
 
 
 def early_message(*runs: Run) -> DispatchMessage:
