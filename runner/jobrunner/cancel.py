@@ -85,9 +85,11 @@ class CancelMarks:
 
 def cancelled_before_start(spec: RunSpec, marks: CancelMarks) -> str | None:
     """Just before the script would start, its pack claim's cancel mark (read once for the
-    claim's runs) and, only if that is there, the run's own cancel object: a cancel recorded
-    before then (the API writes both before it records CANCELLED) keeps the script from ever
-    starting. Its reason, or None (also when S3 cannot be reached: the poll still runs)."""
+    claim's runs that start together: the first to reach the second reads it, the others of
+    that second use the read) and, only if that is there, the run's own cancel object: a cancel
+    recorded before the mark was read (the API writes both before it records CANCELLED) keeps
+    the script from ever starting; one recorded later stops it at the next poll. Its reason,
+    or None (also when S3 cannot be reached: the poll still runs)."""
     if spec.cancel_url is None:
         return None
     if spec.pack_cancel_url is not None and not marks.present(spec.pack_cancel_url):

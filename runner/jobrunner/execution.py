@@ -76,7 +76,8 @@ def execute(spec: RunSpec, rt: Runtime, index: int = 0) -> bool:
                 and (reason := cancelled_before_start(spec, rt.cancel_marks)) is not None
             ):
                 # Cancelled before its second: never started, reports nothing (the run is
-                # CANCELLED already; its task's stop or the sweep finds the cancel object).
+                # CANCELLED already; if that record was not written, the sweep finds the
+                # cancel object at the run's deadline: this runner still exits 0).
                 overlap.release(spec)
                 log("run_cancelled_before_start", "warning", **spec.ids, reason=reason)
                 return True

@@ -73,10 +73,9 @@ FUNCTION_ENV = {
     "STARTED_REPORT_SECONDS": "1",
 }
 # A message received by an executor that is then killed stays invisible for the dispatch
-# queue's visibility timeout (180 s), and holds back its FIFO group (the job's later messages,
-# retries included) as long: redelivered, it is dispatched (the claim has expired). It must come
-# back before the run's deadline (180 s < 300 s), or the sweep fails attempts whose retries
-# wait behind it; 10 s < 30 s here.
+# queue's visibility timeout (180 s): redelivered, it is dispatched (the claim has expired). It
+# must come back before the run's deadline (180 s < 300 s), or the sweep concludes the attempt
+# first; 10 s < 30 s here.
 DISPATCH_QUEUE = "local-DispatchQueue.fifo"
 DISPATCH_VISIBILITY_SECONDS = 10
 RUNNER = "entrypoint.py"  # runner/entrypoint.py locally, /app/entrypoint.py in the image

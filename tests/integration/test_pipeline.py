@@ -111,7 +111,9 @@ def test_a_due_run_flows_from_schedule_to_succeeded(stack, invoke) -> None:
     assert run["key"] == f"{int(run['execution_time']):010d}-{job['job_id']}"
     messages = _receive(stack, "DispatchQueue")
     assert len(messages) == 1
-    assert messages[0]["Attributes"]["MessageGroupId"] == job["job_id"]
+    # (a group of its own: it waits behind no other pack, held back or failing)
+    body = json.loads(messages[0]["Body"])
+    assert messages[0]["Attributes"]["MessageGroupId"] == body["pack_id"]
 
     # And the job's schedule moved to its next occurrence (the taken item is left to expire)
     schedule = boto3.resource("dynamodb").Table(stack.physical_names["ScheduleTable"])

@@ -1,4 +1,4 @@
-"""The executor's batches of the dispatch queue (SQS FIFO, one message group per job)."""
+"""The executor's batches of the dispatch queue (SQS FIFO, one message group per pack)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,12 @@ from scheduler.pipeline.executor import PackNotDue
 
 
 class DispatchBatches(SqsFifoPartialProcessor):
-    """A failed record fails the later records of its own message group (one job's runs: FIFO
-    order kept); other groups' records are still dispatched, rather than all waiting out the
-    visibility timeout behind one throttled call. A pack held because it came early is not a
-    failure of its group: a later pack of the same job in the batch is due later still and is
-    held (or dispatched) by its own time, rather than coming back only after the queue's
-    visibility timeout (180 s), by when it could be late. Nor is a batch of held packs only an
-    error of the invocation (a batch whose every record failed for real still is: the
-    executor's errors alarm)."""
+    """A failed record fails the later records of its own message group only (a group is one
+    pack, so in practice none); the other records are still dispatched, rather than all waiting
+    out the visibility timeout behind one throttled call. A pack held because it came early is
+    not a failure of its group, and a batch of held packs only is not an error of the
+    invocation (a batch whose every record failed for real still is: the executor's errors
+    alarm)."""
 
     def __init__(self) -> None:
         super().__init__(skip_group_on_error=True)

@@ -34,8 +34,7 @@ class RunBusy(Exception):
 
 class PackNotDue(Exception):
     """The pack came before its task is needed: held out of sight in the queue, it comes back
-    when it is (the record fails; the later packs of its message group are not held with it:
-    pipeline/dispatch_batches.py)."""
+    when it is (the record fails, as no error of the invocation: pipeline/dispatch_batches.py)."""
 
 
 class Executor:

@@ -6,7 +6,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from scheduler.aws.client_errors import raise_if_throttled
 from scheduler.pipeline.dispatch_models import DispatchMessage
@@ -32,9 +32,10 @@ class SqsRunQueue:
                 {
                     "Id": str(index),
                     "MessageBody": message.model_dump_json(),
-                    # One group per job: no ordering constraint across jobs, so FIFO never
-                    # serialises the whole queue.
-                    "MessageGroupId": message.runs[0].job_id,
+                    # One group per pack: FIFO serialises nothing, so no pack waits behind
+                    # another one held back in the queue by the executor (a run now, a retry
+                    # behind its job's next occurrence); claims, not order, keep runs single.
+                    "MessageGroupId": message.pack_id,
                     "MessageDeduplicationId": dedup_id(message),
                 }
                 for index, message in enumerate(chunk)
@@ -53,7 +54,7 @@ class SqsRunQueue:
             self._sqs.change_message_visibility(
                 QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
             )
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             logger.warning("a pack could not be held in the queue", error=str(exc))
             return False
         return True

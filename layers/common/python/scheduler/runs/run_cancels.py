@@ -1,11 +1,12 @@
 """Cancelling a run: by its owner (POST .../cancel), or by a REPLACE job's next run.
 
-The runner has no credentials, so the cancel reaches it through two S3 objects it can see
-(RunObjects.request_cancel): the attempt's claim, taken first (a runner that has not started the
-script yet finds it taken, and never starts it), and the cancel object, which the runner polls
-while the script runs (then SIGTERM, SIGKILL after its grace). Both are written before the run is
-marked CANCELLED, so a crash in between leaves a signal the runner obeys and reports; a run ended
-CANCELLED is never retried.
+The runner has no credentials, so the cancel reaches it through S3 objects it can see
+(RunObjects.request_cancel): the attempt's cancel object, which the runner polls while the
+script runs (then SIGTERM, SIGKILL after its grace), and, for a run an executor claimed, the mark
+of its pack claim, which the runner reads at the second before the run's own object (a runner
+that has not started the script yet finds both, and never starts it). Both are written before
+the run is marked CANCELLED, in the pack claim the run was read in, so a crash in between leaves
+a signal the runner obeys; a run ended CANCELLED is never retried.
 """
 
 from __future__ import annotations
