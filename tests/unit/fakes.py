@@ -588,6 +588,7 @@ class FakeRunStore:
         return None if run is None else (run, *self.script_of(job_id, key))
 
     def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
+        """(For tests) the script key and parameters snapshotted into the run."""
         with self._schedule.transaction():
             row = self._rows[(job_id, key)]
             return row.script_key, json.loads(json.dumps(row.parameters))

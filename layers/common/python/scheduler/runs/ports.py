@@ -20,11 +20,9 @@ class RunStore(Protocol):
     def get_stored(self, job_id: str, key: str) -> Run | None:
         """The run without its pack's dispatch record (DISPATCHING, no task, once dispatched)."""
 
-    def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
-        """The script key and parameters snapshotted into the run when it was created."""
-
     def get_with_script(self, job_id: str, key: str) -> tuple[Run, str, dict[str, Any]] | None:
-        """The run as `get` reads it, with its script key and parameters, in the same read."""
+        """The run as `get` reads it, with the script key and parameters snapshotted into it
+        when it was created, in the same read."""
 
     def list_for_job(
         self, job_id: str, limit: int, start: dict[str, str] | None

@@ -108,17 +108,6 @@ class RunRepository:
         run = to_run(self._with_dispatch([item])[0])
         return run, item["script_key"], json.loads(item["parameters_json"])
 
-    def script_of(self, job_id: str, key: str) -> tuple[str, dict[str, Any]]:
-        """The script key and parameters snapshotted into the run when it was created."""
-        response = self._call(
-            self._db.get_item,
-            TableName=self._table,
-            Key=dump({"job_id": job_id, "key": key}),
-            ProjectionExpression="script_key, parameters_json",
-        )
-        item = load(response["Item"])
-        return item["script_key"], json.loads(item["parameters_json"])
-
     def list_for_job(
         self, job_id: str, limit: int, start: dict[str, str] | None
     ) -> tuple[list[Run], dict[str, str] | None]:
