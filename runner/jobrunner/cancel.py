@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
 
+from jobrunner.keyed_locks import KeyedLocks
 from jobrunner.log import log
 from jobrunner.manifest import RunSpec
 from jobrunner.transfer import TransferError, http_get_if_present
@@ -54,33 +54,25 @@ class CancelWatch:
 MARK_FRESH_SECONDS = 1.0
 
 
-@dataclass
-class _Mark:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    read_at: float | None = None
-    present: bool = True
-
-
 class CancelMarks:
     """The cancel marks of the pack's claims, each read once for the runs that start together
     (a failed read is not kept: those runs read their own cancel objects instead)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_url: dict[str, _Mark] = {}
+        self._locks = KeyedLocks()
+        self._reads: dict[str, tuple[float, bool]] = {}  # url -> (when read, present)
 
     def present(self, url: str) -> bool:
-        with self._lock:
-            mark = self._by_url.setdefault(url, _Mark())
-        with mark.lock:
+        with self._locks(url):
             now = time.monotonic()
-            if mark.read_at is None or now - mark.read_at > MARK_FRESH_SECONDS:
+            read = self._reads.get(url)
+            if read is None or now - read[0] > MARK_FRESH_SECONDS:
                 try:
-                    mark.present = http_get_if_present(url, MAX_CANCEL_BYTES) is not None
-                    mark.read_at = now
+                    read = (now, http_get_if_present(url, MAX_CANCEL_BYTES) is not None)
                 except TransferError:
                     return True  # unknown: the run's own object says
-            return mark.present
+                self._reads[url] = read
+            return read[1]
 
 
 def cancelled_before_start(spec: RunSpec, marks: CancelMarks) -> str | None:

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import uuid
 
+from jobrunner.keyed_locks import KeyedLocks
 from jobrunner.log import log
 from jobrunner.manifest import RunSpec
 from jobrunner.transfer import TransferError, http_get_if_present, http_put_if_absent
@@ -47,8 +47,7 @@ class PackClaims:
 
     def __init__(self, runs: list[RunSpec]) -> None:
         self._runs = runs
-        self._lock = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks = KeyedLocks()
         self._named: dict[str, set[str] | None] = {}  # pack claim URL -> refs its winner holds
 
     def take(self, spec: RunSpec) -> bool:
@@ -56,9 +55,7 @@ class PackClaims:
         url = spec.claim_url
         if url is None:
             return True
-        with self._lock:
-            lock = self._locks.setdefault(url, threading.Lock())
-        with lock:
+        with self._locks(url):
             if url not in self._named:
                 self._named[url] = self._claim_pack(spec, url)
             named = self._named[url]
